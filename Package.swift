@@ -1,0 +1,61 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "poolfs",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "PoolCore", targets: ["PoolCore"]),
+        .executable(name: "poolfs", targets: ["poolfs"]),
+        .executable(name: "poolfs-bench", targets: ["PoolBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.2.0"),
+    ],
+    targets: [
+        // C libraries: a module map and a shim header each, nothing else.
+        .systemLibrary(name: "CPmem", pkgConfig: "libpmem",
+                       providers: [.apt(["libpmem-dev"])]),
+        .systemLibrary(name: "CPmemObj", pkgConfig: "libpmemobj",
+                       providers: [.apt(["libpmemobj-dev"])]),
+        .systemLibrary(name: "CNuma", pkgConfig: "numa",
+                       providers: [.apt(["libnuma-dev"])]),
+        .systemLibrary(name: "CFuse", pkgConfig: "fuse3",
+                       providers: [.apt(["libfuse3-dev"])]),
+
+        .target(
+            name: "PoolCore",
+            dependencies: [
+                "CPmem",
+                .product(name: "Atomics", package: "swift-atomics"),
+            ],
+            swiftSettings: internalChecks),
+        .executableTarget(
+            name: "poolfs",
+            dependencies: [
+                "PoolCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        // The benchmark links the peers (pmemobj, …) so that `poolfs` does not.
+        .executableTarget(
+            name: "PoolBench",
+            dependencies: ["PoolCore", "CPmemObj"]),
+        // Child processes for the multi-process and crash tests.
+        .executableTarget(
+            name: "PoolTestHelper",
+            dependencies: ["PoolCore"]),
+        .testTarget(
+            name: "PoolCoreTests",
+            dependencies: ["PoolCore", "PoolTestHelper", "poolfs"]),
+    ],
+    swiftLanguageModes: [.v6]
+)
+
+/// `POOLFS_INTERNAL_CHECKS=1 swift build` turns on the invariant checkers.
+var internalChecks: [SwiftSetting] {
+    if Context.environment["POOLFS_INTERNAL_CHECKS"] == "1" {
+        return [.define("POOLFS_INTERNAL_CHECKS")]
+    }
+    return []
+}

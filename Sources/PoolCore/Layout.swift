@@ -1,0 +1,129 @@
+/// Where everything lives inside the shelf files.
+///
+/// Every shelf file starts with a `ShelfHeader` (offset 0), then its page
+/// table (one `PageEntry` word per data page: the truth about which pages are
+/// free, cached by a process or allocated), then a bitmap of the pages that
+/// are not free (derived from the page table, rebuilt after a crash), then
+/// the data pages, aligned to the page size. Shelf 0 also holds, before its
+/// page table, the pool's own metadata: superblock, shelf table, control
+/// words, participant slots and the region table.
+enum Layout {
+    static let formatVersion: UInt32 = 1
+    static let shelfMagic: UInt64 = 0x0046_4c45_4853_4650       // "PFSHELF\0"
+    static let superMagic: UInt64 = 0x4253_5346_4c4f_4f50       // "POOLFSSB"
+
+    // Shelf header, at offset 0 of every shelf.
+    enum ShelfHeader {
+        static let magic = 0, version = 8, index = 12, uuid = 16, size = 32, pageSize = 40
+        static let medium = 48, checksum = 56
+        static let checksummed = 56
+        /// Bytes at the start of the file whose blocks are allocated (mutable).
+        static let reservedBytes = 64
+    }
+
+    // Superblock, shelf 0.
+    enum Superblock {
+        static let offset = 4096
+        static let magic = 0, version = 8, uuid = 16, pageSize = 32, createdAt = 40
+        static let name = 48, nameCapacity = 64
+        static let checksum = 248, checksummed = 248
+    }
+
+    // Shelf table, shelf 0: one entry per shelf, published by one atomic store.
+    enum ShelfTable {
+        static let offset = 4096 + 256
+        static let capacity = 64
+        static let entrySize = 64
+        static let size = 0, medium = 8, checksum = 16, published = 24
+        static func entry(_ index: Int) -> Int { offset + index * entrySize }
+    }
+
+    // Control words, shelf 0.
+    enum Control {
+        static let offset = 16384
+        /// Nonzero while a holder of the global lock is changing shared state;
+        /// found nonzero by the next holder, it means the last one died inside.
+        static let lockDirty = offset
+        static let lockHolder = offset + 8
+    }
+
+    // Participant slots, shelf 0: one per process that has the pool open.
+    enum Participants {
+        static let offset = 32768
+        static let capacity = 128
+        static let slotSize = 1024
+        static let state = 0, pid = 8, openedAt = 16
+        /// Intent records for operations that must finish or roll back if the
+        /// process dies in the middle (one per thread that uses them).
+        static let logsOffset = 64, logSize = 64
+        static let logCount = (slotSize - logsOffset) / logSize
+        static let logOperation = 0, logDestination = 8, logAddress = 16, logCount_ = 24
+        static func slot(_ index: Int) -> Int { offset + index * slotSize }
+        static func log(_ slot: Int, _ log: Int) -> Int {
+            Participants.slot(slot) + logsOffset + log * logSize
+        }
+    }
+
+    // Region table, shelf 0.
+    enum Regions {
+        static let offset = Participants.offset + Participants.capacity * Participants.slotSize
+        static let capacity = 1024
+        static let entrySize = 128
+        static let state = 0, address = 8, size = 16, pages = 24, createdAt = 32
+        static let name = 48, nameCapacity = 64
+        static func entry(_ index: Int) -> Int { offset + index * entrySize }
+    }
+
+    /// Shelf 0's fixed metadata, with room left for heaps.
+    static let shelf0Metadata = 512 * 1024
+    static let shelfMetadata = 4096
+
+    /// Bytes (beyond any file size) that carry file locks on shelf 0.
+    enum LockByte {
+        static let base: UInt64 = 1 << 40
+        /// Shared by every process that has the pool open; exclusive means alone.
+        static let openers = base
+        static let global = base + 1
+        static let mount = base + 2
+        static func participant(_ slot: Int) -> UInt64 { base + 1024 + UInt64(slot) }
+    }
+
+    static let minimumPageSize: UInt64 = 4096
+    static let maximumPageSize: UInt64 = 1 << 30
+}
+
+/// The geometry of one shelf, computed from its size and the page size alone,
+/// so it needs no storage and cannot disagree with itself.
+struct ShelfGeometry: Equatable, Sendable {
+    let size: UInt64
+    let pageSize: UInt64
+    let pageCount: Int
+    let pageTableOffset: Int
+    let bitmapOffset: Int
+    let dataOffset: UInt64
+
+    init?(index: Int, size: UInt64, pageSize: UInt64) {
+        let fixed = UInt64(index == 0 ? Layout.shelf0Metadata : Layout.shelfMetadata)
+        guard size > fixed + pageSize else { return nil }
+        func dataStart(_ pages: UInt64) -> UInt64 {
+            let bitmapWords = (pages + 63) / 64
+            let end = fixed + pages * 8 + bitmapWords * 8
+            return (end + pageSize - 1) / pageSize * pageSize
+        }
+        var pages = (size - fixed) / (pageSize + 8)
+        while pages > 0 && dataStart(pages) + pages * pageSize > size { pages -= 1 }
+        guard pages > 0, pages < 1 << 32 else { return nil }
+        self.size = size
+        self.pageSize = pageSize
+        self.pageCount = Int(pages)
+        self.pageTableOffset = Int(fixed)
+        self.bitmapOffset = Int(fixed + pages * 8)
+        self.dataOffset = dataStart(pages)
+    }
+
+    var bitmapWords: Int { (pageCount + 63) / 64 }
+    var dataBytes: UInt64 { UInt64(pageCount) * pageSize }
+    var metadataBytes: UInt64 { dataOffset }
+
+    func offset(ofPage page: Int) -> UInt64 { dataOffset + UInt64(page) * pageSize }
+}

@@ -1,0 +1,140 @@
+import Atomics
+import CPmem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One shelf file mapped MAP_SHARED, and the only owner of that mapping: the
+/// pointer never leaves this type except inside the accessors below, which
+/// check their bounds. `dram` files are mapped with mmap; `pmem` files with
+/// libpmem, which also tells whether stores can be made durable with cache
+/// flushes (real pmem) or need msync.
+final class MappedFile: @unchecked Sendable {
+    let path: String
+    let medium: Medium
+    /// Kept open for fallocate and for the file locks placed on shelf 0.
+    let descriptor: Int32
+    private let base: UnsafeMutableRawPointer
+    let length: Int
+    let isPersistentMemory: Bool
+
+    private init(path: String, medium: Medium, descriptor: Int32, base: UnsafeMutableRawPointer,
+                 length: Int, isPersistentMemory: Bool) {
+        self.path = path
+        self.medium = medium
+        self.descriptor = descriptor
+        self.base = base
+        self.length = length
+        self.isPersistentMemory = isPersistentMemory
+    }
+
+    deinit {
+        switch medium {
+        case .dram: munmap(base, length)
+        case .pmem: pmem_unmap(base, length)
+        }
+        SystemCall.close(descriptor)
+    }
+
+    /// Creates a new file of `size` bytes (failing if it exists) and maps it.
+    /// The file is sparse except for `reserve` leading bytes, whose blocks are
+    /// allocated now.
+    static func create(path: String, size: UInt64, reserve: UInt64, medium: Medium) throws -> MappedFile {
+        let fd = try SystemCall.open(path, flags: O_RDWR | O_CREAT | O_EXCL)
+        do {
+            try SystemCall.truncate(fd, to: size, path: path)
+            try SystemCall.allocate(fd, offset: 0, length: reserve, path: path)
+            return try map(path: path, descriptor: fd, length: size, medium: medium)
+        } catch {
+            SystemCall.close(fd)
+            SystemCall.remove(path)
+            throw error
+        }
+    }
+
+    /// Maps an existing file whole.
+    static func open(path: String, medium: Medium) throws -> MappedFile {
+        let fd = try SystemCall.open(path, flags: O_RDWR)
+        do {
+            let size = try SystemCall.fileSize(fd, path: path)
+            guard size > 0 else { throw PoolError.damaged(path: path, reason: "the file is empty") }
+            return try map(path: path, descriptor: fd, length: size, medium: medium)
+        } catch {
+            SystemCall.close(fd)
+            throw error
+        }
+    }
+
+    private static func map(path: String, descriptor fd: Int32, length: UInt64,
+                            medium: Medium) throws -> MappedFile {
+        switch medium {
+        case .dram:
+            let base = try SystemCall.mapShared(fd, length: Int(length), path: path)
+            return MappedFile(path: path, medium: medium, descriptor: fd, base: base,
+                              length: Int(length), isPersistentMemory: false)
+        case .pmem:
+            var mapped = 0
+            var isPmem: Int32 = 0
+            guard let base = pmem_map_file(path, 0, 0, 0, &mapped, &isPmem) else {
+                throw PoolError.system(call: "pmem_map_file", path: path, errno: errno)
+            }
+            return MappedFile(path: path, medium: medium, descriptor: fd, base: base,
+                              length: mapped, isPersistentMemory: isPmem != 0)
+        }
+    }
+
+    /// Reserves file blocks for `[offset, offset+length)`.
+    func reserve(offset: UInt64, length: UInt64) throws {
+        try SystemCall.allocate(descriptor, offset: offset, length: length, path: path)
+    }
+
+    // MARK: Bounded access
+
+    @inline(__always)
+    func atomic(at offset: Int) -> UnsafeAtomic<UInt64> {
+        precondition(offset >= 0 && offset + 8 <= length && offset & 7 == 0)
+        let pointer = (base + offset).assumingMemoryBound(to: UInt64.AtomicRepresentation.self)
+        return UnsafeAtomic(at: pointer)
+    }
+
+    func load<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
+        precondition(offset >= 0 && offset + MemoryLayout<T>.size <= length)
+        return (base + offset).loadUnaligned(as: T.self)
+    }
+
+    func store<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+        precondition(offset >= 0 && offset + MemoryLayout<T>.size <= length)
+        (base + offset).storeBytes(of: value, as: T.self)
+    }
+
+    /// Raw bytes of a checked range, for the caller's closure only.
+    @discardableResult
+    func withBytes<R>(at offset: Int, count: Int,
+                      _ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+        precondition(offset >= 0 && count >= 0 && offset + count <= length)
+        return try body(UnsafeMutableRawBufferPointer(start: base + offset, count: count))
+    }
+
+    /// A typed view of whole words, for the page table and bitmap scans.
+    func words(at offset: Int, count: Int) -> UnsafeMutablePointer<UInt64> {
+        precondition(offset >= 0 && offset & 7 == 0 && offset + count * 8 <= length)
+        return (base + offset).assumingMemoryBound(to: UInt64.self)
+    }
+
+    /// Makes `[offset, offset+count)` durable: cache flushes on real pmem,
+    /// msync for pmem-medium files elsewhere; tmpfs needs nothing.
+    func persist(offset: Int, count: Int) {
+        precondition(offset >= 0 && offset + count <= length)
+        switch medium {
+        case .dram: return
+        case .pmem:
+            if isPersistentMemory {
+                pmem_persist(base + offset, count)
+            } else {
+                _ = pmem_msync(base + offset, count)
+            }
+        }
+    }
+
+    func persistAll() { persist(offset: 0, count: length) }
+}

@@ -1,0 +1,22 @@
+/// What backs a shelf.
+public enum Medium: String, Sendable, CaseIterable, Codable {
+    /// A tmpfs file: DRAM, gone at reboot.
+    case dram
+    /// A file mapped with libpmem: real pmem/DAX, or any file flushed with msync.
+    case pmem
+
+    var code: UInt32 {
+        switch self {
+        case .dram: 1
+        case .pmem: 2
+        }
+    }
+
+    init?(code: UInt32) {
+        switch code {
+        case 1: self = .dram
+        case 2: self = .pmem
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,71 @@
+import Atomics
+
+/// An aligned 64-bit word of pool data, reached by global address.
+struct DataWord {
+    let shelf: Shelf
+    let offset: Int
+
+    func load() -> UInt64 { shelf.file.atomic(at: offset).load(ordering: .acquiring) }
+
+    func store(_ value: UInt64) {
+        shelf.file.atomic(at: offset).store(value, ordering: .releasing)
+        shelf.file.persist(offset: offset, count: 8)
+    }
+
+    func compareExchange(expected: UInt64, desired: UInt64) -> (exchanged: Bool, original: UInt64) {
+        let result = shelf.file.atomic(at: offset).compareExchange(
+            expected: expected, desired: desired, ordering: .acquiringAndReleasing)
+        if result.exchanged { shelf.file.persist(offset: offset, count: 8) }
+        return result
+    }
+}
+
+/// Rcmp's Read/Write/CAS on any global address inside the data pages.
+extension OpenPool {
+    /// The shelf and file offset of `[address, address+count)`, which must
+    /// lie inside one shelf's data pages (never its metadata).
+    func resolve(_ address: GlobalAddress, count: Int) throws -> (Shelf, Int) {
+        guard let shelf = shelf(address.shelf) else {
+            throw PoolError.invalidAddress(address, reason: "the pool has no shelf \(address.shelf)")
+        }
+        guard count >= 0, shelf.containsData(offset: address.offset, count: UInt64(count)) else {
+            throw PoolError.invalidAddress(address, reason: "\(count) bytes there fall outside shelf \(address.shelf)'s data pages")
+        }
+        return (shelf, Int(address.offset))
+    }
+
+    func dataWord(_ address: GlobalAddress) throws -> DataWord {
+        guard address.offset & 7 == 0 else {
+            throw PoolError.invalidAddress(address, reason: "not 8-byte aligned")
+        }
+        let (shelf, offset) = try resolve(address, count: 8)
+        return DataWord(shelf: shelf, offset: offset)
+    }
+
+    func read(at address: GlobalAddress, into buffer: UnsafeMutableRawBufferPointer) throws {
+        let (shelf, offset) = try resolve(address, count: buffer.count)
+        shelf.file.withBytes(at: offset, count: buffer.count) { source in
+            buffer.copyMemory(from: UnsafeRawBufferPointer(source))
+        }
+    }
+
+    func write(at address: GlobalAddress, from buffer: UnsafeRawBufferPointer) throws {
+        let (shelf, offset) = try resolve(address, count: buffer.count)
+        shelf.file.withBytes(at: offset, count: buffer.count) { target in
+            target.copyMemory(from: buffer)
+        }
+        shelf.file.persist(offset: offset, count: buffer.count)
+    }
+
+    /// Raw bytes of a checked range, for a closure only (regions, the mount).
+    func withBytes<R>(at address: GlobalAddress, count: Int,
+                      _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
+        let (shelf, offset) = try resolve(address, count: count)
+        return try shelf.file.withBytes(at: offset, count: count, body)
+    }
+
+    func persist(at address: GlobalAddress, count: Int) throws {
+        let (shelf, offset) = try resolve(address, count: count)
+        shelf.file.persist(offset: offset, count: count)
+    }
+}

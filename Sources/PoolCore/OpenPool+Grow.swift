@@ -1,0 +1,43 @@
+/// Growing a pool while it is in use, NVMM's way: the new shelf is formatted
+/// under a temporary name, renamed into place, then published in the shelf
+/// table by one atomic store. A crash before the store leaves a file that
+/// nothing refers to (removed by the next grow); after it, a whole shelf.
+extension OpenPool {
+    func grow(by size: UInt64, medium: Medium? = nil) throws -> Int {
+        try withGlobalLock {
+            let index = shelves.count
+            guard index < Layout.ShelfTable.capacity else {
+                throw PoolError.tooManyShelves(name: name, limit: Layout.ShelfTable.capacity)
+            }
+            guard let geometry = ShelfGeometry(index: index, size: size, pageSize: pageSize) else {
+                throw PoolError.invalidSize(ByteSize.format(size),
+                                            reason: "a shelf needs more than \(ByteSize.format(UInt64(Layout.shelfMetadata) + pageSize))")
+            }
+            let medium = medium ?? shelves[0]!.file.medium
+            let path = OpenPool.shelfPath(directory, index)
+            try Space.check(directory, needs: size)
+            SystemCall.remove(path + ".tmp")
+            let staging = try MappedFile.create(path: path + ".tmp", size: size,
+                                                reserve: medium == .dram ? geometry.dataOffset : size,
+                                                medium: medium)
+            ShelfHeader.format(staging, index: index, uuid: superblock.uuid, size: size, pageSize: pageSize,
+                               medium: medium, reserved: medium == .dram ? geometry.dataOffset : size)
+            staging.persistAll()
+            SystemCall.remove(path)
+            try SystemCall.rename(path + ".tmp", path)
+            ShelfTable.publish(metadata, index: index, record: ShelfRecord(size: size, medium: medium),
+                               uuid: superblock.uuid)
+            try refreshShelvesLocked()
+            return index
+        }
+    }
+}
+
+enum Space {
+    /// Refuses to make a file the file system cannot hold.
+    static func check(_ directory: String, needs bytes: UInt64) throws {
+        if let available = SystemCall.availableBytes(in: directory), available < bytes {
+            throw PoolError.notEnoughSpace(path: directory, needed: bytes, available: available)
+        }
+    }
+}

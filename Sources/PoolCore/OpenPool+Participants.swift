@@ -1,0 +1,144 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Participants: one slot per process that has the pool open, held by a file
+/// lock the kernel drops when the process dies. A slot whose state says "in
+/// use" but whose lock can be taken belonged to a dead process; whoever finds
+/// it finishes or rolls back that process's logged operations and returns
+/// the runs its thread caches held.
+extension OpenPool {
+    typealias P = Layout.Participants
+
+    private func slotState(_ index: Int) -> UInt64 {
+        metadata.atomic(at: P.slot(index) + P.state).load(ordering: .acquiring)
+    }
+
+    func claimSlot() throws -> Int {
+        let fd = metadata.descriptor
+        for index in 0..<P.capacity {
+            guard FileLock.tryLock(fd, byte: Layout.LockByte.participant(index), .exclusive) else { continue }
+            if slotState(index) != 0 {
+                try withGlobalLock { reclaim(index) }
+            }
+            let base = P.slot(index)
+            metadata.store(UInt64(getpid()), at: base + P.pid)
+            metadata.store(UInt64(time(nil)), at: base + P.openedAt)
+            metadata.atomic(at: base + P.state).store(1, ordering: .releasing)
+            metadata.persist(offset: base, count: 64)
+            return index
+        }
+        throw PoolError.tooManyProcesses(name: name, limit: P.capacity)
+    }
+
+    func releaseSlot() {
+        let base = P.slot(slot)
+        metadata.atomic(at: base + P.state).store(0, ordering: .releasing)
+        metadata.store(UInt64(0), at: base + P.pid)
+        metadata.persist(offset: base, count: 64)
+        FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.participant(slot))
+    }
+
+    /// Recovers every slot left by a dead process.
+    func reclaimDeadParticipants() throws {
+        let fd = metadata.descriptor
+        for index in 0..<P.capacity where index != slot && slotState(index) != 0 {
+            let byte = Layout.LockByte.participant(index)
+            guard FileLock.tryLock(fd, byte: byte, .exclusive) else { continue }
+            defer { FileLock.unlock(fd, byte: byte) }
+            try withGlobalLock { reclaim(index) }
+        }
+    }
+
+    /// The pids of the processes that have the pool open now.
+    func livePids() -> [Int32] {
+        (0..<P.capacity).compactMap { index in
+            guard slotState(index) != 0 else { return nil }
+            let pid = Int32(truncatingIfNeeded: metadata.load(UInt64.self, at: P.slot(index) + P.pid))
+            if index == slot { return pid }
+            return FileLock.isHeld(metadata.descriptor, byte: Layout.LockByte.participant(index)) ? pid : nil
+        }
+    }
+
+    /// Slots that say "in use" though nobody holds their lock.
+    func deadSlots() -> [Int] {
+        (0..<P.capacity).filter { index in
+            index != slot && slotState(index) != 0
+                && !FileLock.isHeld(metadata.descriptor, byte: Layout.LockByte.participant(index))
+        }
+    }
+
+    /// Finishes a dead process's logged operations, returns its cached runs
+    /// and frees its slot. Global lock held. Returns the pages it returned.
+    @discardableResult
+    func reclaim(_ index: Int) -> Int {
+        for log in 0..<P.logCount { replayLog(slot: index, log: log) }
+        var returned = 0
+        for shelf in shelves.all {
+            shelf.forEachHead { page, entry in
+                if entry.kind == .cached && entry.owner == index {
+                    shelf.releaseRun(at: page, length: entry.length)
+                    returned += entry.length
+                }
+            }
+        }
+        let base = P.slot(index)
+        metadata.atomic(at: base + P.state).store(0, ordering: .releasing)
+        metadata.store(UInt64(0), at: base + P.pid)
+        metadata.persist(offset: base, count: 64)
+        return returned
+    }
+
+    // MARK: Intent logs
+
+    enum LoggedOperation: UInt64 {
+        /// Allocate a run and store its address at a destination word.
+        case publish = 1
+        /// Clear a destination word and free the run it pointed at.
+        case clear = 2
+    }
+
+    /// Runs `body` with this thread's log record (or the shared one).
+    func withIntentLog<R>(_ cache: UnsafeThreadCache, _ body: (Int) throws -> R) rethrows -> R {
+        if cache.logIndex > 0 { return try body(P.log(slot, cache.logIndex)) }
+        return try sharedLogMutex.withLock { try body(P.log(slot, 0)) }
+    }
+
+    func writeLog(_ record: Int, _ operation: LoggedOperation, destination: GlobalAddress,
+                  address: GlobalAddress, count: Int) {
+        metadata.store(destination.rawValue, at: record + P.logDestination)
+        metadata.store(address.rawValue, at: record + P.logAddress)
+        metadata.store(UInt64(count), at: record + P.logCount_)
+        metadata.atomic(at: record + P.logOperation).store(operation.rawValue, ordering: .releasing)
+        metadata.persist(offset: record, count: P.logSize)
+    }
+
+    func clearLog(_ record: Int) {
+        metadata.atomic(at: record + P.logOperation).store(0, ordering: .releasing)
+        metadata.persist(offset: record, count: 8)
+    }
+
+    /// Redoes (publish) or completes (clear) what a log record says.
+    private func replayLog(slot owner: Int, log: Int) {
+        let record = P.log(owner, log)
+        guard let operation = LoggedOperation(rawValue: metadata.load(UInt64.self, at: record + P.logOperation)) else {
+            clearLog(record)
+            return
+        }
+        defer { clearLog(record) }
+        let destination = GlobalAddress(rawValue: metadata.load(UInt64.self, at: record + P.logDestination))
+        let address = GlobalAddress(rawValue: metadata.load(UInt64.self, at: record + P.logAddress))
+        let count = Int(metadata.load(UInt64.self, at: record + P.logCount_))
+        guard let word = try? dataWord(destination), let (shelf, page) = try? locateRun(address) else { return }
+        let allocated = PageEntry.allocated(length: count, tag: .pages)
+        let cached = PageEntry.cached(length: count, owner: owner)
+        switch operation {
+        case .publish:
+            word.store(address.rawValue)
+            if shelf.entry(page) == cached { shelf.setEntry(page, allocated) }
+        case .clear:
+            word.store(0)
+            if shelf.entry(page) == allocated { shelf.setEntry(page, cached) }
+        }
+    }
+}

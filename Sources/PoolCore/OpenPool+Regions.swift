@@ -1,0 +1,145 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Regions: named runs of pages, recorded in shelf 0's region table.
+///
+/// A row moves free → creating → live → destroying → free, always under the
+/// global lock. The row's address is written before its pages are claimed,
+/// so a holder that dies in `creating` or `destroying` leaves a row that the
+/// next lock holder can settle: the run (if claimed) is released, the row
+/// cleared.
+extension OpenPool {
+    typealias R = Layout.Regions
+
+    enum RowState: UInt64 { case free = 0, creating = 1, live = 2, destroying = 3 }
+
+    func rowState(_ index: Int) -> RowState? {
+        RowState(rawValue: metadata.load(UInt64.self, at: R.entry(index) + R.state))
+    }
+
+    func rowName(_ index: Int) -> String {
+        metadata.withBytes(at: R.entry(index) + R.name, count: R.nameCapacity) { bytes in
+            String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+        }
+    }
+
+    func regionName(_ index: Int) -> String? {
+        guard index >= 0, index < R.capacity, rowState(index) == .live else { return nil }
+        return rowName(index)
+    }
+
+    func regionInfo(_ index: Int) -> RegionInfo {
+        let row = R.entry(index)
+        return RegionInfo(
+            name: rowName(index),
+            address: GlobalAddress(rawValue: metadata.load(UInt64.self, at: row + R.address)),
+            size: metadata.load(UInt64.self, at: row + R.size),
+            pages: Int(metadata.load(UInt64.self, at: row + R.pages)),
+            createdAt: metadata.load(UInt64.self, at: row + R.createdAt))
+    }
+
+    func liveRegionIndex(_ name: String) -> Int? {
+        (0..<R.capacity).first { rowState($0) == .live && rowName($0) == name }
+    }
+
+    func regions() -> [RegionInfo] {
+        (0..<R.capacity).filter { rowState($0) == .live }.map(regionInfo)
+    }
+
+    private func setRowState(_ index: Int, _ state: RowState) {
+        metadata.store(state.rawValue, at: R.entry(index) + R.state)
+        metadata.persist(offset: R.entry(index), count: R.entrySize)
+    }
+
+    func createRegion(name: String, size: UInt64) throws -> RegionInfo {
+        try Names.check(name, what: "region")
+        guard size > 0 else { throw PoolError.invalidSize("0", reason: "a region needs at least one byte") }
+        let pages64 = (size + pageSize - 1) / pageSize
+        guard pages64 < UInt64(OpenPool.maximumRun) else {
+            throw PoolError.invalidSize(ByteSize.format(size), reason: "larger than any shelf")
+        }
+        let pages = Int(pages64)
+        return try withGlobalLock {
+            guard liveRegionIndex(name) == nil else { throw PoolError.regionExists(name) }
+            guard let index = (0..<R.capacity).first(where: { rowState($0) == .free }) else {
+                throw PoolError.tooManyRegions(limit: R.capacity)
+            }
+            guard let (shelf, page) = shelves.all.lazy.compactMap({ s in s.findFreeRun(length: pages).map { (s, $0) } }).first
+            else { throw PoolError.poolFull(name: self.name, pages: pages) }
+            guard try shelf.reserveBlocks(forPage: page, length: pages) else {
+                throw PoolError.poolFull(name: self.name, pages: pages)
+            }
+            let row = R.entry(index)
+            metadata.withBytes(at: row, count: R.entrySize) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+            metadata.withBytes(at: row + R.name, count: R.nameCapacity) { bytes in
+                for (i, byte) in name.utf8.enumerated() { bytes[i] = byte }
+            }
+            let address = shelf.address(ofPage: page)
+            metadata.store(address.rawValue, at: row + R.address)
+            metadata.store(size, at: row + R.size)
+            metadata.store(UInt64(pages), at: row + R.pages)
+            metadata.store(UInt64(time(nil)), at: row + R.createdAt)
+            setRowState(index, .creating)
+            shelf.claimRun(at: page, length: pages, head: .allocated(length: pages, tag: .region(index)))
+            // New regions read as zeros, like a new file.
+            shelf.file.withBytes(at: Int(address.offset), count: pages * Int(pageSize)) {
+                $0.initializeMemory(as: UInt8.self, repeating: 0)
+            }
+            shelf.file.persist(offset: Int(address.offset), count: pages * Int(pageSize))
+            setRowState(index, .live)
+            return regionInfo(index)
+        }
+    }
+
+    func destroyRegion(name: String) throws {
+        try withGlobalLock {
+            guard let index = liveRegionIndex(name) else { throw PoolError.regionNotFound(name) }
+            setRowState(index, .destroying)
+            settleRow(index)
+        }
+    }
+
+    /// Releases a creating or destroying row's run (if it holds it) and
+    /// clears the row. Global lock held.
+    func settleRow(_ index: Int) {
+        let info = regionInfo(index)
+        if let shelf = shelves[info.address.shelf], let page = shelf.page(at: info.address.offset),
+           shelf.entry(page) == .allocated(length: info.pages, tag: .region(index))
+        {
+            shelf.releaseRun(at: page, length: info.pages)
+        }
+        metadata.withBytes(at: R.entry(index), count: R.entrySize) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+        metadata.persist(offset: R.entry(index), count: R.entrySize)
+    }
+
+    /// Rows a dead lock holder left half done. Global lock held.
+    func unsettledRows() -> [Int] {
+        (0..<R.capacity).filter { rowState($0) == .creating || rowState($0) == .destroying }
+    }
+
+    /// After a holder of the global lock died inside it: rebuild the bitmaps
+    /// from the page tables, settle half-done region rows.
+    func recoverTornState() {
+        for shelf in shelves.all { shelf.rebuildBitmap() }
+        for index in unsettledRows() { settleRow(index) }
+    }
+}
+
+/// Names of pools, regions and heaps: what a file name may safely be.
+public enum Names {
+    public static let maximumLength = 63
+
+    public static func check(_ name: String, what: String) throws {
+        guard !name.isEmpty else { throw PoolError.invalidName(name, reason: "a \(what) name cannot be empty") }
+        guard name.utf8.count <= maximumLength else {
+            throw PoolError.invalidName(name, reason: "longer than \(maximumLength) bytes")
+        }
+        guard name.first != ".", name.first != "-" else {
+            throw PoolError.invalidName(name, reason: "may not start with '.' or '-'")
+        }
+        guard name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0)) }) else {
+            throw PoolError.invalidName(name, reason: "use letters, digits, '.', '_' and '-' only")
+        }
+    }
+}

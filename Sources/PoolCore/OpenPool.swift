@@ -1,0 +1,238 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A pool as this process has it open: the mapped shelves, this process's
+/// participant slot, its thread caches and the locks.
+///
+/// Lock order: `globalMutex` (this process) → the global file lock (all
+/// processes) → `registryMutex`. The fast path takes none of them.
+final class OpenPool: @unchecked Sendable {
+    let name: String
+    let directory: String
+    let superblock: Superblock
+    /// Shelf 0's file: superblock, shelf table, control words, participants,
+    /// regions; its descriptor carries the file locks.
+    let metadata: MappedFile
+    let shelves = ShelfDirectory()
+    let pageSize: UInt64
+    let pageShift: UInt64
+    /// This process's participant slot.
+    private(set) var slot = -1
+    /// Runs of this many pages or fewer go through the thread caches.
+    let cacheBudgetPages: Int
+
+    let globalMutex = ProcessMutex()
+    private let registryMutex = ProcessMutex()
+    /// Registered thread caches and free intent-log slots; registryMutex.
+    private var caches: [UnsafeThreadCache] = []
+    private var freeLogs: [Int] = Array((1..<Layout.Participants.logCount).reversed())
+    private var isClosed = false
+    /// Serializes the threads that have no intent log of their own.
+    let sharedLogMutex = ProcessMutex()
+    private var cacheKey = pthread_key_t()
+
+    private init(name: String, directory: String, metadata: MappedFile, superblock: Superblock,
+                 shelves: [Shelf]) {
+        self.name = name
+        self.directory = directory
+        self.metadata = metadata
+        self.superblock = superblock
+        pageSize = superblock.pageSize
+        pageShift = UInt64(superblock.pageSize.trailingZeroBitCount)
+        for shelf in shelves { self.shelves.append(shelf) }
+        let totalPages = shelves.reduce(0) { $0 + $1.pageCount }
+        cacheBudgetPages = max(1, min(UnsafeThreadCache.stackCapacity, totalPages / 64))
+    }
+
+    deinit {
+        if !isClosed { close() }
+    }
+
+    static func shelfPath(_ directory: String, _ index: Int) -> String { "\(directory)/shelf-\(index)" }
+
+    // MARK: Opening
+
+    /// Maps and verifies every shelf; takes no lock and joins nothing.
+    static func map(name: String, directory: String) throws -> OpenPool {
+        guard SystemCall.isDirectory(directory) else {
+            throw PoolError.poolNotFound(name: name, path: directory)
+        }
+        let path0 = shelfPath(directory, 0)
+        guard SystemCall.exists(path0) else {
+            throw PoolError.damaged(path: directory, reason: "shelf-0 is missing")
+        }
+        // Read shelf 0 with a plain mapping first: its header says its medium.
+        let probe = try MappedFile.open(path: path0, medium: .dram)
+        guard probe.length >= Layout.shelf0Metadata else {
+            try ShelfHeader.verify(probe, index: 0, uuid: nil, size: nil)
+            throw PoolError.damaged(path: path0, reason: "truncated to \(probe.length) bytes")
+        }
+        try ShelfHeader.verify(probe, index: 0, uuid: nil, size: nil)
+        let superblock = try Superblock.read(probe)
+        let records = try ShelfTable.records(probe, uuid: superblock.uuid)
+        guard let medium0 = ShelfHeader.medium(probe) else {
+            throw PoolError.damaged(path: path0, reason: "unknown medium")
+        }
+        let file0 = medium0 == .dram ? probe : try MappedFile.open(path: path0, medium: medium0)
+        var shelves: [Shelf] = []
+        for (index, record) in records.enumerated() {
+            let file = index == 0 ? file0 : try openShelfFile(directory, index, record)
+            try ShelfHeader.verify(file, index: index, uuid: superblock.uuid, size: record.size)
+            guard let geometry = ShelfGeometry(index: index, size: record.size, pageSize: superblock.pageSize) else {
+                throw PoolError.damaged(path: file.path, reason: "impossible shelf size \(record.size)")
+            }
+            shelves.append(Shelf(index: index, file: file, geometry: geometry))
+        }
+        return OpenPool(name: name, directory: directory, metadata: file0, superblock: superblock,
+                        shelves: shelves)
+    }
+
+    static func openShelfFile(_ directory: String, _ index: Int, _ record: ShelfRecord) throws -> MappedFile {
+        let path = shelfPath(directory, index)
+        guard SystemCall.exists(path) else {
+            throw PoolError.damaged(path: directory, reason: "shelf-\(index) is missing")
+        }
+        return try MappedFile.open(path: path, medium: record.medium)
+    }
+
+    /// Joins the pool as a participant: recovers what dead processes left,
+    /// takes a slot, and readies the thread caches.
+    func attach() throws {
+        let fd = metadata.descriptor
+        // Shared by all users; `check --repair` and `destroy` take it exclusive.
+        FileLock.lock(fd, byte: Layout.LockByte.openers, .shared)
+        do {
+            slot = try claimSlot()
+            try reclaimDeadParticipants()
+        } catch {
+            FileLock.unlock(fd, byte: Layout.LockByte.openers)
+            throw error
+        }
+        let created = pthread_key_create(&cacheKey) { raw in
+            guard let raw else { return }
+            let cache = UnsafeThreadCache(raw)
+            cache.owner.takeUnretainedValue().threadDidExit(cache)
+        }
+        precondition(created == 0, "pthread_key_create: out of thread-specific keys")
+    }
+
+    /// Leaves the pool: every thread cache's runs go back, the slot is freed.
+    func close() {
+        let orphaned: [UnsafeThreadCache] = registryMutex.withLock {
+            guard !isClosed else { return [] }
+            isClosed = true
+            defer { caches.removeAll() }
+            return caches
+        }
+        guard slot >= 0 else { return }
+        pthread_key_delete(cacheKey)
+        try? withGlobalLock {
+            for cache in orphaned { returnAll(cache) }
+        }
+        for cache in orphaned {
+            cache.owner.release()
+            cache.deallocate()
+        }
+        releaseSlot()
+        FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.openers)
+        for shelf in shelves.all where shelf.file.medium == .pmem && !shelf.file.isPersistentMemory {
+            shelf.file.persistAll()
+        }
+    }
+
+    var closed: Bool { registryMutex.withLock { isClosed } }
+
+    // MARK: Thread caches
+
+    @inline(__always)
+    func threadCache() throws -> UnsafeThreadCache {
+        if let raw = pthread_getspecific(cacheKey) { return UnsafeThreadCache(raw) }
+        return try makeThreadCache()
+    }
+
+    @inline(never)
+    private func makeThreadCache() throws -> UnsafeThreadCache {
+        try registryMutex.withLock {
+            guard !isClosed else { throw PoolError.closed(name: name) }
+            let cache = UnsafeThreadCache.allocate(owner: Unmanaged.passRetained(self),
+                                                   logIndex: freeLogs.popLast() ?? -1)
+            caches.append(cache)
+            pthread_setspecific(cacheKey, cache.raw)
+            return cache
+        }
+    }
+
+    private func threadDidExit(_ cache: UnsafeThreadCache) {
+        let registered: Bool = registryMutex.withLock {
+            guard !isClosed, let i = caches.firstIndex(where: { $0.words == cache.words }) else { return false }
+            caches.remove(at: i)
+            return true
+        }
+        guard registered else { return }
+        try? withGlobalLock { returnAll(cache) }
+        registryMutex.withLock {
+            if cache.logIndex > 0 { freeLogs.append(cache.logIndex) }
+        }
+        cache.deallocate()
+        cache.owner.release()
+    }
+
+    /// How many runs of `length` pages a thread keeps.
+    @inline(__always)
+    func cacheCapacity(_ length: Int) -> Int { max(1, cacheBudgetPages / length) }
+
+    // MARK: The global lock
+
+    /// Runs `body` holding the pool-wide lock. A holder that died inside
+    /// leaves `lockDirty` set; the next holder rebuilds what it may have torn.
+    @discardableResult
+    func withGlobalLock<R>(_ body: () throws -> R) throws -> R {
+        try globalMutex.withLock {
+            let fd = metadata.descriptor
+            FileLock.lock(fd, byte: Layout.LockByte.global, .exclusive)
+            defer { FileLock.unlock(fd, byte: Layout.LockByte.global) }
+            try refreshShelvesLocked()
+            let dirty = metadata.atomic(at: Layout.Control.lockDirty)
+            if dirty.load(ordering: .acquiring) != 0 {
+                recoverTornState()
+            }
+            dirty.store(1, ordering: .releasing)
+            metadata.store(UInt64(getpid()), at: Layout.Control.lockHolder)
+            metadata.persist(offset: Layout.Control.offset, count: 16)
+            defer {
+                dirty.store(0, ordering: .releasing)
+                metadata.persist(offset: Layout.Control.offset, count: 8)
+            }
+            return try body()
+        }
+    }
+
+    /// Maps shelves that another process published since; global mutex held.
+    func refreshShelvesLocked() throws {
+        while ShelfTable.isPublished(metadata, index: shelves.count) {
+            let index = shelves.count
+            let record = try ShelfTable.record(metadata, index: index, uuid: superblock.uuid)
+            let file = try OpenPool.openShelfFile(directory, index, record)
+            try ShelfHeader.verify(file, index: index, uuid: superblock.uuid, size: record.size)
+            guard let geometry = ShelfGeometry(index: index, size: record.size, pageSize: pageSize) else {
+                throw PoolError.damaged(path: file.path, reason: "impossible shelf size \(record.size)")
+            }
+            shelves.append(Shelf(index: index, file: file, geometry: geometry))
+        }
+    }
+
+    /// The shelf an address names, mapping newly grown shelves on demand.
+    @inline(__always)
+    func shelf(_ index: Int) -> Shelf? {
+        if let shelf = shelves[index] { return shelf }
+        return mapNewShelf(index)
+    }
+
+    @inline(never)
+    private func mapNewShelf(_ index: Int) -> Shelf? {
+        guard index >= 0, index < Layout.ShelfTable.capacity else { return nil }
+        try? globalMutex.withLock { try refreshShelvesLocked() }
+        return shelves[index]
+    }
+}

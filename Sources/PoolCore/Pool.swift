@@ -1,0 +1,269 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A pool: a named memory space made of shelves, open in this process.
+///
+/// Every method may be called from any thread. Page runs and regions are
+/// named by `GlobalAddress`es, which mean the same bytes in every process
+/// that opens the pool and after every restart.
+public final class Pool: @unchecked Sendable {
+    let core: OpenPool
+
+    /// `/dev/shm/poolfs`: pools live here unless `at:` names another directory.
+    public static let defaultHome = "/dev/shm/poolfs"
+    public static let defaultPageSize: UInt64 = 64 << 10
+    public static let defaultSize: UInt64 = 4 << 30
+
+    private init(core: OpenPool) { self.core = core }
+
+    deinit { core.close() }
+
+    public var name: String { core.name }
+    /// The directory that holds the shelf files.
+    public var path: String { core.directory }
+    public var pageSize: Int { Int(core.pageSize) }
+    public var uuid: String { core.superblock.uuid.description }
+
+    static func directory(_ name: String, _ home: String?) -> String {
+        "\(home ?? defaultHome)/\(name)"
+    }
+
+    // MARK: Lifetime
+
+    /// Creates a pool of one shelf of `size` bytes and opens it.
+    public static func create(name: String, size: UInt64 = defaultSize, pageSize: UInt64 = defaultPageSize,
+                              medium: Medium = .dram, at home: String? = nil) throws -> Pool {
+        try Names.check(name, what: "pool")
+        guard pageSize & (pageSize &- 1) == 0, pageSize >= Layout.minimumPageSize,
+              pageSize <= Layout.maximumPageSize
+        else {
+            throw PoolError.invalidPageSize(ByteSize.format(pageSize),
+                                            reason: "must be a power of two from 4K to 1G")
+        }
+        guard let geometry = ShelfGeometry(index: 0, size: size, pageSize: pageSize) else {
+            throw PoolError.invalidSize(ByteSize.format(size), reason: "too small for a pool of \(ByteSize.format(pageSize)) pages "
+                + "(at least \(ByteSize.format(UInt64(Layout.shelf0Metadata) + 2 * pageSize)))")
+        }
+        let parent = home ?? defaultHome
+        let directory = Pool.directory(name, home)
+        guard !SystemCall.exists(directory) else { throw PoolError.poolExists(name: name, path: directory) }
+        try SystemCall.makeDirectories(parent)
+        try Space.check(parent, needs: size)
+
+        // Built under a hidden name and renamed: a crash never leaves half a pool.
+        let staging = "\(parent)/.\(name).creating-\(getpid())"
+        removePoolFiles(staging)
+        try SystemCall.makeDirectories(staging)
+        do {
+            let uuid = PoolUUID.random()
+            let reserve = medium == .dram ? geometry.dataOffset : size
+            let file = try MappedFile.create(path: OpenPool.shelfPath(staging, 0), size: size,
+                                             reserve: reserve, medium: medium)
+            ShelfHeader.format(file, index: 0, uuid: uuid, size: size, pageSize: pageSize,
+                               medium: medium, reserved: reserve)
+            Superblock.format(file, uuid: uuid, pageSize: pageSize, name: name)
+            ShelfTable.publish(file, index: 0, record: ShelfRecord(size: size, medium: medium), uuid: uuid)
+            file.persistAll()
+            if rename(staging, directory) != 0 {
+                throw errno == EEXIST || errno == ENOTEMPTY
+                    ? PoolError.poolExists(name: name, path: directory)
+                    : PoolError.system(call: "rename", path: directory, errno: errno)
+            }
+        } catch {
+            removePoolFiles(staging)
+            throw error
+        }
+        return try open(name: name, at: home)
+    }
+
+    /// Opens an existing pool; damaged, truncated, foreign or newer pools are
+    /// refused without writing anything.
+    public static func open(name: String, at home: String? = nil) throws -> Pool {
+        try Names.check(name, what: "pool")
+        let core = try OpenPool.map(name: name, directory: directory(name, home))
+        try core.attach()
+        return Pool(core: core)
+    }
+
+    /// Removes a pool that no process has open.
+    public static func destroy(name: String, at home: String? = nil) throws {
+        try Names.check(name, what: "pool")
+        let directory = Pool.directory(name, home)
+        guard SystemCall.isDirectory(directory) else { throw PoolError.poolNotFound(name: name, path: directory) }
+        let files = SystemCall.listDirectory(directory)
+        guard files.allSatisfy(isShelfFileName) else {
+            throw PoolError.damaged(path: directory, reason: "holds files that are not shelves; not removing it")
+        }
+        let path0 = OpenPool.shelfPath(directory, 0)
+        if SystemCall.exists(path0) {
+            let probe = try MappedFile.open(path: path0, medium: .dram)
+            guard probe.length >= 8, probe.load(UInt64.self, at: 0) == Layout.shelfMagic else {
+                throw PoolError.damaged(path: path0, reason: "not a poolfs shelf; not removing the pool")
+            }
+            guard FileLock.tryLock(probe.descriptor, byte: Layout.LockByte.openers, .exclusive) else {
+                throw PoolError.inUse(name: name, pids: Pool.recordedPids(probe))
+            }
+            removePoolFiles(directory)
+            return
+        }
+        removePoolFiles(directory)
+    }
+
+    static func isShelfFileName(_ file: String) -> Bool {
+        guard file.hasPrefix("shelf-") else { return false }
+        let rest = file.dropFirst(6)
+        let number = rest.hasSuffix(".tmp") ? rest.dropLast(4) : rest
+        return !number.isEmpty && number.allSatisfy(\.isNumber)
+    }
+
+    private static func removePoolFiles(_ directory: String) {
+        for file in SystemCall.listDirectory(directory) where isShelfFileName(file) {
+            SystemCall.remove("\(directory)/\(file)")
+        }
+        try? SystemCall.removeDirectory(directory)
+    }
+
+    /// Pids recorded in the participant slots, for messages about who holds a pool.
+    static func recordedPids(_ file: MappedFile) -> [Int32] {
+        guard file.length >= Layout.shelf0Metadata else { return [] }
+        typealias P = Layout.Participants
+        return (0..<P.capacity).compactMap { index in
+            guard file.load(UInt64.self, at: P.slot(index) + P.state) != 0,
+                  FileLock.isHeld(file.descriptor, byte: Layout.LockByte.participant(index))
+            else { return nil }
+            return Int32(truncatingIfNeeded: file.load(UInt64.self, at: P.slot(index) + P.pid))
+        }
+    }
+
+    /// Leaves the pool: thread caches are emptied and the process slot freed.
+    /// No other thread may be using the pool meanwhile.
+    public func close() { core.close() }
+
+    // MARK: Pages
+
+    /// Allocates `count` contiguous pages.
+    public func allocatePages(count: Int = 1) throws -> GlobalAddress {
+        try core.allocatePages(count: count)
+    }
+
+    /// Frees a run that `allocatePages(count:)` returned, with the same count.
+    public func freePages(at address: GlobalAddress, count: Int = 1) throws {
+        try core.freePages(at: address, count: count)
+    }
+
+    /// Allocates a run and stores its address at `destination` (an aligned
+    /// word in the pool) as one crash-atomic step.
+    public func allocatePages(count: Int = 1, publishingTo destination: GlobalAddress) throws -> GlobalAddress {
+        try core.allocatePages(count: count, publishingTo: destination)
+    }
+
+    /// Zeroes `destination` and frees the run, as one crash-atomic step.
+    public func freePages(at address: GlobalAddress, count: Int = 1, clearing destination: GlobalAddress) throws {
+        try core.freePages(at: address, count: count, clearing: destination)
+    }
+
+    // MARK: Bytes by global address
+
+    public func read(at address: GlobalAddress, into buffer: UnsafeMutableRawBufferPointer) throws {
+        try core.read(at: address, into: buffer)
+    }
+
+    public func read(at address: GlobalAddress, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        try bytes.withUnsafeMutableBytes { try core.read(at: address, into: $0) }
+        return bytes
+    }
+
+    public func write(at address: GlobalAddress, from buffer: UnsafeRawBufferPointer) throws {
+        try core.write(at: address, from: buffer)
+    }
+
+    public func write(at address: GlobalAddress, bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try core.write(at: address, from: $0) }
+    }
+
+    /// Atomically loads the aligned word at `address`.
+    public func load(at address: GlobalAddress) throws -> UInt64 {
+        try core.dataWord(address).load()
+    }
+
+    /// Atomically stores the aligned word at `address`.
+    public func store(_ value: UInt64, at address: GlobalAddress) throws {
+        try core.dataWord(address).store(value)
+    }
+
+    /// Rcmp's CAS: replaces the word at `address` with `desired` if it holds
+    /// `expected`; returns whether it did and the value it found.
+    @discardableResult
+    public func compareAndSwap(at address: GlobalAddress, expected: UInt64, desired: UInt64) throws
+        -> (exchanged: Bool, original: UInt64)
+    {
+        try core.dataWord(address).compareExchange(expected: expected, desired: desired)
+    }
+
+    /// Lends the bytes of `[address, address+count)` to `body`.
+    public func withUnsafeMutableBytes<R>(at address: GlobalAddress, count: Int,
+                                          _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
+        try core.withBytes(at: address, count: count, body)
+    }
+
+    /// Makes the bytes durable (pmem shelves; a no-op on dram).
+    public func persist(at address: GlobalAddress, count: Int) throws {
+        try core.persist(at: address, count: count)
+    }
+
+    // MARK: Regions
+
+    @discardableResult
+    public func createRegion(name: String, size: UInt64) throws -> Region {
+        let info = try core.createRegion(name: name, size: size)
+        return Region(pool: self, info: info)
+    }
+
+    public func openRegion(name: String) throws -> Region {
+        guard let index = core.liveRegionIndex(name) else { throw PoolError.regionNotFound(name) }
+        return Region(pool: self, info: core.regionInfo(index))
+    }
+
+    public func destroyRegion(name: String) throws {
+        try core.destroyRegion(name: name)
+    }
+
+    public func regions() -> [RegionInfo] { core.regions() }
+
+    // MARK: Shape
+
+    /// Adds a shelf of `size` bytes; other processes see it at once.
+    @discardableResult
+    public func grow(by size: UInt64, medium: Medium? = nil) throws -> Int {
+        try core.grow(by: size, medium: medium)
+    }
+
+    public func info() -> PoolInfo { core.info() }
+}
+
+/// A region: a named run of pages this process uses as plain memory. Another
+/// process that opens the same region sees the same bytes.
+public final class Region: @unchecked Sendable {
+    public let pool: Pool
+    public let name: String
+    public let address: GlobalAddress
+    /// The size asked for; the run is rounded up to whole pages.
+    public let size: UInt64
+    public let pages: Int
+
+    init(pool: Pool, info: RegionInfo) {
+        self.pool = pool
+        name = info.name
+        address = info.address
+        size = info.size
+        pages = info.pages
+    }
+
+    public func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
+        try pool.withUnsafeMutableBytes(at: address, count: Int(size), body)
+    }
+
+    public func persist() throws { try pool.persist(at: address, count: Int(size)) }
+}

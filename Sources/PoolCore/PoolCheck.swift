@@ -1,0 +1,192 @@
+/// Offline recovery (NVMM's OfflineRecover): checks the page tables, the
+/// bitmaps, the region table and the participant slots against each other,
+/// with no process using the pool, and with `repair` fixes what it finds.
+public struct CheckReport: Codable, Sendable {
+    /// Damage and leaks: what should never be there.
+    public var problems: [String] = []
+    /// What dead processes left, which the next open would recover anyway.
+    public var recoverable: [String] = []
+    /// What `repair` changed.
+    public var repaired: [String] = []
+    public var pages = 0
+    public var allocatedPages = 0
+    public var allocatedRuns = 0
+    public var regionPages = 0
+    public var freePages = 0
+    public var leakedPages = 0
+
+    public var isClean: Bool { problems.isEmpty && recoverable.isEmpty }
+}
+
+extension Pool {
+    /// Checks pool `name`, which no process may have open, and repairs it
+    /// when asked. `progress` is called with (done, total) pages.
+    public static func check(name: String, at home: String? = nil, repair: Bool = false,
+                             progress: ((Int, Int) -> Void)? = nil) throws -> CheckReport {
+        try Names.check(name, what: "pool")
+        let core = try OpenPool.map(name: name, directory: directory(name, home))
+        let fd = core.metadata.descriptor
+        guard FileLock.tryLock(fd, byte: Layout.LockByte.openers, .exclusive) else {
+            throw PoolError.inUse(name: name, pids: recordedPids(core.metadata))
+        }
+        defer { FileLock.unlock(fd, byte: Layout.LockByte.openers) }
+        var report = PoolChecker(core: core, progress: progress).inspect()
+        if repair && !report.isClean {
+            let repaired = try PoolChecker(core: core, progress: nil).repair()
+            report = PoolChecker(core: core, progress: progress).inspect()
+            report.repaired = repaired
+        }
+        return report
+    }
+}
+
+struct PoolChecker {
+    let core: OpenPool
+    let progress: ((Int, Int) -> Void)?
+
+    private var dirty: Bool { core.metadata.load(UInt64.self, at: Layout.Control.lockDirty) != 0 }
+
+    private func slotInUse(_ slot: Int) -> Bool {
+        core.metadata.load(UInt64.self, at: Layout.Participants.slot(slot) + Layout.Participants.state) != 0
+    }
+
+    func inspect() -> CheckReport {
+        var report = CheckReport()
+        let torn = dirty
+        if torn {
+            report.recoverable.append("a process died holding the pool lock (pid \(core.metadata.load(UInt64.self, at: Layout.Control.lockHolder)))")
+        }
+        let total = core.shelves.all.reduce(0) { $0 + $1.pageCount }
+        var done = 0
+        var cachedByDead: [Int: Int] = [:]
+        for shelf in core.shelves.all {
+            report.pages += shelf.pageCount
+            var orphans = 0, garbage = 0, bitmapWrong = 0
+            var page = 0
+            while page < shelf.pageCount {
+                let entry = shelf.entry(page)
+                guard entry.isHead else {
+                    if entry.kind == .tail { orphans += 1 } else if entry.kind == nil { garbage += 1 } else {
+                        report.freePages += 1
+                    }
+                    if shelf.bitIsSet(page) { bitmapWrong += 1 }
+                    page += 1
+                    continue
+                }
+                let length = entry.length
+                let tailsGood = length >= 1 && page + length <= shelf.pageCount
+                    && (1..<length).allSatisfy { shelf.entry(page + $0) == .tail(distance: $0) }
+                guard tailsGood else {
+                    report.problems.append("shelf \(shelf.index) page \(page): a run of \(length) pages with damaged entries")
+                    page += 1
+                    continue
+                }
+                if (0..<length).contains(where: { !shelf.bitIsSet(page + $0) }) { bitmapWrong += 1 }
+                switch (entry.kind, entry.tag) {
+                case (.cached?, _):
+                    if slotInUse(entry.owner) {
+                        cachedByDead[entry.owner, default: 0] += length
+                    } else {
+                        report.problems.append("shelf \(shelf.index) page \(page): \(length) pages held by no process (leaked)")
+                        report.leakedPages += length
+                    }
+                case (.allocated?, .region(let index)?):
+                    let row = index < Layout.Regions.capacity ? core.rowState(index) : nil
+                    let info = row == nil ? nil : core.regionInfo(index)
+                    if row == .live, info?.address == shelf.address(ofPage: page), info?.pages == length {
+                        report.regionPages += length
+                    } else if row == .creating || row == .destroying {
+                        report.recoverable.append("region row \(index) was left half \(row == .creating ? "created" : "destroyed")")
+                    } else {
+                        report.problems.append("shelf \(shelf.index) page \(page): \(length) pages of a region that no longer exists (leaked)")
+                        report.leakedPages += length
+                    }
+                default:
+                    report.allocatedPages += length
+                    report.allocatedRuns += 1
+                }
+                page += length
+                done += length
+                if let progress, done % 65536 < length { progress(done, total) }
+            }
+            if orphans > 0 {
+                let text = "shelf \(shelf.index): \(orphans) page-table entries of a run half claimed or freed"
+                if torn { report.recoverable.append(text) } else { report.problems.append(text) }
+                report.freePages += orphans
+            }
+            if garbage > 0 { report.problems.append("shelf \(shelf.index): \(garbage) damaged page-table entries") }
+            if bitmapWrong > 0 {
+                let text = "shelf \(shelf.index): the free-page bitmap disagrees with the page table in \(bitmapWrong) places"
+                if torn { report.recoverable.append(text) } else { report.problems.append(text) }
+            }
+        }
+        progress?(total, total)
+        for index in 0..<Layout.Regions.capacity where core.rowState(index) == .live {
+            let info = core.regionInfo(index)
+            guard let shelf = core.shelves[info.address.shelf], let page = shelf.page(at: info.address.offset),
+                  shelf.entry(page) == .allocated(length: info.pages, tag: .region(index))
+            else {
+                report.problems.append("region '\(info.name)' points at \(info.address), which is not its run")
+                continue
+            }
+        }
+        for index in 0..<Layout.Regions.capacity where core.rowState(index) == nil {
+            report.problems.append("region row \(index) is damaged")
+        }
+        for slot in 0..<Layout.Participants.capacity where slotInUse(slot) {
+            let pid = core.metadata.load(UInt64.self, at: Layout.Participants.slot(slot) + Layout.Participants.pid)
+            report.recoverable.append("process \(pid) died with the pool open, holding \(cachedByDead[slot] ?? 0) cached pages")
+        }
+        return report
+    }
+
+    /// Recovers what dead processes left, then reclaims leaks.
+    func repair() throws -> [String] {
+        var done: [String] = []
+        try core.withGlobalLock {
+            // withGlobalLock has already rebuilt torn state if the lock was dirty.
+            for slot in 0..<Layout.Participants.capacity where slotInUse(slot) {
+                let pages = core.reclaim(slot)
+                done.append("recovered a dead process's slot \(slot), returning \(pages) pages")
+            }
+            for index in 0..<Layout.Regions.capacity {
+                switch core.rowState(index) {
+                case .creating?, .destroying?:
+                    core.settleRow(index)
+                    done.append("settled half-done region row \(index)")
+                case nil:
+                    core.settleRow(index)
+                    done.append("cleared damaged region row \(index)")
+                case .live?:
+                    let info = core.regionInfo(index)
+                    if let shelf = core.shelves[info.address.shelf], let page = shelf.page(at: info.address.offset),
+                       shelf.entry(page) == .allocated(length: info.pages, tag: .region(index)) { continue }
+                    core.settleRow(index)
+                    done.append("removed region '\(info.name)', whose pages were not its own")
+                case .free?: continue
+                }
+            }
+            for shelf in core.shelves.all {
+                var leaked = 0
+                shelf.forEachHead { page, entry in
+                    let leak: Bool
+                    switch (entry.kind, entry.tag) {
+                    case (.cached?, _): leak = true   // every slot is free by now
+                    case (.allocated?, .region(let index)?):
+                        leak = index >= Layout.Regions.capacity || core.rowState(index) != .live
+                            || core.regionInfo(index).address != shelf.address(ofPage: page)
+                    default: leak = false
+                    }
+                    if leak {
+                        shelf.releaseRun(at: page, length: entry.length)
+                        leaked += entry.length
+                    }
+                }
+                let orphans = shelf.rebuildBitmap()
+                if leaked > 0 { done.append("shelf \(shelf.index): reclaimed \(leaked) leaked pages") }
+                if orphans > 0 { done.append("shelf \(shelf.index): freed \(orphans) damaged page-table entries") }
+            }
+        }
+        return done
+    }
+}

@@ -1,0 +1,77 @@
+/// What `poolfs info` shows: capacity, use and layout, read live.
+public struct PoolInfo: Codable, Sendable {
+    public var name: String
+    public var path: String
+    public var uuid: String
+    public var pageSize: UInt64
+    public var capacityBytes: UInt64
+    public var usedBytes: UInt64
+    public var freeBytes: UInt64
+    /// Free pages that processes hold in their thread caches.
+    public var cachedBytes: UInt64
+    public var shelves: [ShelfInfo]
+    public var regions: [RegionInfo]
+    /// Processes that have the pool open now.
+    public var processes: [Int32]
+}
+
+public struct ShelfInfo: Codable, Sendable {
+    public var index: Int
+    public var medium: Medium
+    /// True when libpmem maps the file as real persistent memory.
+    public var persistentMemory: Bool
+    public var path: String
+    public var sizeBytes: UInt64
+    public var pages: Int
+    public var usedPages: Int
+    public var cachedPages: Int
+    public var freePages: Int
+}
+
+public struct RegionInfo: Codable, Sendable, Equatable {
+    public var name: String
+    public var address: GlobalAddress
+    public var size: UInt64
+    public var pages: Int
+    public var createdAt: UInt64
+}
+
+extension GlobalAddress: Codable {
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let address = GlobalAddress(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "bad address \(text)"))
+        }
+        self = address
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
+extension OpenPool {
+    func info() -> PoolInfo {
+        var shelfInfos: [ShelfInfo] = []
+        for shelf in shelves.all {
+            var used = 0
+            var cached = 0
+            shelf.forEachHead { _, entry in
+                if entry.kind == .cached { cached += entry.length } else { used += entry.length }
+            }
+            shelfInfos.append(ShelfInfo(
+                index: shelf.index, medium: shelf.file.medium, persistentMemory: shelf.file.isPersistentMemory,
+                path: shelf.file.path, sizeBytes: shelf.geometry.size, pages: shelf.pageCount,
+                usedPages: used, cachedPages: cached, freePages: shelf.pageCount - used - cached))
+        }
+        let pages = shelfInfos.reduce(0) { $0 + $1.pages }
+        let used = shelfInfos.reduce(0) { $0 + $1.usedPages }
+        let cached = shelfInfos.reduce(0) { $0 + $1.cachedPages }
+        return PoolInfo(
+            name: name, path: directory, uuid: superblock.uuid.description, pageSize: pageSize,
+            capacityBytes: UInt64(pages) * pageSize, usedBytes: UInt64(used) * pageSize,
+            freeBytes: UInt64(pages - used) * pageSize, cachedBytes: UInt64(cached) * pageSize,
+            shelves: shelfInfos, regions: regions(), processes: livePids())
+    }
+}

@@ -1,0 +1,213 @@
+import Atomics
+
+/// One mapped shelf: its file, geometry, page table and free-page bitmap.
+///
+/// Page-table words are read and written atomically by any thread of any
+/// process. The bitmap (and `searchHint`) is touched only under the pool's
+/// global lock.
+final class Shelf: @unchecked Sendable {
+    let index: Int
+    let file: MappedFile
+    let geometry: ShelfGeometry
+    private let pageTable: UnsafeMutablePointer<UInt64>
+    private let bitmap: UnsafeMutablePointer<UInt64>
+    /// Where the next search for free pages starts; global lock.
+    private var searchHint = 0
+
+    init(index: Int, file: MappedFile, geometry: ShelfGeometry) {
+        self.index = index
+        self.file = file
+        self.geometry = geometry
+        pageTable = file.words(at: geometry.pageTableOffset, count: geometry.pageCount)
+        bitmap = file.words(at: geometry.bitmapOffset, count: geometry.bitmapWords)
+    }
+
+    var pageCount: Int { geometry.pageCount }
+
+    // MARK: Addresses
+
+    func address(ofPage page: Int) -> GlobalAddress {
+        GlobalAddress(shelf: index, offset: geometry.offset(ofPage: page))
+    }
+
+    /// The page an address starts, or nil when it is not the start of a data page.
+    @inline(__always)
+    func page(at offset: UInt64) -> Int? {
+        guard offset >= geometry.dataOffset else { return nil }
+        let relative = offset - geometry.dataOffset
+        guard relative & (geometry.pageSize - 1) == 0 else { return nil }
+        let page = Int(relative / geometry.pageSize)
+        return page < geometry.pageCount ? page : nil
+    }
+
+    /// True when `[offset, offset+count)` lies inside this shelf's data pages.
+    func containsData(offset: UInt64, count: UInt64) -> Bool {
+        offset >= geometry.dataOffset && count <= geometry.dataBytes
+            && offset - geometry.dataOffset <= geometry.dataBytes - count
+    }
+
+    // MARK: Page table
+
+    @inline(__always)
+    private func entryAtomic(_ page: Int) -> UnsafeAtomic<UInt64> {
+        precondition(page >= 0 && page < geometry.pageCount)
+        return UnsafeAtomic(at: UnsafeMutableRawPointer(pageTable + page)
+            .assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
+    }
+
+    @inline(__always)
+    func entry(_ page: Int) -> PageEntry {
+        PageEntry(rawValue: entryAtomic(page).load(ordering: .acquiring))
+    }
+
+    @inline(__always)
+    func setEntry(_ page: Int, _ entry: PageEntry) {
+        entryAtomic(page).store(entry.rawValue, ordering: .releasing)
+        if file.isPersistentMemory { persistEntry(page) }
+    }
+
+    /// Moves a head from `expected` to `desired` if nobody changed it first.
+    @inline(__always)
+    func exchangeEntry(_ page: Int, expected: PageEntry, desired: PageEntry) -> PageEntry? {
+        let (done, original) = entryAtomic(page).compareExchange(
+            expected: expected.rawValue, desired: desired.rawValue, ordering: .acquiringAndReleasing)
+        if file.isPersistentMemory { persistEntry(page) }
+        return done ? nil : PageEntry(rawValue: original)
+    }
+
+    private func persistEntry(_ page: Int) {
+        file.persist(offset: geometry.pageTableOffset + page * 8, count: 8)
+    }
+
+    // MARK: Runs (global lock)
+
+    /// Makes `[page, page+length)` a run headed by `head`: tails first, so that
+    /// a crash leaves either nothing or a whole run.
+    func claimRun(at page: Int, length: Int, head: PageEntry) {
+        for i in 1..<max(length, 1) { setEntry(page + i, .tail(distance: i)) }
+        setEntry(page, head)
+        setBits(page, length, used: true)
+        searchHint = page + length
+    }
+
+    /// Returns a run to the free space: head first, so a crash leaves only
+    /// uncovered tails, which count as free.
+    func releaseRun(at page: Int, length: Int) {
+        setEntry(page, .free)
+        for i in 1..<max(length, 1) { setEntry(page + i, .free) }
+        setBits(page, length, used: false)
+        if page < searchHint { searchHint = page }
+    }
+
+    /// The first page of `length` free pages, next-fit from the last claim.
+    func findFreeRun(length: Int) -> Int? {
+        guard length <= geometry.pageCount else { return nil }
+        let hint = searchHint < geometry.pageCount ? searchHint : 0
+        return scan(length, from: hint, to: geometry.pageCount) ?? scan(length, from: 0, to: min(geometry.pageCount, hint + length))
+    }
+
+    private func scan(_ length: Int, from start: Int, to end: Int) -> Int? {
+        var page = start
+        var runStart = start
+        var runLength = 0
+        while page < end {
+            let bit = page & 63
+            let word = bitmap[page >> 6] >> UInt64(bit)
+            let free = word == 0 ? 64 - bit : word.trailingZeroBitCount
+            if free > 0 {
+                let take = min(free, end - page)
+                if runLength == 0 { runStart = page }
+                runLength += take
+                page += take
+                if runLength >= length { return runStart }
+            } else {
+                runLength = 0
+                page += (~word).trailingZeroBitCount
+            }
+        }
+        return nil
+    }
+
+    private func setBits(_ page: Int, _ length: Int, used: Bool) {
+        var page = page
+        var remaining = length
+        while remaining > 0 {
+            let bit = page & 63
+            let count = min(64 - bit, remaining)
+            let mask: UInt64 = (count == 64 ? ~0 : (1 << UInt64(count)) - 1) << UInt64(bit)
+            if used { bitmap[page >> 6] |= mask } else { bitmap[page >> 6] &= ~mask }
+            page += count
+            remaining -= count
+        }
+    }
+
+    func bitIsSet(_ page: Int) -> Bool { bitmap[page >> 6] >> UInt64(page & 63) & 1 == 1 }
+
+    // MARK: Recovery (global lock)
+
+    /// Walks the page table, frees tails that no head covers, and rebuilds
+    /// the bitmap from the heads. Returns how many orphan tails it freed.
+    @discardableResult
+    func rebuildBitmap() -> Int {
+        for w in 0..<geometry.bitmapWords { bitmap[w] = 0 }
+        var orphans = 0
+        var page = 0
+        while page < geometry.pageCount {
+            let e = entry(page)
+            if e.isHead, e.length >= 1, page + e.length <= geometry.pageCount {
+                setBits(page, e.length, used: true)
+                page += e.length
+            } else if e.kind == .tail || e.kind == nil || e.isHead {
+                // An uncovered tail, or garbage: neither can hold live data.
+                setEntry(page, .free)
+                orphans += 1
+                page += 1
+            } else {
+                page += 1
+            }
+        }
+        searchHint = 0
+        file.persist(offset: geometry.bitmapOffset, count: geometry.bitmapWords * 8)
+        return orphans
+    }
+
+    /// Calls `body` with each run head: its first page and entry.
+    func forEachHead(_ body: (Int, PageEntry) -> Void) {
+        var page = 0
+        while page < geometry.pageCount {
+            let e = entry(page)
+            if e.isHead, e.length >= 1 {
+                body(page, e)
+                page += e.length
+            } else {
+                page += 1
+            }
+        }
+    }
+
+    // MARK: Reserved file blocks (global lock)
+
+    /// Makes sure the file's blocks under a run exist, so a store cannot
+    /// SIGBUS on a full tmpfs. Reserves ahead in 2 MiB steps.
+    func reserveBlocks(forPage page: Int, length: Int) throws -> Bool {
+        let end = geometry.offset(ofPage: page + length)
+        let reserved = file.atomic(at: Layout.ShelfHeader.reservedBytes)
+        let current = reserved.load(ordering: .acquiring)
+        if end <= current { return true }
+        let step: UInt64 = 2 << 20
+        let target = min(geometry.size, (end + step - 1) / step * step)
+        do {
+            try file.reserve(offset: current, length: target - current)
+        } catch {
+            do {
+                try file.reserve(offset: current, length: end - current)
+                reserved.store(end, ordering: .releasing)
+            } catch {
+                return false
+            }
+            return true
+        }
+        reserved.store(target, ordering: .releasing)
+        return true
+    }
+}

@@ -1,0 +1,37 @@
+import Atomics
+
+/// The shelves this process has mapped, readable without a lock: a fixed
+/// array of references that only grows (under the pool's global mutex), with
+/// the count published last.
+final class ShelfDirectory: @unchecked Sendable {
+    private let slots: UnsafeMutablePointer<Unmanaged<Shelf>?>
+    private let published = ManagedAtomic<Int>(0)
+
+    init() {
+        slots = .allocate(capacity: Layout.ShelfTable.capacity)
+        slots.initialize(repeating: nil, count: Layout.ShelfTable.capacity)
+    }
+
+    deinit {
+        for i in 0..<count { slots[i]?.release() }
+        slots.deallocate()
+    }
+
+    var count: Int { published.load(ordering: .acquiring) }
+
+    @inline(__always)
+    subscript(index: Int) -> Shelf? {
+        guard index >= 0, index < published.load(ordering: .acquiring) else { return nil }
+        return slots[index]?.takeUnretainedValue()
+    }
+
+    var all: [Shelf] { (0..<count).compactMap { self[$0] } }
+
+    /// Global mutex held.
+    func append(_ shelf: Shelf) {
+        let index = count
+        precondition(index < Layout.ShelfTable.capacity && shelf.index == index)
+        slots[index] = Unmanaged.passRetained(shelf)
+        published.store(index + 1, ordering: .releasing)
+    }
+}

@@ -1,0 +1,194 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A pool's identity: a random 128-bit value written into every shelf.
+public struct PoolUUID: Hashable, Sendable, CustomStringConvertible {
+    let high: UInt64
+    let low: UInt64
+
+    static func random() -> PoolUUID {
+        var generator = SystemRandomNumberGenerator()
+        return PoolUUID(high: generator.next(), low: generator.next())
+    }
+
+    public var description: String {
+        let hex = String(high, radix: 16).leftPadded(16) + String(low, radix: 16).leftPadded(16)
+        let chars = Array(hex)
+        let groups = [0..<8, 8..<12, 12..<16, 16..<20, 20..<32]
+        return groups.map { String(chars[$0]) }.joined(separator: "-")
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int, with pad: Character = "0") -> String {
+        count >= width ? self : String(repeating: pad, count: width - count) + self
+    }
+}
+
+/// One published row of the shelf table.
+struct ShelfRecord: Equatable, Sendable {
+    let size: UInt64
+    let medium: Medium
+}
+
+/// What shelf 0 says about the pool, read and checked.
+struct Superblock: Sendable {
+    let uuid: PoolUUID
+    let pageSize: UInt64
+    let name: String
+    let createdAt: UInt64
+
+    /// Writes the superblock and shelf 0's header into a fresh shelf-0 file.
+    static func format(_ file: MappedFile, uuid: PoolUUID, pageSize: UInt64, name: String) {
+        typealias S = Layout.Superblock
+        let base = S.offset
+        file.store(Layout.superMagic, at: base + S.magic)
+        file.store(Layout.formatVersion, at: base + S.version)
+        file.store(uuid.high, at: base + S.uuid)
+        file.store(uuid.low, at: base + S.uuid + 8)
+        file.store(pageSize, at: base + S.pageSize)
+        file.store(UInt64(time(nil)), at: base + S.createdAt)
+        file.withBytes(at: base + S.name, count: S.nameCapacity) { bytes in
+            for (i, byte) in name.utf8.prefix(S.nameCapacity - 1).enumerated() { bytes[i] = byte }
+        }
+        file.store(Checksum.of(file, offset: base, count: S.checksummed), at: base + S.checksum)
+    }
+
+    /// Reads and checks shelf 0's superblock.
+    static func read(_ file: MappedFile) throws -> Superblock {
+        typealias S = Layout.Superblock
+        let base = S.offset
+        guard file.load(UInt64.self, at: base + S.magic) == Layout.superMagic else {
+            throw PoolError.damaged(path: file.path, reason: "bad superblock magic (not a poolfs pool)")
+        }
+        let version = file.load(UInt32.self, at: base + S.version)
+        guard version <= Layout.formatVersion else {
+            throw PoolError.newerVersion(path: file.path, found: version, supported: Layout.formatVersion)
+        }
+        guard file.load(UInt64.self, at: base + S.checksum) == Checksum.of(file, offset: base, count: S.checksummed) else {
+            throw PoolError.damaged(path: file.path, reason: "superblock checksum mismatch")
+        }
+        let pageSize = file.load(UInt64.self, at: base + S.pageSize)
+        guard pageSize >= Layout.minimumPageSize, pageSize <= Layout.maximumPageSize,
+              pageSize & (pageSize - 1) == 0
+        else {
+            throw PoolError.damaged(path: file.path, reason: "impossible page size \(pageSize)")
+        }
+        let name = file.withBytes(at: base + S.name, count: S.nameCapacity) { bytes in
+            String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        return Superblock(
+            uuid: PoolUUID(high: file.load(UInt64.self, at: base + S.uuid),
+                           low: file.load(UInt64.self, at: base + S.uuid + 8)),
+            pageSize: pageSize, name: name,
+            createdAt: file.load(UInt64.self, at: base + S.createdAt))
+    }
+}
+
+/// The header at the start of every shelf file.
+enum ShelfHeader {
+    typealias H = Layout.ShelfHeader
+
+    static func format(_ file: MappedFile, index: Int, uuid: PoolUUID, size: UInt64,
+                       pageSize: UInt64, medium: Medium, reserved: UInt64) {
+        file.store(Layout.shelfMagic, at: H.magic)
+        file.store(Layout.formatVersion, at: H.version)
+        file.store(UInt32(index), at: H.index)
+        file.store(uuid.high, at: H.uuid)
+        file.store(uuid.low, at: H.uuid + 8)
+        file.store(size, at: H.size)
+        file.store(pageSize, at: H.pageSize)
+        file.store(medium.code, at: H.medium)
+        file.store(Checksum.of(file, offset: 0, count: H.checksummed), at: H.checksum)
+        file.store(reserved, at: H.reservedBytes)
+    }
+
+    /// Checks a shelf file's header against what the pool expects of it.
+    static func verify(_ file: MappedFile, index: Int, uuid: PoolUUID?, size: UInt64?) throws {
+        guard file.length >= Layout.shelfMetadata else {
+            throw PoolError.damaged(path: file.path, reason: "truncated to \(file.length) bytes")
+        }
+        guard file.load(UInt64.self, at: H.magic) == Layout.shelfMagic else {
+            throw PoolError.damaged(path: file.path, reason: "bad magic (not a poolfs shelf)")
+        }
+        let version = file.load(UInt32.self, at: H.version)
+        guard version <= Layout.formatVersion else {
+            throw PoolError.newerVersion(path: file.path, found: version, supported: Layout.formatVersion)
+        }
+        guard file.load(UInt64.self, at: H.checksum) == Checksum.of(file, offset: 0, count: H.checksummed) else {
+            throw PoolError.damaged(path: file.path, reason: "shelf header checksum mismatch")
+        }
+        guard Int(file.load(UInt32.self, at: H.index)) == index else {
+            throw PoolError.damaged(path: file.path, reason: "holds shelf \(file.load(UInt32.self, at: H.index)), expected shelf \(index)")
+        }
+        if let uuid {
+            let found = PoolUUID(high: file.load(UInt64.self, at: H.uuid), low: file.load(UInt64.self, at: H.uuid + 8))
+            guard found == uuid else {
+                throw PoolError.damaged(path: file.path, reason: "belongs to another pool (\(found))")
+            }
+        }
+        let recorded = file.load(UInt64.self, at: H.size)
+        guard UInt64(file.length) >= recorded else {
+            throw PoolError.damaged(path: file.path, reason: "truncated: \(file.length) bytes of \(recorded)")
+        }
+        if let size, size != recorded {
+            throw PoolError.damaged(path: file.path, reason: "is \(recorded) bytes, the shelf table says \(size)")
+        }
+    }
+
+    static func medium(_ file: MappedFile) -> Medium? { Medium(code: file.load(UInt32.self, at: H.medium)) }
+    static func size(_ file: MappedFile) -> UInt64 { file.load(UInt64.self, at: H.size) }
+}
+
+/// The shelf table in shelf 0. A row is written whole, then made visible by
+/// one atomic store of its `published` word: a crash before that store leaves
+/// the row invisible, after it leaves it complete.
+enum ShelfTable {
+    typealias T = Layout.ShelfTable
+
+    private static func checksum(_ file: MappedFile, index: Int, uuid: PoolUUID) -> UInt64 {
+        let row = T.entry(index)
+        let size = file.load(UInt64.self, at: row + T.size)
+        let medium = file.load(UInt64.self, at: row + T.medium)
+        return (size &* 0x9e37_79b9_7f4a_7c15) ^ (medium &* 0xc2b2_ae3d_27d4_eb4f)
+            ^ UInt64(index + 1) &* 0x1656_67b1_9e37_79f9 ^ uuid.high ^ uuid.low
+    }
+
+    static func publish(_ file: MappedFile, index: Int, record: ShelfRecord, uuid: PoolUUID) {
+        let row = T.entry(index)
+        file.atomic(at: row + T.published).store(0, ordering: .releasing)
+        file.store(record.size, at: row + T.size)
+        file.store(UInt64(record.medium.code), at: row + T.medium)
+        file.store(checksum(file, index: index, uuid: uuid), at: row + T.checksum)
+        file.persist(offset: row, count: T.entrySize)
+        file.atomic(at: row + T.published).store(1, ordering: .releasing)
+        file.persist(offset: row + T.published, count: 8)
+    }
+
+    static func isPublished(_ file: MappedFile, index: Int) -> Bool {
+        index < T.capacity && file.atomic(at: T.entry(index) + T.published).load(ordering: .acquiring) == 1
+    }
+
+    static func record(_ file: MappedFile, index: Int, uuid: PoolUUID) throws -> ShelfRecord {
+        let row = T.entry(index)
+        guard file.load(UInt64.self, at: row + T.checksum) == checksum(file, index: index, uuid: uuid),
+              let medium = Medium(code: UInt32(truncatingIfNeeded: file.load(UInt64.self, at: row + T.medium)))
+        else {
+            throw PoolError.damaged(path: file.path, reason: "shelf table row \(index) checksum mismatch")
+        }
+        return ShelfRecord(size: file.load(UInt64.self, at: row + T.size), medium: medium)
+    }
+
+    /// Every published row, in order.
+    static func records(_ file: MappedFile, uuid: PoolUUID) throws -> [ShelfRecord] {
+        var records: [ShelfRecord] = []
+        while isPublished(file, index: records.count) {
+            records.append(try record(file, index: records.count, uuid: uuid))
+        }
+        guard !records.isEmpty else {
+            throw PoolError.damaged(path: file.path, reason: "the shelf table is empty")
+        }
+        return records
+    }
+}

@@ -1,0 +1,173 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Thin wrappers over the libc calls the pool makes. Each retries EINTR once
+/// here, in one place, and turns errno into `PoolError.system` naming the call
+/// and the path.
+enum SystemCall {
+    static func message(_ code: Int32) -> String {
+        guard let text = strerror(code) else { return "errno \(code)" }
+        return String(cString: text)
+    }
+
+    @discardableResult
+    static func retrying(_ call: String, _ path: String, _ body: () -> Int32) throws -> Int32 {
+        while true {
+            let result = body()
+            if result != -1 { return result }
+            if errno == EINTR { continue }
+            throw PoolError.system(call: call, path: path, errno: errno)
+        }
+    }
+
+    static func open(_ path: String, flags: Int32, mode: mode_t = 0o600) throws -> Int32 {
+        try retrying("open", path) { Glibc.open(path, flags | O_CLOEXEC, mode) }
+    }
+
+    static func close(_ fd: Int32) {
+        _ = Glibc.close(fd)
+    }
+
+    static func fileSize(_ fd: Int32, path: String) throws -> UInt64 {
+        var info = stat()
+        try retrying("fstat", path) { fstat(fd, &info) }
+        return UInt64(info.st_size)
+    }
+
+    static func truncate(_ fd: Int32, to size: UInt64, path: String) throws {
+        try retrying("ftruncate", path) { ftruncate(fd, off_t(size)) }
+    }
+
+    /// Reserves file blocks so that a later store into the mapping cannot
+    /// SIGBUS on a full tmpfs; ENOSPC becomes a pool-full error at the caller.
+    static func allocate(_ fd: Int32, offset: UInt64, length: UInt64, path: String) throws {
+        let result = posix_fallocate(fd, off_t(offset), off_t(length))
+        if result != 0 { throw PoolError.system(call: "fallocate", path: path, errno: result) }
+    }
+
+    static func exists(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    static func makeDirectories(_ path: String) throws {
+        var prefix = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            prefix += "/" + part
+            if isDirectory(prefix) { continue }
+            if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
+                throw PoolError.system(call: "mkdir", path: prefix, errno: errno)
+            }
+        }
+    }
+
+    static func rename(_ from: String, _ to: String) throws {
+        try retrying("rename", from) { Glibc.rename(from, to) }
+    }
+
+    static func remove(_ path: String) {
+        _ = unlink(path)
+    }
+
+    static func removeDirectory(_ path: String) throws {
+        try retrying("rmdir", path) { rmdir(path) }
+    }
+
+    static func listDirectory(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    static func availableBytes(in path: String) -> UInt64? {
+        var info = statvfs()
+        guard statvfs(path, &info) == 0 else { return nil }
+        return UInt64(info.f_bavail) * UInt64(info.f_frsize)
+    }
+
+    static func mapShared(_ fd: Int32, length: Int, path: String) throws -> UnsafeMutableRawPointer {
+        let address = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        guard let address, address != MAP_FAILED else {
+            throw PoolError.system(call: "mmap", path: path, errno: errno)
+        }
+        return address
+    }
+
+    static func sync(_ address: UnsafeMutableRawPointer, length: Int) {
+        _ = msync(address, length, MS_SYNC)
+    }
+
+    static var processID: Int32 { getpid() }
+}
+
+/// Open-file-description locks on single bytes of a file. The kernel drops
+/// them when the holder's file description closes, so a process killed with
+/// SIGKILL can never leave one behind; two opens in one process are two
+/// holders, unlike classic POSIX locks.
+enum FileLock {
+    // Linux values; Glibc exports them only under _GNU_SOURCE.
+    private static let getLock: Int32 = 36
+    private static let setLock: Int32 = 37
+    private static let setLockWait: Int32 = 38
+
+    enum Kind { case shared, exclusive }
+
+    private static func request(_ kind: Kind?, byte: UInt64) -> flock {
+        var request = flock()
+        switch kind {
+        case .shared: request.l_type = Int16(F_RDLCK)
+        case .exclusive: request.l_type = Int16(F_WRLCK)
+        case nil: request.l_type = Int16(F_UNLCK)
+        }
+        request.l_whence = Int16(SEEK_SET)
+        request.l_start = off_t(byte)
+        request.l_len = 1
+        return request
+    }
+
+    /// Takes the lock without waiting; false when another holder has it.
+    static func tryLock(_ fd: Int32, byte: UInt64, _ kind: Kind) -> Bool {
+        var lock = request(kind, byte: byte)
+        while true {
+            if fcntl(fd, setLock, &lock) == 0 { return true }
+            if errno == EINTR { continue }
+            precondition(errno == EAGAIN || errno == EACCES, "F_OFD_SETLK: \(SystemCall.message(errno))")
+            return false
+        }
+    }
+
+    /// Waits for the lock.
+    static func lock(_ fd: Int32, byte: UInt64, _ kind: Kind) {
+        var lock = request(kind, byte: byte)
+        while fcntl(fd, setLockWait, &lock) != 0 {
+            precondition(errno == EINTR, "F_OFD_SETLKW: \(SystemCall.message(errno))")
+        }
+    }
+
+    static func unlock(_ fd: Int32, byte: UInt64) {
+        var lock = request(nil, byte: byte)
+        _ = fcntl(fd, setLock, &lock)
+    }
+
+    /// True when some other file description holds a lock on the byte.
+    static func isHeld(_ fd: Int32, byte: UInt64) -> Bool {
+        var lock = request(.exclusive, byte: byte)
+        guard fcntl(fd, getLock, &lock) == 0 else { return false }
+        return lock.l_type != Int16(F_UNLCK)
+    }
+}

@@ -1,0 +1,59 @@
+import ArgumentParser
+import Foundation
+import PoolCore
+
+struct InfoCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "info",
+        abstract: "Show a pool's capacity, use, shelves, regions and users.")
+
+    @OptionGroup var pool: PoolLocation
+
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func run() throws {
+        try reportingErrors {
+            let opened = try Pool.open(name: pool.name, at: pool.path)
+            var info = opened.info()
+            opened.close()
+            info.processes.removeAll { $0 == getpid() }
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                print(String(decoding: try! encoder.encode(info), as: UTF8.self))
+            } else {
+                print(InfoCommand.text(info), terminator: "")
+            }
+        }
+    }
+
+    static func percent(_ part: UInt64, _ whole: UInt64) -> String {
+        whole == 0 ? "0%" : "\((part * 100 + whole / 2) / whole)%"
+    }
+
+    static func text(_ info: PoolInfo) -> String {
+        var out = """
+            pool       \(info.name)
+            path       \(info.path)
+            uuid       \(info.uuid)
+            page size  \(ByteSize.format(info.pageSize))
+            capacity   \(ByteSize.format(info.capacityBytes))
+            used       \(ByteSize.format(info.usedBytes)) (\(percent(info.usedBytes, info.capacityBytes)))
+            free       \(ByteSize.format(info.freeBytes)) (\(ByteSize.format(info.cachedBytes)) of it held in process caches)
+
+            """
+        out += "shelves    \(info.shelves.count)\n"
+        for shelf in info.shelves {
+            let medium = shelf.medium.rawValue + (shelf.persistentMemory ? " (real pmem)" : "")
+            out += "  \(shelf.index)  \(medium)  \(ByteSize.format(shelf.sizeBytes))  \(shelf.pages) pages, "
+                + "\(shelf.usedPages) used, \(shelf.freePages + shelf.cachedPages) free  \(shelf.path)\n"
+        }
+        out += "regions    \(info.regions.count)\n"
+        for region in info.regions {
+            out += "  \(region.name)  \(ByteSize.format(region.size))  at \(region.address)\n"
+        }
+        out += "processes  " + (info.processes.isEmpty ? "none" : info.processes.map(String.init).joined(separator: " ")) + "\n"
+        return out
+    }
+}

@@ -1,0 +1,41 @@
+import ArgumentParser
+import PoolCore
+
+@main
+struct PoolfsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "poolfs",
+        abstract: "A memory pool made of shelves, addressed by global addresses.",
+        discussion: """
+            Pools live in /dev/shm/poolfs/NAME unless --path DIR puts them at DIR/NAME.
+            Sizes take binary units: 64K, 512M, 4G.
+            """,
+        subcommands: [
+            CreateCommand.self, InfoCommand.self, GrowCommand.self, DestroyCommand.self,
+            RegionCommand.self, CheckCommand.self, BenchCommand.self,
+        ])
+}
+
+/// Where the pool lives; every command that names a pool takes it.
+struct PoolLocation: ParsableArguments {
+    @Argument(help: "The pool's name.")
+    var name: String
+
+    @Option(name: .long, help: ArgumentHelp("Keep the pool at DIR/NAME instead of \(Pool.defaultHome)/NAME.",
+                                            valueName: "DIR"))
+    var path: String?
+}
+
+/// Prints a user's mistake or the world's refusal as one line and exits 1.
+func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as PoolError {
+        FileOutput.standardError.write("poolfs: \(error.description)\n")
+        throw ExitCode(1)
+    }
+}
+
+func parseSize(_ text: String) throws -> UInt64 {
+    try ByteSize.parse(text)
+}
