@@ -93,9 +93,7 @@ extension OpenPool {
                 got.append(shelf.address(ofPage: page).rawValue)
             }
             if got.isEmpty {
-                // The free space may be fragmented by this thread's own stock.
-                returnAll(cache)
-                let (shelf, page) = try claimFromFreeSpace(count) { _ in .cached(length: count, owner: slot) }
+                let (shelf, page) = try claimReturningCache(count, cache: cache) { _ in .cached(length: count, owner: slot) }
                 return shelf.address(ofPage: page).rawValue
             }
             let first = got.removeFirst()
@@ -115,6 +113,18 @@ extension OpenPool {
             return (shelf, page)
         }
         throw PoolError.poolFull(name: name, pages: count)
+    }
+
+    /// Claims a run; when none is free, first gives back this thread's own
+    /// stock, which may be what fragments the free space. Global lock held.
+    func claimReturningCache(_ count: Int, cache: UnsafeThreadCache,
+                             head: (Shelf) -> PageEntry) throws -> (Shelf, Int) {
+        do {
+            return try claimFromFreeSpace(count, head: head)
+        } catch PoolError.poolFull {
+            returnAll(cache)
+            return try claimFromFreeSpace(count, head: head)
+        }
     }
 
     /// Global lock held.

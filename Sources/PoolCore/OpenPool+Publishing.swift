@@ -10,7 +10,7 @@ extension OpenPool {
             return (raw, shelf, page)
         }
         return try withGlobalLock {
-            let (shelf, page) = try claimFromFreeSpace(count) { _ in .cached(length: count, owner: slot) }
+            let (shelf, page) = try claimReturningCache(count, cache: cache) { _ in .cached(length: count, owner: slot) }
             return (shelf.address(ofPage: page).rawValue, shelf, page)
         }
     }

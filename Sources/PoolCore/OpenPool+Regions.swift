@@ -65,8 +65,15 @@ extension OpenPool {
             guard let index = (0..<R.capacity).first(where: { rowState($0) == .free }) else {
                 throw PoolError.tooManyRegions(limit: R.capacity)
             }
-            guard let (shelf, page) = shelves.all.lazy.compactMap({ s in s.findFreeRun(length: pages).map { (s, $0) } }).first
-            else { throw PoolError.poolFull(name: self.name, pages: pages) }
+            func find() -> (Shelf, Int)? {
+                shelves.all.lazy.compactMap { s in s.findFreeRun(length: pages).map { (s, $0) } }.first
+            }
+            var found = find()
+            if found == nil, let cache = try? threadCache() {
+                returnAll(cache)
+                found = find()
+            }
+            guard let (shelf, page) = found else { throw PoolError.poolFull(name: self.name, pages: pages) }
             guard try shelf.reserveBlocks(forPage: page, length: pages) else {
                 throw PoolError.poolFull(name: self.name, pages: pages)
             }

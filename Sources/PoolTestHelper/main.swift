@@ -1,1 +1,135 @@
-print("todo")
+// Child processes for the multi-process, crash and grow tests. Each command
+// prints one line per step so that the test can wait on its output instead
+// of sleeping.
+import PoolCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One line to stdout, unbuffered: the test is waiting for it.
+func say(_ text: String) {
+    let line = text + "\n"
+    _ = line.withCString { write(1, $0, strlen($0)) }
+}
+
+func fail(_ text: String) -> Never {
+    say("error: \(text)")
+    exit(2)
+}
+
+let arguments = CommandLine.arguments
+guard arguments.count >= 4 else { fail("usage: PoolTestHelper storm|hold HOME NAME …") }
+let home = arguments[2]
+let name = arguments[3]
+
+func openPool() -> Pool {
+    do { return try Pool.open(name: name, at: home) } catch { fail("\(error)") }
+}
+
+/// The stamp a storm writes at both ends of each run it owns.
+func stamp(_ address: GlobalAddress) -> UInt64 { address.rawValue ^ 0x5a5a_5a5a_5a5a_5a5a }
+
+/// Allocates and frees page runs at random, publishing each run's address
+/// into its slot of the shared region (16 bytes a slot: count, address), and
+/// checking its stamps before freeing it: a run handed out twice shows up as
+/// a broken stamp.
+func storm(region regionName: String, index: Int, operations: Int, seed: UInt64) {
+    let pool = openPool()
+    let region: Region
+    do { region = try pool.openRegion(name: regionName) } catch { fail("\(error)") }
+    let slots = 64
+    let pageSize = UInt64(pool.pageSize)
+    var random = seed
+    func next() -> UInt64 {
+        random ^= random << 13; random ^= random >> 7; random ^= random << 17
+        return random
+    }
+    let counts = [1, 1, 1, 2, 3, 4, 8, 16, 17, 40]
+    // Runs published by an earlier, killed helper may have died before their
+    // stamps were written; only this life's runs are checked.
+    var mine = Set<UInt64>()
+    var done = 0
+    while operations == 0 || done < operations {
+        let slot = region.address.advanced(by: UInt64((index * slots + Int(next() % UInt64(slots))) * 16))
+        do {
+            let address = GlobalAddress(rawValue: try pool.load(at: slot.advanced(by: 8)))
+            if address.isNull {
+                let count = counts[Int(next() % UInt64(counts.count))]
+                try pool.store(UInt64(count), at: slot)
+                let run = try pool.allocatePages(count: count, publishingTo: slot.advanced(by: 8))
+                try pool.store(stamp(run), at: run)
+                try pool.store(stamp(run), at: run.advanced(by: UInt64(count) * pageSize - 8))
+                mine.insert(run.rawValue)
+            } else {
+                let count = Int(try pool.load(at: slot))
+                let first = try pool.load(at: address)
+                let last = try pool.load(at: address.advanced(by: UInt64(count) * pageSize - 8))
+                guard !mine.contains(address.rawValue) || (first == stamp(address) && last == stamp(address)) else {
+                    fail("run \(address) of \(count) pages lost its stamp: \(first) \(last)")
+                }
+                try pool.freePages(at: address, count: count, clearing: slot.advanced(by: 8))
+                mine.remove(address.rawValue)
+            }
+        } catch PoolError.poolFull {
+            continue
+        } catch {
+            fail("\(error)")
+        }
+        done += 1
+        if done == 200 { say("ready") }
+        if done % 100 == 0 && operations == 0 { say("tick \(done)") }
+    }
+    pool.close()
+    say("done \(done)")
+}
+
+/// Keeps the pool open and does what stdin asks, one line per command.
+func hold() {
+    let pool = openPool()
+    say("open \(getpid())")
+    while let line = readLine() {
+        let words = line.split(separator: " ").map(String.init)
+        do {
+            switch words.first {
+            case "alloc":
+                say("\(try pool.allocatePages(count: Int(words[1])!))")
+            case "free":
+                try pool.freePages(at: GlobalAddress(words[1])!, count: Int(words[2])!)
+                say("ok")
+            case "region-fill":
+                let byte = UInt8(words[2])!
+                _ = try pool.openRegion(name: words[1]).withUnsafeMutableBytes {
+                    $0.initializeMemory(as: UInt8.self, repeating: byte)
+                }
+                say("ok")
+            case "region-sum":
+                let sum = try pool.openRegion(name: words[1]).withUnsafeMutableBytes {
+                    $0.reduce(0) { $0 + Int($1) }
+                }
+                say("\(sum)")
+            case "shelves":
+                say("\(pool.info().shelves.count)")
+            case "quit":
+                pool.close()
+                say("bye")
+                exit(0)
+            default:
+                say("error: unknown command \(line)")
+            }
+        } catch {
+            say("error: \(error)")
+        }
+    }
+    pool.close()
+}
+
+switch arguments[1] {
+case "storm":
+    guard arguments.count == 8, let index = Int(arguments[5]), let operations = Int(arguments[6]),
+          let seed = UInt64(arguments[7]) else { fail("usage: storm HOME NAME REGION INDEX OPS SEED") }
+    storm(region: arguments[4], index: index, operations: operations, seed: seed | 1)
+case "hold":
+    hold()
+default:
+    fail("unknown command \(arguments[1])")
+}
