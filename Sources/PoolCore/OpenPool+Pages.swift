@@ -1,46 +1,61 @@
-/// The page allocator: the fast path pops and pushes the thread cache and
-/// stores one page-table word; everything else is the slow path, under the
-/// global lock.
+/// The page allocator: the fast path pops or pushes the thread cache and
+/// writes one page-table word, with no lock and no system call; everything
+/// else is the slow path, under the global lock.
 extension OpenPool {
     static let maximumRun = 1 << 31
 
+    @inline(__always)
     func checkCount(_ count: Int) throws {
-        guard count >= 1, count < OpenPool.maximumRun else {
-            throw PoolError.invalidSize("\(count) pages", reason: "a run is 1 page or more")
-        }
+        guard count >= 1, count < OpenPool.maximumRun else { try refuseCount(count) }
     }
 
+    @inline(never)
+    private func refuseCount(_ count: Int) throws -> Never {
+        throw PoolError.invalidSize("\(count) pages", reason: "a run is 1 page or more")
+    }
+
+    /// The page table and page of an address this allocator produced.
     @inline(__always)
-    func location(of raw: UInt64) -> (Shelf, Int) {
+    func location(of raw: UInt64) -> (UnsafePageTable, Int) {
         let address = GlobalAddress(rawValue: raw)
-        let shelf = shelves[address.shelf]!
-        return (shelf, Int((address.offset - shelf.geometry.dataOffset) >> pageShift))
+        let table = shelves.table(address.shelf)!
+        return (table, Int((address.offset - table.dataOffset) >> table.pageShift))
     }
 
-    /// Takes a run out of this thread's cache (refilling it if needed); the
-    /// run's head still says `cached` until the caller publishes it.
+    /// A run whose head says `cached(us)`: from this thread's stack, or
+    /// from the free space when the stack is empty or the run is large.
     @inline(__always)
-    func takeCachedRun(_ count: Int, cache: UnsafeThreadCache) throws -> UInt64 {
-        if let raw = cache.pop(count) { return raw }
-        return try refill(cache, count)
+    func takeRun(_ count: Int, cache: UnsafeThreadCache) throws -> UInt64 {
+        if count <= UnsafeThreadCache.maxRun, let raw = cache.pop(count) { return raw }
+        return try takeRunSlow(count, cache: cache)
     }
 
     func allocatePages(count: Int) throws -> GlobalAddress {
         try checkCount(count)
-        let (raw, shelf, page) = try takeRun(count, cache: try threadCache())
-        shelf.setEntry(page, .allocated(length: count, tag: .pages))
+        let raw = try takeRun(count, cache: try threadCache())
+        let (table, page) = location(of: raw)
+        table.setEntry(page, .allocated(length: count, tag: .pages))
         return GlobalAddress(rawValue: raw)
     }
 
     /// Where a run starts, or the reason `address` cannot start one.
-    func locateRun(_ address: GlobalAddress) throws -> (Shelf, Int) {
+    @inline(__always)
+    func locateRun(_ address: GlobalAddress) throws -> (UnsafePageTable, Int) {
+        if let table = shelves.table(address.shelf), let page = table.page(at: address.offset) {
+            return (table, page)
+        }
+        return try locateRunSlow(address)
+    }
+
+    @inline(never)
+    private func locateRunSlow(_ address: GlobalAddress) throws -> (UnsafePageTable, Int) {
         guard let shelf = shelf(address.shelf) else {
             throw PoolError.invalidFree(address, reason: "the pool has no shelf \(address.shelf)")
         }
         guard let page = shelf.page(at: address.offset) else {
             throw PoolError.invalidFree(address, reason: "not the start of a data page")
         }
-        return (shelf, page)
+        return (shelf.table, page)
     }
 
     func describeMismatch(_ actual: PageEntry, count: Int) -> String {
@@ -55,45 +70,54 @@ extension OpenPool {
 
     func freePages(at address: GlobalAddress, count: Int) throws {
         try checkCount(count)
-        let (shelf, page) = try locateRun(address)
+        let (table, page) = try locateRun(address)
         // One CAS makes the run ours again; a double free fails here.
-        if let actual = shelf.exchangeEntry(page, expected: .allocated(length: count, tag: .pages),
+        if let actual = table.exchangeEntry(page, expected: .allocated(length: count, tag: .pages),
                                             desired: .cached(length: count, owner: slot)) {
             throw PoolError.invalidFree(address, reason: describeMismatch(actual, count: count))
         }
-        try stash(raw: address.rawValue, count: count, shelf: shelf, page: page)
+        try stash(raw: address.rawValue, count: count)
     }
 
-    /// Puts a run whose head says `cached(us)` into this thread's cache, or
-    /// back into the free space when it is large or the cache is full.
+    /// Keeps a run whose head says `cached(us)` in this thread's stack, or
+    /// gives it back to the free space when it is large or the stack is full.
     @inline(__always)
-    func stash(raw: UInt64, count: Int, shelf: Shelf, page: Int) throws {
-        if count <= UnsafeThreadCache.maxRun, let cache = try? threadCache() {
-            let capacity = cacheCapacity(count)
-            if cache.push(count, raw, capacity: capacity) { return }
-            try withGlobalLock {
-                for run in cache.drain(count, limit: (capacity + 1) / 2) { releaseCached(run, count) }
-            }
-            if cache.push(count, raw, capacity: capacity) { return }
+    func stash(raw: UInt64, count: Int) throws {
+        if count <= UnsafeThreadCache.maxRun, let cache = try? threadCache(),
+           cache.push(count, raw, capacity: cacheCapacity(count)) {
+            return
         }
-        try withGlobalLock { shelf.releaseRun(at: page, length: count) }
+        try stashSlow(raw: raw, count: count)
     }
 
     // MARK: Slow path (global lock)
 
-    /// Refills a thread's stack of `count`-page runs with half its capacity.
     @inline(never)
-    func refill(_ cache: UnsafeThreadCache, _ count: Int) throws -> UInt64 {
+    private func stashSlow(raw: UInt64, count: Int) throws {
         try withGlobalLock {
-            let wanted = max(1, (cacheCapacity(count) + 1) / 2)
+            if count <= UnsafeThreadCache.maxRun, let cache = try? threadCache() {
+                let capacity = cacheCapacity(count)
+                for run in cache.drain(count, limit: (capacity + 1) / 2) { releaseCached(run, count) }
+                if cache.push(count, raw, capacity: capacity) { return }
+            }
+            releaseCached(raw, count)
+        }
+    }
+
+    /// Refills a thread's stack of `count`-page runs with half its capacity,
+    /// or claims one large run.
+    @inline(never)
+    private func takeRunSlow(_ count: Int, cache: UnsafeThreadCache) throws -> UInt64 {
+        try withGlobalLock {
+            let head = PageEntry.cached(length: count, owner: slot)
+            let wanted = count <= UnsafeThreadCache.maxRun ? max(1, (cacheCapacity(count) + 1) / 2) : 1
             var got: [UInt64] = []
             for _ in 0..<wanted {
-                guard let (shelf, page) = try? claimFromFreeSpace(count, head: { _ in .cached(length: count, owner: slot) })
-                else { break }
+                guard let (shelf, page) = try? claimFromFreeSpace(count, head: head) else { break }
                 got.append(shelf.address(ofPage: page).rawValue)
             }
             if got.isEmpty {
-                let (shelf, page) = try claimReturningCache(count, cache: cache) { _ in .cached(length: count, owner: slot) }
+                let (shelf, page) = try claimReturningCache(count, cache: cache, head: head)
                 return shelf.address(ofPage: page).rawValue
             }
             let first = got.removeFirst()
@@ -103,13 +127,13 @@ extension OpenPool {
     }
 
     /// Finds and claims `count` free pages on the first shelf that has them.
-    func claimFromFreeSpace(_ count: Int, head: (Shelf) -> PageEntry) throws -> (Shelf, Int) {
+    func claimFromFreeSpace(_ count: Int, head: PageEntry) throws -> (Shelf, Int) {
         for shelf in shelves.all {
             guard let page = shelf.findFreeRun(length: count) else { continue }
             guard try shelf.reserveBlocks(forPage: page, length: count) else {
                 throw PoolError.poolFull(name: name, pages: count)
             }
-            shelf.claimRun(at: page, length: count, head: head(shelf))
+            shelf.claimRun(at: page, length: count, head: head)
             return (shelf, page)
         }
         throw PoolError.poolFull(name: name, pages: count)
@@ -117,8 +141,7 @@ extension OpenPool {
 
     /// Claims a run; when none is free, first gives back this thread's own
     /// stock, which may be what fragments the free space. Global lock held.
-    func claimReturningCache(_ count: Int, cache: UnsafeThreadCache,
-                             head: (Shelf) -> PageEntry) throws -> (Shelf, Int) {
+    func claimReturningCache(_ count: Int, cache: UnsafeThreadCache, head: PageEntry) throws -> (Shelf, Int) {
         do {
             return try claimFromFreeSpace(count, head: head)
         } catch PoolError.poolFull {
@@ -129,8 +152,9 @@ extension OpenPool {
 
     /// Global lock held.
     func releaseCached(_ raw: UInt64, _ count: Int) {
-        let (shelf, page) = location(of: raw)
-        shelf.releaseRun(at: page, length: count)
+        let address = GlobalAddress(rawValue: raw)
+        let shelf = shelves[address.shelf]!
+        shelf.releaseRun(at: shelf.page(at: address.offset)!, length: count)
     }
 
     /// Empties a thread cache into the free space; global lock held.

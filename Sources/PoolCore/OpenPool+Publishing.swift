@@ -2,29 +2,17 @@
 /// that a process killed at any instant leaves either the run allocated and
 /// its address stored, or neither (PMDK's pmemobj_alloc with a destination).
 extension OpenPool {
-    /// A run whose head says `cached(us)`, from the cache or the free space.
-    func takeRun(_ count: Int, cache: UnsafeThreadCache) throws -> (UInt64, Shelf, Int) {
-        if count <= UnsafeThreadCache.maxRun {
-            let raw = try takeCachedRun(count, cache: cache)
-            let (shelf, page) = location(of: raw)
-            return (raw, shelf, page)
-        }
-        return try withGlobalLock {
-            let (shelf, page) = try claimReturningCache(count, cache: cache) { _ in .cached(length: count, owner: slot) }
-            return (shelf.address(ofPage: page).rawValue, shelf, page)
-        }
-    }
-
     func allocatePages(count: Int, publishingTo destination: GlobalAddress) throws -> GlobalAddress {
         try checkCount(count)
         let word = try dataWord(destination)
         let cache = try threadCache()
-        let (raw, shelf, page) = try takeRun(count, cache: cache)
+        let raw = try takeRun(count, cache: cache)
+        let (table, page) = location(of: raw)
         let address = GlobalAddress(rawValue: raw)
         withIntentLog(cache) { record in
             writeLog(record, .publish, destination: destination, address: address, count: count)
             word.store(raw)
-            shelf.setEntry(page, .allocated(length: count, tag: .pages))
+            table.setEntry(page, .allocated(length: count, tag: .pages))
             clearLog(record)
         }
         return address
@@ -33,9 +21,9 @@ extension OpenPool {
     func freePages(at address: GlobalAddress, count: Int, clearing destination: GlobalAddress) throws {
         try checkCount(count)
         let word = try dataWord(destination)
-        let (shelf, page) = try locateRun(address)
+        let (table, page) = try locateRun(address)
         let allocated = PageEntry.allocated(length: count, tag: .pages)
-        let actual = shelf.entry(page)
+        let actual = table.entry(page)
         guard actual == allocated else {
             throw PoolError.invalidFree(address, reason: describeMismatch(actual, count: count))
         }
@@ -43,12 +31,12 @@ extension OpenPool {
         try withIntentLog(cache) { record in
             writeLog(record, .clear, destination: destination, address: address, count: count)
             word.store(0)
-            let lost = shelf.exchangeEntry(page, expected: allocated, desired: .cached(length: count, owner: slot))
+            let lost = table.exchangeEntry(page, expected: allocated, desired: .cached(length: count, owner: slot))
             clearLog(record)
             if let lost {
                 throw PoolError.invalidFree(address, reason: describeMismatch(lost, count: count))
             }
         }
-        try stash(raw: address.rawValue, count: count, shelf: shelf, page: page)
+        try stash(raw: address.rawValue, count: count)
     }
 }

@@ -50,13 +50,38 @@ struct PoolChecker {
         core.metadata.load(UInt64.self, at: Layout.Participants.slot(slot) + Layout.Participants.state) != 0
     }
 
+    private func runIsWhole(_ shelf: Shelf, _ page: Int, _ length: Int) -> Bool {
+        guard length >= 1, page + length <= shelf.pageCount else { return false }
+        var distance = 1
+        while distance < length {
+            if shelf.entry(page + distance) != .tail(distance: distance) { return false }
+            distance += 1
+        }
+        return true
+    }
+
+    private func bitsAreSet(_ shelf: Shelf, _ page: Int, _ length: Int) -> Bool {
+        var i = 0
+        while i < length {
+            if !shelf.bitIsSet(page + i) { return false }
+            i += 1
+        }
+        return true
+    }
+
+    private func ownsRun(_ index: Int, _ address: GlobalAddress, _ length: Int) -> Bool {
+        let info = core.regionInfo(index)
+        return info.address == address && info.pages == length
+    }
+
     func inspect() -> CheckReport {
         var report = CheckReport()
         let torn = dirty
         if torn {
             report.recoverable.append("a process died holding the pool lock (pid \(core.metadata.load(UInt64.self, at: Layout.Control.lockHolder)))")
         }
-        let total = core.shelves.all.reduce(0) { $0 + $1.pageCount }
+        var total = 0
+        for shelf in core.shelves.all { total += shelf.pageCount }
         var done = 0
         var cachedByDead: [Int: Int] = [:]
         for shelf in core.shelves.all {
@@ -74,14 +99,12 @@ struct PoolChecker {
                     continue
                 }
                 let length = entry.length
-                let tailsGood = length >= 1 && page + length <= shelf.pageCount
-                    && (1..<length).allSatisfy { shelf.entry(page + $0) == .tail(distance: $0) }
-                guard tailsGood else {
+                guard runIsWhole(shelf, page, length) else {
                     report.problems.append("shelf \(shelf.index) page \(page): a run of \(length) pages with damaged entries")
                     page += 1
                     continue
                 }
-                if (0..<length).contains(where: { !shelf.bitIsSet(page + $0) }) { bitmapWrong += 1 }
+                if !bitsAreSet(shelf, page, length) { bitmapWrong += 1 }
                 switch (entry.kind, entry.tag) {
                 case (.cached?, _):
                     if slotInUse(entry.owner) {
@@ -92,8 +115,7 @@ struct PoolChecker {
                     }
                 case (.allocated?, .region(let index)?):
                     let row = index < Layout.Regions.capacity ? core.rowState(index) : nil
-                    let info = row == nil ? nil : core.regionInfo(index)
-                    if row == .live, info?.address == shelf.address(ofPage: page), info?.pages == length {
+                    if row == .live && ownsRun(index, shelf.address(ofPage: page), length) {
                         report.regionPages += length
                     } else if row == .creating || row == .destroying {
                         report.recoverable.append("region row \(index) was left half \(row == .creating ? "created" : "destroyed")")

@@ -1,4 +1,3 @@
-import Atomics
 
 /// One mapped shelf: its file, geometry, page table and free-page bitmap.
 ///
@@ -9,7 +8,7 @@ final class Shelf: @unchecked Sendable {
     let index: Int
     let file: MappedFile
     let geometry: ShelfGeometry
-    private let pageTable: UnsafeMutablePointer<UInt64>
+    let table: UnsafePageTable
     private let bitmap: UnsafeMutablePointer<UInt64>
     /// Where the next search for free pages starts; global lock.
     private var searchHint = 0
@@ -18,7 +17,8 @@ final class Shelf: @unchecked Sendable {
         self.index = index
         self.file = file
         self.geometry = geometry
-        pageTable = file.words(at: geometry.pageTableOffset, count: geometry.pageCount)
+        table = UnsafePageTable(entries: file.words(at: geometry.pageTableOffset, count: geometry.pageCount),
+                                geometry: geometry, persistent: file.isPersistentMemory)
         bitmap = file.words(at: geometry.bitmapOffset, count: geometry.bitmapWords)
     }
 
@@ -31,14 +31,7 @@ final class Shelf: @unchecked Sendable {
     }
 
     /// The page an address starts, or nil when it is not the start of a data page.
-    @inline(__always)
-    func page(at offset: UInt64) -> Int? {
-        guard offset >= geometry.dataOffset else { return nil }
-        let relative = offset - geometry.dataOffset
-        guard relative & (geometry.pageSize - 1) == 0 else { return nil }
-        let page = Int(relative / geometry.pageSize)
-        return page < geometry.pageCount ? page : nil
-    }
+    func page(at offset: UInt64) -> Int? { table.page(at: offset) }
 
     /// True when `[offset, offset+count)` lies inside this shelf's data pages.
     func containsData(offset: UInt64, count: UInt64) -> Bool {
@@ -49,35 +42,10 @@ final class Shelf: @unchecked Sendable {
     // MARK: Page table
 
     @inline(__always)
-    private func entryAtomic(_ page: Int) -> UnsafeAtomic<UInt64> {
-        precondition(page >= 0 && page < geometry.pageCount)
-        return UnsafeAtomic(at: UnsafeMutableRawPointer(pageTable + page)
-            .assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
-    }
+    func entry(_ page: Int) -> PageEntry { table.entry(page) }
 
     @inline(__always)
-    func entry(_ page: Int) -> PageEntry {
-        PageEntry(rawValue: entryAtomic(page).load(ordering: .acquiring))
-    }
-
-    @inline(__always)
-    func setEntry(_ page: Int, _ entry: PageEntry) {
-        entryAtomic(page).store(entry.rawValue, ordering: .releasing)
-        if file.isPersistentMemory { persistEntry(page) }
-    }
-
-    /// Moves a head from `expected` to `desired` if nobody changed it first.
-    @inline(__always)
-    func exchangeEntry(_ page: Int, expected: PageEntry, desired: PageEntry) -> PageEntry? {
-        let (done, original) = entryAtomic(page).compareExchange(
-            expected: expected.rawValue, desired: desired.rawValue, ordering: .acquiringAndReleasing)
-        if file.isPersistentMemory { persistEntry(page) }
-        return done ? nil : PageEntry(rawValue: original)
-    }
-
-    private func persistEntry(_ page: Int) {
-        file.persist(offset: geometry.pageTableOffset + page * 8, count: 8)
-    }
+    func setEntry(_ page: Int, _ entry: PageEntry) { table.setEntry(page, entry) }
 
     // MARK: Runs (global lock)
 

@@ -5,16 +5,19 @@ import Atomics
 /// the count published last.
 final class ShelfDirectory: @unchecked Sendable {
     private let slots: UnsafeMutablePointer<Unmanaged<Shelf>?>
+    private let tables: UnsafeMutablePointer<UnsafePageTable>
     private let published = ManagedAtomic<Int>(0)
 
     init() {
         slots = .allocate(capacity: Layout.ShelfTable.capacity)
         slots.initialize(repeating: nil, count: Layout.ShelfTable.capacity)
+        tables = .allocate(capacity: Layout.ShelfTable.capacity)
     }
 
     deinit {
         for i in 0..<count { slots[i]?.release() }
         slots.deallocate()
+        tables.deallocate()
     }
 
     var count: Int { published.load(ordering: .acquiring) }
@@ -25,6 +28,13 @@ final class ShelfDirectory: @unchecked Sendable {
         return slots[index]?.takeUnretainedValue()
     }
 
+    /// The page table of a mapped shelf, or nil; no reference counting.
+    @inline(__always)
+    func table(_ index: Int) -> UnsafePageTable? {
+        guard index >= 0, index < published.load(ordering: .acquiring) else { return nil }
+        return tables[index]
+    }
+
     var all: [Shelf] { (0..<count).compactMap { self[$0] } }
 
     /// Global mutex held.
@@ -32,6 +42,7 @@ final class ShelfDirectory: @unchecked Sendable {
         let index = count
         precondition(index < Layout.ShelfTable.capacity && shelf.index == index)
         slots[index] = Unmanaged.passRetained(shelf)
+        (tables + index).initialize(to: shelf.table)
         published.store(index + 1, ordering: .releasing)
     }
 }

@@ -1,0 +1,36 @@
+import Foundation
+
+enum Measure {
+    static func now() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+
+    /// Runs `body(thread)` on `threads` threads for about `seconds`; each call
+    /// does `batch` operations. Returns operations per second, all threads.
+    static func rate(threads: Int, seconds: Double, batch: Int, _ body: @escaping @Sendable (Int) -> Void) -> Double {
+        let counts = UnsafeMutablePointer<Int>.allocate(capacity: threads * 16)
+        defer { counts.deallocate() }
+        counts.initialize(repeating: 0, count: threads * 16)
+        let start = now()
+        let deadline = start + seconds
+        nonisolated(unsafe) let shared = counts
+        DispatchQueue.concurrentPerform(iterations: threads) { thread in
+            var done = 0
+            while true {
+                for _ in 0..<64 { body(thread) }
+                done += 64 * batch
+                if now() >= deadline { break }
+            }
+            shared[thread * 16] = done
+        }
+        let elapsed = now() - start
+        return Double((0..<threads).reduce(0) { $0 + counts[$1 * 16] }) / elapsed
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted[sorted.count / 2]
+    }
+}

@@ -1,0 +1,60 @@
+import Atomics
+import CPmem
+
+/// A shelf's page table as the fast path sees it: plain values and one
+/// pointer, so looking a page up costs no reference counting. Valid while
+/// the shelf's mapping lives (as long as the pool is open).
+struct UnsafePageTable {
+    private let entries: UnsafeMutablePointer<UInt64>
+    let pageCount: Int
+    let dataOffset: UInt64
+    let pageShift: UInt64
+    /// Entry stores are flushed to persistence when the shelf is real pmem.
+    let persistent: Bool
+
+    init(entries: UnsafeMutablePointer<UInt64>, geometry: ShelfGeometry, persistent: Bool) {
+        self.entries = entries
+        pageCount = geometry.pageCount
+        dataOffset = geometry.dataOffset
+        pageShift = UInt64(geometry.pageSize.trailingZeroBitCount)
+        self.persistent = persistent
+    }
+
+    /// The page a data offset starts, or nil when it starts none.
+    @inline(__always)
+    func page(at offset: UInt64) -> Int? {
+        guard offset >= dataOffset else { return nil }
+        let relative = offset - dataOffset
+        guard relative & (1 << pageShift - 1) == 0 else { return nil }
+        let page = Int(relative >> pageShift)
+        return page < pageCount ? page : nil
+    }
+
+    @inline(__always)
+    private func atomic(_ page: Int) -> UnsafeAtomic<UInt64> {
+        precondition(page >= 0 && page < pageCount)
+        return UnsafeAtomic(at: UnsafeMutableRawPointer(entries + page)
+            .assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
+    }
+
+    @inline(__always)
+    func entry(_ page: Int) -> PageEntry {
+        PageEntry(rawValue: atomic(page).load(ordering: .acquiring))
+    }
+
+    @inline(__always)
+    func setEntry(_ page: Int, _ entry: PageEntry) {
+        atomic(page).store(entry.rawValue, ordering: .releasing)
+        if persistent { pmem_persist(entries + page, 8) }
+    }
+
+    /// Moves an entry from `expected` to `desired`; nil when done, else
+    /// what the entry held instead.
+    @inline(__always)
+    func exchangeEntry(_ page: Int, expected: PageEntry, desired: PageEntry) -> PageEntry? {
+        let (done, original) = atomic(page).compareExchange(
+            expected: expected.rawValue, desired: desired.rawValue, ordering: .acquiringAndReleasing)
+        if persistent && done { pmem_persist(entries + page, 8) }
+        return done ? nil : PageEntry(rawValue: original)
+    }
+}
