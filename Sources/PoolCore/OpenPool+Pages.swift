@@ -26,7 +26,10 @@ extension OpenPool {
     /// from the free space when the stack is empty or the run is large.
     @inline(__always)
     func takeRun(_ count: Int, cache: UnsafeThreadCache) throws -> UInt64 {
-        if count <= UnsafeThreadCache.maxRun, let raw = cache.pop(count) { return raw }
+        if count <= UnsafeThreadCache.maxRun, let raw = cache.pop(count) {
+            internalCheck(isCachedByUs(raw, count), "thread cache handed out \(GlobalAddress(rawValue: raw)), not ours")
+            return raw
+        }
         return try takeRunSlow(count, cache: cache)
     }
 
@@ -83,11 +86,17 @@ extension OpenPool {
     /// gives it back to the free space when it is large or the stack is full.
     @inline(__always)
     func stash(raw: UInt64, count: Int) throws {
+        internalCheck(isCachedByUs(raw, count), "stashing \(GlobalAddress(rawValue: raw)), not ours")
         if count <= UnsafeThreadCache.maxRun, let cache = try? threadCache(),
            cache.push(count, raw, capacity: cacheCapacity(count)) {
             return
         }
         try stashSlow(raw: raw, count: count)
+    }
+
+    func isCachedByUs(_ raw: UInt64, _ count: Int) -> Bool {
+        let (table, page) = location(of: raw)
+        return table.entry(page) == .cached(length: count, owner: slot)
     }
 
     // MARK: Slow path (global lock)

@@ -143,6 +143,18 @@ final class OpenPool: @unchecked Sendable {
 
     var closed: Bool { registryMutex.withLock { isClosed } }
 
+    /// For tests of recovery: leaves the pool as a process killed now would,
+    /// with its slot, thread caches and logs as they are, but its locks gone.
+    func abandon() {
+        registryMutex.withLock {
+            isClosed = true
+            caches.removeAll()
+        }
+        pthread_key_delete(cacheKey)
+        FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.participant(slot))
+        FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.openers)
+    }
+
     // MARK: Thread caches
 
     @inline(__always)

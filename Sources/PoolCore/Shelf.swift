@@ -52,6 +52,7 @@ final class Shelf: @unchecked Sendable {
     /// Makes `[page, page+length)` a run headed by `head`: tails first, so that
     /// a crash leaves either nothing or a whole run.
     func claimRun(at page: Int, length: Int, head: PageEntry) {
+        internalCheck(isFreeRun(page, length), "claiming pages \(page)..<\(page + length) of shelf \(index), not all free")
         for i in 1..<max(length, 1) { setEntry(page + i, .tail(distance: i)) }
         setEntry(page, head)
         setBits(page, length, used: true)
@@ -61,6 +62,7 @@ final class Shelf: @unchecked Sendable {
     /// Returns a run to the free space: head first, so a crash leaves only
     /// uncovered tails, which count as free.
     func releaseRun(at page: Int, length: Int) {
+        internalCheck(isWholeRun(page, length), "releasing pages \(page)..<\(page + length) of shelf \(index), not one run")
         setEntry(page, .free)
         for i in 1..<max(length, 1) { setEntry(page + i, .free) }
         setBits(page, length, used: false)

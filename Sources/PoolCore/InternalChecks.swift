@@ -1,0 +1,24 @@
+/// Invariant checks that cost too much for a release build; compiled in by
+/// `POOLFS_INTERNAL_CHECKS=1 swift build`, which `scripts/test` runs the
+/// stress and recovery tests under.
+@inline(__always)
+func internalCheck(_ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> String,
+                   file: StaticString = #fileID, line: UInt = #line) {
+    #if POOLFS_INTERNAL_CHECKS
+    if !condition() { preconditionFailure("poolfs invariant: \(message())", file: file, line: line) }
+    #endif
+}
+
+extension Shelf {
+    /// Every page of `[page, page+length)` is free in the bitmap and free (or
+    /// an uncovered tail) in the page table.
+    func isFreeRun(_ page: Int, _ length: Int) -> Bool {
+        (0..<length).allSatisfy { !bitIsSet(page + $0) && (entry(page + $0).kind == .free || entry(page + $0).kind == .tail) }
+    }
+
+    /// `[page, page+length)` is exactly one run.
+    func isWholeRun(_ page: Int, _ length: Int) -> Bool {
+        entry(page).isHead && entry(page).length == length
+            && (1..<max(length, 1)).allSatisfy { entry(page + $0) == .tail(distance: $0) }
+    }
+}

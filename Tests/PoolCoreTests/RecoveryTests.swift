@@ -1,0 +1,117 @@
+import Testing
+@testable import PoolCore
+
+/// Recovery, white-box: a second open of the pool in this process plays the
+/// process that dies, at exactly the step under test.
+@Suite struct RecoveryTests {
+    func setUp(_ scratch: Scratch) throws -> (Pool, Pool, GlobalAddress) {
+        let survivor = try Pool.create(name: "rec", size: 16 << 20, pageSize: 4096, at: scratch.path)
+        let table = try survivor.createRegion(name: "table", size: 4096)
+        let victim = try Pool.open(name: "rec", at: scratch.path)
+        return (survivor, victim, table.address)
+    }
+
+    @Test func aDeadProcessesCachedPagesComeBack() throws {
+        let scratch = Scratch()
+        let (survivor, victim, _) = try setUp(scratch)
+        let run = try victim.allocatePages(count: 2)
+        try victim.freePages(at: run, count: 2)
+        let kept = try victim.allocatePages(count: 1)
+        #expect(survivor.info().cachedBytes > 0)
+        victim.core.abandon()
+        let offline = try? Pool.check(name: "rec", at: scratch.path)
+        #expect(offline == nil, "check must refuse while the survivor has the pool open")
+        // The next open of anyone recovers the dead slot.
+        let third = try Pool.open(name: "rec", at: scratch.path)
+        #expect(third.info().cachedBytes == 0)
+        // What the dead process had allocated stays allocated: it may be referenced.
+        #expect(survivor.usedPages == 1 + 1)
+        try survivor.freePages(at: kept, count: 1)
+    }
+
+    @Test func aPublishCutShortIsCompleted() throws {
+        let scratch = Scratch()
+        let (survivor, victim, table) = try setUp(scratch)
+        let core = victim.core
+        let cache = try core.threadCache()
+        let raw = try core.takeRun(3, cache: cache)
+        let address = GlobalAddress(rawValue: raw)
+        // Died after logging, before storing the address or marking the run.
+        core.withIntentLog(cache) { record in
+            core.writeLog(record, .publish, destination: table, address: address, count: 3)
+        }
+        core.abandon()
+        try survivor.core.reclaimDeadParticipants()
+        #expect(try survivor.load(at: table) == raw)
+        try survivor.freePages(at: address, count: 3)
+        #expect(survivor.usedPages == 1)
+    }
+
+    @Test func aClearCutShortIsCompleted() throws {
+        let scratch = Scratch()
+        let (survivor, victim, table) = try setUp(scratch)
+        let run = try victim.allocatePages(count: 4, publishingTo: table)
+        let core = victim.core
+        let cache = try core.threadCache()
+        // Died after logging the free, before clearing the address or the run.
+        core.withIntentLog(cache) { record in
+            core.writeLog(record, .clear, destination: table, address: run, count: 4)
+        }
+        core.abandon()
+        try survivor.core.reclaimDeadParticipants()
+        #expect(try survivor.load(at: table) == 0)
+        #expect(survivor.usedPages == 1)
+        #expect(throws: PoolError.self) { try survivor.freePages(at: run, count: 4) }
+    }
+
+    @Test func aHolderOfTheLockThatDiedLeavesNothingTorn() throws {
+        let scratch = Scratch()
+        let (survivor, victim, _) = try setUp(scratch)
+        survivor.close()
+        let core = victim.core
+        // Died inside the global lock while claiming a run: tails written,
+        // head not, and a region row half created.
+        let shelf = core.shelves[0]!
+        let page = shelf.findFreeRun(length: 5)!
+        for i in 1..<5 { shelf.setEntry(page + i, .tail(distance: i)) }
+        core.metadata.store(UInt64(1), at: Layout.Control.lockDirty)
+        core.metadata.store(UInt64(1), at: Layout.Regions.entry(7) + Layout.Regions.state)
+        core.abandon()
+        let report = try Pool.check(name: "rec", at: scratch.path)
+        #expect(report.problems.isEmpty, "\(report.problems)")
+        #expect(!report.recoverable.isEmpty)
+        let repaired = try Pool.check(name: "rec", at: scratch.path, repair: true)
+        #expect(!repaired.repaired.isEmpty)
+        let after = try Pool.check(name: "rec", at: scratch.path)
+        #expect(after.isClean, "\(after)")
+        #expect(after.freePages == after.pages - after.regionPages)
+    }
+
+    @Test func checkFindsAndRepairsLeaksAndDamage() throws {
+        let scratch = Scratch()
+        let pool = try Pool.create(name: "leaky", size: 16 << 20, pageSize: 4096, at: scratch.path)
+        let region = try pool.createRegion(name: "lost", size: 5 * 4096)
+        let kept = try pool.allocatePages(count: 2)
+        let core = pool.core
+        // The region row vanishes, its pages stay claimed: a leak.
+        let index = try #require(core.liveRegionIndex("lost"))
+        core.metadata.store(UInt64(0), at: Layout.Regions.entry(index) + Layout.Regions.state)
+        // A cached run whose owner slot is free: another leak.
+        let shelf = core.shelves[0]!
+        let page = shelf.findFreeRun(length: 3)!
+        shelf.claimRun(at: page, length: 3, head: .cached(length: 3, owner: 99))
+        pool.close()
+        _ = region
+
+        let report = try Pool.check(name: "leaky", at: scratch.path)
+        #expect(report.leakedPages == 5 + 3, "\(report)")
+        #expect(report.problems.count == 2)
+        #expect(report.allocatedPages == 2)
+        let repaired = try Pool.check(name: "leaky", at: scratch.path, repair: true)
+        #expect(repaired.repaired.count >= 1)
+        #expect(repaired.isClean, "\(repaired)")
+        let reopened = try Pool.open(name: "leaky", at: scratch.path)
+        #expect(reopened.usedPages == 2)
+        try reopened.freePages(at: kept, count: 2)
+    }
+}
