@@ -186,8 +186,9 @@ final class OpenPool: @unchecked Sendable {
         registryMutex.withLock {
             if cache.logIndex > 0 { freeLogs.append(cache.logIndex) }
         }
+        let owner = cache.owner
         cache.deallocate()
-        cache.owner.release()
+        owner.release()
     }
 
     /// How many runs of `length` pages a thread keeps.

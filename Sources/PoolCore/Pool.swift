@@ -97,15 +97,13 @@ public final class Pool: @unchecked Sendable {
         }
         let path0 = OpenPool.shelfPath(directory, 0)
         if SystemCall.exists(path0) {
-            let probe = try MappedFile.open(path: path0, medium: .dram)
-            guard probe.length >= 8, probe.load(UInt64.self, at: 0) == Layout.shelfMagic else {
-                throw PoolError.damaged(path: path0, reason: "not a poolfs shelf; not removing the pool")
+            // Even a damaged shelf 0 carries the lock of the processes using it.
+            let fd = try SystemCall.open(path0, flags: O_RDWR)
+            defer { SystemCall.close(fd) }
+            guard FileLock.tryLock(fd, byte: Layout.LockByte.openers, .exclusive) else {
+                let pids = (try? MappedFile.open(path: path0, medium: .dram)).map(Pool.recordedPids) ?? []
+                throw PoolError.inUse(name: name, pids: pids)
             }
-            guard FileLock.tryLock(probe.descriptor, byte: Layout.LockByte.openers, .exclusive) else {
-                throw PoolError.inUse(name: name, pids: Pool.recordedPids(probe))
-            }
-            removePoolFiles(directory)
-            return
         }
         removePoolFiles(directory)
     }

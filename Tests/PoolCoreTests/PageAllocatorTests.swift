@@ -132,3 +132,28 @@ import Glibc
         #expect(pool.usedPages == table.pages)
     }
 }
+
+@Suite struct ThreadExitTests {
+    /// A thread that used the pool and ended gives its cached runs back.
+    @Test func anEndedThreadReturnsItsCache() throws {
+        let scratch = Scratch()
+        let pool = try Pool.create(name: "exit", size: 16 << 20, pageSize: 4096, at: scratch.path)
+        final class Box: @unchecked Sendable { var pool: Pool?; var failed = false }
+        let box = Box()
+        box.pool = pool
+        var thread = pthread_t()
+        let started = pthread_create(&thread, nil, { raw in
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeUnretainedValue()
+            do {
+                let run = try box.pool!.allocatePages(count: 2)
+                try box.pool!.freePages(at: run, count: 2)
+            } catch { box.failed = true }
+            return nil
+        }, Unmanaged.passUnretained(box).toOpaque())
+        #expect(started == 0)
+        pthread_join(thread, nil)
+        #expect(!box.failed)
+        #expect(pool.info().cachedBytes == 0)
+        #expect(pool.usedPages == 0)
+    }
+}

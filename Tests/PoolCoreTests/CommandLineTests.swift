@@ -1,0 +1,124 @@
+import Foundation
+import Testing
+@testable import PoolCore
+
+/// `poolfs` as a user runs it: exit codes, one-line errors, JSON.
+@Suite struct CommandLineTests {
+    let poolfs = builtExecutable("poolfs")
+
+    func poolfs(_ arguments: String..., in scratch: Scratch) throws -> (status: Int32, output: String) {
+        try run(poolfs, arguments + ["--path", scratch.path])
+    }
+
+    @Test func aPoolsWholeLife() throws {
+        let scratch = Scratch()
+        var result = try poolfs("create", "cli", "--size", "32M", "--page-size", "4K", in: scratch)
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.contains("created pool 'cli'"))
+
+        result = try poolfs("region", "create", "cli", "weights", "--size", "1M", in: scratch)
+        #expect(result.status == 0, "\(result.output)")
+        result = try poolfs("region", "list", "cli", in: scratch)
+        #expect(result.output.hasPrefix("weights\t1M\t0:0x"))
+
+        result = try poolfs("grow", "cli", "--by", "16M", in: scratch)
+        #expect(result.status == 0 && result.output.contains("added shelf 1"), "\(result.output)")
+
+        result = try poolfs("info", "cli", "--json", in: scratch)
+        #expect(result.status == 0)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])
+        #expect(json["name"] as? String == "cli")
+        #expect(json["pageSize"] as? Int == 4096)
+        #expect((json["shelves"] as? [Any])?.count == 2)
+        #expect((json["regions"] as? [[String: Any]])?.first?["name"] as? String == "weights")
+        #expect(json["usedBytes"] as? Int == 1 << 20)
+
+        result = try poolfs("info", "cli", in: scratch)
+        #expect(result.output.contains("page size  4K"))
+        #expect(result.output.contains("regions    1"))
+
+        result = try poolfs("check", "cli", in: scratch)
+        #expect(result.status == 0 && result.output.hasSuffix("clean"), "\(result.output)")
+
+        result = try poolfs("region", "destroy", "cli", "weights", in: scratch)
+        #expect(result.status == 0)
+        result = try poolfs("destroy", "cli", in: scratch)
+        #expect(result.status == 0)
+        #expect(!SystemCall.exists(scratch.path + "/cli"))
+    }
+
+    /// Every mistake: exit 1 and one line that names the cause; never a trap.
+    @Test func mistakesGetOneLineErrors() throws {
+        let scratch = Scratch()
+        _ = try poolfs("create", "p", "--size", "8M", in: scratch)
+        let cases: [([String], String)] = [
+            (["create", "a/b"], "invalid name 'a/b'"),
+            (["create", "q", "--size", "0"], "invalid size '0'"),
+            (["create", "q", "--size", "lots"], "invalid size 'lots'"),
+            (["create", "q", "--size", "8M", "--page-size", "3K"], "invalid page size '3K'"),
+            (["create", "q", "--size", "8M", "--page-size", "x"], "invalid page size 'x'"),
+            (["create", "q", "--size", "8M", "--medium", "tape"], "a medium is dram or pmem"),
+            (["create", "q", "--size", "64K"], "too small"),
+            (["create", "q", "--size", "100T"], "not enough space"),
+            (["create", "p", "--size", "8M"], "pool 'p' already exists"),
+            (["info", "nope"], "pool 'nope' does not exist"),
+            (["grow", "nope", "--by", "1G"], "pool 'nope' does not exist"),
+            (["grow", "p", "--by", "1K"], "invalid size '1K'"),
+            (["destroy", "nope"], "pool 'nope' does not exist"),
+            (["check", "nope"], "pool 'nope' does not exist"),
+            (["region", "create", "p", "r", "--size", "1G"], "pool 'p' is full"),
+            (["region", "create", "p", "r", "--size", "0"], "invalid size '0'"),
+            (["region", "destroy", "p", "r"], "region 'r' does not exist"),
+        ]
+        for (arguments, expected) in cases {
+            let result = try run(poolfs, arguments + ["--path", scratch.path])
+            #expect(result.status == 1, "\(arguments): \(result.output)")
+            #expect(result.output.hasPrefix("poolfs: "), "\(arguments): \(result.output)")
+            #expect(result.output.contains(expected), "\(arguments): \(result.output)")
+            #expect(!result.output.contains("\n"), "\(arguments): \(result.output)")
+        }
+    }
+
+    @Test func aDamagedPoolIsNamedAndLeftAlone() throws {
+        let scratch = Scratch()
+        _ = try poolfs("create", "hurt", "--size", "8M", in: scratch)
+        let fd = open(scratch.file("hurt", "shelf-0"), O_WRONLY)
+        _ = pwrite(fd, "XXXXXXXX", 8, 0)
+        close(fd)
+        for command in [["info", "hurt"], ["check", "hurt"], ["grow", "hurt", "--by", "8M"]] {
+            let result = try run(poolfs, command + ["--path", scratch.path])
+            #expect(result.status == 1)
+            #expect(result.output.contains("shelf-0 is damaged: bad magic"), "\(result.output)")
+        }
+        // A damaged pool can still be removed.
+        #expect(try poolfs("destroy", "hurt", in: scratch).status == 0)
+    }
+
+    @Test func checkAndDestroyRefuseAPoolInUse() throws {
+        let scratch = Scratch()
+        _ = try poolfs("create", "busy", "--size", "8M", in: scratch)
+        let holder = try Child(builtExecutable("PoolTestHelper"), ["hold", scratch.path, "busy"])
+        let opened = holder.readLine() ?? ""
+        #expect(opened.hasPrefix("open"))
+        let pid = opened.split(separator: " ").last.map(String.init) ?? "?"
+        for command in ["check", "destroy"] {
+            let result = try poolfs(command, "busy", in: scratch)
+            #expect(result.status == 1)
+            #expect(result.output == "poolfs: pool 'busy' is in use by pid \(pid)", "\(result.output)")
+        }
+        let info = try poolfs("info", "busy", in: scratch)
+        #expect(info.output.contains("processes  \(pid)"), "\(info.output)")
+        #expect(holder.ask("quit") == "bye")
+        holder.wait()
+        #expect(try poolfs("destroy", "busy", in: scratch).status == 0)
+    }
+
+    @Test func everyCommandExplainsItself() throws {
+        for command in [[], ["create"], ["info"], ["grow"], ["destroy"], ["region"], ["region", "create"],
+                        ["region", "list"], ["region", "destroy"], ["check"], ["bench"]] {
+            let result = try run(poolfs, command + ["--help"])
+            #expect(result.status == 0, "\(command)")
+            #expect(result.output.contains("USAGE: poolfs"), "\(command)")
+        }
+    }
+}
