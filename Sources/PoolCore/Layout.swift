@@ -45,22 +45,33 @@ enum Layout {
         /// found nonzero by the next holder, it means the last one died inside.
         static let lockDirty = offset
         static let lockHolder = offset + 8
+        /// The pool's global epoch, for delayed frees.
+        static let epoch = offset + 16
+        /// Delayed frees so far; every 64th tries to advance the epoch.
+        static let delayedPushes = offset + 24
     }
 
     // Participant slots, shelf 0: one per process that has the pool open.
+    // A process's threads each use one *lane* of its slot (lane 0 is shared
+    // by the threads beyond the others): an intent log and an epoch word.
     enum Participants {
         static let offset = 32768
         static let capacity = 128
-        static let slotSize = 1024
+        static let slotSize = 2048
         static let state = 0, pid = 8, openedAt = 16
+        static let lanes = 32
         /// Intent records for operations that must finish or roll back if the
-        /// process dies in the middle (one per thread that uses them).
-        static let logsOffset = 64, logSize = 64
-        static let logCount = (slotSize - logsOffset) / logSize
-        static let logOperation = 0, logDestination = 8, logAddress = 16, logCount_ = 24
+        /// process dies in the middle, one per lane.
+        static let logsOffset = 64, logSize = 32
+        static let logOperation = 0, logDestination = 8, logAddress = 16, logCount = 24
+        /// Epoch words, one per lane: 0 outside an epoch, else epoch + 1.
+        static let epochsOffset = logsOffset + lanes * logSize
         static func slot(_ index: Int) -> Int { offset + index * slotSize }
-        static func log(_ slot: Int, _ log: Int) -> Int {
-            Participants.slot(slot) + logsOffset + log * logSize
+        static func log(_ slot: Int, _ lane: Int) -> Int {
+            Participants.slot(slot) + logsOffset + lane * logSize
+        }
+        static func epoch(_ slot: Int, _ lane: Int) -> Int {
+            Participants.slot(slot) + epochsOffset + lane * 8
         }
     }
 
@@ -74,7 +85,21 @@ enum Layout {
         static func entry(_ index: Int) -> Int { offset + index * entrySize }
     }
 
-    /// Shelf 0's fixed metadata, with room left for heaps.
+    // Heap table, shelf 0.
+    enum Heaps {
+        static let offset = Regions.offset + Regions.capacity * Regions.entrySize
+        static let capacity = 64
+        static let rowSize = 1024
+        static let state = 0, createdAt = 8, name = 16, nameCapacity = 64
+        static let policy = 80, policyCapacity = 64
+        /// Three stacks of blocks waiting for their epoch to pass.
+        static let delayed = 144
+        /// One stack per size class of spans no live thread owns.
+        static let abandoned = 256
+        static func row(_ index: Int) -> Int { offset + index * rowSize }
+    }
+
+    /// Shelf 0's fixed metadata.
     static let shelf0Metadata = 512 * 1024
     static let shelfMetadata = 4096
 

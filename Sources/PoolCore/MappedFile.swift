@@ -121,6 +121,13 @@ final class MappedFile: @unchecked Sendable {
         return (base + offset).assumingMemoryBound(to: UInt64.self)
     }
 
+    /// The start of a checked range, for the few Unsafe types that keep
+    /// pointers into the mapping (they live no longer than it).
+    func pointer(at offset: Int, count: Int) -> UnsafeMutableRawPointer {
+        precondition(offset >= 0 && count >= 0 && offset + count <= length)
+        return base + offset
+    }
+
     /// Makes `[offset, offset+count)` durable: cache flushes on real pmem,
     /// msync for pmem-medium files elsewhere; tmpfs needs nothing.
     func persist(offset: Int, count: Int) {

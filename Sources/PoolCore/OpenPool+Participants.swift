@@ -72,7 +72,11 @@ extension OpenPool {
     /// and frees its slot. Global lock held. Returns the pages it returned.
     @discardableResult
     func reclaim(_ index: Int) -> Int {
-        for log in 0..<P.logCount { replayLog(slot: index, log: log) }
+        for lane in 0..<P.lanes {
+            replayLog(slot: index, lane: lane)
+            metadata.atomic(at: P.epoch(index, lane)).store(0, ordering: .releasing)
+        }
+        adoptOrphanedSpans(ofSlot: index)
         var returned = 0
         for shelf in shelves.all {
             shelf.forEachHead { page, entry in
@@ -100,15 +104,15 @@ extension OpenPool {
 
     /// Runs `body` with this thread's log record (or the shared one).
     func withIntentLog<R>(_ cache: UnsafeThreadCache, _ body: (Int) throws -> R) rethrows -> R {
-        if cache.logIndex > 0 { return try body(P.log(slot, cache.logIndex)) }
-        return try sharedLogMutex.withLock { try body(P.log(slot, 0)) }
+        if cache.lane > 0 { return try body(P.log(slot, cache.lane)) }
+        return try sharedLaneMutex.withLock { try body(P.log(slot, 0)) }
     }
 
     func writeLog(_ record: Int, _ operation: LoggedOperation, destination: GlobalAddress,
                   address: GlobalAddress, count: Int) {
         metadata.store(destination.rawValue, at: record + P.logDestination)
         metadata.store(address.rawValue, at: record + P.logAddress)
-        metadata.store(UInt64(count), at: record + P.logCount_)
+        metadata.store(UInt64(count), at: record + P.logCount)
         metadata.atomic(at: record + P.logOperation).store(operation.rawValue, ordering: .releasing)
         metadata.persist(offset: record, count: P.logSize)
     }
@@ -119,8 +123,8 @@ extension OpenPool {
     }
 
     /// Redoes (publish) or completes (clear) what a log record says.
-    private func replayLog(slot owner: Int, log: Int) {
-        let record = P.log(owner, log)
+    private func replayLog(slot owner: Int, lane: Int) {
+        let record = P.log(owner, lane)
         guard let operation = LoggedOperation(rawValue: metadata.load(UInt64.self, at: record + P.logOperation)) else {
             clearLog(record)
             return
@@ -128,7 +132,7 @@ extension OpenPool {
         defer { clearLog(record) }
         let destination = GlobalAddress(rawValue: metadata.load(UInt64.self, at: record + P.logDestination))
         let address = GlobalAddress(rawValue: metadata.load(UInt64.self, at: record + P.logAddress))
-        let count = Int(metadata.load(UInt64.self, at: record + P.logCount_))
+        let count = Int(metadata.load(UInt64.self, at: record + P.logCount))
         guard let word = try? dataWord(destination), let (shelf, page) = try? locateRun(address) else { return }
         let allocated = PageEntry.allocated(length: count, tag: .pages)
         let cached = PageEntry.cached(length: count, owner: owner)

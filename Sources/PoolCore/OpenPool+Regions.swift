@@ -19,9 +19,7 @@ extension OpenPool {
     }
 
     func rowName(_ index: Int) -> String {
-        metadata.withBytes(at: R.entry(index) + R.name, count: R.nameCapacity) { bytes in
-            String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
-        }
+        metadata.text(at: R.entry(index) + R.name, capacity: R.nameCapacity)
     }
 
     func regionName(_ index: Int) -> String? {
@@ -79,9 +77,7 @@ extension OpenPool {
             }
             let row = R.entry(index)
             metadata.withBytes(at: row, count: R.entrySize) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
-            metadata.withBytes(at: row + R.name, count: R.nameCapacity) { bytes in
-                for (i, byte) in name.utf8.enumerated() { bytes[i] = byte }
-            }
+            metadata.storeText(name, at: row + R.name, capacity: R.nameCapacity)
             let address = shelf.address(ofPage: page)
             metadata.store(address.rawValue, at: row + R.address)
             metadata.store(size, at: row + R.size)
@@ -130,6 +126,7 @@ extension OpenPool {
     func recoverTornState() {
         for shelf in shelves.all { shelf.rebuildBitmap() }
         for index in unsettledRows() { settleRow(index) }
+        rebuildAbandonedStacks()
     }
 }
 

@@ -26,11 +26,13 @@ final class OpenPool: @unchecked Sendable {
     private let registryMutex = ProcessMutex()
     /// Registered thread caches and free intent-log slots; registryMutex.
     private var caches: [UnsafeThreadCache] = []
-    private var freeLogs: [Int] = Array((1..<Layout.Participants.logCount).reversed())
+    private var freeLogs: [Int] = Array((1..<Layout.Participants.lanes).reversed())
     private var isClosed = false
-    /// Serializes the threads that have no intent log of their own.
-    let sharedLogMutex = ProcessMutex()
-    private var cacheKey = pthread_key_t()
+    /// Serializes the threads that have no lane of their own.
+    let sharedLaneMutex = ProcessMutex()
+    /// Their heap lanes; sharedLaneMutex.
+    var sharedLanes: [Int: UnsafeHeapLane] = [:]
+    private(set) var cacheKey = pthread_key_t()
 
     private init(name: String, directory: String, metadata: MappedFile, superblock: Superblock,
                  shelves: [Shelf]) {
@@ -128,7 +130,14 @@ final class OpenPool: @unchecked Sendable {
         guard slot >= 0 else { return }
         pthread_key_delete(cacheKey)
         try? withGlobalLock {
-            for cache in orphaned { returnAll(cache) }
+            for cache in orphaned { retire(cache) }
+            sharedLaneMutex.withLock {
+                for (heap, lane) in sharedLanes {
+                    if heapIsLive(heap) { abandon(lane, heap: heap) }
+                    lane.deallocate()
+                }
+                sharedLanes.removeAll()
+            }
         }
         for cache in orphaned {
             cache.owner.release()
@@ -168,7 +177,7 @@ final class OpenPool: @unchecked Sendable {
         try registryMutex.withLock {
             guard !isClosed else { throw PoolError.closed(name: name) }
             let cache = UnsafeThreadCache.allocate(owner: Unmanaged.passRetained(self),
-                                                   logIndex: freeLogs.popLast() ?? -1)
+                                                   lane: freeLogs.popLast() ?? 0)
             caches.append(cache)
             pthread_setspecific(cacheKey, cache.raw)
             return cache
@@ -182,13 +191,20 @@ final class OpenPool: @unchecked Sendable {
             return true
         }
         guard registered else { return }
-        try? withGlobalLock { returnAll(cache) }
+        try? withGlobalLock { retire(cache) }
         registryMutex.withLock {
-            if cache.logIndex > 0 { freeLogs.append(cache.logIndex) }
+            if cache.lane > 0 { freeLogs.append(cache.lane) }
         }
         let owner = cache.owner
         cache.deallocate()
         owner.release()
+    }
+
+    /// Gives back everything a thread held: heap spans, cached runs.
+    /// Global lock held.
+    func retire(_ cache: UnsafeThreadCache) {
+        abandonHeapLanes(cache)
+        returnAll(cache)
     }
 
     /// How many runs of `length` pages a thread keeps.

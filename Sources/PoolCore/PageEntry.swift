@@ -26,11 +26,17 @@ struct PageEntry: RawRepresentable, Equatable, Sendable {
     enum Tag: Equatable, Sendable {
         case pages
         case region(Int)
+        /// A span of heap objects (or one large object) of heap N.
+        case heap(Int)
+        /// A page run handed out by heap N's `allocatePages`.
+        case heapPages(Int)
 
         var bits: UInt64 {
             switch self {
             case .pages: 0
             case .region(let index): 1 | UInt64(index) << 4
+            case .heap(let index): 2 | UInt64(index) << 4
+            case .heapPages(let index): 3 | UInt64(index) << 4
             }
         }
 
@@ -38,6 +44,8 @@ struct PageEntry: RawRepresentable, Equatable, Sendable {
             switch bits & 0xf {
             case 0: self = .pages
             case 1: self = .region(Int(bits >> 4))
+            case 2: self = .heap(Int(bits >> 4))
+            case 3: self = .heapPages(Int(bits >> 4))
             default: return nil
             }
         }

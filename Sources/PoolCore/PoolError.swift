@@ -18,6 +18,10 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
     case regionNotFound(String)
     case tooManyRegions(limit: Int)
     case tooManyProcesses(name: String, limit: Int)
+    case heapExists(String)
+    case heapNotFound(String)
+    case heapInUse(String, reason: String)
+    case tooManyHeaps(limit: Int)
     case closed(name: String)
     case system(call: String, path: String, errno: Int32)
 
@@ -61,6 +65,14 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
             return "the pool already has the maximum of \(limit) regions"
         case let .tooManyProcesses(name, limit):
             return "pool '\(name)' is already open in \(limit) processes, the most it allows"
+        case let .heapExists(name):
+            return "heap '\(name)' already exists"
+        case let .heapNotFound(name):
+            return "heap '\(name)' does not exist"
+        case let .heapInUse(name, reason):
+            return "heap '\(name)' is in use: \(reason)"
+        case let .tooManyHeaps(limit):
+            return "the pool already has the maximum of \(limit) heaps"
         case let .closed(name):
             return "pool '\(name)' is closed"
         case let .system(call, path, errno):

@@ -6,14 +6,18 @@ import CPmem
 /// the shelf's mapping lives (as long as the pool is open).
 struct UnsafePageTable {
     private let entries: UnsafeMutablePointer<UInt64>
+    /// Where page 0's bytes are mapped in this process.
+    let pages: UnsafeMutableRawPointer
     let pageCount: Int
     let dataOffset: UInt64
     let pageShift: UInt64
     /// Entry stores are flushed to persistence when the shelf is real pmem.
     let persistent: Bool
 
-    init(entries: UnsafeMutablePointer<UInt64>, geometry: ShelfGeometry, persistent: Bool) {
+    init(entries: UnsafeMutablePointer<UInt64>, pages: UnsafeMutableRawPointer, geometry: ShelfGeometry,
+         persistent: Bool) {
         self.entries = entries
+        self.pages = pages
         pageCount = geometry.pageCount
         dataOffset = geometry.dataOffset
         pageShift = UInt64(geometry.pageSize.trailingZeroBitCount)
@@ -28,6 +32,28 @@ struct UnsafePageTable {
         guard relative & (1 << pageShift - 1) == 0 else { return nil }
         let page = Int(relative >> pageShift)
         return page < pageCount ? page : nil
+    }
+
+    /// The page an offset falls in, if it lies in the data pages.
+    @inline(__always)
+    func page(containing offset: UInt64) -> Int? {
+        guard offset >= dataOffset else { return nil }
+        let page = Int((offset - dataOffset) >> pageShift)
+        return page < pageCount ? page : nil
+    }
+
+    @inline(__always)
+    func pointer(toPage page: Int) -> UnsafeMutableRawPointer { pages + page << Int(pageShift) }
+
+    @inline(__always)
+    func offset(ofPage page: Int) -> UInt64 { dataOffset + UInt64(page) << pageShift }
+
+    /// The first page of the run that `page` lies in.
+    @inline(__always)
+    func head(of page: Int) -> (Int, PageEntry) {
+        let e = entry(page)
+        if e.kind == .tail, e.length <= page { return (page - e.length, entry(page - e.length)) }
+        return (page, e)
     }
 
     @inline(__always)

@@ -1,0 +1,126 @@
+/// A heap: a named allocator of small objects and page runs inside a pool,
+/// safe to use from many threads and processes at once. Objects are named
+/// by global addresses; `pool.withUnsafeMutableBytes(at:count:)` reaches them.
+public final class Heap: @unchecked Sendable {
+    public let pool: Pool
+    public let name: String
+    let index: Int
+
+    init(pool: Pool, name: String, index: Int) {
+        self.pool = pool
+        self.name = name
+        self.index = index
+    }
+
+    private var core: OpenPool { pool.core }
+
+    /// An object of at least `size` bytes, 16-byte aligned.
+    @inline(__always)
+    public func allocate(size: Int) throws -> GlobalAddress {
+        try core.allocateObject(heap: index, size: size)
+    }
+
+    /// An object of at least `size` bytes, filled with zeros.
+    public func allocateZeroed(size: Int) throws -> GlobalAddress {
+        let address = try allocate(size: size)
+        try pool.withUnsafeMutableBytes(at: address, count: size) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+        return address
+    }
+
+    /// An object of `size` bytes at an address that is a multiple of
+    /// `alignment` (a power of two).
+    public func allocate(size: Int, alignment: Int) throws -> GlobalAddress {
+        guard alignment > 0, alignment & (alignment - 1) == 0 else {
+            throw PoolError.invalidSize("\(alignment)", reason: "an alignment is a power of two")
+        }
+        if alignment <= 16 { return try allocate(size: size) }
+        let block = try allocate(size: size + alignment - 1)
+        // The offset is aligned; pointers are too wherever the mapping is
+        // aligned that much (mmap aligns to 4 KiB).
+        let mask = UInt64(alignment) - 1
+        return GlobalAddress(shelf: block.shelf, offset: (block.offset + mask) & ~mask)
+    }
+
+    @inline(__always)
+    public func free(_ address: GlobalAddress) throws {
+        try core.freeObject(heap: index, address)
+    }
+
+    /// How many bytes from `address` to the end of its block.
+    public func usableSize(_ address: GlobalAddress) throws -> Int {
+        try core.usableSize(heap: index, address)
+    }
+
+    /// Grows or shrinks an object, moving it when it must; its bytes are kept.
+    public func reallocate(_ address: GlobalAddress, size: Int) throws -> GlobalAddress {
+        if address.isNull { return try allocate(size: size) }
+        let usable = try usableSize(address)
+        if size <= usable && size >= usable / 2 { return address }
+        let moved = try allocate(size: size)
+        let count = min(size, usable)
+        try pool.withUnsafeMutableBytes(at: address, count: count) { source in
+            try pool.withUnsafeMutableBytes(at: moved, count: count) { $0.copyMemory(from: UnsafeRawBufferPointer(source)) }
+        }
+        try free(address)
+        return moved
+    }
+
+    /// A run of whole pages, freed with `freePages(at:count:)` of this heap.
+    public func allocatePages(count: Int) throws -> GlobalAddress {
+        let address = try core.allocatePages(count: count)
+        try core.retag(address, count: count, from: .pages, to: .heapPages(index))
+        return address
+    }
+
+    public func freePages(at address: GlobalAddress, count: Int) throws {
+        try core.retag(address, count: count, from: .heapPages(index), to: .pages)
+        try core.freePages(at: address, count: count)
+    }
+
+    /// Runs `body` as a reader: memory freed with `delayedFree` while it
+    /// runs is not reused until it (and every other epoch that could see
+    /// that memory) has ended. Epochs nest.
+    public func withEpoch<R>(_ body: () throws -> R) throws -> R {
+        try core.withEpoch(body)
+    }
+
+    /// Frees an object once no epoch that could still see it is running.
+    public func delayedFree(_ address: GlobalAddress) throws {
+        try core.delayedFree(heap: index, address)
+    }
+
+    /// Tries to move the epoch on and free what became safe; false when a
+    /// running epoch holds it back.
+    @discardableResult
+    public func reclaimDelayed() -> Bool { core.advanceEpoch() }
+
+    public func stats() -> HeapStats {
+        (try? core.withGlobalLock { core.heapStats(index) }) ?? core.heapStats(index)
+    }
+}
+
+extension Pool {
+    @discardableResult
+    public func createHeap(name: String) throws -> Heap {
+        let index = try core.createHeap(name: name)
+        return Heap(pool: self, name: name, index: index)
+    }
+
+    /// Opens a heap; with `create`, makes it first if it does not exist.
+    public func openHeap(name: String, create: Bool = false) throws -> Heap {
+        if let index = core.heapIndex(named: name) { return Heap(pool: self, name: name, index: index) }
+        guard create else { throw PoolError.heapNotFound(name) }
+        do {
+            return try createHeap(name: name)
+        } catch PoolError.heapExists {
+            return try openHeap(name: name)
+        }
+    }
+
+    /// Destroys an empty heap that no other thread or process allocates from.
+    public func destroyHeap(name: String) throws {
+        try core.destroyHeap(name: name)
+    }
+
+    public func heaps() -> [String] { core.liveHeaps.map(core.heapName) }
+}

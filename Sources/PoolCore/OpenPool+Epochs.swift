@@ -1,0 +1,114 @@
+import Atomics
+
+/// Epochs and delayed free (NVMM's EpochManager), epoch-based reclamation
+/// across processes. The pool has one global epoch; each lane publishes the
+/// epoch it entered (or 0 outside one). A block freed with delayed free goes
+/// onto its heap's list for the current epoch (three lists, by epoch mod 3)
+/// and is freed when the global epoch is two past it: by then every epoch
+/// that could still see it has ended. Any process may advance the epoch and
+/// free the blocks, and a dead process's lanes are cleared by its recovery,
+/// so reclamation depends on no one process staying alive.
+extension OpenPool {
+    private var globalEpoch: UnsafeAtomic<UInt64> { metadata.atomic(at: Layout.Control.epoch) }
+
+    private func epochWord(_ slot: Int, _ lane: Int) -> UnsafeAtomic<UInt64> {
+        metadata.atomic(at: Layout.Participants.epoch(slot, lane))
+    }
+
+    func withEpoch<R>(_ body: () throws -> R) throws -> R {
+        let cache = try threadCache()
+        if cache.epochDepth > 0 {
+            cache.epochDepth += 1
+            defer { cache.epochDepth -= 1 }
+            return try body()
+        }
+        if cache.lane == 0 { return try sharedLaneMutex.withLock { try pinned(cache, body) } }
+        return try pinned(cache, body)
+    }
+
+    private func pinned<R>(_ cache: UnsafeThreadCache, _ body: () throws -> R) rethrows -> R {
+        let word = epochWord(slot, cache.lane)
+        var epoch = globalEpoch.load(ordering: .sequentiallyConsistent)
+        while true {
+            word.store(epoch + 1, ordering: .sequentiallyConsistent)
+            let now = globalEpoch.load(ordering: .sequentiallyConsistent)
+            if now == epoch { break }
+            epoch = now
+        }
+        cache.epochDepth = 1
+        defer {
+            cache.epochDepth = 0
+            word.store(0, ordering: .releasing)
+        }
+        return try body()
+    }
+
+    private func delayedList(_ heap: Int, _ epoch: UInt64) -> UnsafeAtomic<UInt64> {
+        metadata.atomic(at: Layout.Heaps.row(heap) + Layout.Heaps.delayed + Int(epoch % 3) * 8)
+    }
+
+    func delayedFree(heap: Int, _ address: GlobalAddress) throws {
+        let (table, head, _, block) = try locateObject(heap: heap, address)
+        let canonical = GlobalAddress(shelf: address.shelf, offset: table.offset(ofPage: head) + UInt64(block))
+        let link = (table.pointer(toPage: head) + block).assumingMemoryBound(to: UInt64.self)
+        let pushes = try withEpoch { () -> UInt64 in
+            let list = delayedList(heap, globalEpoch.load(ordering: .sequentiallyConsistent))
+            var expected = list.load(ordering: .relaxed)
+            while true {
+                link.pointee = expected
+                let (done, found) = list.weakCompareExchange(expected: expected, desired: canonical.rawValue,
+                                                             successOrdering: .releasing, failureOrdering: .relaxed)
+                if done { break }
+                expected = found
+            }
+            return metadata.atomic(at: Layout.Control.delayedPushes).loadThenWrappingIncrement(ordering: .relaxed)
+        }
+        if pushes % 64 == 63 { _ = advanceEpoch() }
+    }
+
+    /// Moves the global epoch on if every lane inside an epoch has seen the
+    /// current one, then frees the blocks that became safe. False when some
+    /// live lane still holds an older epoch.
+    @discardableResult
+    func advanceEpoch() -> Bool {
+        typealias P = Layout.Participants
+        let epoch = globalEpoch.load(ordering: .sequentiallyConsistent)
+        for other in 0..<P.capacity where metadata.load(UInt64.self, at: P.slot(other) + P.state) != 0 {
+            for lane in 0..<P.lanes {
+                let seen = epochWord(other, lane).load(ordering: .sequentiallyConsistent)
+                guard seen == 0 || seen == epoch + 1 else {
+                    // A dead process cannot hold reclamation back.
+                    if other != slot { try? reclaimDeadParticipants() }
+                    return false
+                }
+            }
+        }
+        guard globalEpoch.compareExchange(expected: epoch, desired: epoch + 1, ordering: .sequentiallyConsistent).exchanged
+        else { return false }
+        // Now every lane is at epoch or later: what was freed in epoch − 1 is safe.
+        for heap in liveHeaps {
+            var next = delayedList(heap, epoch + 2).exchange(0, ordering: .acquiring)
+            while next != 0 {
+                let address = GlobalAddress(rawValue: next)
+                guard let link = try? withBytes(at: address, count: 8, { $0.load(as: UInt64.self) }) else { break }
+                try? freeObject(heap: heap, address)
+                next = link
+            }
+        }
+        return true
+    }
+
+    /// Blocks waiting on the delayed lists of a heap.
+    func delayedCount(heap: Int) -> Int {
+        var count = 0
+        for epoch: UInt64 in 0..<3 {
+            var next = delayedList(heap, epoch).load(ordering: .acquiring)
+            while next != 0, count < 1 << 30,
+                  let link = try? withBytes(at: GlobalAddress(rawValue: next), count: 8, { $0.load(as: UInt64.self) }) {
+                count += 1
+                next = link
+            }
+        }
+        return count
+    }
+}

@@ -1,0 +1,379 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Heaps: named small-object allocators inside the pool (NVMM's Heap, Mome's
+/// shared malloc). Objects live in spans (see `UnsafeSpan`); every thread
+/// owns the spans it allocates from, and frees of others' blocks go back to
+/// the owner's span with one CAS. Only taking pages (a new span) or adopting
+/// a span abandoned by an ended thread or a dead process takes the global lock.
+extension OpenPool {
+    typealias H = Layout.Heaps
+
+    // MARK: The heap table
+
+    func heapIsLive(_ index: Int) -> Bool {
+        index >= 0 && index < H.capacity && metadata.load(UInt64.self, at: H.row(index) + H.state) == 1
+    }
+
+    func heapName(_ index: Int) -> String {
+        metadata.text(at: H.row(index) + H.name, capacity: H.nameCapacity)
+    }
+
+    func heapIndex(named name: String) -> Int? {
+        (0..<H.capacity).first { heapIsLive($0) && heapName($0) == name }
+    }
+
+    var liveHeaps: [Int] { (0..<H.capacity).filter(heapIsLive) }
+
+    func createHeap(name: String) throws -> Int {
+        try Names.check(name, what: "heap")
+        return try withGlobalLock {
+            guard heapIndex(named: name) == nil else { throw PoolError.heapExists(name) }
+            guard let index = (0..<H.capacity).first(where: { !heapIsLive($0) }) else {
+                throw PoolError.tooManyHeaps(limit: H.capacity)
+            }
+            let row = H.row(index)
+            metadata.withBytes(at: row, count: H.rowSize) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+            metadata.storeText(name, at: row + H.name, capacity: H.nameCapacity)
+            metadata.store(UInt64(time(nil)), at: row + H.createdAt)
+            metadata.persist(offset: row, count: H.rowSize)
+            metadata.atomic(at: row + H.state).store(1, ordering: .releasing)
+            metadata.persist(offset: row, count: 8)
+            return index
+        }
+    }
+
+    /// Destroys an empty heap that no other thread or process is using.
+    func destroyHeap(name: String) throws {
+        guard let index = heapIndex(named: name) else { throw PoolError.heapNotFound(name) }
+        // This thread's own lane is given up first; others' block the destroy.
+        if let cache = try? threadCache(), let lane = cache.heapLane(index) {
+            try withGlobalLock { abandon(lane, heap: index) }
+            cache.setHeapLane(index, nil)
+            lane.deallocate()
+        }
+        try withGlobalLock {
+            guard heapIsLive(index) else { throw PoolError.heapNotFound(name) }
+            let stats = heapStats(index)
+            guard stats.objects == 0, stats.delayedObjects == 0 else {
+                throw PoolError.heapInUse(name, reason: "it still holds \(stats.objects + stats.delayedObjects) objects")
+            }
+            var owners: Set<UInt64> = []
+            forEachSpan(of: index) { _, _, _, span in if span.owner != 0 { owners.insert(span.owner) } }
+            guard owners.isEmpty else {
+                let pids = Set(owners.map { metadata.load(UInt64.self, at: Layout.Participants.slot(Int(($0 - 1)) / Layout.Participants.lanes) + Layout.Participants.pid) })
+                throw PoolError.heapInUse(name, reason: "threads of pid \(pids.sorted().map(String.init).joined(separator: ", ")) allocate from it")
+            }
+            forEachSpan(of: index) { shelf, page, entry, _ in shelf.releaseRun(at: page, length: entry.length) }
+            let row = H.row(index)
+            metadata.atomic(at: row + H.state).store(0, ordering: .releasing)
+            metadata.withBytes(at: row, count: H.rowSize) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+            metadata.persist(offset: row, count: H.rowSize)
+        }
+    }
+
+    /// Calls `body` for each run of heap `index` (spans, large objects, page runs).
+    func forEachSpan(of index: Int, _ body: (Shelf, Int, PageEntry, UnsafeSpan) -> Void) {
+        for shelf in shelves.all {
+            shelf.forEachHead { page, entry in
+                guard entry.kind == .allocated else { return }
+                switch entry.tag {
+                case .heap(index)?, .heapPages(index)?:
+                    body(shelf, page, entry, UnsafeSpan(base: shelf.table.pointer(toPage: page)))
+                default: return
+                }
+            }
+        }
+    }
+
+    // MARK: Allocation
+
+    func heapOwner(_ lane: Int) -> UInt64 { UInt64(slot * Layout.Participants.lanes + lane + 1) }
+
+    @inline(__always)
+    func allocateObject(heap: Int, size: Int) throws -> GlobalAddress {
+        let cache = try threadCache()
+        if size <= SizeClass.maximumSmall, cache.lane > 0, let lane = cache.heapLane(heap) {
+            let sizeClass = SizeClass.of(size)
+            if let span = lane.current(sizeClass), let offset = span.pop() {
+                return GlobalAddress(rawValue: lane.currentAddress(sizeClass) &+ UInt64(offset))
+            }
+        }
+        return try allocateObjectSlow(heap: heap, size: size, cache: cache)
+    }
+
+    @inline(never)
+    private func allocateObjectSlow(heap: Int, size: Int, cache: UnsafeThreadCache) throws -> GlobalAddress {
+        guard size >= 0 else { throw PoolError.invalidSize("\(size)", reason: "negative") }
+        guard heapIsLive(heap) else { throw PoolError.heapNotFound("#\(heap)") }
+        if size > SizeClass.maximumSmall { return try allocateLarge(heap: heap, size: size, cache: cache) }
+        if cache.lane == 0 {
+            return try sharedLaneMutex.withLock {
+                try allocate(heap: heap, sizeClass: SizeClass.of(size), lane: sharedHeapLane(heap), cache: cache)
+            }
+        }
+        let lane = cache.heapLane(heap) ?? {
+            let lane = UnsafeHeapLane.allocate(owner: heapOwner(cache.lane))
+            cache.setHeapLane(heap, lane)
+            return lane
+        }()
+        return try allocate(heap: heap, sizeClass: SizeClass.of(size), lane: lane, cache: cache)
+    }
+
+    /// Finds the lane a span with a free block: the current one's remote
+    /// frees, another owned span, an abandoned span, or a new span.
+    private func allocate(heap: Int, sizeClass: Int, lane: UnsafeHeapLane, cache: UnsafeThreadCache) throws -> GlobalAddress {
+        func popFrom(_ address: UInt64) -> GlobalAddress? {
+            let span = spanView(address)
+            lane.setCurrent(sizeClass, span, address: address)
+            return span.pop().map { GlobalAddress(rawValue: address &+ UInt64($0)) }
+        }
+        if let span = lane.current(sizeClass) {
+            span.drainRemote()
+            if let offset = span.pop() { return GlobalAddress(rawValue: lane.currentAddress(sizeClass) &+ UInt64(offset)) }
+        }
+        let owned = lane.spans
+        for address in owned.byClass[sizeClass] where address != lane.currentAddress(sizeClass) {
+            spanView(address).drainRemote()
+            if !spanView(address).isExhausted, let block = popFrom(address) { return block }
+        }
+        while true {
+            let address = try withGlobalLock { adoptSpan(heap: heap, sizeClass: sizeClass, owner: lane.owner) }
+                ?? newSpan(heap: heap, sizeClass: sizeClass, owner: lane.owner, cache: cache)
+            owned.byClass[sizeClass].append(address)
+            if let block = popFrom(address) { return block }
+        }
+    }
+
+    @inline(__always)
+    func spanView(_ address: UInt64) -> UnsafeSpan {
+        let (table, page) = location(of: address)
+        return UnsafeSpan(base: table.pointer(toPage: page))
+    }
+
+    /// Takes an abandoned span of the class; global lock held.
+    private func adoptSpan(heap: Int, sizeClass: Int, owner: UInt64) -> UInt64? {
+        let head = H.row(heap) + H.abandoned + sizeClass * 8
+        let address = metadata.load(UInt64.self, at: head)
+        guard address != 0 else { return nil }
+        let span = spanView(address)
+        metadata.store(span.next, at: head)
+        span.next = 0
+        span.owner = owner
+        span.drainRemote()
+        return address
+    }
+
+    private func newSpan(heap: Int, sizeClass: Int, owner: UInt64, cache: UnsafeThreadCache) throws -> UInt64 {
+        let pages = SizeClass.spanPages(sizeClass, pageSize: Int(pageSize))
+        let raw = try takeRun(pages, cache: cache)
+        let (table, page) = location(of: raw)
+        let blockSize = SizeClass.sizes[sizeClass]
+        _ = UnsafeSpan.format(table.pointer(toPage: page), heap: heap, sizeClass: sizeClass, blockSize: blockSize,
+                              capacity: (pages * Int(pageSize) - UnsafeSpan.headerSize) / blockSize, owner: owner)
+        // Marked allocated last: until then a crash returns the run to the pool.
+        table.setEntry(page, .allocated(length: pages, tag: .heap(heap)))
+        return raw
+    }
+
+    /// An object above the largest class: a span of its own, with one block.
+    private func allocateLarge(heap: Int, size: Int, cache: UnsafeThreadCache) throws -> GlobalAddress {
+        let bytes = size + UnsafeSpan.headerSize
+        let pages = (bytes + Int(pageSize) - 1) >> Int(pageShift)
+        try checkCount(pages)
+        let raw = try takeRun(pages, cache: cache)
+        let (table, page) = location(of: raw)
+        let span = UnsafeSpan.format(table.pointer(toPage: page), heap: heap, sizeClass: SizeClass.large,
+                                     blockSize: pages * Int(pageSize) - UnsafeSpan.headerSize, capacity: 1, owner: 0)
+        _ = span.pop()
+        table.setEntry(page, .allocated(length: pages, tag: .heap(heap)))
+        return GlobalAddress(rawValue: raw + UInt64(UnsafeSpan.headerSize))
+    }
+
+    /// The lane the threads without one of their own share; sharedLaneMutex.
+    private func sharedHeapLane(_ heap: Int) -> UnsafeHeapLane {
+        if let lane = sharedLanes[heap] { return lane }
+        let lane = UnsafeHeapLane.allocate(owner: heapOwner(0))
+        sharedLanes[heap] = lane
+        return lane
+    }
+
+    // MARK: Free
+
+    /// The span and block offset of an object of heap `heap`, or why not.
+    @inline(__always)
+    func locateObject(heap: Int, _ address: GlobalAddress) throws -> (UnsafePageTable, Int, UnsafeSpan, Int) {
+        guard let table = shelves.table(address.shelf), let page = table.page(containing: address.offset) else {
+            throw PoolError.invalidFree(address, reason: "it is not inside the pool's data pages")
+        }
+        let (head, entry) = table.head(of: page)
+        guard entry == .allocated(length: entry.length, tag: .heap(heap)) else {
+            throw PoolError.invalidFree(address, reason: describeHeapMismatch(entry, heap: heap))
+        }
+        let span = UnsafeSpan(base: table.pointer(toPage: head))
+        let relative = Int(address.offset - table.offset(ofPage: head)) - UnsafeSpan.headerSize
+        guard relative >= 0 else { throw PoolError.invalidFree(address, reason: "it points into a span header") }
+        let index = relative / span.blockSize
+        guard index < span.bump else { throw PoolError.invalidFree(address, reason: "it was never allocated") }
+        return (table, head, span, UnsafeSpan.offset(ofBlock: index, size: span.blockSize))
+    }
+
+    func describeHeapMismatch(_ entry: PageEntry, heap: Int) -> String {
+        switch (entry.kind, entry.tag) {
+        case (.allocated?, .heap(let other)?): return "it belongs to heap '\(heapName(other))', not '\(heapName(heap))'"
+        case (.allocated?, .heapPages?): return "it is a page run; free it with freePages"
+        case (.allocated?, .region(let index)?): return "it belongs to region '\(regionName(index) ?? "#\(index)")'"
+        case (.allocated?, .pages?): return "it is a page run of the pool, not a heap object"
+        default: return "it is not allocated (already freed?)"
+        }
+    }
+
+    @inline(__always)
+    func freeObject(heap: Int, _ address: GlobalAddress) throws {
+        let (table, head, span, block) = try locateObject(heap: heap, address)
+        if span.sizeClass == SizeClass.large { return try freeLarge(table, head, address) }
+        if let raw = pthread_getspecific(cacheKey) {
+            let cache = UnsafeThreadCache(raw)
+            if cache.lane > 0, let lane = cache.heapLane(heap), span.owner == lane.owner {
+                span.pushLocal(block)
+                if span.used == 0 { releaseIfSpare(lane, span, table, head) }
+                return
+            }
+        }
+        span.pushRemote(block)
+    }
+
+    private func freeLarge(_ table: UnsafePageTable, _ head: Int, _ address: GlobalAddress) throws {
+        let entry = table.entry(head)
+        if let lost = table.exchangeEntry(head, expected: entry, desired: .cached(length: entry.length, owner: slot)) {
+            throw PoolError.invalidFree(address, reason: describeMismatch(lost, count: entry.length))
+        }
+        try stash(raw: GlobalAddress(shelf: address.shelf, offset: table.offset(ofPage: head)).rawValue, count: entry.length)
+    }
+
+    /// Returns an empty span's pages unless it is its lane's current span or
+    /// the lane's only spare of that class.
+    @inline(never)
+    private func releaseIfSpare(_ lane: UnsafeHeapLane, _ span: UnsafeSpan, _ table: UnsafePageTable, _ head: Int) {
+        let sizeClass = span.sizeClass
+        guard lane.current(sizeClass)?.base != span.base else { return }
+        let owned = lane.spans
+        guard owned.byClass[sizeClass].count > 2,
+              let i = owned.byClass[sizeClass].firstIndex(where: { spanView($0).base == span.base })
+        else { return }
+        let raw = owned.byClass[sizeClass].remove(at: i)
+        span.drainRemote()
+        guard span.used == 0 else {
+            owned.byClass[sizeClass].append(raw)
+            return
+        }
+        try? withGlobalLock {
+            span.owner = 0
+            let shelf = shelves[GlobalAddress(rawValue: raw).shelf]!
+            shelf.releaseRun(at: head, length: table.entry(head).length)
+        }
+    }
+
+    // MARK: Giving spans up
+
+    /// Gives up every span a lane owns: empty ones go back to the pool, the
+    /// others onto the heap's abandoned stacks. Global lock held.
+    func abandon(_ lane: UnsafeHeapLane, heap: Int) {
+        let owned = lane.spans
+        for sizeClass in 0..<SizeClass.count {
+            for address in owned.byClass[sizeClass] { abandonSpan(address, heap: heap) }
+            owned.byClass[sizeClass].removeAll()
+            lane.setCurrent(sizeClass, nil, address: 0)
+        }
+    }
+
+    /// Global lock held.
+    func abandonSpan(_ address: UInt64, heap: Int) {
+        let span = spanView(address)
+        span.drainRemote()
+        span.owner = 0
+        if span.used == 0 {
+            releaseCached(address, spanLength(address))
+        } else {
+            pushAbandoned(address, span, heap: heap)
+        }
+    }
+
+    func spanLength(_ address: UInt64) -> Int {
+        let (table, page) = location(of: address)
+        return table.entry(page).length
+    }
+
+    func pushAbandoned(_ address: UInt64, _ span: UnsafeSpan, heap: Int) {
+        let head = H.row(heap) + H.abandoned + span.sizeClass * 8
+        span.next = metadata.load(UInt64.self, at: head)
+        metadata.store(address, at: head)
+    }
+
+    /// Gives up all of a thread cache's heap lanes; global lock held.
+    func abandonHeapLanes(_ cache: UnsafeThreadCache) {
+        for (heap, lane) in cache.heapLanes {
+            if heapIsLive(heap) { abandon(lane, heap: heap) }
+            cache.setHeapLane(heap, nil)
+            lane.deallocate()
+        }
+    }
+
+    /// Rebuilds the abandoned stacks from the spans themselves, after a
+    /// holder of the global lock died. Global lock held.
+    func rebuildAbandonedStacks() {
+        for heap in 0..<H.capacity {
+            for sizeClass in 0..<SizeClass.count {
+                metadata.store(UInt64(0), at: H.row(heap) + H.abandoned + sizeClass * 8)
+            }
+        }
+        for heap in liveHeaps {
+            forEachSpan(of: heap) { shelf, page, entry, span in
+                guard entry.tag == .heap(heap), span.sizeClass < SizeClass.count, span.owner == 0 else { return }
+                pushAbandoned(shelf.address(ofPage: page).rawValue, span, heap: heap)
+            }
+        }
+    }
+
+    /// A dead process's spans: recounted, then released or abandoned.
+    /// Global lock held.
+    func adoptOrphanedSpans(ofSlot dead: Int) {
+        let lanes = UInt64(Layout.Participants.lanes)
+        for heap in liveHeaps {
+            forEachSpan(of: heap) { shelf, page, entry, span in
+                guard entry.tag == .heap(heap), span.sizeClass < SizeClass.count, span.owner != 0,
+                      (span.owner - 1) / lanes == UInt64(dead)
+                else { return }
+                _ = span.recount()
+                span.owner = 0
+                if span.used == 0 && !span.hasRemoteFree {
+                    shelf.releaseRun(at: page, length: entry.length)
+                } else {
+                    pushAbandoned(shelf.address(ofPage: page).rawValue, span, heap: heap)
+                }
+            }
+        }
+    }
+
+    // MARK: Sizes
+
+    func usableSize(heap: Int, _ address: GlobalAddress) throws -> Int {
+        let (table, head, span, block) = try locateObject(heap: heap, address)
+        let start = table.offset(ofPage: head) + UInt64(block)
+        return span.blockSize - Int(address.offset - start)
+    }
+}
+
+extension MappedFile {
+    func text(at offset: Int, capacity: Int) -> String {
+        withBytes(at: offset, count: capacity) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+
+    func storeText(_ text: String, at offset: Int, capacity: Int) {
+        withBytes(at: offset, count: capacity) { bytes in
+            bytes.initializeMemory(as: UInt8.self, repeating: 0)
+            for (i, byte) in text.utf8.prefix(capacity - 1).enumerated() { bytes[i] = byte }
+        }
+    }
+}
