@@ -80,7 +80,8 @@ extension OpenPool {
             if span.owner == 0 { stats.abandonedSpans += 1 }
         }
         stats.delayedObjects = delayedCount(heap: heap)
-        stats.objects -= min(stats.objects, stats.delayedObjects)
+        // Each delayed object and its list node count as live blocks above.
+        stats.objects -= min(stats.objects, 2 * stats.delayedObjects)
         return stats
     }
 

@@ -47,16 +47,21 @@ extension OpenPool {
         metadata.atomic(at: Layout.Heaps.row(heap) + Layout.Heaps.delayed + Int(epoch % 3) * 8)
     }
 
+    /// Frees an object once no epoch that could see it runs. Readers may
+    /// still read it meanwhile, so the list is made of separate 16-byte
+    /// nodes (next, object), not of the object's own bytes.
     func delayedFree(heap: Int, _ address: GlobalAddress) throws {
         let (table, head, _, block) = try locateObject(heap: heap, address)
         let canonical = GlobalAddress(shelf: address.shelf, offset: table.offset(ofPage: head) + UInt64(block))
-        let link = (table.pointer(toPage: head) + block).assumingMemoryBound(to: UInt64.self)
+        let node = try allocateObject(heap: heap, size: 16)
+        let link = try dataWord(node)
+        try dataWord(node.advanced(by: 8)).store(canonical.rawValue)
         let pushes = try withEpoch { () -> UInt64 in
             let list = delayedList(heap, globalEpoch.load(ordering: .sequentiallyConsistent))
             var expected = list.load(ordering: .relaxed)
             while true {
-                link.pointee = expected
-                let (done, found) = list.weakCompareExchange(expected: expected, desired: canonical.rawValue,
+                link.store(expected)
+                let (done, found) = list.weakCompareExchange(expected: expected, desired: node.rawValue,
                                                              successOrdering: .releasing, failureOrdering: .relaxed)
                 if done { break }
                 expected = found
@@ -88,11 +93,12 @@ extension OpenPool {
         // Now every lane is at epoch or later: what was freed in epoch − 1 is safe.
         for heap in liveHeaps {
             var next = delayedList(heap, epoch + 2).exchange(0, ordering: .acquiring)
-            while next != 0 {
-                let address = GlobalAddress(rawValue: next)
-                guard let link = try? withBytes(at: address, count: 8, { $0.load(as: UInt64.self) }) else { break }
-                try? freeObject(heap: heap, address)
-                next = link
+            while next != 0, let node = try? dataWord(GlobalAddress(rawValue: next)),
+                  let object = try? dataWord(GlobalAddress(rawValue: next + 8)) {
+                let following = node.load()
+                try? freeObject(heap: heap, GlobalAddress(rawValue: object.load()))
+                try? freeObject(heap: heap, GlobalAddress(rawValue: next))
+                next = following
             }
         }
         return true
@@ -103,10 +109,9 @@ extension OpenPool {
         var count = 0
         for epoch: UInt64 in 0..<3 {
             var next = delayedList(heap, epoch).load(ordering: .acquiring)
-            while next != 0, count < 1 << 30,
-                  let link = try? withBytes(at: GlobalAddress(rawValue: next), count: 8, { $0.load(as: UInt64.self) }) {
+            while next != 0, count < 1 << 30, let node = try? dataWord(GlobalAddress(rawValue: next)) {
                 count += 1
-                next = link
+                next = node.load()
             }
         }
         return count

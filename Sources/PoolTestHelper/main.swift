@@ -107,6 +107,14 @@ func hold() {
                     $0.reduce(0) { $0 + Int($1) }
                 }
                 say("\(sum)")
+            case "epoch-enter":
+                // Holds an epoch of the heap open on a thread of its own until epoch-exit.
+                let heap = try pool.openHeap(name: words[1])
+                EpochHolder.start(heap)
+                say("ok")
+            case "epoch-exit":
+                EpochHolder.stop()
+                say("ok")
             case "shelves":
                 say("\(pool.info().shelves.count)")
             case "quit":
@@ -132,4 +140,33 @@ case "hold":
     hold()
 default:
     fail("unknown command \(arguments[1])")
+}
+
+/// A thread that sits inside an epoch until told to leave.
+enum EpochHolder {
+    nonisolated(unsafe) static var entered = pthread_mutex_t()
+    nonisolated(unsafe) static var release = pthread_mutex_t()
+    nonisolated(unsafe) static var thread = pthread_t()
+    nonisolated(unsafe) static var heap: Heap?
+
+    static func start(_ heap: Heap) {
+        EpochHolder.heap = heap
+        pthread_mutex_init(&entered, nil)
+        pthread_mutex_init(&release, nil)
+        pthread_mutex_lock(&entered)
+        pthread_mutex_lock(&release)
+        pthread_create(&thread, nil, { _ in
+            try? EpochHolder.heap!.withEpoch {
+                pthread_mutex_unlock(&EpochHolder.entered)
+                pthread_mutex_lock(&EpochHolder.release)
+            }
+            return nil
+        }, nil)
+        pthread_mutex_lock(&entered)
+    }
+
+    static func stop() {
+        pthread_mutex_unlock(&release)
+        pthread_join(thread, nil)
+    }
 }
