@@ -124,3 +124,18 @@ extension Pool {
 
     public func heaps() -> [String] { core.liveHeaps.map(core.heapName) }
 }
+
+extension Heap {
+    /// Allocates an object and stores its address at `destination` (an
+    /// aligned word in the pool) as one crash-atomic step.
+    public func allocate(size: Int, publishingTo destination: GlobalAddress) throws -> GlobalAddress {
+        try pool.core.allocateObject(heap: index, size: size, publishingTo: destination)
+    }
+
+    /// If `destination` still holds `address`, zeroes it and frees the
+    /// object, as one crash-atomic step; false when another process got there first.
+    @discardableResult
+    public func free(_ address: GlobalAddress, clearing destination: GlobalAddress) throws -> Bool {
+        try pool.core.freeObject(heap: index, address, clearing: destination)
+    }
+}

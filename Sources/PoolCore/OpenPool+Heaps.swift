@@ -110,40 +110,57 @@ extension OpenPool {
         if size > SizeClass.maximumSmall { return try allocateLarge(heap: heap, size: size, cache: cache) }
         if cache.lane == 0 {
             return try sharedLaneMutex.withLock {
-                try allocate(heap: heap, sizeClass: SizeClass.of(size), lane: sharedHeapLane(heap), cache: cache)
+                try allocate(heap: heap, sizeClass: SizeClass.of(size), lane: heapLane(heap, cache: cache), cache: cache)
             }
         }
-        let lane = cache.heapLane(heap) ?? {
-            let lane = UnsafeHeapLane.allocate(owner: heapOwner(cache.lane))
-            cache.setHeapLane(heap, lane)
-            return lane
-        }()
-        return try allocate(heap: heap, sizeClass: SizeClass.of(size), lane: lane, cache: cache)
+        return try allocate(heap: heap, sizeClass: SizeClass.of(size), lane: heapLane(heap, cache: cache), cache: cache)
     }
 
-    /// Finds the lane a span with a free block: the current one's remote
-    /// frees, another owned span, an abandoned span, or a new span.
+    /// Finds the lane a span with a free block and takes one.
     private func allocate(heap: Int, sizeClass: Int, lane: UnsafeHeapLane, cache: UnsafeThreadCache) throws -> GlobalAddress {
-        func popFrom(_ address: UInt64) -> GlobalAddress? {
-            let span = spanView(address)
-            lane.setCurrent(sizeClass, span, address: address)
-            return span.pop().map { GlobalAddress(rawValue: address &+ UInt64($0)) }
-        }
+        let (span, address) = try spanWithRoom(heap: heap, sizeClass: sizeClass, lane: lane, cache: cache)
+        return GlobalAddress(rawValue: address &+ UInt64(span.pop()!))
+    }
+
+    /// The lane's current span of the class, made one that has a free block:
+    /// the current one's remote frees, another owned span, an abandoned
+    /// span, or a new span.
+    func spanWithRoom(heap: Int, sizeClass: Int, lane: UnsafeHeapLane,
+                      cache: UnsafeThreadCache) throws -> (UnsafeSpan, UInt64) {
         if let span = lane.current(sizeClass) {
+            if !span.isExhausted { return (span, lane.currentAddress(sizeClass)) }
             span.drainRemote()
-            if let offset = span.pop() { return GlobalAddress(rawValue: lane.currentAddress(sizeClass) &+ UInt64(offset)) }
+            if !span.isExhausted { return (span, lane.currentAddress(sizeClass)) }
         }
         let owned = lane.spans
         for address in owned.byClass[sizeClass] where address != lane.currentAddress(sizeClass) {
-            spanView(address).drainRemote()
-            if !spanView(address).isExhausted, let block = popFrom(address) { return block }
+            let span = spanView(address)
+            span.drainRemote()
+            if !span.isExhausted {
+                lane.setCurrent(sizeClass, span, address: address)
+                return (span, address)
+            }
         }
         while true {
             let address = try withGlobalLock { adoptSpan(heap: heap, sizeClass: sizeClass, owner: lane.owner) }
                 ?? newSpan(heap: heap, sizeClass: sizeClass, owner: lane.owner, cache: cache)
             owned.byClass[sizeClass].append(address)
-            if let block = popFrom(address) { return block }
+            let span = spanView(address)
+            if !span.isExhausted {
+                lane.setCurrent(sizeClass, span, address: address)
+                return (span, address)
+            }
         }
+    }
+
+    /// This thread's lane of a heap, made on first use; for lane 0 the caller
+    /// holds sharedLaneMutex.
+    func heapLane(_ heap: Int, cache: UnsafeThreadCache) -> UnsafeHeapLane {
+        if cache.lane == 0 { return sharedHeapLane(heap) }
+        if let lane = cache.heapLane(heap) { return lane }
+        let lane = UnsafeHeapLane.allocate(owner: heapOwner(cache.lane))
+        cache.setHeapLane(heap, lane)
+        return lane
     }
 
     @inline(__always)
@@ -178,7 +195,9 @@ extension OpenPool {
     }
 
     /// An object above the largest class: a span of its own, with one block.
-    private func allocateLarge(heap: Int, size: Int, cache: UnsafeThreadCache) throws -> GlobalAddress {
+    /// `publish` runs between formatting the span and marking it allocated.
+    func allocateLarge(heap: Int, size: Int, cache: UnsafeThreadCache,
+                       publish: (GlobalAddress) -> Void = { _ in }) throws -> GlobalAddress {
         let bytes = size + UnsafeSpan.headerSize
         let pages = (bytes + Int(pageSize) - 1) >> Int(pageShift)
         try checkCount(pages)
@@ -187,8 +206,10 @@ extension OpenPool {
         let span = UnsafeSpan.format(table.pointer(toPage: page), heap: heap, sizeClass: SizeClass.large,
                                      blockSize: pages * Int(pageSize) - UnsafeSpan.headerSize, capacity: 1, owner: 0)
         _ = span.pop()
+        let address = GlobalAddress(rawValue: raw + UInt64(UnsafeSpan.headerSize))
+        publish(address)
         table.setEntry(page, .allocated(length: pages, tag: .heap(heap)))
-        return GlobalAddress(rawValue: raw + UInt64(UnsafeSpan.headerSize))
+        return address
     }
 
     /// The lane the threads without one of their own share; sharedLaneMutex.
@@ -244,7 +265,7 @@ extension OpenPool {
         span.pushRemote(block)
     }
 
-    private func freeLarge(_ table: UnsafePageTable, _ head: Int, _ address: GlobalAddress) throws {
+    func freeLarge(_ table: UnsafePageTable, _ head: Int, _ address: GlobalAddress) throws {
         let entry = table.entry(head)
         if let lost = table.exchangeEntry(head, expected: entry, desired: .cached(length: entry.length, owner: slot)) {
             throw PoolError.invalidFree(address, reason: describeMismatch(lost, count: entry.length))

@@ -100,6 +100,12 @@ extension OpenPool {
         case publish = 1
         /// Clear a destination word and free the run it pointed at.
         case clear = 2
+        /// Take a heap block and store its address.
+        case publishObject = 3
+        /// Store a large heap object's address and mark its run allocated.
+        case publishLarge = 4
+        /// Clear a destination word and free the heap object it held.
+        case clearObject = 5
     }
 
     /// Runs `body` with this thread's log record (or the shared one).
@@ -133,16 +139,25 @@ extension OpenPool {
         let destination = GlobalAddress(rawValue: metadata.load(UInt64.self, at: record + P.logDestination))
         let address = GlobalAddress(rawValue: metadata.load(UInt64.self, at: record + P.logAddress))
         let count = Int(metadata.load(UInt64.self, at: record + P.logCount))
-        guard let word = try? dataWord(destination), let (shelf, page) = try? locateRun(address) else { return }
+        guard let word = try? dataWord(destination) else { return }
+        if operation.rawValue >= LoggedOperation.publishObject.rawValue {
+            return replayHeapLog(operation, owner: owner, destination: word, address: address, heap: count)
+        }
+        guard let (shelf, page) = try? locateRun(address) else { return }
         let allocated = PageEntry.allocated(length: count, tag: .pages)
         let cached = PageEntry.cached(length: count, owner: owner)
         switch operation {
         case .publish:
-            word.store(address.rawValue)
-            if shelf.entry(page) == cached { shelf.setEntry(page, allocated) }
+            // Finished unless the destination was taken by someone else.
+            if word.compareExchange(expected: 0, desired: address.rawValue).exchanged || word.load() == address.rawValue,
+               shelf.entry(page) == cached {
+                shelf.setEntry(page, allocated)
+            }
         case .clear:
             word.store(0)
             if shelf.entry(page) == allocated { shelf.setEntry(page, cached) }
+        default:
+            return
         }
     }
 }

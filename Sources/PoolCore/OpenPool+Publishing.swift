@@ -1,6 +1,8 @@
 /// Allocations whose address is stored into the pool in the same step, so
 /// that a process killed at any instant leaves either the run allocated and
 /// its address stored, or neither (PMDK's pmemobj_alloc with a destination).
+/// The destination must hold zero: the address goes in by compare-and-swap,
+/// so two processes publishing into one word cannot lose a run.
 extension OpenPool {
     func allocatePages(count: Int, publishingTo destination: GlobalAddress) throws -> GlobalAddress {
         try checkCount(count)
@@ -9,11 +11,16 @@ extension OpenPool {
         let raw = try takeRun(count, cache: cache)
         let (table, page) = location(of: raw)
         let address = GlobalAddress(rawValue: raw)
-        withIntentLog(cache) { record in
+        let published = withIntentLog(cache) { record in
+            defer { clearLog(record) }
             writeLog(record, .publish, destination: destination, address: address, count: count)
-            word.store(raw)
+            guard word.compareExchange(expected: 0, desired: raw).exchanged else { return false }
             table.setEntry(page, .allocated(length: count, tag: .pages))
-            clearLog(record)
+            return true
+        }
+        guard published else {
+            try stash(raw: raw, count: count)
+            throw PoolError.destinationTaken(destination)
         }
         return address
     }

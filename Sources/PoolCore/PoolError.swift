@@ -22,6 +22,7 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
     case heapNotFound(String)
     case heapInUse(String, reason: String)
     case tooManyHeaps(limit: Int)
+    case destinationTaken(GlobalAddress)
     case closed(name: String)
     case system(call: String, path: String, errno: Int32)
 
@@ -73,6 +74,8 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
             return "heap '\(name)' is in use: \(reason)"
         case let .tooManyHeaps(limit):
             return "the pool already has the maximum of \(limit) heaps"
+        case let .destinationTaken(address):
+            return "the word at \(address) already holds an address; publish only into a zero word"
         case let .closed(name):
             return "pool '\(name)' is closed"
         case let .system(call, path, errno):

@@ -10,7 +10,8 @@ import Atomics
 ///   owner when it gives the span up, and under the global lock on adoption.
 /// - `localFree`, `bump`, `used`: the owner only, without atomics.
 /// - `remoteFree`: anyone pushes with CAS; the owner takes the whole list.
-/// Invariant: used == bump − |localFree| − |remoteFree|.
+/// Invariant: used == bump − |localFree|: blocks on the remote list still
+/// count as used until the owner drains them.
 struct UnsafeSpan {
     static let headerSize = 128
     static let magic: UInt64 = 0x4e41_5053   // "SPAN"
@@ -89,6 +90,21 @@ struct UnsafeSpan {
         return UnsafeSpan.offset(ofBlock: Int(bump), size: blockSize)
     }
 
+    /// The block `pop` would take next, without taking it.
+    func peek() -> Int? {
+        let head = word(.localFree).pointee
+        if head != 0 { return Int(head) }
+        let bump = word(.bump).pointee
+        return bump < UInt64(capacity) ? UnsafeSpan.offset(ofBlock: Int(bump), size: blockSize) : nil
+    }
+
+    /// True when the block at `offset` is free: on a list or never handed out.
+    func isFree(_ offset: Int) -> Bool {
+        let index = (offset - UnsafeSpan.headerSize) / blockSize
+        if index >= bump { return true }
+        return (localFreeBlocks ?? []).contains(offset) || (remoteFreeBlocks ?? []).contains(offset)
+    }
+
     /// Gives a block back (the owner only).
     @inline(__always)
     func pushLocal(_ offset: Int) {
@@ -150,7 +166,7 @@ struct UnsafeSpan {
         guard let local = localFreeBlocks, let remote = remoteFreeBlocks,
               Set(local + remote).count == local.count + remote.count
         else { return false }
-        used = bump - local.count - remote.count
+        used = bump - local.count
         return true
     }
 }

@@ -83,6 +83,77 @@ func storm(region regionName: String, index: Int, operations: Int, seed: UInt64)
     say("done \(done)")
 }
 
+/// What a heap storm writes into each object: a stamp, its size, a pattern.
+enum HeapPattern {
+    static func stamp(_ address: GlobalAddress) -> UInt64 { address.rawValue ^ 0xa5a5_a5a5_a5a5_a5a5 }
+    static func byte(_ address: GlobalAddress) -> UInt8 { UInt8(truncatingIfNeeded: address.rawValue >> 4) }
+
+    static func write(_ pool: Pool, _ address: GlobalAddress, size: Int) throws {
+        try pool.withUnsafeMutableBytes(at: address, count: size) { bytes in
+            bytes.initializeMemory(as: UInt8.self, repeating: byte(address))
+            bytes.storeBytes(of: UInt64(size), toByteOffset: 8, as: UInt64.self)
+            bytes.storeBytes(of: stamp(address), toByteOffset: 0, as: UInt64.self)
+        }
+    }
+
+    /// nil when the object is not stamped yet; else whether it is intact.
+    static func check(_ pool: Pool, _ address: GlobalAddress) throws -> Bool? {
+        guard try pool.load(at: address) == stamp(address) else { return nil }
+        let size = Int(try pool.load(at: address.advanced(by: 8)))
+        return try pool.withUnsafeMutableBytes(at: address, count: size) { bytes in
+            bytes[16...].allSatisfy { $0 == byte(address) }
+        }
+    }
+}
+
+/// Allocates objects of random sizes into random slots of a queue shared by
+/// all storms, and frees (after checking) the objects other storms left in
+/// the slots it picks: frees cross processes.
+func heapStorm(heap heapName: String, queue: String, operations: Int, seed: UInt64) {
+    let pool = openPool()
+    let heap: Heap
+    let slots: Region
+    do {
+        heap = try pool.openHeap(name: heapName)
+        slots = try pool.openRegion(name: queue)
+    } catch { fail("\(error)") }
+    var random = seed
+    func next() -> UInt64 {
+        random ^= random << 13; random ^= random >> 7; random ^= random << 17
+        return random
+    }
+    let count = Int(slots.size) / 8
+    var done = 0
+    while operations == 0 || done < operations {
+        let slot = slots.address.advanced(by: next() % UInt64(count) * 8)
+        do {
+            let address = GlobalAddress(rawValue: try pool.load(at: slot))
+            if address.isNull {
+                let size = next() % 97 == 0 ? 300_000 : Int(16 + next() % 1009)
+                let object = try heap.allocate(size: size, publishingTo: slot)
+                try HeapPattern.write(pool, object, size: size)
+            } else {
+                switch try HeapPattern.check(pool, address) {
+                case false?: fail("object \(address) was overwritten")
+                case nil: continue   // its storm is still writing it
+                case true?: try heap.free(address, clearing: slot)
+                }
+            }
+        } catch PoolError.poolFull {
+            continue
+        } catch PoolError.destinationTaken {
+            continue   // another storm filled the slot first
+        } catch {
+            fail("\(error)")
+        }
+        done += 1
+        if done == 300 { say("ready") }
+        if done % 100 == 0 && operations == 0 { say("tick \(done)") }
+    }
+    pool.close()
+    say("done \(done)")
+}
+
 /// Keeps the pool open and does what stdin asks, one line per command.
 func hold() {
     let pool = openPool()
@@ -138,6 +209,11 @@ case "storm":
     storm(region: arguments[4], index: index, operations: operations, seed: seed | 1)
 case "hold":
     hold()
+case "heap-storm":
+    guard arguments.count == 8, let operations = Int(arguments[6]), let seed = UInt64(arguments[7]) else {
+        fail("usage: heap-storm HOME NAME HEAP QUEUE OPS SEED")
+    }
+    heapStorm(heap: arguments[4], queue: arguments[5], operations: operations, seed: seed | 1)
 default:
     fail("unknown command \(arguments[1])")
 }

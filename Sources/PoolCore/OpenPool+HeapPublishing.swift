@@ -1,0 +1,105 @@
+/// Heap objects whose address is stored into the pool in the same step as
+/// their allocation or free, so that a process killed at any instant leaves
+/// no object that nothing refers to. The intent log names the block the
+/// owner is about to take (or give back); recovery can tell from the span
+/// whether that happened and finishes the step.
+extension OpenPool {
+    func allocateObject(heap: Int, size: Int, publishingTo destination: GlobalAddress) throws -> GlobalAddress {
+        let word = try dataWord(destination)
+        let cache = try threadCache()
+        guard size >= 0 else { throw PoolError.invalidSize("\(size)", reason: "negative") }
+        guard heapIsLive(heap) else { throw PoolError.heapNotFound("#\(heap)") }
+        guard word.load() == 0 else { throw PoolError.destinationTaken(destination) }
+        if cache.lane == 0 {
+            return try sharedLaneMutex.withLock { try publish(heap, size, destination, word, cache) }
+        }
+        return try publish(heap, size, destination, word, cache)
+    }
+
+    private func publish(_ heap: Int, _ size: Int, _ destination: GlobalAddress, _ word: DataWord,
+                         _ cache: UnsafeThreadCache) throws -> GlobalAddress {
+        try withIntentLog(cache) { record in
+            defer { clearLog(record) }
+            if size > SizeClass.maximumSmall {
+                var taken = false
+                let address = try allocateLarge(heap: heap, size: size, cache: cache) { address in
+                    writeLog(record, .publishLarge, destination: destination, address: address, count: heap)
+                    taken = !word.compareExchange(expected: 0, desired: address.rawValue).exchanged
+                }
+                if taken {
+                    try freeObject(heap: heap, address)
+                    throw PoolError.destinationTaken(destination)
+                }
+                return address
+            }
+            let lane = heapLane(heap, cache: cache)
+            let (span, base) = try spanWithRoom(heap: heap, sizeClass: SizeClass.of(size), lane: lane, cache: cache)
+            let block = span.peek()!
+            let address = GlobalAddress(rawValue: base &+ UInt64(block))
+            writeLog(record, .publishObject, destination: destination, address: address, count: heap)
+            _ = span.pop()
+            guard word.compareExchange(expected: 0, desired: address.rawValue).exchanged else {
+                span.pushLocal(block)
+                throw PoolError.destinationTaken(destination)
+            }
+            return address
+        }
+    }
+
+    /// Frees the object `destination` holds and zeroes `destination`; false
+    /// (and nothing done) when `destination` no longer holds `address`.
+    @discardableResult
+    func freeObject(heap: Int, _ address: GlobalAddress, clearing destination: GlobalAddress) throws -> Bool {
+        let word = try dataWord(destination)
+        let cache = try threadCache()
+        return try withIntentLog(cache) { record in
+            defer { clearLog(record) }
+            writeLog(record, .clearObject, destination: destination, address: address, count: heap)
+            guard word.compareExchange(expected: address.rawValue, desired: 0).exchanged else { return false }
+            try freeObject(heap: heap, address)
+            return true
+        }
+    }
+
+    /// Finishes a dead lane's logged heap step. Global lock held.
+    func replayHeapLog(_ operation: LoggedOperation, owner: Int, destination: DataWord,
+                       address: GlobalAddress, heap: Int) {
+        guard heapIsLive(heap), let table = shelves.table(address.shelf),
+              let page = table.page(containing: address.offset)
+        else { return }
+        let (head, entry) = table.head(of: page)
+        let span = UnsafeSpan(base: table.pointer(toPage: head))
+        let block = Int(address.offset - table.offset(ofPage: head))
+        switch operation {
+        case .publishObject:
+            // Taken iff no longer free: then it goes where it was going, or
+            // back if someone else's address got there first.
+            guard entry.tag == .heap(heap), !span.isFree(block) else { return }
+            if !destination.compareExchange(expected: 0, desired: address.rawValue).exchanged
+                && destination.load() != address.rawValue {
+                span.pushRemote(block)
+            }
+        case .publishLarge:
+            let stored = destination.compareExchange(expected: 0, desired: address.rawValue).exchanged
+                || destination.load() == address.rawValue
+            if stored && entry == .cached(length: entry.length, owner: owner) {
+                table.setEntry(head, .allocated(length: entry.length, tag: .heap(heap)))
+            }
+        case .clearObject:
+            let cleared = destination.compareExchange(expected: address.rawValue, desired: 0).exchanged
+            guard entry.kind == .allocated, entry.tag == .heap(heap) else { return }
+            if span.sizeClass == SizeClass.large {
+                if cleared { shelf(address.shelf)?.releaseRun(at: head, length: entry.length) }
+                return
+            }
+            // Free it if this process took it and the free did not happen.
+            // When the word was already clear and the span is another's,
+            // the block may have been freed and handed out again since: it
+            // is left alone (at worst one object leaks, never one is owned twice).
+            let ownedByDead = span.owner != 0 && (span.owner - 1) / UInt64(Layout.Participants.lanes) == UInt64(owner)
+            if !span.isFree(block) && (cleared || ownedByDead) { span.pushRemote(block) }
+        default:
+            return
+        }
+    }
+}

@@ -1,0 +1,88 @@
+import ArgumentParser
+import Foundation
+import PoolCore
+
+struct HeapCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "heap",
+        abstract: "Create, destroy, list and inspect heaps: allocators of small objects inside a pool.",
+        subcommands: [Create.self, Destroy.self, List.self, Stats.self])
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create an empty heap.")
+        @OptionGroup var pool: PoolLocation
+        @Argument(help: "The heap's name.") var heap: String
+
+        func run() throws {
+            try reportingErrors {
+                let opened = try Pool.open(name: pool.name, at: pool.path)
+                defer { opened.close() }
+                try opened.createHeap(name: heap)
+                print("created heap '\(heap)'")
+            }
+        }
+    }
+
+    struct Destroy: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Destroy a heap; refused while it holds objects or a process allocates from it.")
+        @OptionGroup var pool: PoolLocation
+        @Argument(help: "The heap's name.") var heap: String
+
+        func run() throws {
+            try reportingErrors {
+                let opened = try Pool.open(name: pool.name, at: pool.path)
+                defer { opened.close() }
+                try opened.destroyHeap(name: heap)
+                print("destroyed heap '\(heap)'")
+            }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List a pool's heaps.")
+        @OptionGroup var pool: PoolLocation
+
+        func run() throws {
+            try reportingErrors {
+                let opened = try Pool.open(name: pool.name, at: pool.path)
+                defer { opened.close() }
+                for heap in opened.heaps() { print(heap) }
+            }
+        }
+    }
+
+    struct Stats: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a heap's live counters.")
+        @OptionGroup var pool: PoolLocation
+        @Argument(help: "The heap's name.") var heap: String
+        @Flag(help: "Print one JSON object.") var json = false
+
+        func run() throws {
+            try reportingErrors {
+                let opened = try Pool.open(name: pool.name, at: pool.path)
+                defer { opened.close() }
+                let stats = try opened.openHeap(name: heap).stats()
+                if json {
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                    print(String(decoding: try! encoder.encode(stats), as: UTF8.self))
+                    return
+                }
+                print("""
+                    heap           \(stats.name)
+                    objects        \(stats.objects)
+                    allocated      \(ByteSize.format(stats.allocatedBytes))
+                    active         \(ByteSize.format(stats.activeBytes)) in \(stats.pages) pages, \(stats.spans) spans
+                    fragmentation  \(String(format: "%.1f%%", stats.fragmentation * 100))
+                    delayed frees  \(stats.delayedObjects)
+                    abandoned      \(stats.abandonedSpans) spans
+                    """)
+                let classes = stats.objectsPerClass.sorted { (Int($0.key) ?? .max) < (Int($1.key) ?? .max) }
+                if !classes.isEmpty {
+                    print("objects per size class: " + classes.map { "\($0.key): \($0.value)" }.joined(separator: ", "))
+                }
+            }
+        }
+    }
+}

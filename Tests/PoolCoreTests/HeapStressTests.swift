@@ -1,0 +1,99 @@
+import Testing
+@testable import PoolCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Helper processes allocate objects into a queue in the pool and free each
+/// other's, finishing or killed with SIGKILL at random moments.
+@Suite struct HeapStressTests {
+    static let storms = 3
+    static let slots = 512
+
+    func makePool(_ scratch: Scratch) throws -> Pool {
+        let pool = try Pool.create(name: "hs", size: 128 << 20, pageSize: 4096, at: scratch.path)
+        try pool.createHeap(name: "objects")
+        try pool.createRegion(name: "queue", size: UInt64(HeapStressTests.slots * 8))
+        return pool
+    }
+
+    func storm(_ scratch: Scratch, operations: Int, seed: Int) throws -> Child {
+        try Child(builtExecutable("PoolTestHelper"),
+                  ["heap-storm", scratch.path, "hs", "objects", "queue", "\(operations)", "\(seed)"])
+    }
+
+    func liveObjects(_ pool: Pool) throws -> [(slot: GlobalAddress, object: GlobalAddress)] {
+        let queue = try pool.openRegion(name: "queue")
+        return try (0..<HeapStressTests.slots).compactMap { i in
+            let slot = queue.address.advanced(by: UInt64(i * 8))
+            let object = GlobalAddress(rawValue: try pool.load(at: slot))
+            return object.isNull ? nil : (slot, object)
+        }
+    }
+
+    /// The heap counts exactly the objects in the queue; each is intact
+    /// (unless its storm died writing it), and each frees.
+    func verify(_ pool: Pool, unstampedAllowed: Int) throws {
+        let heap = try pool.openHeap(name: "objects")
+        let live = try liveObjects(pool)
+        #expect(heap.stats().objects == live.count, "\(heap.stats())")
+        var unstamped = 0
+        for (slot, object) in live {
+            let intact = try checkObject(pool, object)
+            if intact == nil { unstamped += 1 } else { #expect(intact == true, "object \(object) overwritten") }
+            #expect(try heap.free(object, clearing: slot))
+        }
+        #expect(unstamped <= unstampedAllowed)
+        let stats = heap.stats()
+        #expect(stats.objects == 0, "\(stats)")
+    }
+
+    func checkObject(_ pool: Pool, _ address: GlobalAddress) throws -> Bool? {
+        guard try pool.load(at: address) == address.rawValue ^ 0xa5a5_a5a5_a5a5_a5a5 else { return nil }
+        let size = Int(try pool.load(at: address.advanced(by: 8)))
+        let byte = UInt8(truncatingIfNeeded: address.rawValue >> 4)
+        return try pool.withUnsafeMutableBytes(at: address, count: size) { $0[16...].allSatisfy { $0 == byte } }
+    }
+
+    @Test func stormsShareObjectsAcrossProcesses() throws {
+        let scratch = Scratch()
+        let pool = try makePool(scratch)
+        let children = try (0..<HeapStressTests.storms).map { try storm(scratch, operations: 6000, seed: $0 * 31 + 7) }
+        for child in children {
+            let lines = child.waitFor("done")
+            #expect(lines.last == "done 6000", "\(lines.suffix(3))")
+            #expect(child.wait() == 0)
+        }
+        try verify(pool, unstampedAllowed: 0)
+        pool.close()
+        let report = try Pool.check(name: "hs", at: scratch.path)
+        #expect(report.isClean, "\(report)")
+    }
+
+    @Test func stormsKilledMidwayLeaveNoLeakAndNoDoubleOwnership() throws {
+        let scratch = Scratch()
+        do { try makePool(scratch).close() }
+        var generator = SystemRandomNumberGenerator()
+        var kills = 0
+        for round in 0..<4 {
+            let children = try (0..<HeapStressTests.storms).map { try storm(scratch, operations: 0, seed: round * 1009 + $0 + 1) }
+            for child in children {
+                let lines = child.waitFor("ready")
+                #expect(lines.last == "ready", "\(lines.suffix(3))")
+            }
+            for child in children {
+                for _ in 0..<Int.random(in: 0...3, using: &generator) { _ = child.readLine() }
+                child.kill9()
+                #expect(child.wait() == 128 + SIGKILL)
+                kills += 1
+            }
+        }
+        let offline = try Pool.check(name: "hs", at: scratch.path)
+        #expect(offline.problems.isEmpty, "\(offline.problems)")
+        let pool = try Pool.open(name: "hs", at: scratch.path)
+        try verify(pool, unstampedAllowed: kills)
+        pool.close()
+        let report = try Pool.check(name: "hs", at: scratch.path)
+        #expect(report.isClean, "\(report)")
+    }
+}
