@@ -14,6 +14,10 @@ public struct CheckReport: Codable, Sendable {
     public var regionPages = 0
     public var freePages = 0
     public var leakedPages = 0
+    public var heapPages = 0
+    public var heapObjects = 0
+    /// Heap spans whose owning thread's process died (adopted on next open).
+    public var deadOwnedSpans = 0
 
     public var isClean: Bool { problems.isEmpty && recoverable.isEmpty }
 }
@@ -74,6 +78,41 @@ struct PoolChecker {
         return info.address == address && info.pages == length
     }
 
+    /// A heap's span (or page run): its heap exists, its header and free
+    /// lists are sound, no block is free twice.
+    private func inspectHeapRun(_ shelf: Shelf, _ page: Int, _ entry: PageEntry, heap: Int, into report: inout CheckReport) {
+        let where_ = "shelf \(shelf.index) page \(page)"
+        guard core.heapIsLive(heap) else {
+            report.problems.append("\(where_): \(entry.length) pages of a heap that no longer exists (leaked)")
+            report.leakedPages += entry.length
+            return
+        }
+        report.heapPages += entry.length
+        guard entry.tag == .heap(heap) else { return }
+        let span = UnsafeSpan(base: shelf.table.pointer(toPage: page))
+        guard span.isSpan, span.heap == heap, span.sizeClass < SizeClass.count || span.sizeClass == SizeClass.large,
+              span.blockSize > 0, span.bump <= span.capacity
+        else {
+            report.problems.append("\(where_): a span of heap '\(core.heapName(heap))' with a damaged header")
+            return
+        }
+        guard let local = span.localFreeBlocks, let remote = span.remoteFreeBlocks,
+              Set(local + remote).count == local.count + remote.count
+        else {
+            report.problems.append("\(where_): a span of heap '\(core.heapName(heap))' whose free lists are damaged or share a block (doubly owned)")
+            return
+        }
+        report.heapObjects += span.bump - local.count - remote.count
+        if span.owner != 0 {
+            let slot = Int((span.owner - 1) / UInt64(Layout.Participants.lanes))
+            if slot < Layout.Participants.capacity && slotInUse(slot) {
+                report.deadOwnedSpans += 1
+            } else {
+                report.problems.append("\(where_): a span of heap '\(core.heapName(heap))' owned by no process")
+            }
+        }
+    }
+
     func inspect() -> CheckReport {
         var report = CheckReport()
         let torn = dirty
@@ -123,6 +162,8 @@ struct PoolChecker {
                         report.problems.append("shelf \(shelf.index) page \(page): \(length) pages of a region that no longer exists (leaked)")
                         report.leakedPages += length
                     }
+                case (.allocated?, .heap(let heap)?), (.allocated?, .heapPages(let heap)?):
+                    inspectHeapRun(shelf, page, entry, heap: heap, into: &report)
                 default:
                     report.allocatedPages += length
                     report.allocatedRuns += 1
@@ -154,6 +195,9 @@ struct PoolChecker {
         }
         for index in 0..<Layout.Regions.capacity where core.rowState(index) == nil {
             report.problems.append("region row \(index) is damaged")
+        }
+        if report.deadOwnedSpans > 0 {
+            report.recoverable.append("\(report.deadOwnedSpans) heap spans belong to threads of dead processes")
         }
         for slot in 0..<Layout.Participants.capacity where slotInUse(slot) {
             let pid = core.metadata.load(UInt64.self, at: Layout.Participants.slot(slot) + Layout.Participants.pid)
@@ -188,6 +232,17 @@ struct PoolChecker {
                 case .free?: continue
                 }
             }
+            var ownerless: Set<Int> = []
+            for heap in core.liveHeaps {
+                core.forEachSpan(of: heap) { _, _, entry, span in
+                    guard entry.tag == .heap(heap), span.owner != 0 else { return }
+                    ownerless.insert(Int((span.owner - 1) / UInt64(Layout.Participants.lanes)))
+                }
+            }
+            for slot in ownerless.sorted() {
+                core.adoptOrphanedSpans(ofSlot: slot)
+                done.append("gave up the heap spans of process slot \(slot), which no process holds")
+            }
             for shelf in core.shelves.all {
                 var leaked = 0
                 shelf.forEachHead { page, entry in
@@ -197,6 +252,8 @@ struct PoolChecker {
                     case (.allocated?, .region(let index)?):
                         leak = index >= Layout.Regions.capacity || core.rowState(index) != .live
                             || core.regionInfo(index).address != shelf.address(ofPage: page)
+                    case (.allocated?, .heap(let heap)?), (.allocated?, .heapPages(let heap)?):
+                        leak = !core.heapIsLive(heap)
                     default: leak = false
                     }
                     if leak {
