@@ -8,6 +8,8 @@ let package = Package(
         .library(name: "PoolCore", targets: ["PoolCore"]),
         .executable(name: "poolfs", targets: ["poolfs"]),
         .executable(name: "poolfs-bench", targets: ["PoolBench"]),
+        // libpoolcore.so, the C API of include/poolcore.h.
+        .library(name: "poolcore", type: .dynamic, targets: ["PoolCoreC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -31,6 +33,9 @@ let package = Package(
                 .product(name: "Atomics", package: "swift-atomics"),
             ],
             swiftSettings: internalChecks),
+        .target(
+            name: "PoolCoreC",
+            dependencies: ["PoolCore"]),
         .executableTarget(
             name: "poolfs",
             dependencies: [
@@ -47,7 +52,7 @@ let package = Package(
             dependencies: ["PoolCore"]),
         .testTarget(
             name: "PoolCoreTests",
-            dependencies: ["PoolCore", "PoolTestHelper", "poolfs"]),
+            dependencies: ["PoolCore", "PoolTestHelper", "poolfs", "PoolCoreC"]),
     ],
     swiftLanguageModes: [.v6]
 )

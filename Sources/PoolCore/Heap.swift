@@ -84,6 +84,10 @@ public final class Heap: @unchecked Sendable {
         try core.withEpoch(body)
     }
 
+    /// Enters an epoch without a closure, for C callers; pair with `exitEpoch`.
+    public func enterEpoch() throws { try core.enterEpoch() }
+    public func exitEpoch() { core.exitEpoch() }
+
     /// Frees an object once no epoch that could still see it is running.
     public func delayedFree(_ address: GlobalAddress) throws {
         try core.delayedFree(heap: index, address)

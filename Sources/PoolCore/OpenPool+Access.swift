@@ -69,3 +69,26 @@ extension OpenPool {
         shelf.file.persist(offset: offset, count: count)
     }
 }
+
+/// Pointers for C callers: where a global address is mapped in this process,
+/// and back.
+extension OpenPool {
+    func pointer(to address: GlobalAddress) -> UnsafeMutableRawPointer? {
+        guard let table = shelves.table(address.shelf) ?? shelf(address.shelf)?.table,
+              table.page(containing: address.offset) != nil
+        else { return nil }
+        return table.pages + Int(address.offset - table.dataOffset)
+    }
+
+    func address(of pointer: UnsafeRawPointer) -> GlobalAddress? {
+        for index in 0..<shelves.count {
+            guard let table = shelves.table(index) else { continue }
+            let start = UnsafeRawPointer(table.pages)
+            let bytes = table.pageCount << Int(table.pageShift)
+            if pointer >= start && pointer < start + bytes {
+                return GlobalAddress(shelf: index, offset: table.dataOffset + UInt64(pointer - start))
+            }
+        }
+        return nil
+    }
+}

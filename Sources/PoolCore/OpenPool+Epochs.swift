@@ -16,17 +16,17 @@ extension OpenPool {
     }
 
     func withEpoch<R>(_ body: () throws -> R) throws -> R {
-        let cache = try threadCache()
-        if cache.epochDepth > 0 {
-            cache.epochDepth += 1
-            defer { cache.epochDepth -= 1 }
-            return try body()
-        }
-        if cache.lane == 0 { return try sharedLaneMutex.withLock { try pinned(cache, body) } }
-        return try pinned(cache, body)
+        try enterEpoch()
+        defer { exitEpoch() }
+        return try body()
     }
 
-    private func pinned<R>(_ cache: UnsafeThreadCache, _ body: () throws -> R) rethrows -> R {
+    /// Enters an epoch on this thread (they nest); pair with `exitEpoch`.
+    func enterEpoch() throws {
+        let cache = try threadCache()
+        cache.epochDepth += 1
+        guard cache.epochDepth == 1 else { return }
+        if cache.lane == 0 { sharedEpochMutex.lock() }
         let word = epochWord(slot, cache.lane)
         var epoch = globalEpoch.load(ordering: .sequentiallyConsistent)
         while true {
@@ -35,12 +35,15 @@ extension OpenPool {
             if now == epoch { break }
             epoch = now
         }
-        cache.epochDepth = 1
-        defer {
-            cache.epochDepth = 0
-            word.store(0, ordering: .releasing)
-        }
-        return try body()
+    }
+
+    /// Leaves the epoch this thread entered last.
+    func exitEpoch() {
+        guard let cache = try? threadCache(), cache.epochDepth > 0 else { return }
+        cache.epochDepth -= 1
+        guard cache.epochDepth == 0 else { return }
+        epochWord(slot, cache.lane).store(0, ordering: .releasing)
+        if cache.lane == 0 { sharedEpochMutex.unlock() }
     }
 
     private func delayedList(_ heap: Int, _ epoch: UInt64) -> UnsafeAtomic<UInt64> {

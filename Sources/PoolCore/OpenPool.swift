@@ -30,6 +30,8 @@ final class OpenPool: @unchecked Sendable {
     private var isClosed = false
     /// Serializes the threads that have no lane of their own.
     let sharedLaneMutex = ProcessMutex()
+    /// Held by such a thread while it is inside an epoch (lane 0 has one epoch word).
+    let sharedEpochMutex = ProcessMutex()
     /// Their heap lanes; sharedLaneMutex.
     var sharedLanes: [Int: UnsafeHeapLane] = [:]
     private(set) var cacheKey = pthread_key_t()

@@ -206,6 +206,16 @@ public final class Pool: @unchecked Sendable {
         try core.withBytes(at: address, count: count, body)
     }
 
+    /// Where `address` is mapped in this process (valid while the pool is open).
+    public func unsafePointer(to address: GlobalAddress) -> UnsafeMutableRawPointer? {
+        core.pointer(to: address)
+    }
+
+    /// The global address of a pointer into this process's mapping of the pool.
+    public func address(of pointer: UnsafeRawPointer) -> GlobalAddress? {
+        core.address(of: pointer)
+    }
+
     /// Makes the bytes durable (pmem shelves; a no-op on dram).
     public func persist(at address: GlobalAddress, count: Int) throws {
         try core.persist(at: address, count: count)

@@ -18,6 +18,10 @@ final class ProcessMutex: @unchecked Sendable {
         mutex.deallocate()
     }
 
+    /// For a lock held across calls (an epoch entered and left by C code).
+    func lock() { pthread_mutex_lock(mutex) }
+    func unlock() { pthread_mutex_unlock(mutex) }
+
     func withLock<R>(_ body: () throws -> R) rethrows -> R {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }

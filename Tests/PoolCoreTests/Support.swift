@@ -52,7 +52,7 @@ final class Child {
     private var buffer: [UInt8] = []
     private var reaped = false
 
-    init(_ executable: String, _ arguments: [String]) throws {
+    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         var toChild: [Int32] = [0, 0]
         var fromChild: [Int32] = [0, 0]
         precondition(pipe(&toChild) == 0 && pipe(&fromChild) == 0)
@@ -65,8 +65,17 @@ final class Child {
         for fd in toChild + fromChild { posix_spawn_file_actions_addclose(&actions, fd) }
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
+        var inherited: [String] = []
+        var entry = environ
+        while let pointer = entry.pointee {
+            let line = String(cString: pointer)
+            if !environment.keys.contains(where: { line.hasPrefix($0 + "=") }) { inherited.append(line) }
+            entry += 1
+        }
+        let envp = (inherited + environment.map { "\($0.key)=\($0.value)" }).map { strdup($0) } + [nil]
+        defer { envp.forEach { free($0) } }
         var child: pid_t = 0
-        let result = posix_spawn(&child, executable, &actions, nil, argv, environ)
+        let result = posix_spawnp(&child, executable, &actions, nil, argv, envp)
         close(toChild[0])
         close(fromChild[1])
         guard result == 0 else {
@@ -142,8 +151,9 @@ final class Child {
 }
 
 /// Runs a command to completion; its exit status and its output.
-func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    let child = try Child(executable, arguments)
+func run(_ executable: String, _ arguments: [String],
+         environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
+    let child = try Child(executable, arguments, environment: environment)
     var lines: [String] = []
     while let line = child.readLine() { lines.append(line) }
     return (child.wait(), lines.joined(separator: "\n"))
@@ -153,3 +163,10 @@ extension Pool {
     var usedPages: Int { Int(info().usedBytes) / pageSize }
     var freePageCount: Int { Int(info().freeBytes) / pageSize }
 }
+
+/// The repository's top directory.
+let repositoryRoot: String = {
+    var path = #filePath
+    for _ in 0..<3 { path = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)]) }
+    return path
+}()
