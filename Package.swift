@@ -45,7 +45,10 @@ let package = Package(
         // The benchmark links the peers (pmemobj, …) so that `poolfs` does not.
         .executableTarget(
             name: "PoolBench",
-            dependencies: ["PoolCore", "CPmemObj"]),
+            dependencies: [
+                "PoolCore", "CPmemObj",
+                .product(name: "Atomics", package: "swift-atomics"),
+            ]),
         // Child processes for the multi-process and crash tests.
         .executableTarget(
             name: "PoolTestHelper",

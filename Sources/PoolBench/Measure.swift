@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 
 enum Measure {
@@ -27,6 +28,32 @@ enum Measure {
         }
         let elapsed = now() - start
         return Double((0..<threads).reduce(0) { $0 + counts[$1 * 16] }) / elapsed
+    }
+
+    /// Like `rate`, with per-thread state made on the thread that then uses
+    /// it, before the clock starts (objects stay with the thread that made them).
+    static func rate<State>(threads: Int, seconds: Double, batch: Int, setUp: @escaping @Sendable (Int) -> State,
+                            _ body: @escaping @Sendable (State) -> Void) -> Double {
+        let results = UnsafeMutablePointer<Double>.allocate(capacity: threads * 16)
+        defer { results.deallocate() }
+        let ready = ManagedAtomic<Int>(0)
+        nonisolated(unsafe) let shared = results
+        DispatchQueue.concurrentPerform(iterations: threads) { thread in
+            let state = setUp(thread)
+            ready.wrappingIncrement(ordering: .acquiringAndReleasing)
+            while ready.load(ordering: .acquiring) < threads {}
+            let start = now()
+            let deadline = start + seconds
+            var done = 0
+            while true {
+                for _ in 0..<64 { body(state) }
+                done += 64 * batch
+                if now() >= deadline { break }
+            }
+            shared[thread * 16] = Double(done) / (now() - start)
+            withExtendedLifetime(state) {}
+        }
+        return (0..<threads).reduce(0) { $0 + results[$1 * 16] }
     }
 
     static func median(_ values: [Double]) -> Double {

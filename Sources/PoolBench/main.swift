@@ -2,6 +2,15 @@ import Foundation
 import PoolCore
 
 // poolfs-bench BENCHMARK [--seconds S] [--json]: run by `poolfs bench`.
+if CommandLine.arguments.count > 2 && CommandLine.arguments[1] == "heap-worker" {
+    do {
+        try HeapWorker.main(Array(CommandLine.arguments.dropFirst(2)))
+        exit(0)
+    } catch {
+        print("error: \(error)")
+        exit(1)
+    }
+}
 var arguments = Array(CommandLine.arguments.dropFirst())
 let json = arguments.contains("--json")
 arguments.removeAll { $0 == "--json" }
@@ -11,7 +20,7 @@ if let i = arguments.firstIndex(of: "--seconds"), i + 1 < arguments.count, let s
     arguments.removeSubrange(i...(i + 1))
 }
 guard arguments.count == 1 else {
-    FileHandle.standardError.write("usage: poolfs bench pages [--seconds S] [--json]\n".data(using: .utf8)!)
+    FileHandle.standardError.write("usage: poolfs bench pages|heap [--seconds S] [--json]\n".data(using: .utf8)!)
     exit(2)
 }
 
@@ -19,8 +28,9 @@ let workloads: [Workload]
 do {
     switch arguments[0] {
     case "pages": workloads = try PagesBenchmark(seconds: seconds).run()
+    case "heap": workloads = try HeapBenchmark(seconds: seconds).run()
     default:
-        FileHandle.standardError.write("poolfs: unknown benchmark '\(arguments[0])' (known: pages)\n".data(using: .utf8)!)
+        FileHandle.standardError.write("poolfs: unknown benchmark '\(arguments[0])' (known: pages, heap)\n".data(using: .utf8)!)
         exit(2)
     }
 } catch {

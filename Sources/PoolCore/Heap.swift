@@ -5,11 +5,21 @@ public final class Heap: @unchecked Sendable {
     public let pool: Pool
     public let name: String
     let index: Int
+    /// The pool's core, reached without reference counting on the fast
+    /// path (threads sharing one Heap would contend on its count); `pool`
+    /// keeps it alive.
+    private let unmanagedCore: Unmanaged<OpenPool>
 
     init(pool: Pool, name: String, index: Int) {
         self.pool = pool
         self.name = name
         self.index = index
+        unmanagedCore = Unmanaged.passUnretained(pool.core)
+    }
+
+    @inline(__always)
+    private func withCore<R>(_ body: (OpenPool) throws -> R) rethrows -> R {
+        try unmanagedCore._withUnsafeGuaranteedRef(body)
     }
 
     private var core: OpenPool { pool.core }
@@ -17,7 +27,7 @@ public final class Heap: @unchecked Sendable {
     /// An object of at least `size` bytes, 16-byte aligned.
     @inline(__always)
     public func allocate(size: Int) throws -> GlobalAddress {
-        try core.allocateObject(heap: index, size: size)
+        try withCore { try $0.allocateObject(heap: index, size: size) }
     }
 
     /// An object of at least `size` bytes, filled with zeros.
@@ -43,7 +53,7 @@ public final class Heap: @unchecked Sendable {
 
     @inline(__always)
     public func free(_ address: GlobalAddress) throws {
-        try core.freeObject(heap: index, address)
+        try withCore { try $0.freeObject(heap: index, address) }
     }
 
     /// How many bytes from `address` to the end of its block.
@@ -133,13 +143,13 @@ extension Heap {
     /// Allocates an object and stores its address at `destination` (an
     /// aligned word in the pool) as one crash-atomic step.
     public func allocate(size: Int, publishingTo destination: GlobalAddress) throws -> GlobalAddress {
-        try pool.core.allocateObject(heap: index, size: size, publishingTo: destination)
+        try core.allocateObject(heap: index, size: size, publishingTo: destination)
     }
 
     /// If `destination` still holds `address`, zeroes it and frees the
     /// object, as one crash-atomic step; false when another process got there first.
     @discardableResult
     public func free(_ address: GlobalAddress, clearing destination: GlobalAddress) throws -> Bool {
-        try pool.core.freeObject(heap: index, address, clearing: destination)
+        try core.freeObject(heap: index, address, clearing: destination)
     }
 }

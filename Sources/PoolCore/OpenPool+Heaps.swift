@@ -133,17 +133,42 @@ extension OpenPool {
             if !span.isExhausted { return (span, lane.currentAddress(sizeClass)) }
         }
         let owned = lane.spans
-        for address in owned.byClass[sizeClass] where address != lane.currentAddress(sizeClass) {
+        while let address = owned.withRoom[sizeClass].popLast() {
             let span = spanView(address)
-            span.drainRemote()
-            if !span.isExhausted {
+            if !span.isExhausted && span.owner == lane.owner {
                 lane.setCurrent(sizeClass, span, address: address)
                 return (span, address)
             }
         }
+        // Spans that others' frees gave room; found by looking.
+        for address in owned.byClass[sizeClass] where address != lane.currentAddress(sizeClass) {
+            let span = spanView(address)
+            if span.hasRemoteFree { span.drainRemote() }
+            if !span.isExhausted && span.isWorthUsing {
+                lane.setCurrent(sizeClass, span, address: address)
+                return (span, address)
+            }
+        }
+        let abandoned = metadata.atomic(at: H.row(heap) + H.abandoned + sizeClass * 8)
         while true {
-            let address = try withGlobalLock { adoptSpan(heap: heap, sizeClass: sizeClass, owner: lane.owner) }
-                ?? newSpan(heap: heap, sizeClass: sizeClass, owner: lane.owner, cache: cache)
+            // The lock only when there may be a span to adopt.
+            let adopted = abandoned.load(ordering: .acquiring) == 0 ? nil
+                : try withGlobalLock { adoptSpan(heap: heap, sizeClass: sizeClass, owner: lane.owner) }
+            let address: UInt64
+            do {
+                address = try adopted ?? newSpan(heap: heap, sizeClass: sizeClass, owner: lane.owner, cache: cache)
+            } catch PoolError.poolFull(let name, let pages) {
+                // No pages left: any owned span with a free block will do.
+                for address in owned.byClass[sizeClass] {
+                    let span = spanView(address)
+                    span.drainRemote()
+                    if !span.isExhausted {
+                        lane.setCurrent(sizeClass, span, address: address)
+                        return (span, address)
+                    }
+                }
+                throw PoolError.poolFull(name: name, pages: pages)
+            }
             owned.byClass[sizeClass].append(address)
             let span = spanView(address)
             if !span.isExhausted {
@@ -235,7 +260,7 @@ extension OpenPool {
         let span = UnsafeSpan(base: table.pointer(toPage: head))
         let relative = Int(address.offset - table.offset(ofPage: head)) - UnsafeSpan.headerSize
         guard relative >= 0 else { throw PoolError.invalidFree(address, reason: "it points into a span header") }
-        let index = relative / span.blockSize
+        let index = span.blockIndex(relative)
         guard index < span.bump else { throw PoolError.invalidFree(address, reason: "it was never allocated") }
         return (table, head, span, UnsafeSpan.offset(ofBlock: index, size: span.blockSize))
     }
@@ -258,7 +283,10 @@ extension OpenPool {
             let cache = UnsafeThreadCache(raw)
             if cache.lane > 0, let lane = cache.heapLane(heap), span.owner == lane.owner {
                 span.pushLocal(block)
-                if span.used == 0 { releaseIfSpare(lane, span, table, head) }
+                // Once per span: when its free blocks reach the worth-using mark.
+                if span.freeCount == max(1, span.capacity / 8) || span.used == 0 {
+                    spanGotRoom(lane, span, table, head, emptied: span.used == 0)
+                }
                 return
             }
         }
@@ -267,33 +295,44 @@ extension OpenPool {
 
     func freeLarge(_ table: UnsafePageTable, _ head: Int, _ address: GlobalAddress) throws {
         let entry = table.entry(head)
+        // Like a small block's free-list link, so a freed object never keeps
+        // its first word (a stale tag there could look like a live object).
+        (table.pointer(toPage: head) + UnsafeSpan.headerSize).storeBytes(of: 0, as: UInt64.self)
         if let lost = table.exchangeEntry(head, expected: entry, desired: .cached(length: entry.length, owner: slot)) {
             throw PoolError.invalidFree(address, reason: describeMismatch(lost, count: entry.length))
         }
         try stash(raw: GlobalAddress(shelf: address.shelf, offset: table.offset(ofPage: head)).rawValue, count: entry.length)
     }
 
-    /// Returns an empty span's pages unless it is its lane's current span or
-    /// the lane's only spare of that class.
+    /// A free gave an owned span room: remember it for the next refill;
+    /// return an empty span's pages unless it is its lane's current span or
+    /// one of the lane's few spares of that class.
     @inline(never)
-    private func releaseIfSpare(_ lane: UnsafeHeapLane, _ span: UnsafeSpan, _ table: UnsafePageTable, _ head: Int) {
+    private func spanGotRoom(_ lane: UnsafeHeapLane, _ span: UnsafeSpan, _ table: UnsafePageTable, _ head: Int,
+                             emptied: Bool) {
         let sizeClass = span.sizeClass
         guard lane.current(sizeClass)?.base != span.base else { return }
         let owned = lane.spans
-        guard owned.byClass[sizeClass].count > 2,
+        if !emptied {
+            owned.withRoom[sizeClass].append(table.address(ofPage: head).rawValue)
+            return
+        }
+        guard owned.byClass[sizeClass].count > 4,
               let i = owned.byClass[sizeClass].firstIndex(where: { spanView($0).base == span.base })
         else { return }
         let raw = owned.byClass[sizeClass].remove(at: i)
+        owned.withRoom[sizeClass].removeAll { $0 == raw }
         span.drainRemote()
-        guard span.used == 0 else {
+        // Back to this thread's page stock, without the global lock.
+        let entry = table.entry(head)
+        guard span.used == 0,
+              table.exchangeEntry(head, expected: entry, desired: .cached(length: entry.length, owner: slot)) == nil
+        else {
             owned.byClass[sizeClass].append(raw)
             return
         }
-        try? withGlobalLock {
-            span.owner = 0
-            let shelf = shelves[GlobalAddress(rawValue: raw).shelf]!
-            shelf.releaseRun(at: head, length: table.entry(head).length)
-        }
+        span.owner = 0
+        try? stash(raw: raw, count: entry.length)
     }
 
     // MARK: Giving spans up

@@ -18,7 +18,7 @@ final class OpenPool: @unchecked Sendable {
     let pageSize: UInt64
     let pageShift: UInt64
     /// This process's participant slot.
-    private(set) var slot = -1
+    @exclusivity(unchecked) private(set) var slot = -1
     /// Runs of this many pages or fewer go through the thread caches.
     let cacheBudgetPages: Int
 
@@ -34,7 +34,7 @@ final class OpenPool: @unchecked Sendable {
     let sharedEpochMutex = ProcessMutex()
     /// Their heap lanes; sharedLaneMutex.
     var sharedLanes: [Int: UnsafeHeapLane] = [:]
-    private(set) var cacheKey = pthread_key_t()
+    @exclusivity(unchecked) private(set) var cacheKey = pthread_key_t()
 
     private init(name: String, directory: String, metadata: MappedFile, superblock: Superblock,
                  shelves: [Shelf]) {

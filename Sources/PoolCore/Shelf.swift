@@ -17,7 +17,7 @@ final class Shelf: @unchecked Sendable {
         self.index = index
         self.file = file
         self.geometry = geometry
-        table = UnsafePageTable(entries: file.words(at: geometry.pageTableOffset, count: geometry.pageCount),
+        table = UnsafePageTable(shelf: index, entries: file.words(at: geometry.pageTableOffset, count: geometry.pageCount),
                                 pages: file.pointer(at: Int(geometry.dataOffset), count: Int(geometry.dataBytes)),
                                 geometry: geometry, persistent: file.isPersistentMemory)
         bitmap = file.words(at: geometry.bitmapOffset, count: geometry.bitmapWords)

@@ -6,7 +6,8 @@ import Atomics
 final class ShelfDirectory: @unchecked Sendable {
     private let slots: UnsafeMutablePointer<Unmanaged<Shelf>?>
     private let tables: UnsafeMutablePointer<UnsafePageTable>
-    private let published = ManagedAtomic<Int>(0)
+    /// The count, in memory of its own: read on every fast-path lookup.
+    private let published = UnsafeAtomic<Int>.create(0)
 
     init() {
         slots = .allocate(capacity: Layout.ShelfTable.capacity)
@@ -18,6 +19,7 @@ final class ShelfDirectory: @unchecked Sendable {
         for i in 0..<count { slots[i]?.release() }
         slots.deallocate()
         tables.deallocate()
+        published.destroy()
     }
 
     var count: Int { published.load(ordering: .acquiring) }

@@ -46,7 +46,10 @@ struct UnsafeHeapLane {
     }
 }
 
-/// The spans a lane owns, per size class, by global address.
+/// The spans a lane owns, per size class, by global address, and those of
+/// them that its own frees gave room since they ran out (tried first).
 final class OwnedSpans {
-    var byClass = [[UInt64]](repeating: [], count: SizeClass.count)
+    // Touched by one thread only: no dynamic exclusivity checks needed.
+    @exclusivity(unchecked) var byClass = [[UInt64]](repeating: [], count: SizeClass.count)
+    @exclusivity(unchecked) var withRoom = [[UInt64]](repeating: [], count: SizeClass.count)
 }

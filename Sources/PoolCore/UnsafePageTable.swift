@@ -6,6 +6,7 @@ import CPmem
 /// the shelf's mapping lives (as long as the pool is open).
 struct UnsafePageTable {
     private let entries: UnsafeMutablePointer<UInt64>
+    let shelf: Int
     /// Where page 0's bytes are mapped in this process.
     let pages: UnsafeMutableRawPointer
     let pageCount: Int
@@ -14,8 +15,9 @@ struct UnsafePageTable {
     /// Entry stores are flushed to persistence when the shelf is real pmem.
     let persistent: Bool
 
-    init(entries: UnsafeMutablePointer<UInt64>, pages: UnsafeMutableRawPointer, geometry: ShelfGeometry,
+    init(shelf: Int, entries: UnsafeMutablePointer<UInt64>, pages: UnsafeMutableRawPointer, geometry: ShelfGeometry,
          persistent: Bool) {
+        self.shelf = shelf
         self.entries = entries
         self.pages = pages
         pageCount = geometry.pageCount
@@ -47,6 +49,9 @@ struct UnsafePageTable {
 
     @inline(__always)
     func offset(ofPage page: Int) -> UInt64 { dataOffset + UInt64(page) << pageShift }
+
+    @inline(__always)
+    func address(ofPage page: Int) -> GlobalAddress { GlobalAddress(shelf: shelf, offset: offset(ofPage: page)) }
 
     /// The first page of the run that `page` lies in.
     @inline(__always)

@@ -20,7 +20,7 @@ struct UnsafeSpan {
 
     private enum Field: Int {
         case identity = 0, owner = 8, geometry = 16, localFree = 24, bump = 32, used = 40
-        case remoteFree = 48, next = 56
+        case remoteFree = 48, next = 56, reciprocal = 64
     }
 
     @inline(__always)
@@ -38,6 +38,7 @@ struct UnsafeSpan {
         let span = UnsafeSpan(base: base)
         base.initializeMemory(as: UInt8.self, repeating: 0, count: headerSize)
         span.word(.geometry).pointee = UInt64(blockSize) | UInt64(capacity) << 32
+        span.word(.reciprocal).pointee = (1 << 48) / UInt64(blockSize) + 1
         span.atomic(.owner).store(owner, ordering: .relaxed)
         span.atomic(.identity).store(magic | UInt64(sizeClass) << 32 | UInt64(heap) << 48, ordering: .releasing)
         return span
@@ -66,7 +67,20 @@ struct UnsafeSpan {
     }
     var hasLocalFree: Bool { word(.localFree).pointee != 0 }
     var hasRemoteFree: Bool { atomic(.remoteFree).load(ordering: .relaxed) != 0 }
+    /// Free blocks at hand (not counting undrained remote frees).
+    var freeCount: Int { capacity - used }
+    /// Enough free blocks to be worth switching to: switching to spans with
+    /// one free block each would put the slow path on every allocation.
+    var isWorthUsing: Bool { freeCount >= max(1, capacity / 8) }
     var isExhausted: Bool { word(.localFree).pointee == 0 && word(.bump).pointee >= UInt64(capacity) }
+
+    /// The block a byte `relative` past the header falls in: a multiply by a
+    /// stored reciprocal instead of a division (exact below 2^30 bytes).
+    @inline(__always)
+    func blockIndex(_ relative: Int) -> Int {
+        let product = UInt64(relative).multipliedFullWidth(by: word(.reciprocal).pointee)
+        return Int(product.high << 16 | product.low >> 48)
+    }
 
     /// Offset of block `index` from the span's start.
     @inline(__always)

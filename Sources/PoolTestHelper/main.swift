@@ -106,10 +106,12 @@ enum HeapPattern {
     }
 }
 
-/// Allocates objects of random sizes into random slots of a queue shared by
-/// all storms, and frees (after checking) the objects other storms left in
-/// the slots it picks: frees cross processes.
-func heapStorm(heap heapName: String, queue: String, operations: Int, seed: UInt64) {
+/// Allocates objects of random sizes, fills them, and puts them into random
+/// slots of a queue shared by all storms; frees the objects other storms left
+/// in the slots it picks: frees cross processes. Each storm first publishes a
+/// new object into its own private slot (the queue's first 16 words), so
+/// that no other storm sees it before it is filled.
+func heapStorm(heap heapName: String, queue: String, index: Int, operations: Int, seed: UInt64) {
     let pool = openPool()
     let heap: Heap
     let slots: Region
@@ -122,27 +124,54 @@ func heapStorm(heap heapName: String, queue: String, operations: Int, seed: UInt
         random ^= random << 13; random ^= random >> 7; random ^= random << 17
         return random
     }
+    let privateSlots = 16
     let count = Int(slots.size) / 8
+    let mine = slots.address.advanced(by: UInt64(index * 8))
+    func sharedSlot() -> GlobalAddress {
+        slots.address.advanced(by: UInt64(privateSlots) * 8 + next() % UInt64(count - privateSlots) * 8)
+    }
+    /// Moves the object in the private slot into an empty shared slot.
+    func hand(_ object: GlobalAddress) throws {
+        while true {
+            if try pool.compareAndSwap(at: sharedSlot(), expected: 0, desired: object.rawValue).exchanged {
+                try pool.store(0, at: mine)
+                return
+            }
+        }
+    }
+    do {
+        // An earlier life of this storm may have died between filling an
+        // object and handing it over (or after handing it over).
+        let left = GlobalAddress(rawValue: try pool.load(at: mine))
+        if !left.isNull {
+            let shared = try (privateSlots..<count).contains { try pool.load(at: slots.address.advanced(by: UInt64($0 * 8))) == left.rawValue }
+            if shared { try pool.store(0, at: mine) } else { try heap.free(left, clearing: mine) }
+        }
+    } catch { fail("\(error)") }
     var done = 0
     while operations == 0 || done < operations {
-        let slot = slots.address.advanced(by: next() % UInt64(count) * 8)
+        let slot = sharedSlot()
         do {
             let address = GlobalAddress(rawValue: try pool.load(at: slot))
             if address.isNull {
                 let size = next() % 97 == 0 ? 300_000 : Int(16 + next() % 1009)
-                let object = try heap.allocate(size: size, publishingTo: slot)
+                let object = try heap.allocate(size: size, publishingTo: mine)
                 try HeapPattern.write(pool, object, size: size)
+                try hand(object)
+            } else if next() & 1 == 0 {
+                // Free through the crash-atomic API: whoever clears the slot frees it.
+                try heap.free(address, clearing: slot)
             } else {
-                switch try HeapPattern.check(pool, address) {
-                case false?: fail("object \(address) was overwritten")
-                case nil: continue   // its storm is still writing it
-                case true?: try heap.free(address, clearing: slot)
+                // Take it out of the slot (now no one else can reach it),
+                // check that no one wrote into it, then free it.
+                guard try pool.compareAndSwap(at: slot, expected: address.rawValue, desired: 0).exchanged else {
+                    continue
                 }
+                if try HeapPattern.check(pool, address) != true { fail("object \(address) was overwritten") }
+                try heap.free(address)
             }
         } catch PoolError.poolFull {
             continue
-        } catch PoolError.destinationTaken {
-            continue   // another storm filled the slot first
         } catch {
             fail("\(error)")
         }
@@ -210,10 +239,11 @@ case "storm":
 case "hold":
     hold()
 case "heap-storm":
-    guard arguments.count == 8, let operations = Int(arguments[6]), let seed = UInt64(arguments[7]) else {
-        fail("usage: heap-storm HOME NAME HEAP QUEUE OPS SEED")
+    guard arguments.count == 9, let index = Int(arguments[6]), index < 16, let operations = Int(arguments[7]),
+          let seed = UInt64(arguments[8]) else {
+        fail("usage: heap-storm HOME NAME HEAP QUEUE INDEX OPS SEED")
     }
-    heapStorm(heap: arguments[4], queue: arguments[5], operations: operations, seed: seed | 1)
+    heapStorm(heap: arguments[4], queue: arguments[5], index: index, operations: operations, seed: seed | 1)
 default:
     fail("unknown command \(arguments[1])")
 }

@@ -17,11 +17,13 @@ import Glibc
         return pool
     }
 
-    func storm(_ scratch: Scratch, operations: Int, seed: Int) throws -> Child {
+    func storm(_ scratch: Scratch, _ index: Int, operations: Int, seed: Int) throws -> Child {
         try Child(builtExecutable("PoolTestHelper"),
-                  ["heap-storm", scratch.path, "hs", "objects", "queue", "\(operations)", "\(seed)"])
+                  ["heap-storm", scratch.path, "hs", "objects", "queue", "\(index)", "\(operations)", "\(seed)"])
     }
 
+    /// Every slot holding an object, private and shared; an object handed
+    /// over by a storm killed before it cleared its private slot is in two.
     func liveObjects(_ pool: Pool) throws -> [(slot: GlobalAddress, object: GlobalAddress)] {
         let queue = try pool.openRegion(name: "queue")
         return try (0..<HeapStressTests.slots).compactMap { i in
@@ -31,12 +33,22 @@ import Glibc
         }
     }
 
-    /// The heap counts exactly the objects in the queue; each is intact
-    /// (unless its storm died writing it), and each frees.
+    /// The heap counts the objects in the queue (plus at most one per killed
+    /// storm, taken out of its slot and not yet freed); no address is in two
+    /// slots; each object is intact (unless its storm died writing it) and frees.
     func verify(_ pool: Pool, unstampedAllowed: Int) throws {
         let heap = try pool.openHeap(name: "objects")
-        let live = try liveObjects(pool)
-        #expect(heap.stats().objects == live.count, "\(heap.stats())")
+        var live = try liveObjects(pool)
+        // Drop the private copy of an object that was also handed over.
+        let queue = try pool.openRegion(name: "queue").address
+        live = live.filter { entry in
+            let isPrivate = entry.slot.offset < queue.offset + 16 * 8
+            let inShared = live.contains { $0.object == entry.object && $0.slot.offset >= queue.offset + 16 * 8 }
+            return !(isPrivate && inShared)
+        }
+        #expect(Set(live.map(\.object)).count == live.count, "an object is in two slots")
+        let counted = heap.stats().objects
+        #expect(counted >= live.count && counted <= live.count + unstampedAllowed, "\(heap.stats()) vs \(live.count) live")
         var unstamped = 0
         for (slot, object) in live {
             let intact = try checkObject(pool, object)
@@ -45,7 +57,7 @@ import Glibc
         }
         #expect(unstamped <= unstampedAllowed)
         let stats = heap.stats()
-        #expect(stats.objects == 0, "\(stats)")
+        #expect(stats.objects <= unstampedAllowed, "\(stats)")
     }
 
     func checkObject(_ pool: Pool, _ address: GlobalAddress) throws -> Bool? {
@@ -58,7 +70,7 @@ import Glibc
     @Test func stormsShareObjectsAcrossProcesses() throws {
         let scratch = Scratch()
         let pool = try makePool(scratch)
-        let children = try (0..<HeapStressTests.storms).map { try storm(scratch, operations: 6000, seed: $0 * 31 + 7) }
+        let children = try (0..<HeapStressTests.storms).map { try storm(scratch, $0, operations: 6000, seed: $0 * 31 + 7) }
         for child in children {
             let lines = child.waitFor("done")
             #expect(lines.last == "done 6000", "\(lines.suffix(3))")
@@ -76,7 +88,7 @@ import Glibc
         var generator = SystemRandomNumberGenerator()
         var kills = 0
         for round in 0..<4 {
-            let children = try (0..<HeapStressTests.storms).map { try storm(scratch, operations: 0, seed: round * 1009 + $0 + 1) }
+            let children = try (0..<HeapStressTests.storms).map { try storm(scratch, $0, operations: 0, seed: round * 1009 + $0 + 1) }
             for child in children {
                 let lines = child.waitFor("ready")
                 #expect(lines.last == "ready", "\(lines.suffix(3))")
