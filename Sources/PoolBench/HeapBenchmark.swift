@@ -65,6 +65,8 @@ struct HeapBenchmark {
 protocol Allocator: Sendable {
     func allocate(_ size: Int) -> UInt64
     func free(_ object: UInt64)
+    /// The object's bytes in this process, so the workload can use them.
+    func pointer(_ object: UInt64) -> UnsafeMutableRawPointer?
     /// A handle for one thread (threads sharing one Swift object would
     /// contend on its reference count, which measures nothing of interest).
     func forThread() -> any Allocator
@@ -77,6 +79,7 @@ extension Allocator {
 struct MallocAllocator: Allocator {
     func allocate(_ size: Int) -> UInt64 { UInt64(UInt(bitPattern: malloc(size))) }
     func free(_ object: UInt64) { Foundation.free(UnsafeMutableRawPointer(bitPattern: UInt(object))) }
+    func pointer(_ object: UInt64) -> UnsafeMutableRawPointer? { UnsafeMutableRawPointer(bitPattern: UInt(object)) }
 }
 
 struct PoolfsAllocator: Allocator {
@@ -84,6 +87,9 @@ struct PoolfsAllocator: Allocator {
     func allocate(_ size: Int) -> UInt64 { try! heap.allocate(size: size).rawValue }
     func free(_ object: UInt64) { try! heap.free(GlobalAddress(rawValue: object)) }
     func forThread() -> any Allocator { PoolfsAllocator(heap: try! heap.pool.openHeap(name: heap.name)) }
+    func pointer(_ object: UInt64) -> UnsafeMutableRawPointer? {
+        heap.pool.unsafePointer(to: GlobalAddress(rawValue: object))
+    }
 }
 
 struct PmemobjAllocator: @unchecked Sendable, Allocator {
@@ -97,6 +103,8 @@ struct PmemobjAllocator: @unchecked Sendable, Allocator {
         var oid = PMEMoid(pool_uuid_lo: PmemobjAllocator.uuid, off: object)
         pmemobj_free(&oid)
     }
+    /// pmemobj_direct is an inline function: the pool handle is the mapping's base.
+    func pointer(_ object: UInt64) -> UnsafeMutableRawPointer? { UnsafeMutableRawPointer(pop) + Int(object) }
     nonisolated(unsafe) static var uuid: UInt64 = 0
 }
 
@@ -148,17 +156,23 @@ enum HeapWorker {
     }
 
     /// Grow to 200,000 objects, free every other one, add 100,000 larger
-    /// ones, free 90%: a heap that must give memory back or reuse it well.
+    /// ones, free 90%, add 100,000 small: a heap that must give memory back
+    /// or reuse it well. Every object is written whole, as a program would.
     static func mixed(_ allocator: any Allocator) {
         var random = Random(seed: 12345)
-        var objects = (0..<200_000).map { _ in allocator.allocate(16 + Int(random.next() % 1009)) }
+        func make(_ size: Int) -> UInt64 {
+            let object = allocator.allocate(size)
+            allocator.pointer(object)?.initializeMemory(as: UInt8.self, repeating: 0x5a, count: size)
+            return object
+        }
+        var objects = (0..<200_000).map { _ in make(16 + Int(random.next() % 1009)) }
         for i in stride(from: 0, to: objects.count, by: 2) { allocator.free(objects[i]); objects[i] = 0 }
-        objects += (0..<100_000).map { _ in allocator.allocate(1024 + Int(random.next() % 3072)) }
+        objects += (0..<100_000).map { _ in make(1024 + Int(random.next() % 3072)) }
         for i in objects.indices where objects[i] != 0 && random.next() % 10 != 0 {
             allocator.free(objects[i])
             objects[i] = 0
         }
-        objects += (0..<100_000).map { _ in allocator.allocate(16 + Int(random.next() % 1009)) }
+        objects += (0..<100_000).map { _ in make(16 + Int(random.next() % 1009)) }
     }
 
     static func peakMiB() -> Double {

@@ -7,9 +7,12 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Run the benchmarks behind BENCHMARKS.md (use a release build).",
-        discussion: "Runs poolfs-bench, built beside poolfs, which links the peers (glibc, pmemobj).")
+        discussion: """
+            Runs poolfs-bench, built beside poolfs, which links the peers (glibc, pmemobj) and
+            preloads jemalloc, mimalloc and tcmalloc into worker processes of their own.
+            """)
 
-    @Argument(help: "The benchmark: pages.")
+    @Argument(help: "The benchmark: pages (page allocation) or heap (small objects).")
     var benchmark: String
 
     @Flag(help: "Print one JSON object.")

@@ -113,9 +113,46 @@ import Testing
         #expect(try poolfs("destroy", "busy", in: scratch).status == 0)
     }
 
+    @Test func heapsFromTheCommandLine() throws {
+        let scratch = Scratch()
+        _ = try poolfs("create", "hp", "--size", "32M", in: scratch)
+        #expect(try poolfs("heap", "create", "hp", "objects", in: scratch).output == "created heap 'objects'")
+        #expect(try poolfs("heap", "list", "hp", in: scratch).output == "objects")
+        let pool = try Pool.open(name: "hp", at: scratch.path)
+        let heap = try pool.openHeap(name: "objects")
+        var kept: [GlobalAddress] = []
+        for size in [24, 24, 24, 500, 100_000, 1 << 20] { kept.append(try heap.allocate(size: size)) }
+        pool.close()
+
+        let stats = try poolfs("heap", "stats", "hp", "objects", "--json", in: scratch)
+        #expect(stats.status == 0, "\(stats.output)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(stats.output.utf8)) as? [String: Any])
+        #expect(json["objects"] as? Int == 6)
+        #expect((json["objectsPerClass"] as? [String: Int])?["32"] == 3)
+        #expect((json["objectsPerClass"] as? [String: Int])?["large"] == 1)
+        let text = try poolfs("heap", "stats", "hp", "objects", in: scratch)
+        #expect(text.output.contains("objects        6"), "\(text.output)")
+
+        let busy = try poolfs("heap", "destroy", "hp", "objects", in: scratch)
+        #expect(busy.status == 1)
+        #expect(busy.output == "poolfs: heap 'objects' is in use: it still holds 6 objects")
+        #expect(try poolfs("heap", "create", "hp", "objects", in: scratch).output == "poolfs: heap 'objects' already exists")
+        #expect(try poolfs("heap", "stats", "hp", "nope", in: scratch).output == "poolfs: heap 'nope' does not exist")
+        #expect(try poolfs("heap", "create", "hp", "bad/name", in: scratch).status == 1)
+
+        let reopened = try Pool.open(name: "hp", at: scratch.path)
+        let again = try reopened.openHeap(name: "objects")
+        for address in kept { try again.free(address) }
+        reopened.close()
+        #expect(try poolfs("heap", "destroy", "hp", "objects", in: scratch).status == 0)
+        #expect(try poolfs("heap", "list", "hp", in: scratch).output == "")
+        #expect(try poolfs("check", "hp", in: scratch).output.hasSuffix("clean"))
+    }
+
     @Test func everyCommandExplainsItself() throws {
         for command in [[], ["create"], ["info"], ["grow"], ["destroy"], ["region"], ["region", "create"],
-                        ["region", "list"], ["region", "destroy"], ["check"], ["bench"]] {
+                        ["region", "list"], ["region", "destroy"], ["heap"], ["heap", "create"], ["heap", "destroy"],
+                        ["heap", "list"], ["heap", "stats"], ["check"], ["bench"]] {
             let result = try run(poolfs, command + ["--help"])
             #expect(result.status == 0, "\(command)")
             #expect(result.output.contains("USAGE: poolfs"), "\(command)")
