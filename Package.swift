@@ -29,7 +29,7 @@ let package = Package(
         .target(
             name: "PoolCore",
             dependencies: [
-                "CPmem",
+                "CPmem", "CNuma",
                 .product(name: "Atomics", package: "swift-atomics"),
             ],
             swiftSettings: internalChecks),

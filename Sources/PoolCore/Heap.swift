@@ -78,6 +78,7 @@ public final class Heap: @unchecked Sendable {
     /// A run of whole pages, freed with `freePages(at:count:)` of this heap.
     public func allocatePages(count: Int) throws -> GlobalAddress {
         let address = try core.allocatePages(count: count)
+        core.place(heap: index, run: address.rawValue, pages: count)
         try core.retag(address, count: count, from: .pages, to: .heapPages(index))
         return address
     }
@@ -108,8 +109,30 @@ public final class Heap: @unchecked Sendable {
     @discardableResult
     public func reclaimDelayed() -> Bool { core.advanceEpoch() }
 
+    /// Where this heap's new pages go: this process's override, else the
+    /// heap's own placement, else the pool's default; nil for the kernel's
+    /// default (local first touch).
+    public var placement: Placement? { core.placement(ofHeap: index) }
+
+    /// Sets the heap's placement for every process (nil: the pool's
+    /// default). New pages follow it; with `migrate`, existing pages move.
+    public func setPlacement(_ placement: Placement?, migrate: Bool = false) throws {
+        try core.setPlacement(placement, ofHeap: index, migrate: migrate)
+    }
+
+    /// Sets a placement for this process's allocations from the heap only.
+    public func setPlacementForThisProcess(_ placement: Placement?) {
+        core.overridePlacement(placement, ofHeap: index)
+    }
+
+    /// Pages of the heap per NUMA node, as the kernel reports them.
+    public func pagesPerNode() -> [String: Int] { core.pagesPerNode(ofHeap: index) }
+
     public func stats() -> HeapStats {
-        (try? core.withGlobalLock { core.heapStats(index) }) ?? core.heapStats(index)
+        var stats = (try? core.withGlobalLock { core.heapStats(index) }) ?? core.heapStats(index)
+        stats.placement = placement?.description ?? ""
+        stats.pagesPerNode = pagesPerNode()
+        return stats
     }
 }
 

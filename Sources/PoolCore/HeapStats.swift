@@ -14,6 +14,10 @@ public struct HeapStats: Codable, Sendable, Equatable {
     public var delayedObjects = 0
     /// Spans no live thread owns, waiting to be adopted.
     public var abandonedSpans = 0
+    /// The heap's placement ("" for the kernel's default).
+    public var placement = ""
+    /// Its pages per NUMA node, from the kernel ("untouched": never written).
+    public var pagesPerNode: [String: Int] = [:]
     /// 1 − allocated / active: the share of the heap's pages not in objects.
     public var fragmentation: Double {
         activeBytes == 0 ? 0 : 1 - Double(allocatedBytes) / Double(activeBytes)
@@ -21,7 +25,7 @@ public struct HeapStats: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case name, allocatedBytes, activeBytes, pages, spans, objects, objectsPerClass, delayedObjects
-        case abandonedSpans, fragmentation
+        case abandonedSpans, fragmentation, placement, pagesPerNode
     }
 
     public init(name: String) { self.name = name }
@@ -37,6 +41,8 @@ public struct HeapStats: Codable, Sendable, Equatable {
         objectsPerClass = try c.decode([String: Int].self, forKey: .objectsPerClass)
         delayedObjects = try c.decode(Int.self, forKey: .delayedObjects)
         abandonedSpans = try c.decode(Int.self, forKey: .abandonedSpans)
+        placement = try c.decode(String.self, forKey: .placement)
+        pagesPerNode = try c.decode([String: Int].self, forKey: .pagesPerNode)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -51,6 +57,8 @@ public struct HeapStats: Codable, Sendable, Equatable {
         try c.encode(delayedObjects, forKey: .delayedObjects)
         try c.encode(abandonedSpans, forKey: .abandonedSpans)
         try c.encode((fragmentation * 1000).rounded() / 1000, forKey: .fragmentation)
+        try c.encode(placement, forKey: .placement)
+        try c.encode(pagesPerNode, forKey: .pagesPerNode)
     }
 }
 

@@ -26,6 +26,8 @@ enum Layout {
         static let offset = 4096
         static let magic = 0, version = 8, uuid = 16, pageSize = 32, createdAt = 40
         static let name = 48, nameCapacity = 64
+        /// The pool's default placement, as text; empty for none.
+        static let placement = 112, placementCapacity = 64
         static let checksum = 248, checksummed = 248
     }
 

@@ -210,6 +210,7 @@ extension OpenPool {
     private func newSpan(heap: Int, sizeClass: Int, owner: UInt64, cache: UnsafeThreadCache) throws -> UInt64 {
         let pages = SizeClass.spanPages(sizeClass, pageSize: Int(pageSize))
         let raw = try takeRun(pages, cache: cache)
+        place(heap: heap, run: raw, pages: pages)
         let (table, page) = location(of: raw)
         let blockSize = SizeClass.sizes[sizeClass]
         _ = UnsafeSpan.format(table.pointer(toPage: page), heap: heap, sizeClass: sizeClass, blockSize: blockSize,
@@ -227,6 +228,7 @@ extension OpenPool {
         let pages = (bytes + Int(pageSize) - 1) >> Int(pageShift)
         try checkCount(pages)
         let raw = try takeRun(pages, cache: cache)
+        place(heap: heap, run: raw, pages: pages)
         let (table, page) = location(of: raw)
         let span = UnsafeSpan.format(table.pointer(toPage: page), heap: heap, sizeClass: SizeClass.large,
                                      blockSize: pages * Int(pageSize) - UnsafeSpan.headerSize, capacity: 1, owner: 0)

@@ -50,7 +50,7 @@ extension OpenPool {
         metadata.persist(offset: R.entry(index), count: R.entrySize)
     }
 
-    func createRegion(name: String, size: UInt64) throws -> RegionInfo {
+    func createRegion(name: String, size: UInt64, placement: Placement?) throws -> RegionInfo {
         try Names.check(name, what: "region")
         guard size > 0 else { throw PoolError.invalidSize("0", reason: "a region needs at least one byte") }
         let pages64 = (size + pageSize - 1) / pageSize
@@ -85,7 +85,11 @@ extension OpenPool {
             metadata.store(UInt64(time(nil)), at: row + R.createdAt)
             setRowState(index, .creating)
             shelf.claimRun(at: page, length: pages, head: .allocated(length: pages, tag: .region(index)))
-            // New regions read as zeros, like a new file.
+            if let placement {
+                try? NodePlacement.apply(placement, to: shelf.table.pointer(toPage: page),
+                                         bytes: pages * Int(pageSize), migrate: true)
+            }
+            // New regions read as zeros, like a new file (and this first touch places them).
             shelf.file.withBytes(at: Int(address.offset), count: pages * Int(pageSize)) {
                 $0.initializeMemory(as: UInt8.self, repeating: 0)
             }

@@ -32,6 +32,8 @@ final class OpenPool: @unchecked Sendable {
     let sharedLaneMutex = ProcessMutex()
     /// Held by such a thread while it is inside an epoch (lane 0 has one epoch word).
     let sharedEpochMutex = ProcessMutex()
+    /// Placements `poolfs exec` set for this process only, by heap.
+    let placementOverrides = Locked<[Int: Placement]>([:])
     /// Their heap lanes; sharedLaneMutex.
     var sharedLanes: [Int: UnsafeHeapLane] = [:]
     @exclusivity(unchecked) private(set) var cacheKey = pthread_key_t()

@@ -24,6 +24,8 @@ public final class Pool: @unchecked Sendable {
     public var path: String { core.directory }
     public var pageSize: Int { Int(core.pageSize) }
     public var uuid: String { core.superblock.uuid.description }
+    /// Where heaps and regions go when they name no placement of their own.
+    public var defaultPlacement: Placement? { core.superblock.placement }
 
     static func directory(_ name: String, _ home: String?) -> String {
         "\(home ?? defaultHome)/\(name)"
@@ -33,7 +35,8 @@ public final class Pool: @unchecked Sendable {
 
     /// Creates a pool of one shelf of `size` bytes and opens it.
     public static func create(name: String, size: UInt64 = defaultSize, pageSize: UInt64 = defaultPageSize,
-                              medium: Medium = .dram, at home: String? = nil) throws -> Pool {
+                              medium: Medium = .dram, placement: Placement? = nil,
+                              at home: String? = nil) throws -> Pool {
         try Names.check(name, what: "pool")
         guard pageSize & (pageSize &- 1) == 0, pageSize >= Layout.minimumPageSize,
               pageSize <= Layout.maximumPageSize
@@ -62,7 +65,7 @@ public final class Pool: @unchecked Sendable {
                                              reserve: reserve, medium: medium)
             ShelfHeader.format(file, index: 0, uuid: uuid, size: size, pageSize: pageSize,
                                medium: medium, reserved: reserve)
-            Superblock.format(file, uuid: uuid, pageSize: pageSize, name: name)
+            Superblock.format(file, uuid: uuid, pageSize: pageSize, name: name, placement: placement)
             ShelfTable.publish(file, index: 0, record: ShelfRecord(size: size, medium: medium), uuid: uuid)
             file.persistAll()
             if rename(staging, directory) != 0 {
@@ -223,9 +226,10 @@ public final class Pool: @unchecked Sendable {
 
     // MARK: Regions
 
+    /// A zero-filled region, its pages placed by `placement` (or the pool's default).
     @discardableResult
-    public func createRegion(name: String, size: UInt64) throws -> Region {
-        let info = try core.createRegion(name: name, size: size)
+    public func createRegion(name: String, size: UInt64, placement: Placement? = nil) throws -> Region {
+        let info = try core.createRegion(name: name, size: size, placement: placement ?? defaultPlacement)
         return Region(pool: self, info: info)
     }
 

@@ -23,6 +23,7 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
     case heapInUse(String, reason: String)
     case tooManyHeaps(limit: Int)
     case destinationTaken(GlobalAddress)
+    case invalidPlacement(String, reason: String)
     case closed(name: String)
     case system(call: String, path: String, errno: Int32)
 
@@ -76,6 +77,8 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
             return "the pool already has the maximum of \(limit) heaps"
         case let .destinationTaken(address):
             return "the word at \(address) already holds an address; publish only into a zero word"
+        case let .invalidPlacement(text, reason):
+            return "invalid placement '\(text)': \(reason)"
         case let .closed(name):
             return "pool '\(name)' is closed"
         case let .system(call, path, errno):

@@ -38,9 +38,10 @@ struct Superblock: Sendable {
     let pageSize: UInt64
     let name: String
     let createdAt: UInt64
+    let placement: Placement?
 
     /// Writes the superblock and shelf 0's header into a fresh shelf-0 file.
-    static func format(_ file: MappedFile, uuid: PoolUUID, pageSize: UInt64, name: String) {
+    static func format(_ file: MappedFile, uuid: PoolUUID, pageSize: UInt64, name: String, placement: Placement?) {
         typealias S = Layout.Superblock
         let base = S.offset
         file.store(Layout.superMagic, at: base + S.magic)
@@ -49,9 +50,8 @@ struct Superblock: Sendable {
         file.store(uuid.low, at: base + S.uuid + 8)
         file.store(pageSize, at: base + S.pageSize)
         file.store(UInt64(time(nil)), at: base + S.createdAt)
-        file.withBytes(at: base + S.name, count: S.nameCapacity) { bytes in
-            for (i, byte) in name.utf8.prefix(S.nameCapacity - 1).enumerated() { bytes[i] = byte }
-        }
+        file.storeText(name, at: base + S.name, capacity: S.nameCapacity)
+        file.storeText(placement?.description ?? "", at: base + S.placement, capacity: S.placementCapacity)
         file.store(Checksum.of(file, offset: base, count: S.checksummed), at: base + S.checksum)
     }
 
@@ -75,14 +75,13 @@ struct Superblock: Sendable {
         else {
             throw PoolError.damaged(path: file.path, reason: "impossible page size \(pageSize)")
         }
-        let name = file.withBytes(at: base + S.name, count: S.nameCapacity) { bytes in
-            String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
-        }
+        let name = file.text(at: base + S.name, capacity: S.nameCapacity)
         return Superblock(
             uuid: PoolUUID(high: file.load(UInt64.self, at: base + S.uuid),
                            low: file.load(UInt64.self, at: base + S.uuid + 8)),
             pageSize: pageSize, name: name,
-            createdAt: file.load(UInt64.self, at: base + S.createdAt))
+            createdAt: file.load(UInt64.self, at: base + S.createdAt),
+            placement: Placement(stored: file.text(at: base + S.placement, capacity: S.placementCapacity)))
     }
 }
 

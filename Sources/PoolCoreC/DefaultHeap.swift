@@ -15,7 +15,12 @@ enum DefaultHeap {
             let environment = { (name: String) in getenv(name).map { String(cString: $0) } }
             do {
                 let pool = try Pool.open(name: environment("POOLFS_POOL") ?? "default", at: environment("POOLFS_PATH"))
-                DefaultHeap.opened = try pool.openHeap(name: environment("POOLFS_HEAP") ?? "default", create: true)
+                let heap = try pool.openHeap(name: environment("POOLFS_HEAP") ?? "default", create: true)
+                // `poolfs exec --policy`: this process's allocations only.
+                if let text = environment("POOLFS_POLICY"), !text.isEmpty {
+                    heap.setPlacementForThisProcess(try Placement(parsing: text))
+                }
+                DefaultHeap.opened = heap
             } catch {
                 DefaultHeap.failure = LastError.record(error)
             }

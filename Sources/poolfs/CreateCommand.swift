@@ -22,6 +22,9 @@ struct CreateCommand: ParsableCommand {
     @Option(help: "dram (tmpfs) or pmem (libpmem).")
     var medium = "dram"
 
+    @Option(help: "Default placement of heaps and regions: local, bind NODES, preferred NODE, preferred-many NODES, interleave NODES, weighted-interleave NODES.")
+    var policy: String?
+
     func run() throws {
         try reportingErrors {
             guard let medium = Medium(rawValue: medium) else {
@@ -32,8 +35,9 @@ struct CreateCommand: ParsableCommand {
             do { pageSizeBytes = try ByteSize.parse(pageSize) } catch {
                 throw PoolError.invalidPageSize(pageSize, reason: "expected a size such as 4K or 64K")
             }
+            let placement = try policy.map(Placement.init(parsing:))
             let created = try Pool.create(name: pool.name, size: size, pageSize: pageSizeBytes,
-                                          medium: medium, at: pool.path)
+                                          medium: medium, placement: placement, at: pool.path)
             let info = created.info()
             print("created pool '\(info.name)' at \(info.path): \(ByteSize.format(info.capacityBytes)) in "
                 + "\(info.shelves[0].pages) pages of \(ByteSize.format(info.pageSize)), \(medium.rawValue)")

@@ -6,7 +6,34 @@ struct HeapCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "heap",
         abstract: "Create, destroy, list and inspect heaps: allocators of small objects inside a pool.",
-        subcommands: [Create.self, Destroy.self, List.self, Stats.self])
+        subcommands: [Create.self, Destroy.self, List.self, Stats.self, Policy.self])
+
+    struct Policy: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show or set where a heap's pages live.",
+            discussion: """
+                POLICY is local, bind NODES, preferred NODE, preferred-many NODES, interleave NODES
+                or weighted-interleave NODES, with NODES as numactl writes them (0-3,5); quote it.
+                New pages follow it; --migrate moves the pages the heap has. `default` goes back
+                to the pool's default.
+                """)
+        @OptionGroup var pool: PoolLocation
+        @Argument(help: "The heap's name.") var heap: String
+        @Argument(help: "The new placement, e.g. 'interleave 0,1'.") var policy: String?
+        @Flag(help: "Move the heap's existing pages too.") var migrate = false
+
+        func run() throws {
+            try reportingErrors {
+                let opened = try Pool.open(name: pool.name, at: pool.path)
+                defer { opened.close() }
+                let heap = try opened.openHeap(name: self.heap)
+                if let policy {
+                    try heap.setPlacement(policy == "default" ? nil : try Placement(parsing: policy), migrate: migrate)
+                }
+                print(heap.placement?.description ?? "default (first touch)")
+            }
+        }
+    }
 
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create an empty heap.")
@@ -77,6 +104,8 @@ struct HeapCommand: ParsableCommand {
                     fragmentation  \(String(format: "%.1f%%", stats.fragmentation * 100))
                     delayed frees  \(stats.delayedObjects)
                     abandoned      \(stats.abandonedSpans) spans
+                    placement      \(stats.placement.isEmpty ? "default (first touch)" : stats.placement)
+                    pages by node  \(stats.pagesPerNode.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", "))
                     """)
                 let classes = stats.objectsPerClass.sorted { (Int($0.key) ?? .max) < (Int($1.key) ?? .max) }
                 if !classes.isEmpty {

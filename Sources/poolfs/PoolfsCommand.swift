@@ -12,7 +12,7 @@ struct PoolfsCommand: ParsableCommand {
             """,
         subcommands: [
             CreateCommand.self, InfoCommand.self, GrowCommand.self, DestroyCommand.self,
-            HeapCommand.self, RegionCommand.self, CheckCommand.self, BenchCommand.self,
+            HeapCommand.self, RegionCommand.self, CheckCommand.self, ExecCommand.self, BenchCommand.self,
         ])
 }
 

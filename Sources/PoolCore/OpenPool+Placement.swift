@@ -1,0 +1,70 @@
+/// Placement of heaps: the policy a heap's row names (or the pool's
+/// default, or this process's override), applied with mbind to each new
+/// span before its first touch.
+extension OpenPool {
+    /// What placement a heap's new pages get in this process.
+    func placement(ofHeap heap: Int) -> Placement? {
+        if let override = placementOverrides.withLock({ $0[heap] }) { return override }
+        return storedPlacement(ofHeap: heap) ?? superblock.placement
+    }
+
+    func storedPlacement(ofHeap heap: Int) -> Placement? {
+        Placement(stored: metadata.text(at: H.row(heap) + H.policy, capacity: H.policyCapacity))
+    }
+
+    /// Records a heap's placement for every process; `migrate` also moves
+    /// the pages it already has.
+    func setPlacement(_ placement: Placement?, ofHeap heap: Int, migrate: Bool) throws {
+        try withGlobalLock {
+            guard heapIsLive(heap) else { throw PoolError.heapNotFound("#\(heap)") }
+            metadata.storeText(placement?.description ?? "", at: H.row(heap) + H.policy, capacity: H.policyCapacity)
+            metadata.persist(offset: H.row(heap) + H.policy, count: H.policyCapacity)
+        }
+        if migrate, let effective = placement ?? superblock.placement { try move(heap: heap, to: effective) }
+    }
+
+    /// This process only, as `poolfs exec` asks (hmctl's way).
+    func overridePlacement(_ placement: Placement?, ofHeap heap: Int) {
+        placementOverrides.withLock { $0[heap] = placement }
+    }
+
+    /// Moves every page of the heap's runs to where `placement` says.
+    func move(heap: Int, to placement: Placement) throws {
+        var runs: [(UnsafeMutableRawPointer, Int)] = []
+        forEachSpan(of: heap) { shelf, page, entry, _ in
+            runs.append((shelf.table.pointer(toPage: page), entry.length * Int(pageSize)))
+        }
+        for (pointer, bytes) in runs { try NodePlacement.apply(placement, to: pointer, bytes: bytes, migrate: true) }
+    }
+
+    /// Before a new run of the heap is first touched.
+    func place(heap: Int, run raw: UInt64, pages: Int) {
+        guard let placement = placement(ofHeap: heap) else { return }
+        let (table, page) = location(of: raw)
+        try? NodePlacement.apply(placement, to: table.pointer(toPage: page), bytes: pages * Int(pageSize), migrate: true)
+    }
+
+    /// Pages of the heap per NUMA node, asked of the kernel (move_pages);
+    /// "untouched" for pages never written.
+    func pagesPerNode(ofHeap heap: Int) -> [String: Int] {
+        var pointers: [UnsafeMutableRawPointer] = []
+        forEachSpan(of: heap) { shelf, page, entry, _ in
+            for i in 0..<entry.length { pointers.append(shelf.table.pointer(toPage: page + i)) }
+        }
+        var counts: [String: Int] = [:]
+        for node in NodePlacement.nodes(of: pointers) { counts[node.map { "\($0)" } ?? "untouched", default: 0] += 1 }
+        return counts
+    }
+}
+
+/// A value guarded by a ProcessMutex.
+final class Locked<Value>: @unchecked Sendable {
+    private let mutex = ProcessMutex()
+    private var value: Value
+
+    init(_ value: Value) { self.value = value }
+
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        try mutex.withLock { try body(&value) }
+    }
+}

@@ -1,0 +1,148 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// NUMA nodes as numactl writes them: `0-3,5`.
+public struct NodeSet: Hashable, Sendable, CustomStringConvertible, ExpressibleByArrayLiteral {
+    public let nodes: [Int]
+
+    public init(_ nodes: [Int]) { self.nodes = Array(Set(nodes)).sorted() }
+    public init(arrayLiteral nodes: Int...) { self.init(nodes) }
+
+    public init(parsing text: String) throws {
+        var nodes: [Int] = []
+        guard !text.isEmpty else { throw PoolError.invalidPlacement(text, reason: "the node list is empty") }
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let bounds = part.split(separator: "-", omittingEmptySubsequences: false)
+            guard (1...2).contains(bounds.count), let low = Int(bounds[0]), let high = Int(bounds.last!),
+                  low >= 0, low <= high, high < 4096
+            else { throw PoolError.invalidPlacement(text, reason: "'\(part)' is not a node or a range like 0-3") }
+            nodes += Array(low...high)
+        }
+        self.init(nodes)
+    }
+
+    /// Ranges where they save room: `0-3,5`.
+    public var description: String {
+        var parts: [String] = []
+        var i = 0
+        while i < nodes.count {
+            var j = i
+            while j + 1 < nodes.count && nodes[j + 1] == nodes[j] + 1 { j += 1 }
+            parts.append(j > i ? "\(nodes[i])-\(nodes[j])" : "\(nodes[i])")
+            i = j + 1
+        }
+        return parts.joined(separator: ",")
+    }
+
+    /// The nodes this machine has, from sysfs (`0` where sysfs says nothing).
+    public static var online: NodeSet {
+        guard let fd = Optional(open("/sys/devices/system/node/online", O_RDONLY)), fd >= 0 else { return [0] }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = read(fd, &buffer, buffer.count)
+        let text = String(decoding: buffer[0..<max(n, 0)], as: UTF8.self).trimmingWhitespace()
+        return (try? NodeSet(parsing: text)) ?? [0]
+    }
+}
+
+/// Where a heap's or region's pages live (hmalloc/memkind, through mbind).
+public enum Placement: Hashable, Sendable, CustomStringConvertible {
+    case local
+    case bind(NodeSet)
+    case preferred(Int)
+    case preferredMany(NodeSet)
+    case interleave(NodeSet)
+    case weightedInterleave(NodeSet)
+
+    static let modes = ["local", "bind", "preferred", "preferred-many", "interleave", "weighted-interleave"]
+
+    /// `local`, `bind 0-3,5`, `preferred 1`, `preferred-many 0,1`,
+    /// `interleave 0-3`, `weighted-interleave 0,1` (a `=` or `:` may stand
+    /// for the space). Nodes are checked against this machine's.
+    public init(parsing text: String) throws {
+        let trimmed = text.trimmingWhitespace()
+        let separator = trimmed.firstIndex { $0 == " " || $0 == "=" || $0 == ":" }
+        let mode = String(trimmed[..<(separator ?? trimmed.endIndex)]).lowercased()
+        let rest = separator.map { String(trimmed[trimmed.index(after: $0)...]).trimmingWhitespace() } ?? ""
+        func nodes() throws -> NodeSet {
+            let set = try NodeSet(parsing: rest)
+            let online = NodeSet.online
+            let missing = set.nodes.filter { !online.nodes.contains($0) }
+            guard missing.isEmpty else {
+                throw PoolError.invalidPlacement(trimmed, reason: "this machine has no node \(NodeSet(missing)) (its nodes: \(online))")
+            }
+            return set
+        }
+        switch mode {
+        case "local", "default":
+            guard rest.isEmpty else { throw PoolError.invalidPlacement(trimmed, reason: "local takes no nodes") }
+            self = .local
+        case "bind", "membind": self = .bind(try nodes())
+        case "preferred":
+            let set = try nodes()
+            guard set.nodes.count == 1 else {
+                throw PoolError.invalidPlacement(trimmed, reason: "preferred takes one node (use preferred-many)")
+            }
+            self = .preferred(set.nodes[0])
+        case "preferred-many": self = .preferredMany(try nodes())
+        case "interleave": self = .interleave(try nodes())
+        case "weighted-interleave":
+            guard SystemCall.exists("/sys/kernel/mm/mempolicy/weighted_interleave") else {
+                throw PoolError.invalidPlacement(trimmed, reason: "this kernel has no weighted interleave (it needs Linux 6.9)")
+            }
+            self = .weightedInterleave(try nodes())
+        default:
+            throw PoolError.invalidPlacement(trimmed, reason: "unknown mode '\(mode)' (use \(Placement.modes.joined(separator: ", ")))")
+        }
+    }
+
+    /// Reads a placement written by `description`, without checking the
+    /// nodes against this machine (the pool may have moved since); nil for
+    /// empty or unreadable text.
+    init?(stored text: String) {
+        let parts = text.split(separator: " ", maxSplits: 1).map(String.init)
+        guard let mode = parts.first else { return nil }
+        let nodes = parts.count == 2 ? try? NodeSet(parsing: parts[1]) : nil
+        switch (mode, nodes) {
+        case ("local", nil): self = .local
+        case ("bind", let n?): self = .bind(n)
+        case ("preferred", let n?) where n.nodes.count == 1: self = .preferred(n.nodes[0])
+        case ("preferred-many", let n?): self = .preferredMany(n)
+        case ("interleave", let n?): self = .interleave(n)
+        case ("weighted-interleave", let n?): self = .weightedInterleave(n)
+        default: return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .local: "local"
+        case .bind(let nodes): "bind \(nodes)"
+        case .preferred(let node): "preferred \(node)"
+        case .preferredMany(let nodes): "preferred-many \(nodes)"
+        case .interleave(let nodes): "interleave \(nodes)"
+        case .weightedInterleave(let nodes): "weighted-interleave \(nodes)"
+        }
+    }
+
+    /// The kernel's MPOL_* mode (numaif.h has no name for weighted interleave).
+    var mode: Int32 {
+        switch self {
+        case .local: 4
+        case .preferred: 1
+        case .bind: 2
+        case .interleave: 3
+        case .preferredMany: 5
+        case .weightedInterleave: 6
+        }
+    }
+
+    var nodes: NodeSet {
+        switch self {
+        case .local: []
+        case .preferred(let node): [node]
+        case .bind(let n), .preferredMany(let n), .interleave(let n), .weightedInterleave(let n): n
+        }
+    }
+}
