@@ -23,9 +23,7 @@ struct HeapCommand: ParsableCommand {
         @Flag(help: "Move the heap's existing pages too.") var migrate = false
 
         func run() throws {
-            try reportingErrors {
-                let opened = try Pool.open(name: pool.name, at: pool.path)
-                defer { opened.close() }
+            try pool.withPool { opened in
                 let heap = try opened.openHeap(name: self.heap)
                 if let policy {
                     try heap.setPlacement(policy == "default" ? nil : try Placement(parsing: policy), migrate: migrate)
@@ -41,9 +39,7 @@ struct HeapCommand: ParsableCommand {
         @Argument(help: "The heap's name.") var heap: String
 
         func run() throws {
-            try reportingErrors {
-                let opened = try Pool.open(name: pool.name, at: pool.path)
-                defer { opened.close() }
+            try pool.withPool { opened in
                 try opened.createHeap(name: heap)
                 print("created heap '\(heap)'")
             }
@@ -57,9 +53,7 @@ struct HeapCommand: ParsableCommand {
         @Argument(help: "The heap's name.") var heap: String
 
         func run() throws {
-            try reportingErrors {
-                let opened = try Pool.open(name: pool.name, at: pool.path)
-                defer { opened.close() }
+            try pool.withPool { opened in
                 try opened.destroyHeap(name: heap)
                 print("destroyed heap '\(heap)'")
             }
@@ -71,9 +65,7 @@ struct HeapCommand: ParsableCommand {
         @OptionGroup var pool: PoolLocation
 
         func run() throws {
-            try reportingErrors {
-                let opened = try Pool.open(name: pool.name, at: pool.path)
-                defer { opened.close() }
+            try pool.withPool { opened in
                 for heap in opened.heaps() { print(heap) }
             }
         }
@@ -86,9 +78,7 @@ struct HeapCommand: ParsableCommand {
         @Flag(help: "Print one JSON object.") var json = false
 
         func run() throws {
-            try reportingErrors {
-                let opened = try Pool.open(name: pool.name, at: pool.path)
-                defer { opened.close() }
+            try pool.withPool { opened in
                 let stats = try opened.openHeap(name: heap).stats()
                 if json {
                     let encoder = JSONEncoder()

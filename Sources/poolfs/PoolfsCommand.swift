@@ -26,6 +26,17 @@ struct PoolLocation: ParsableArguments {
     var path: String?
 }
 
+extension PoolLocation {
+    /// Opens the pool for the length of `body`; errors become one line.
+    func withPool(_ body: (Pool) throws -> Void) throws {
+        try reportingErrors {
+            let pool = try Pool.open(name: name, at: path)
+            defer { pool.close() }
+            try body(pool)
+        }
+    }
+}
+
 /// Prints a user's mistake or the world's refusal as one line and exits 1.
 func reportingErrors(_ body: () throws -> Void) throws {
     do {

@@ -31,9 +31,7 @@ struct RegionCommand: ParsableCommand {
         @OptionGroup var pool: PoolLocation
 
         func run() throws {
-            try reportingErrors {
-                let opened = try Pool.open(name: pool.name, at: pool.path)
-                defer { opened.close() }
+            try pool.withPool { opened in
                 for region in opened.regions() {
                     print("\(region.name)\t\(ByteSize.format(region.size))\t\(region.address)")
                 }
@@ -47,9 +45,7 @@ struct RegionCommand: ParsableCommand {
         @Argument(help: "The region's name.") var region: String
 
         func run() throws {
-            try reportingErrors {
-                let opened = try Pool.open(name: pool.name, at: pool.path)
-                defer { opened.close() }
+            try pool.withPool { opened in
                 try opened.destroyRegion(name: region)
                 print("destroyed region '\(region)'")
             }
