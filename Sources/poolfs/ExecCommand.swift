@@ -28,7 +28,7 @@ struct ExecCommand: ParsableCommand {
         try reportingErrors {
             let program = command.first == "--" ? Array(command.dropFirst()) : command
             guard let executable = program.first else {
-                throw PoolError.invalidName("", reason: "no program to run (poolfs exec … -- PROGRAM ARGS)")
+                throw ValidationError("no program to run: poolfs exec … -- PROGRAM ARGS")
             }
             let placement = try policy.map(Placement.init(parsing:))
             try Names.check(heap, what: "heap")

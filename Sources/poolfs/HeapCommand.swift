@@ -95,7 +95,7 @@ struct HeapCommand: ParsableCommand {
                     delayed frees  \(stats.delayedObjects)
                     abandoned      \(stats.abandonedSpans) spans
                     placement      \(stats.placement.isEmpty ? "default (first touch)" : stats.placement)
-                    pages by node  \(stats.pagesPerNode.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", "))
+                    pages by node  \(stats.pagesPerNode.isEmpty ? "none" : stats.pagesPerNode.sorted { $0.key < $1.key }.map { ($0.key == "untouched" ? "untouched" : "node \($0.key)") + ": \($0.value)" }.joined(separator: ", "))
                     """)
                 let classes = stats.objectsPerClass.sorted { (Int($0.key) ?? .max) < (Int($1.key) ?? .max) }
                 if !classes.isEmpty {
