@@ -11,6 +11,7 @@ public struct PoolInfo: Codable, Sendable {
     public var cachedBytes: UInt64
     public var shelves: [ShelfInfo]
     public var regions: [RegionInfo]
+    public var heaps: [HeapSummary]
     /// Processes that have the pool open now.
     public var processes: [Int32]
 }
@@ -26,6 +27,12 @@ public struct ShelfInfo: Codable, Sendable {
     public var usedPages: Int
     public var cachedPages: Int
     public var freePages: Int
+}
+
+public struct HeapSummary: Codable, Sendable, Equatable {
+    public var name: String
+    public var pages: Int
+    public var placement: String
 }
 
 public struct RegionInfo: Codable, Sendable, Equatable {
@@ -52,6 +59,15 @@ extension GlobalAddress: Codable {
 }
 
 extension OpenPool {
+    func heapSummaries() -> [HeapSummary] {
+        liveHeaps.map { heap in
+            var pages = 0
+            forEachSpan(of: heap) { _, _, entry, _ in pages += entry.length }
+            return HeapSummary(name: heapName(heap), pages: pages,
+                               placement: storedPlacement(ofHeap: heap)?.description ?? "")
+        }
+    }
+
     func info() -> PoolInfo {
         var shelfInfos: [ShelfInfo] = []
         for shelf in shelves.all {
@@ -72,6 +88,6 @@ extension OpenPool {
             name: name, path: directory, uuid: superblock.uuid.description, pageSize: pageSize,
             capacityBytes: UInt64(pages) * pageSize, usedBytes: UInt64(used) * pageSize,
             freeBytes: UInt64(pages - used) * pageSize, cachedBytes: UInt64(cached) * pageSize,
-            shelves: shelfInfos, regions: regions(), processes: livePids())
+            shelves: shelfInfos, regions: regions(), heaps: heapSummaries(), processes: livePids())
     }
 }

@@ -49,6 +49,10 @@ struct InfoCommand: ParsableCommand {
             out += "  \(shelf.index)  \(medium)  \(ByteSize.format(shelf.sizeBytes))  \(shelf.pages) pages, "
                 + "\(shelf.usedPages) used, \(shelf.freePages + shelf.cachedPages) free  \(shelf.path)\n"
         }
+        out += "heaps      \(info.heaps.count)\n"
+        for heap in info.heaps {
+            out += "  \(heap.name)  \(heap.pages) pages" + (heap.placement.isEmpty ? "" : "  \(heap.placement)") + "\n"
+        }
         out += "regions    \(info.regions.count)\n"
         for region in info.regions {
             out += "  \(region.name)  \(ByteSize.format(region.size))  at \(region.address)\n"

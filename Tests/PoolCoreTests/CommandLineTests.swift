@@ -132,6 +132,8 @@ import Testing
         #expect((json["objectsPerClass"] as? [String: Int])?["large"] == 1)
         let text = try poolfs("heap", "stats", "hp", "objects", in: scratch)
         #expect(text.output.contains("objects        6"), "\(text.output)")
+        let info = try poolfs("info", "hp", in: scratch)
+        #expect(info.output.contains("heaps      1\n  objects  "), "\(info.output)")
 
         let busy = try poolfs("heap", "destroy", "hp", "objects", in: scratch)
         #expect(busy.status == 1)
