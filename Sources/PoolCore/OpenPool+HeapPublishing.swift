@@ -80,24 +80,24 @@ extension OpenPool {
                 span.pushRemote(block)
             }
         case .publishLarge:
-            let stored = destination.compareExchange(expected: 0, desired: address.rawValue).exchanged
-                || destination.load() == address.rawValue
-            if stored && entry == .cached(length: entry.length, owner: owner) {
+            // Unfinished only while the dead process still holds the run.
+            guard entry == .cached(length: entry.length, owner: owner) else { return }
+            if destination.compareExchange(expected: 0, desired: address.rawValue).exchanged
+                || destination.load() == address.rawValue {
                 table.setEntry(head, .allocated(length: entry.length, tag: .heap(heap)))
             }
         case .clearObject:
-            let cleared = destination.compareExchange(expected: address.rawValue, desired: 0).exchanged
-            guard entry.kind == .allocated, entry.tag == .heap(heap) else { return }
-            if span.sizeClass == SizeClass.large {
-                if cleared { shelf(address.shelf)?.releaseRun(at: head, length: entry.length) }
-                return
-            }
-            // Free it if this process took it and the free did not happen.
-            // When the word was already clear and the span is another's,
-            // the block may have been freed and handed out again since: it
-            // is left alone (at worst one object leaks, never one is owned twice).
+            // The word still holding the object: the free never began, or
+            // the block was freed, handed out again and put back in the same
+            // word; either way it is live and referenced: nothing to do.
+            guard destination.load() != address.rawValue, entry.kind == .allocated, entry.tag == .heap(heap),
+                  span.sizeClass != SizeClass.large
+            else { return }
+            // Word cleared, block not yet freed: finish, but only in a span
+            // of the dead lane, where no one can have handed it out again
+            // (elsewhere at worst one object leaks, never one is owned twice).
             let ownedByDead = span.owner != 0 && (span.owner - 1) / UInt64(Layout.Participants.lanes) == UInt64(owner)
-            if !span.isFree(block) && (cleared || ownedByDead) { span.pushRemote(block) }
+            if ownedByDead && !span.isFree(block) { span.pushRemote(block) }
         default:
             return
         }

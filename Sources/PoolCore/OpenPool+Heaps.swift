@@ -59,10 +59,18 @@ extension OpenPool {
             guard stats.objects == 0, stats.delayedObjects == 0 else {
                 throw PoolError.heapInUse(name, reason: "it still holds \(stats.objects + stats.delayedObjects) objects")
             }
+            var pageRuns = 0
             var owners: Set<UInt64> = []
-            forEachSpan(of: index) { _, _, _, span in if span.owner != 0 { owners.insert(span.owner) } }
+            forEachSpan(of: index) { _, _, entry, span in
+                if entry.tag == .heapPages(index) { pageRuns += 1 } else if span.owner != 0 { owners.insert(span.owner) }
+            }
+            guard pageRuns == 0 else {
+                throw PoolError.heapInUse(name, reason: "it still holds \(pageRuns) page runs")
+            }
             guard owners.isEmpty else {
-                let pids = Set(owners.map { metadata.load(UInt64.self, at: Layout.Participants.slot(Int(($0 - 1)) / Layout.Participants.lanes) + Layout.Participants.pid) })
+                let slots = owners.map { Int(($0 - 1) / UInt64(Layout.Participants.lanes)) }
+                    .filter { $0 < Layout.Participants.capacity }
+                let pids = Set(slots.map { metadata.load(UInt64.self, at: Layout.Participants.slot($0) + Layout.Participants.pid) })
                 throw PoolError.heapInUse(name, reason: "threads of pid \(pids.sorted().map(String.init).joined(separator: ", ")) allocate from it")
             }
             forEachSpan(of: index) { shelf, page, entry, _ in shelf.releaseRun(at: page, length: entry.length) }
@@ -94,7 +102,7 @@ extension OpenPool {
     @inline(__always)
     func allocateObject(heap: Int, size: Int) throws -> GlobalAddress {
         let cache = try threadCache()
-        if size <= SizeClass.maximumSmall, cache.lane > 0, let lane = cache.heapLane(heap) {
+        if UInt(bitPattern: size) <= UInt(SizeClass.maximumSmall), cache.lane > 0, let lane = cache.heapLane(heap) {
             let sizeClass = SizeClass.of(size)
             if let span = lane.current(sizeClass), let offset = span.pop() {
                 return GlobalAddress(rawValue: lane.currentAddress(sizeClass) &+ UInt64(offset))
@@ -252,7 +260,9 @@ extension OpenPool {
     /// The span and block offset of an object of heap `heap`, or why not.
     @inline(__always)
     func locateObject(heap: Int, _ address: GlobalAddress) throws -> (UnsafePageTable, Int, UnsafeSpan, Int) {
-        guard let table = shelves.table(address.shelf), let page = table.page(containing: address.offset) else {
+        guard let table = shelves.table(address.shelf) ?? shelf(address.shelf)?.table,
+              let page = table.page(containing: address.offset)
+        else {
             throw PoolError.invalidFree(address, reason: "it is not inside the pool's data pages")
         }
         let (head, entry) = table.head(of: page)

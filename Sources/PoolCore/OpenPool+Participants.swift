@@ -111,7 +111,7 @@ extension OpenPool {
     /// Runs `body` with this thread's log record (or the shared one).
     func withIntentLog<R>(_ cache: UnsafeThreadCache, _ body: (Int) throws -> R) rethrows -> R {
         if cache.lane > 0 { return try body(P.log(slot, cache.lane)) }
-        return try sharedLaneMutex.withLock { try body(P.log(slot, 0)) }
+        return try sharedLogMutex.withLock { try body(P.log(slot, 0)) }
     }
 
     func writeLog(_ record: Int, _ operation: LoggedOperation, destination: GlobalAddress,
@@ -148,14 +148,17 @@ extension OpenPool {
         let cached = PageEntry.cached(length: count, owner: owner)
         switch operation {
         case .publish:
-            // Finished unless the destination was taken by someone else.
-            if word.compareExchange(expected: 0, desired: address.rawValue).exchanged || word.load() == address.rawValue,
-               shelf.entry(page) == cached {
+            // Only a run the dead process still held is unfinished (once it
+            // was allocated, others may have freed it through the word since).
+            // Finished unless someone else's address got into the word first.
+            guard shelf.entry(page) == cached else { return }
+            if word.compareExchange(expected: 0, desired: address.rawValue).exchanged || word.load() == address.rawValue {
                 shelf.setEntry(page, allocated)
             }
         case .clear:
-            word.store(0)
-            if shelf.entry(page) == allocated { shelf.setEntry(page, cached) }
+            // Word cleared but run still allocated: finish the free. Word
+            // still holding the run: the free never began; nothing to undo.
+            if word.load() != address.rawValue && shelf.entry(page) == allocated { shelf.setEntry(page, cached) }
         default:
             return
         }

@@ -35,14 +35,17 @@ extension OpenPool {
             throw PoolError.invalidFree(address, reason: describeMismatch(actual, count: count))
         }
         let cache = try threadCache()
-        try withIntentLog(cache) { record in
+        let freed = try withIntentLog(cache) { record -> Bool in
             writeLog(record, .clear, destination: destination, address: address, count: count)
-            word.store(0)
-            let lost = table.exchangeEntry(page, expected: allocated, desired: .cached(length: count, owner: slot))
-            clearLog(record)
-            if let lost {
+            defer { clearLog(record) }
+            guard word.compareExchange(expected: address.rawValue, desired: 0).exchanged else { return false }
+            if let lost = table.exchangeEntry(page, expected: allocated, desired: .cached(length: count, owner: slot)) {
                 throw PoolError.invalidFree(address, reason: describeMismatch(lost, count: count))
             }
+            return true
+        }
+        guard freed else {
+            throw PoolError.invalidFree(address, reason: "\(destination) no longer holds it")
         }
         try stash(raw: address.rawValue, count: count)
     }

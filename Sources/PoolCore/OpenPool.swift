@@ -28,8 +28,10 @@ final class OpenPool: @unchecked Sendable {
     private var caches: [UnsafeThreadCache] = []
     private var freeLogs: [Int] = Array((1..<Layout.Participants.lanes).reversed())
     private var isClosed = false
-    /// Serializes the threads that have no lane of their own.
+    /// Serializes the threads that have no lane of their own (heap lane 0).
     let sharedLaneMutex = ProcessMutex()
+    /// Serializes their use of lane 0's intent log; taken inside sharedLaneMutex.
+    let sharedLogMutex = ProcessMutex()
     /// Held by such a thread while it is inside an epoch (lane 0 has one epoch word).
     let sharedEpochMutex = ProcessMutex()
     /// Placements `poolfs exec` set for this process only, by heap.

@@ -20,6 +20,7 @@ enum SizeClass {
 
     @inline(__always)
     static func of(_ size: Int) -> Int {
+        precondition(size >= 0 && size <= maximumSmall)
         if size <= 1024 { return Int(small.withUnsafeBufferPointer { $0[(size + 15) >> 4] }) }
         return classSlow(size)
     }

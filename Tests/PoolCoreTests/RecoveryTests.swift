@@ -47,21 +47,36 @@ import Testing
         #expect(survivor.usedPages == 1)
     }
 
-    @Test func aClearCutShortIsCompleted() throws {
+    @Test func aClearCutShortIsRolledBackOrFinished() throws {
         let scratch = Scratch()
         let (survivor, victim, table) = try setUp(scratch)
-        let run = try victim.allocatePages(count: 4, publishingTo: table)
+        let kept = try victim.allocatePages(count: 4, publishingTo: table)
+        let gone = try victim.allocatePages(count: 2, publishingTo: table.advanced(by: 8))
         let core = victim.core
         let cache = try core.threadCache()
-        // Died after logging the free, before clearing the address or the run.
+        // Died after logging a free, before clearing the word: rolled back.
         core.withIntentLog(cache) { record in
-            core.writeLog(record, .clear, destination: table, address: run, count: 4)
+            core.writeLog(record, .clear, destination: table, address: kept, count: 4)
         }
         core.abandon()
         try survivor.core.reclaimDeadParticipants()
+        #expect(try survivor.load(at: table) == kept.rawValue)
+        #expect(survivor.usedPages == 1 + 4 + 2)
+
+        // Died after clearing the word, before freeing the run: finished.
+        let second = try Pool.open(name: "rec", at: scratch.path)
+        let secondCache = try second.core.threadCache()
+        second.core.withIntentLog(secondCache) { record in
+            second.core.writeLog(record, .clear, destination: table.advanced(by: 8), address: gone, count: 2)
+        }
+        try second.store(0, at: table.advanced(by: 8))
+        second.core.abandon()
+        try survivor.core.reclaimDeadParticipants()
+        #expect(survivor.usedPages == 1 + 4)
+        #expect(throws: PoolError.self) { try survivor.freePages(at: gone, count: 2) }
+        try survivor.freePages(at: kept, count: 4, clearing: table)
         #expect(try survivor.load(at: table) == 0)
         #expect(survivor.usedPages == 1)
-        #expect(throws: PoolError.self) { try survivor.freePages(at: run, count: 4) }
     }
 
     @Test func aHolderOfTheLockThatDiedLeavesNothingTorn() throws {
