@@ -44,7 +44,9 @@ public final class Heap: @unchecked Sendable {
             throw PoolError.invalidSize("\(alignment)", reason: "an alignment is a power of two")
         }
         if alignment <= 16 { return try allocate(size: size) }
-        let block = try allocate(size: size + alignment - 1)
+        let (padded, overflow) = size.addingReportingOverflow(alignment - 1)
+        guard !overflow, size >= 0 else { throw PoolError.invalidSize("\(size)", reason: "too large") }
+        let block = try allocate(size: padded)
         // The offset is aligned; pointers are too wherever the mapping is
         // aligned that much (mmap aligns to 4 KiB).
         let mask = UInt64(alignment) - 1

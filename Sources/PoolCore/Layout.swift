@@ -131,7 +131,7 @@ struct ShelfGeometry: Equatable, Sendable {
 
     init?(index: Int, size: UInt64, pageSize: UInt64) {
         let fixed = UInt64(index == 0 ? Layout.shelf0Metadata : Layout.shelfMetadata)
-        guard size > fixed + pageSize else { return nil }
+        guard size > fixed + pageSize, size / pageSize < ShelfGeometry.maximumPages else { return nil }
         func dataStart(_ pages: UInt64) -> UInt64 {
             let bitmapWords = (pages + 63) / 64
             let end = fixed + pages * 8 + bitmapWords * 8
@@ -147,6 +147,9 @@ struct ShelfGeometry: Equatable, Sendable {
         self.bitmapOffset = Int(fixed + pages * 8)
         self.dataOffset = dataStart(pages)
     }
+
+    /// Page numbers fit the 32 bits a page-table entry gives a run length.
+    static let maximumPages: UInt64 = 1 << 32
 
     var bitmapWords: Int { (pageCount + 63) / 64 }
     var dataBytes: UInt64 { UInt64(pageCount) * pageSize }

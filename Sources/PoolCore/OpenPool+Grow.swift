@@ -9,6 +9,9 @@ extension OpenPool {
             guard index < Layout.ShelfTable.capacity else {
                 throw PoolError.tooManyShelves(name: name, limit: Layout.ShelfTable.capacity)
             }
+            guard size / pageSize < ShelfGeometry.maximumPages else {
+                throw PoolError.invalidSize(ByteSize.format(size), reason: "a shelf holds at most 2^32 pages")
+            }
             guard let geometry = ShelfGeometry(index: index, size: size, pageSize: pageSize) else {
                 throw PoolError.invalidSize(ByteSize.format(size),
                                             reason: "a shelf needs more than \(ByteSize.format(UInt64(Layout.shelfMetadata) + pageSize))")

@@ -232,6 +232,7 @@ extension OpenPool {
     /// `publish` runs between formatting the span and marking it allocated.
     func allocateLarge(heap: Int, size: Int, cache: UnsafeThreadCache,
                        publish: (GlobalAddress) -> Void = { _ in }) throws -> GlobalAddress {
+        guard size < 1 << 47 else { throw PoolError.invalidSize(ByteSize.format(UInt64(size)), reason: "larger than any shelf") }
         let bytes = size + UnsafeSpan.headerSize
         let pages = (bytes + Int(pageSize) - 1) >> Int(pageShift)
         try checkCount(pages)

@@ -53,7 +53,7 @@ extension OpenPool {
     func createRegion(name: String, size: UInt64, placement: Placement?) throws -> RegionInfo {
         try Names.check(name, what: "region")
         guard size > 0 else { throw PoolError.invalidSize("0", reason: "a region needs at least one byte") }
-        let pages64 = (size + pageSize - 1) / pageSize
+        let pages64 = size / pageSize + (size % pageSize == 0 ? 0 : 1)
         guard pages64 < UInt64(OpenPool.maximumRun) else {
             throw PoolError.invalidSize(ByteSize.format(size), reason: "larger than any shelf")
         }

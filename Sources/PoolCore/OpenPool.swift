@@ -39,6 +39,7 @@ final class OpenPool: @unchecked Sendable {
     /// Their heap lanes; sharedLaneMutex.
     var sharedLanes: [Int: UnsafeHeapLane] = [:]
     @exclusivity(unchecked) private(set) var cacheKey = pthread_key_t()
+    private var hasCacheKey = false
 
     private init(name: String, directory: String, metadata: MappedFile, superblock: Superblock,
                  shelves: [Shelf]) {
@@ -107,6 +108,15 @@ final class OpenPool: @unchecked Sendable {
     /// Joins the pool as a participant: recovers what dead processes left,
     /// takes a slot, and readies the thread caches.
     func attach() throws {
+        let created = pthread_key_create(&cacheKey) { raw in
+            guard let raw else { return }
+            let cache = UnsafeThreadCache(raw)
+            cache.owner.takeUnretainedValue().threadDidExit(cache)
+        }
+        guard created == 0 else {
+            throw PoolError.system(call: "pthread_key_create", path: directory, errno: created)
+        }
+        hasCacheKey = true
         let fd = metadata.descriptor
         // Shared by all users; `check --repair` and `destroy` take it exclusive.
         FileLock.lock(fd, byte: Layout.LockByte.openers, .shared)
@@ -114,15 +124,11 @@ final class OpenPool: @unchecked Sendable {
             slot = try claimSlot()
             try reclaimDeadParticipants()
         } catch {
+            if slot >= 0 { releaseSlot() }
+            slot = -1
             FileLock.unlock(fd, byte: Layout.LockByte.openers)
             throw error
         }
-        let created = pthread_key_create(&cacheKey) { raw in
-            guard let raw else { return }
-            let cache = UnsafeThreadCache(raw)
-            cache.owner.takeUnretainedValue().threadDidExit(cache)
-        }
-        precondition(created == 0, "pthread_key_create: out of thread-specific keys")
     }
 
     /// Leaves the pool: every thread cache's runs go back, the slot is freed.
@@ -133,9 +139,9 @@ final class OpenPool: @unchecked Sendable {
             defer { caches.removeAll() }
             return caches
         }
+        if hasCacheKey { pthread_key_delete(cacheKey) }
         guard slot >= 0 else { return }
-        pthread_key_delete(cacheKey)
-        try? withGlobalLock {
+        let retired = (try? withGlobalLock { () -> Bool in
             for cache in orphaned { retire(cache) }
             sharedLaneMutex.withLock {
                 for (heap, lane) in sharedLanes {
@@ -144,12 +150,19 @@ final class OpenPool: @unchecked Sendable {
                 }
                 sharedLanes.removeAll()
             }
-        }
+            return true
+        }) ?? false
         for cache in orphaned {
             cache.owner.release()
             cache.deallocate()
         }
-        releaseSlot()
+        if retired {
+            releaseSlot()
+        } else {
+            // What the caches held is still marked as this slot's: leave the
+            // slot for the next opener to recover, as after a crash.
+            FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.participant(slot))
+        }
         FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.openers)
         for shelf in shelves.all where shelf.file.medium == .pmem && !shelf.file.isPersistentMemory {
             shelf.file.persistAll()
@@ -197,7 +210,11 @@ final class OpenPool: @unchecked Sendable {
             return true
         }
         guard registered else { return }
-        try? withGlobalLock { retire(cache) }
+        guard (try? withGlobalLock { () -> Bool in retire(cache); return true }) ?? false else {
+            // Left registered: close() tries again, or recovery takes it.
+            registryMutex.withLock { caches.append(cache) }
+            return
+        }
         registryMutex.withLock {
             if cache.lane > 0 { freeLogs.append(cache.lane) }
         }
@@ -266,7 +283,11 @@ final class OpenPool: @unchecked Sendable {
 
     @inline(never)
     private func mapNewShelf(_ index: Int) -> Shelf? {
-        guard index >= 0, index < Layout.ShelfTable.capacity else { return nil }
+        // Unpublished (a garbage address): no lock, so a caller holding it
+        // (recovery reading a damaged log) cannot deadlock here.
+        guard index >= 0, index < Layout.ShelfTable.capacity, ShelfTable.isPublished(metadata, index: index) else {
+            return nil
+        }
         try? globalMutex.withLock { try refreshShelvesLocked() }
         return shelves[index]
     }

@@ -44,6 +44,9 @@ public final class Pool: @unchecked Sendable {
             throw PoolError.invalidPageSize(ByteSize.format(pageSize),
                                             reason: "must be a power of two from 4K to 1G")
         }
+        guard size / pageSize < ShelfGeometry.maximumPages else {
+            throw PoolError.invalidSize(ByteSize.format(size), reason: "a shelf holds at most 2^32 pages; use larger pages or grow")
+        }
         guard let geometry = ShelfGeometry(index: 0, size: size, pageSize: pageSize) else {
             throw PoolError.invalidSize(ByteSize.format(size), reason: "too small for a pool of \(ByteSize.format(pageSize)) pages "
                 + "(at least \(ByteSize.format(UInt64(Layout.shelf0Metadata) + 2 * pageSize)))")
@@ -171,6 +174,7 @@ public final class Pool: @unchecked Sendable {
     }
 
     public func read(at address: GlobalAddress, count: Int) throws -> [UInt8] {
+        guard count >= 0 else { throw PoolError.invalidSize("\(count)", reason: "a byte count is not negative") }
         var bytes = [UInt8](repeating: 0, count: count)
         try bytes.withUnsafeMutableBytes { try core.read(at: address, into: $0) }
         return bytes

@@ -100,6 +100,12 @@ final class Shelf: @unchecked Sendable {
     }
 
     private func setBits(_ page: Int, _ length: Int, used: Bool) {
+        defer {
+            // The bitmap is derived, but a stale one under a clean lock word
+            // after a power cut would hand out used pages.
+            let first = page >> 6, last = (page + max(length, 1) - 1) >> 6
+            file.persist(offset: geometry.bitmapOffset + first * 8, count: (last - first + 1) * 8)
+        }
         var page = page
         var remaining = length
         while remaining > 0 {
@@ -147,7 +153,8 @@ final class Shelf: @unchecked Sendable {
         var page = 0
         while page < geometry.pageCount {
             let e = entry(page)
-            if e.isHead, e.length >= 1 {
+            // A head whose length runs off the shelf is damage, left to `check`.
+            if e.isHead, e.length >= 1, e.length <= geometry.pageCount - page {
                 body(page, e)
                 page += e.length
             } else {
