@@ -44,7 +44,9 @@ enum SystemCall {
     /// Reserves file blocks so that a later store into the mapping cannot
     /// SIGBUS on a full tmpfs; ENOSPC becomes a pool-full error at the caller.
     static func allocate(_ fd: Int32, offset: UInt64, length: UInt64, path: String) throws {
-        let result = posix_fallocate(fd, off_t(offset), off_t(length))
+        // tmpfs gives up with EINTR when a signal (a child's SIGCHLD) arrives.
+        var result: Int32
+        repeat { result = posix_fallocate(fd, off_t(offset), off_t(length)) } while result == EINTR
         if result != 0 { throw PoolError.system(call: "fallocate", path: path, errno: result) }
     }
 
