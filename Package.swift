@@ -36,10 +36,18 @@ let package = Package(
         .target(
             name: "PoolCoreC",
             dependencies: ["PoolCore"]),
+        // The file system model over PoolCore: no FUSE in it.
+        .target(
+            name: "PoolFS",
+            dependencies: ["PoolCore"]),
+        // The libfuse3 low-level adapter: requests in, PoolFS calls, replies out.
+        .target(
+            name: "PoolFUSE",
+            dependencies: ["PoolFS", "CFuse"]),
         .executableTarget(
             name: "poolfs",
             dependencies: [
-                "PoolCore",
+                "PoolCore", "PoolFUSE",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // The benchmark links the peers (pmemobj, …) so that `poolfs` does not.

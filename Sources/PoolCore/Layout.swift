@@ -51,6 +51,8 @@ enum Layout {
         static let epoch = offset + 16
         /// Delayed frees so far; every 64th tries to advance the epoch.
         static let delayedPushes = offset + 24
+        /// The pid of the process that has the pool mounted.
+        static let mountHolder = offset + 32
     }
 
     // Participant slots, shelf 0: one per process that has the pool open.

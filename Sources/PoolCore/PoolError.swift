@@ -24,6 +24,7 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
     case tooManyHeaps(limit: Int)
     case destinationTaken(GlobalAddress)
     case invalidPlacement(String, reason: String)
+    case mounted(name: String, pid: Int32)
     case closed(name: String)
     case system(call: String, path: String, errno: Int32)
 
@@ -79,6 +80,8 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
             return "the word at \(address) already holds an address; publish only into a zero word"
         case let .invalidPlacement(text, reason):
             return "invalid placement '\(text)': \(reason)"
+        case let .mounted(name, pid):
+            return "pool '\(name)' is already mounted by pid \(pid)"
         case let .closed(name):
             return "pool '\(name)' is closed"
         case let .system(call, path, errno):

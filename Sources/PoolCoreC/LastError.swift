@@ -31,7 +31,7 @@ enum LastError {
         case .notEnoughSpace, .poolFull: return ENOMEM
         case .damaged: return EIO
         case .newerVersion: return ENOTSUP
-        case .inUse, .heapInUse: return EBUSY
+        case .inUse, .heapInUse, .mounted: return EBUSY
         case .tooManyShelves, .tooManyRegions, .tooManyProcesses, .tooManyHeaps: return ENOSPC
         case .closed: return EBADF
         case .system(_, _, let code): return code

@@ -86,21 +86,7 @@ struct HeapCommand: ParsableCommand {
                     print(String(decoding: try! encoder.encode(stats), as: UTF8.self))
                     return
                 }
-                print("""
-                    heap           \(stats.name)
-                    objects        \(stats.objects)
-                    allocated      \(ByteSize.format(stats.allocatedBytes))
-                    active         \(ByteSize.format(stats.activeBytes)) in \(stats.pages) pages, \(stats.spans) spans
-                    fragmentation  \(String(format: "%.1f%%", stats.fragmentation * 100))
-                    delayed frees  \(stats.delayedObjects)
-                    abandoned      \(stats.abandonedSpans) spans
-                    placement      \(stats.placement.isEmpty ? "default (first touch)" : stats.placement)
-                    pages by node  \(stats.pagesPerNode.isEmpty ? "none" : stats.pagesPerNode.sorted { $0.key < $1.key }.map { ($0.key == "untouched" ? "untouched" : "node \($0.key)") + ": \($0.value)" }.joined(separator: ", "))
-                    """)
-                let classes = stats.objectsPerClass.sorted { (Int($0.key) ?? .max) < (Int($1.key) ?? .max) }
-                if !classes.isEmpty {
-                    print("objects per size class: " + classes.map { "\($0.key): \($0.value)" }.joined(separator: ", "))
-                }
+                print(stats.report, terminator: "")
             }
         }
     }

@@ -11,7 +11,7 @@ struct PoolfsCommand: ParsableCommand {
             Sizes take binary units: 64K, 512M, 4G.
             """,
         subcommands: [
-            CreateCommand.self, InfoCommand.self, GrowCommand.self, DestroyCommand.self,
+            CreateCommand.self, InfoCommand.self, GrowCommand.self, DestroyCommand.self, MountCommand.self,
             HeapCommand.self, RegionCommand.self, CheckCommand.self, ExecCommand.self, BenchCommand.self,
         ])
 }

@@ -1,0 +1,32 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One mount per pool: the mount holds a file lock the kernel drops when
+/// the mount process ends, however it ends.
+extension Pool {
+    /// Takes the pool's mount lock, or says which process has it.
+    public func lockForMount() throws {
+        let file = core.metadata
+        guard FileLock.tryLock(file.descriptor, byte: Layout.LockByte.mount, .exclusive) else {
+            let pid = Int32(truncatingIfNeeded: file.load(UInt64.self, at: Layout.Control.mountHolder))
+            throw PoolError.mounted(name: name, pid: pid)
+        }
+        recordMountProcess()
+    }
+
+    /// Records this process as the mount's (again after daemonizing).
+    public func recordMountProcess() {
+        core.metadata.store(UInt64(getpid()), at: Layout.Control.mountHolder)
+    }
+
+    /// Heaps with their table rows: stable numbers for inodes.
+    public func heapList() -> [(id: Int, name: String)] {
+        core.liveHeaps.map { ($0, core.heapName($0)) }
+    }
+
+    /// Regions with their table rows.
+    public func regionList() -> [(id: Int, info: RegionInfo)] {
+        (0..<Layout.Regions.capacity).filter { core.rowState($0) == .live }.map { ($0, core.regionInfo($0)) }
+    }
+}

@@ -1,0 +1,144 @@
+import Foundation
+import PoolCore
+
+/// The pool as files, under MOUNTPOINT/.pool/ (DESIGN.md's mounted tree):
+/// `info`, `info.json`, `heaps/HEAP/{stats,policy}`, `regions/REGION`,
+/// `shelves/N`. Every file's text is made when it is opened, so counters
+/// are live. No FUSE types here: the adapter asks, this answers.
+public final class ControlTree: @unchecked Sendable {
+    public let pool: Pool
+
+    public init(pool: Pool) { self.pool = pool }
+
+    public enum Kind: Sendable { case directory, file }
+
+    /// One entry: its inode number, name, kind and permission bits.
+    public struct Node: Sendable, Equatable {
+        public let inode: UInt64
+        public let name: String
+        public let kind: Kind
+        public let mode: UInt32
+        /// Bytes, for files whose size is known without making their text.
+        public let size: UInt64?
+    }
+
+    // Inode numbers: fixed ones, then a range per kind of entry.
+    public static let root: UInt64 = 1
+    static let control: UInt64 = 2, info: UInt64 = 3, infoJSON: UInt64 = 4
+    static let heaps: UInt64 = 5, regions: UInt64 = 6, shelves: UInt64 = 7
+    static let heapBase: UInt64 = 0x1_0000, regionBase: UInt64 = 0x2_0000, shelfBase: UInt64 = 0x3_0000
+
+    private func directory(_ inode: UInt64, _ name: String) -> Node {
+        Node(inode: inode, name: name, kind: .directory, mode: 0o755, size: nil)
+    }
+
+    private func file(_ inode: UInt64, _ name: String, mode: UInt32 = 0o444, size: UInt64? = nil) -> Node {
+        Node(inode: inode, name: name, kind: .file, mode: mode, size: size)
+    }
+
+    /// The entry an inode number names, if it exists now.
+    public func node(_ inode: UInt64) -> Node? {
+        switch inode {
+        case ControlTree.root: return directory(inode, "/")
+        case ControlTree.control: return directory(inode, ".pool")
+        case ControlTree.info: return file(inode, "info")
+        case ControlTree.infoJSON: return file(inode, "info.json")
+        case ControlTree.heaps: return directory(inode, "heaps")
+        case ControlTree.regions: return directory(inode, "regions")
+        case ControlTree.shelves: return directory(inode, "shelves")
+        case ControlTree.heapBase..<ControlTree.regionBase:
+            let heap = Int((inode - ControlTree.heapBase) / 4)
+            guard let name = heapName(heap) else { return nil }
+            switch (inode - ControlTree.heapBase) % 4 {
+            case 0: return directory(inode, name)
+            case 1: return file(inode, "stats")
+            case 2: return file(inode, "policy")
+            default: return nil
+            }
+        case ControlTree.regionBase..<ControlTree.shelfBase:
+            let id = Int(inode - ControlTree.regionBase)
+            guard let region = pool.regionList().first(where: { $0.id == id })?.info else { return nil }
+            return file(inode, region.name, mode: 0o644, size: region.size)
+        case ControlTree.shelfBase..<(ControlTree.shelfBase + 64):
+            let index = Int(inode - ControlTree.shelfBase)
+            guard index < pool.info().shelves.count else { return nil }
+            return file(inode, "\(index)")
+        default: return nil
+        }
+    }
+
+    private func heapName(_ id: Int) -> String? {
+        pool.heapList().first { $0.id == id }?.name
+    }
+
+    /// A directory's entries, or nil when `inode` is not a directory.
+    public func children(_ inode: UInt64) -> [Node]? {
+        switch inode {
+        case ControlTree.root: return [directory(ControlTree.control, ".pool")]
+        case ControlTree.control:
+            return [ControlTree.info, ControlTree.infoJSON, ControlTree.heaps, ControlTree.regions, ControlTree.shelves]
+                .compactMap(node)
+        case ControlTree.heaps:
+            return pool.heapList().map { directory(ControlTree.heapBase + UInt64($0.id) * 4, $0.name) }
+        case ControlTree.regions:
+            return pool.regionList().map { file(ControlTree.regionBase + UInt64($0.id), $0.info.name, mode: 0o644, size: $0.info.size) }
+        case ControlTree.shelves:
+            return pool.info().shelves.indices.compactMap { node(ControlTree.shelfBase + UInt64($0)) }
+        case ControlTree.heapBase..<ControlTree.regionBase where (inode - ControlTree.heapBase) % 4 == 0:
+            guard node(inode) != nil else { return nil }
+            return [node(inode + 1), node(inode + 2)].compactMap { $0 }
+        default: return nil
+        }
+    }
+
+    public func lookup(parent: UInt64, name: String) -> Node? {
+        children(parent)?.first { $0.name == name }
+    }
+
+    /// A file's text, made now.
+    public func contents(_ inode: UInt64) -> [UInt8]? {
+        switch inode {
+        case ControlTree.info: return Array(pool.info().report.utf8)
+        case ControlTree.infoJSON:
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            return ((try? encoder.encode(pool.info())).map(Array.init) ?? []) + [10]
+        case ControlTree.heapBase..<ControlTree.regionBase:
+            guard let name = heapName(Int((inode - ControlTree.heapBase) / 4)),
+                  let heap = try? pool.openHeap(name: name)
+            else { return nil }
+            switch (inode - ControlTree.heapBase) % 4 {
+            case 1: return Array(heap.stats().report.utf8)
+            case 2: return Array(((heap.placement?.description ?? "default") + "\n").utf8)
+            default: return nil
+            }
+        case ControlTree.shelfBase..<(ControlTree.shelfBase + 64):
+            let index = Int(inode - ControlTree.shelfBase)
+            let shelves = pool.info().shelves
+            guard index < shelves.count else { return nil }
+            let shelf = shelves[index]
+            return Array("""
+                medium \(shelf.medium.rawValue)\(shelf.persistentMemory ? " (real pmem)" : "")
+                size \(ByteSize.format(shelf.sizeBytes))
+                pages \(shelf.pages)
+                used \(shelf.usedPages)
+                free \(shelf.freePages + shelf.cachedPages)
+                path \(shelf.path)
+
+                """.utf8)
+        default: return nil
+        }
+    }
+
+    /// A region file's bytes, lent to `body` straight from pool memory.
+    public func withRegionBytes<R>(_ inode: UInt64, _ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R? {
+        guard isRegion(inode), let info = pool.regionList().first(where: { $0.id == Int(inode - ControlTree.regionBase) }),
+              let region = try? pool.openRegion(name: info.info.name)
+        else { return nil }
+        return try? region.withUnsafeMutableBytes(body)
+    }
+
+    public func isRegion(_ inode: UInt64) -> Bool {
+        inode >= ControlTree.regionBase && inode < ControlTree.shelfBase
+    }
+}

@@ -1,0 +1,66 @@
+import CFuse
+import PoolCore
+import PoolFS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Mounting a pool: checks first (each failure one line), then libfuse's
+/// session in the order that works (NOTES.md), until unmounted or signalled.
+public enum Mount {
+    /// What the mount point must be: an existing directory; /dev/fuse usable.
+    public static func checkMountPoint(_ path: String) throws {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw PoolError.system(call: "mount", path: path, errno: errno)
+        }
+        guard info.st_mode & S_IFMT == S_IFDIR else {
+            throw PoolError.system(call: "mount", path: path, errno: ENOTDIR)
+        }
+        guard access("/dev/fuse", R_OK | W_OK) == 0 else {
+            throw PoolError.system(call: "open", path: "/dev/fuse", errno: errno)
+        }
+    }
+
+    /// Runs the file system on `mountpoint` until it is unmounted; calls
+    /// `ready` once it is mounted (after going to the background unless
+    /// `foreground`). Returns when the session ends.
+    public static func run(pool: Pool, mountpoint: String, foreground: Bool, options: [String],
+                           ready: () -> Void) throws {
+        try checkMountPoint(mountpoint)
+        try pool.lockForMount()
+        let session = FUSESession(tree: ControlTree(pool: pool))
+        var args = fuse_args(argc: 0, argv: nil, allocated: 0)
+        defer { fuse_opt_free_args(&args) }
+        for argument in ["poolfs"] + (options.isEmpty ? [] : ["-o", options.joined(separator: ",")]) {
+            fuse_opt_add_arg(&args, argument)
+        }
+        var ops = FUSESession.operations()
+        guard let se = fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size,
+                                        Unmanaged.passUnretained(session).toOpaque())
+        else {
+            throw PoolError.invalidName(options.joined(separator: ","), reason: "libfuse refused these mount options")
+        }
+        defer { fuse_session_destroy(se) }
+        // A daemon started with & inherits SIGINT ignored; libfuse only
+        // replaces the default handler.
+        signal(SIGINT, SIG_DFL)
+        // Nor may they arrive blocked (a parent's mask is inherited).
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for number in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, number) }
+        pthread_sigmask(SIG_UNBLOCK, &signals, nil)
+        guard fuse_set_signal_handlers(se) == 0 else {
+            throw PoolError.system(call: "sigaction", path: mountpoint, errno: errno)
+        }
+        defer { fuse_remove_signal_handlers(se) }
+        guard fuse_session_mount(se, mountpoint) == 0 else {
+            throw PoolError.system(call: "mount", path: mountpoint, errno: EIO)
+        }
+        defer { fuse_session_unmount(se) }
+        fuse_daemonize(foreground ? 1 : 0)
+        pool.recordMountProcess()
+        ready()
+        _ = withExtendedLifetime(session) { fuse_session_loop(se) }
+    }
+}

@@ -1,0 +1,116 @@
+import Foundation
+import Testing
+@testable import PoolCore
+
+/// A pool mounted for real (root, /dev/fuse), unmounted and waited for even
+/// when the test fails.
+final class MountedPool {
+    let scratch = Scratch()
+    let mountpoint: String
+    let daemon: Child
+
+    init(name: String = "mnt", configure: (Pool) throws -> Void = { _ in }) throws {
+        let pool = try Pool.create(name: name, size: 32 << 20, pageSize: 4096, at: scratch.path)
+        try configure(pool)
+        pool.close()
+        mountpoint = scratch.path + "/mountpoint"
+        try SystemCall.makeDirectories(mountpoint)
+        daemon = try Child(builtExecutable("poolfs"), ["mount", name, mountpoint, "-f", "--path", scratch.path])
+        let line = daemon.readLine() ?? "<nothing>"
+        guard line.hasPrefix("mounted pool") else {
+            throw PoolError.system(call: "mount: \(line)", path: mountpoint, errno: EIO)
+        }
+    }
+
+    deinit {
+        _ = try? run("fusermount3", ["-u", "-z", mountpoint])
+        daemon.wait()
+    }
+
+    func text(_ path: String) -> String? {
+        (try? String(contentsOfFile: mountpoint + "/" + path, encoding: .utf8))
+    }
+
+    func list(_ path: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: mountpoint + "/" + path)) ?? []).sorted()
+    }
+}
+
+@Suite(.serialized) struct MountTests {
+    @Test func thePoolShowsAsFiles() throws {
+        let mounted = try MountedPool { pool in
+            let heap = try pool.createHeap(name: "objects")
+            _ = try heap.allocate(size: 100)
+            try heap.setPlacement(.bind([0]))
+            let region = try pool.createRegion(name: "weights", size: 10_000)
+            try region.withUnsafeMutableBytes { bytes in
+                for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: i * 7) }
+            }
+        }
+        #expect(mounted.list(".pool") == ["heaps", "info", "info.json", "regions", "shelves"])
+        #expect(mounted.text(".pool/info")?.hasPrefix("pool       mnt\n") == true)
+        let json = try #require(mounted.text(".pool/info.json"))
+        let info = try JSONDecoder().decode(PoolInfo.self, from: Data(json.utf8))
+        #expect(info.name == "mnt" && info.heaps.map(\.name) == ["objects"])
+        #expect(mounted.list(".pool/heaps") == ["objects"])
+        #expect(mounted.list(".pool/heaps/objects") == ["policy", "stats"])
+        #expect(mounted.text(".pool/heaps/objects/policy") == "bind 0\n")
+        #expect(mounted.text(".pool/heaps/objects/stats")?.contains("objects        1\n") == true)
+        #expect(mounted.list(".pool/shelves") == ["0"])
+        #expect(mounted.text(".pool/shelves/0")?.hasPrefix("medium dram\nsize 32M\n") == true)
+        #expect(mounted.list(".pool/regions") == ["weights"])
+        let bytes = try #require(FileManager.default.contents(atPath: mounted.mountpoint + "/.pool/regions/weights"))
+        #expect(bytes.count == 10_000)
+        #expect(bytes.enumerated().allSatisfy { $0.element == UInt8(truncatingIfNeeded: $0.offset * 7) })
+        #expect(mounted.text(".pool/nothing") == nil)
+    }
+
+    @Test func countersAreLiveAndDfIsRight() throws {
+        let mounted = try MountedPool()
+        var st = statvfs()
+        #expect(statvfs(mounted.mountpoint, &st) == 0)
+        let pool = try Pool.open(name: "mnt", at: mounted.scratch.path)
+        let info = pool.info()
+        #expect(UInt64(st.f_blocks) * UInt64(st.f_frsize) == info.capacityBytes)
+        #expect(UInt64(st.f_bavail) * UInt64(st.f_frsize) == info.freeBytes)
+        // A library user changes the pool while it is mounted; the files follow.
+        try pool.createHeap(name: "later")
+        #expect(mounted.list(".pool/heaps") == ["later"])
+        _ = try pool.allocatePages(count: 100)
+        #expect(mounted.text(".pool/info")?.contains("used       400K") == true, "\(mounted.text(".pool/info") ?? "")")
+        pool.close()
+    }
+
+    @Test func oneMountAtATimeAndClearErrors() throws {
+        let mounted = try MountedPool()
+        let poolfs = builtExecutable("poolfs")
+        let second = try run(poolfs, ["mount", "mnt", mounted.scratch.path, "-f", "--path", mounted.scratch.path])
+        #expect(second.status == 1)
+        #expect(second.output == "poolfs: pool 'mnt' is already mounted by pid \(mounted.daemon.pid)")
+        let missing = try run(poolfs, ["mount", "mnt", mounted.scratch.path + "/nope", "--path", mounted.scratch.path])
+        #expect(missing.status == 1 && missing.output.contains("No such file or directory"), "\(missing.output)")
+        let onFile = try run(poolfs, ["mount", "mnt", mounted.scratch.path + "/mnt/shelf-0", "--path", mounted.scratch.path])
+        #expect(onFile.status == 1 && onFile.output.contains("Not a directory"), "\(onFile.output)")
+        let unknown = try run(poolfs, ["mount", "nope", mounted.mountpoint, "--path", mounted.scratch.path])
+        #expect(unknown.output.hasPrefix("poolfs: pool 'nope' does not exist"), "\(unknown.output)")
+        // Writing is refused, not crashed on.
+        #expect(open(mounted.mountpoint + "/.pool/info", O_WRONLY) == -1 && errno == EACCES)
+    }
+
+    @Test func unmountingEndsTheDaemon() throws {
+        let mounted = try MountedPool()
+        let result = try run("fusermount3", ["-u", mounted.mountpoint])
+        #expect(result.status == 0, "\(result.output)")
+        #expect(mounted.daemon.wait() == 0)
+        // The pool is free again: it can be checked (no process has it open).
+        #expect(try Pool.check(name: "mnt", at: mounted.scratch.path).isClean)
+    }
+
+    @Test func sigtermUnmounts() throws {
+        let mounted = try MountedPool()
+        kill(mounted.daemon.pid, SIGTERM)
+        #expect(mounted.daemon.wait() == 0)
+        let mounts = try String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)
+        #expect(!mounts.contains(mounted.mountpoint))
+    }
+}
