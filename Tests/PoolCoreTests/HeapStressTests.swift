@@ -85,20 +85,8 @@ import Glibc
     @Test func stormsKilledMidwayLeaveNoLeakAndNoDoubleOwnership() throws {
         let scratch = Scratch()
         do { try makePool(scratch).close() }
-        var generator = SystemRandomNumberGenerator()
-        var kills = 0
-        for round in 0..<4 {
-            let children = try (0..<HeapStressTests.storms).map { try storm(scratch, $0, operations: 0, seed: round * 1009 + $0 + 1) }
-            for child in children {
-                let lines = child.waitFor("ready")
-                #expect(lines.last == "ready", "\(lines.suffix(3))")
-            }
-            for child in children {
-                for _ in 0..<Int.random(in: 0...3, using: &generator) { _ = child.readLine() }
-                child.kill9()
-                #expect(child.wait() == 128 + SIGKILL)
-                kills += 1
-            }
+        let kills = try killStormsMidway(rounds: 4, storms: HeapStressTests.storms) { round, index in
+            try storm(scratch, index, operations: 0, seed: round * 1009 + index + 1)
         }
         let offline = try Pool.check(name: "hs", at: scratch.path)
         #expect(offline.problems.isEmpty, "\(offline.problems)")

@@ -72,21 +72,8 @@ import Glibc
     @Test func helpersKilledMidStormLeaveNoDamageAndNoLeak() throws {
         let scratch = Scratch()
         makePoolAndClose: do { try makePool(scratch).close() }
-        var generator = SystemRandomNumberGenerator()
-        for round in 0..<4 {
-            let children = try (0..<MultiProcessTests.helpers).map {
-                try storm(scratch, $0, operations: 0, seed: round * 104_729 + $0 + 1)
-            }
-            for child in children {
-                let lines = child.waitFor("ready")
-                #expect(lines.last == "ready", "\(lines.suffix(3))")
-            }
-            // Kill each at a random later moment of its storm.
-            for child in children {
-                for _ in 0..<Int.random(in: 0...3, using: &generator) { _ = child.readLine() }
-                child.kill9()
-                #expect(child.wait() == 128 + SIGKILL)
-            }
+        try killStormsMidway(rounds: 4, storms: MultiProcessTests.helpers) { round, index in
+            try storm(scratch, index, operations: 0, seed: round * 104_729 + index + 1)
         }
         // Offline, before anyone recovers: consistent, and the dead
         // processes' leftovers are reported as recoverable, not as damage.
