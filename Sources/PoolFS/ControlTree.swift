@@ -43,7 +43,7 @@ public final class ControlTree: @unchecked Sendable {
         case ControlTree.control: return directory(inode, ".pool")
         case ControlTree.info: return file(inode, "info")
         case ControlTree.infoJSON: return file(inode, "info.json")
-        case ControlTree.heaps: return directory(inode, "heaps")
+        case ControlTree.heaps: return Node(inode: inode, name: "heaps", kind: .directory, mode: 0o755, size: nil)
         case ControlTree.regions: return directory(inode, "regions")
         case ControlTree.shelves: return directory(inode, "shelves")
         case ControlTree.heapBase..<ControlTree.regionBase:
@@ -52,7 +52,7 @@ public final class ControlTree: @unchecked Sendable {
             switch (inode - ControlTree.heapBase) % 4 {
             case 0: return directory(inode, name)
             case 1: return file(inode, "stats")
-            case 2: return file(inode, "policy")
+            case 2: return file(inode, "policy", mode: 0o644)
             default: return nil
             }
         case ControlTree.regionBase..<ControlTree.shelfBase:
@@ -136,6 +136,57 @@ public final class ControlTree: @unchecked Sendable {
               let region = try? pool.openRegion(name: info.info.name)
         else { return nil }
         return try? region.withUnsafeMutableBytes(body)
+    }
+
+    /// What a change through the tree can fail with, as errno values.
+    public enum Refusal: Error, Equatable {
+        case notPermitted, exists, notFound, notEmpty, busy, invalid
+    }
+
+    /// `mkdir .pool/heaps/NAME` creates a heap.
+    public func makeDirectory(parent: UInt64, name: String) throws -> Node {
+        guard parent == ControlTree.heaps else { throw Refusal.notPermitted }
+        do {
+            try pool.createHeap(name: name)
+        } catch PoolError.heapExists {
+            throw Refusal.exists
+        } catch {
+            throw Refusal.invalid
+        }
+        guard let node = lookup(parent: parent, name: name) else { throw Refusal.notFound }
+        return node
+    }
+
+    /// `rmdir .pool/heaps/NAME` destroys an empty heap nobody uses.
+    public func removeDirectory(parent: UInt64, name: String) throws {
+        guard parent == ControlTree.heaps else { throw Refusal.notPermitted }
+        do {
+            try pool.destroyHeap(name: name)
+        } catch PoolError.heapNotFound {
+            throw Refusal.notFound
+        } catch PoolError.heapInUse {
+            throw Refusal.notEmpty
+        }
+    }
+
+    /// Whether a file takes writes: a heap's `policy`.
+    public func isWritable(_ inode: UInt64) -> Bool {
+        inode >= ControlTree.heapBase && inode < ControlTree.regionBase && (inode - ControlTree.heapBase) % 4 == 2
+            && node(inode) != nil
+    }
+
+    /// Text written to a heap's `policy`: a new placement (or `default`).
+    public func write(_ inode: UInt64, text: String) throws {
+        guard isWritable(inode), let name = heapName(Int((inode - ControlTree.heapBase) / 4)) else {
+            throw Refusal.notPermitted
+        }
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        do {
+            let heap = try pool.openHeap(name: name)
+            try heap.setPlacement(trimmed == "default" || trimmed.isEmpty ? nil : try Placement(parsing: trimmed))
+        } catch {
+            throw Refusal.invalid
+        }
     }
 
     public func isRegion(_ inode: UInt64) -> Bool {

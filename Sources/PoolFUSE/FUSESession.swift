@@ -111,8 +111,14 @@ public final class FUSESession: @unchecked Sendable {
             fuse_reply_err(req, tree.node(inode) == nil ? ENOENT : EISDIR)
             return
         }
-        guard info.pointee.flags & O_ACCMODE == O_RDONLY else {
-            fuse_reply_err(req, EACCES)
+        let writing = info.pointee.flags & O_ACCMODE != O_RDONLY
+        if writing {
+            guard tree.isWritable(inode) else {
+                fuse_reply_err(req, EACCES)
+                return
+            }
+            info.pointee.direct_io = 1
+            fuse_reply_open(req, info)
             return
         }
         if tree.isRegion(inode) {
@@ -157,6 +163,81 @@ public final class FUSESession: @unchecked Sendable {
         }
     }
 
+    static func errno(_ refusal: ControlTree.Refusal) -> Int32 {
+        switch refusal {
+        case .notPermitted: EPERM
+        case .exists: EEXIST
+        case .notFound: ENOENT
+        case .notEmpty: ENOTEMPTY
+        case .busy: EBUSY
+        case .invalid: EINVAL
+        }
+    }
+
+    func write(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ buffer: UnsafePointer<CChar>?, _ size: Int, _ offset: off_t) {
+        // A policy is written whole, at its start (`echo 'bind 0' > policy`).
+        guard offset == 0, let buffer else {
+            fuse_reply_err(req, offset == 0 ? EINVAL : ESPIPE)
+            return
+        }
+        let text = String(decoding: UnsafeRawBufferPointer(start: buffer, count: size), as: UTF8.self)
+        do {
+            try tree.write(inode, text: text)
+            fuse_reply_write(req, size)
+        } catch let refusal as ControlTree.Refusal {
+            fuse_reply_err(req, FUSESession.errno(refusal))
+        } catch {
+            fuse_reply_err(req, EIO)
+        }
+    }
+
+    func setattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ attributes: UnsafeMutablePointer<stat>?, _ fields: Int32) {
+        // Only truncation of a writable control file, which holds no bytes to cut.
+        guard let node = tree.node(inode) else {
+            fuse_reply_err(req, ENOENT)
+            return
+        }
+        guard fields & ~FUSE_SET_ATTR_SIZE == 0, tree.isWritable(inode) else {
+            fuse_reply_err(req, EPERM)
+            return
+        }
+        var st = self.attributes(node)
+        fuse_reply_attr(req, &st, 0)
+    }
+
+    func mkdir(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
+        guard let name else {
+            fuse_reply_err(req, EINVAL)
+            return
+        }
+        do {
+            let node = try tree.makeDirectory(parent: parent, name: String(cString: name))
+            var entry = fuse_entry_param()
+            entry.ino = node.inode
+            entry.attr = attributes(node)
+            fuse_reply_entry(req, &entry)
+        } catch let refusal as ControlTree.Refusal {
+            fuse_reply_err(req, FUSESession.errno(refusal))
+        } catch {
+            fuse_reply_err(req, EIO)
+        }
+    }
+
+    func rmdir(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
+        guard let name else {
+            fuse_reply_err(req, EINVAL)
+            return
+        }
+        do {
+            try tree.removeDirectory(parent: parent, name: String(cString: name))
+            fuse_reply_err(req, 0)
+        } catch let refusal as ControlTree.Refusal {
+            fuse_reply_err(req, FUSESession.errno(refusal))
+        } catch {
+            fuse_reply_err(req, EIO)
+        }
+    }
+
     func release(_ req: fuse_req_t?, _ info: UnsafeMutablePointer<fuse_file_info>?) {
         if let handle = info?.pointee.fh, handle != 0 { _ = locked { openTexts.removeValue(forKey: handle) } }
         fuse_reply_err(req, 0)
@@ -187,6 +268,10 @@ public final class FUSESession: @unchecked Sendable {
         ops.read = { req, inode, size, offset, info in FUSESession.session(req).read(req, inode, size, offset, info) }
         ops.release = { req, _, info in FUSESession.session(req).release(req, info) }
         ops.statfs = { req, _ in FUSESession.session(req).statfs(req) }
+        ops.write = { req, inode, buffer, size, offset, _ in FUSESession.session(req).write(req, inode, buffer, size, offset) }
+        ops.setattr = { req, inode, attributes, fields, _ in FUSESession.session(req).setattr(req, inode, attributes, fields) }
+        ops.mkdir = { req, parent, name, _ in FUSESession.session(req).mkdir(req, parent, name) }
+        ops.rmdir = { req, parent, name in FUSESession.session(req).rmdir(req, parent, name) }
         return ops
     }
 }

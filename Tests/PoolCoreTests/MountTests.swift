@@ -97,6 +97,30 @@ final class MountedPool {
         #expect(open(mounted.mountpoint + "/.pool/info", O_WRONLY) == -1 && errno == EACCES)
     }
 
+    @Test func heapsAreMadeAndPlacedThroughTheTree() throws {
+        let mounted = try MountedPool()
+        let heaps = mounted.mountpoint + "/.pool/heaps"
+        #expect(mkdir(heaps + "/fast", 0o755) == 0)
+        #expect(mkdir(heaps + "/fast", 0o755) == -1 && errno == EEXIST)
+        #expect(mkdir(heaps + "/bad name", 0o755) == -1 && errno == EINVAL)
+        #expect(mkdir(mounted.mountpoint + "/.pool/other", 0o755) == -1 && errno == EPERM)
+        #expect(mounted.text(".pool/heaps/fast/policy") == "default\n")
+        try "interleave 0\n".write(toFile: heaps + "/fast/policy", atomically: false, encoding: .utf8)
+        #expect(mounted.text(".pool/heaps/fast/policy") == "interleave 0\n")
+        #expect(throws: (any Error).self) {
+            try "bind 999\n".write(toFile: heaps + "/fast/policy", atomically: false, encoding: .utf8)
+        }
+        let pool = try Pool.open(name: "mnt", at: mounted.scratch.path)
+        let heap = try pool.openHeap(name: "fast")
+        #expect(heap.placement == .interleave([0]))
+        let object = try heap.allocate(size: 64)
+        #expect(rmdir(heaps + "/fast") == -1 && errno == ENOTEMPTY)
+        try heap.free(object)
+        pool.close()
+        #expect(rmdir(heaps + "/fast") == 0)
+        #expect(mounted.list(".pool/heaps").isEmpty)
+    }
+
     @Test func unmountingEndsTheDaemon() throws {
         let mounted = try MountedPool()
         let result = try run("fusermount3", ["-u", mounted.mountpoint])
