@@ -32,7 +32,11 @@ public enum Mount {
         let session = FUSESession(tree: ControlTree(pool: pool))
         var args = fuse_args(argc: 0, argv: nil, allocated: 0)
         defer { fuse_opt_free_args(&args) }
-        for argument in ["poolfs"] + (options.isEmpty ? [] : ["-o", options.joined(separator: ",")]) {
+        // Named in /proc/mounts and df as poolfs:NAME of type fuse.poolfs.
+        var options = options
+        if !options.contains(where: { $0.hasPrefix("fsname=") }) { options.append("fsname=poolfs:\(pool.name)") }
+        if !options.contains(where: { $0.hasPrefix("subtype=") }) { options.append("subtype=poolfs") }
+        for argument in ["poolfs", "-o", options.joined(separator: ",")] {
             fuse_opt_add_arg(&args, argument)
         }
         var ops = FUSESession.operations()

@@ -130,6 +130,23 @@ final class MountedPool {
         #expect(try Pool.check(name: "mnt", at: mounted.scratch.path).isClean)
     }
 
+    /// The helper mount(8) runs for `mount -t fuse.poolfs` and fstab lines,
+    /// called the way mount(8) calls it.
+    @Test func theMountHelperTakesMountsArguments() throws {
+        let scratch = Scratch()
+        try Pool.create(name: "fstab", size: 16 << 20, pageSize: 4096, at: scratch.path).close()
+        let mountpoint = scratch.path + "/mnt"
+        try SystemCall.makeDirectories(mountpoint)
+        let result = try run(repositoryRoot + "/scripts/mount.poolfs",
+                             ["fstab", mountpoint, "-o", "rw,defaults,noauto,path=\(scratch.path)", "-n"],
+                             environment: ["POOLFS": builtExecutable("poolfs")])
+        #expect(result.status == 0, "\(result.output)")
+        defer { _ = try? run("fusermount3", ["-u", "-z", mountpoint]) }
+        let info = try String(contentsOfFile: mountpoint + "/.pool/info", encoding: .utf8)
+        #expect(info.hasPrefix("pool       fstab\n"))
+        #expect(try run("umount", [mountpoint]).status == 0)
+    }
+
     @Test func sigtermUnmounts() throws {
         let mounted = try MountedPool()
         kill(mounted.daemon.pid, SIGTERM)
