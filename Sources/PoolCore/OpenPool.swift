@@ -164,6 +164,7 @@ final class OpenPool: @unchecked Sendable {
             FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.participant(slot))
         }
         FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.openers)
+        FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.mount)
         for shelf in shelves.all where shelf.file.medium == .pmem && !shelf.file.isPersistentMemory {
             shelf.file.persistAll()
         }

@@ -15,9 +15,13 @@ extension Pool {
         recordMountProcess()
     }
 
-    /// Records this process as the mount's (again after daemonizing).
+    /// Records this process as the mount's, and as its slot's holder
+    /// (again after daemonizing: the pid changed, the locks carried over).
     public func recordMountProcess() {
         core.metadata.store(UInt64(getpid()), at: Layout.Control.mountHolder)
+        if core.slot >= 0 {
+            core.metadata.store(UInt64(getpid()), at: Layout.Participants.slot(core.slot) + Layout.Participants.pid)
+        }
     }
 
     /// Heaps with their table rows: stable numbers for inodes.
