@@ -162,6 +162,7 @@ struct UnsafeSpan {
         var offsets: [Int] = []
         var offset = head
         let size = blockSize
+        guard size > 0, capacity > 0 else { return head == 0 ? [] : nil }
         while offset != 0 {
             let relative = Int(offset) - UnsafeSpan.headerSize
             guard relative >= 0, relative % size == 0, relative / size < bump, offsets.count <= capacity else { return nil }
