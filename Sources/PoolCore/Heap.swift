@@ -55,7 +55,11 @@ public final class Heap: @unchecked Sendable {
 
     @inline(__always)
     public func free(_ address: GlobalAddress) throws {
-        try withCore { try $0.freeObject(heap: index, address) }
+        do {
+            try withCore { try $0.freeObject(heap: index, address) }
+        } catch PoolError.invalidFree {
+            try core.retryingAfterRecovery { try core.freeObject(heap: index, address) }
+        }
     }
 
     /// How many bytes from `address` to the end of its block.
@@ -175,6 +179,6 @@ extension Heap {
     /// object, as one crash-atomic step; false when another process got there first.
     @discardableResult
     public func free(_ address: GlobalAddress, clearing destination: GlobalAddress) throws -> Bool {
-        try core.freeObject(heap: index, address, clearing: destination)
+        try core.retryingAfterRecovery { try core.freeObject(heap: index, address, clearing: destination) }
     }
 }

@@ -52,6 +52,14 @@ extension OpenPool {
     func freeObject(heap: Int, _ address: GlobalAddress, clearing destination: GlobalAddress) throws -> Bool {
         let word = try dataWord(destination)
         let cache = try threadCache()
+        do {
+            // Refused before anything changes (so a retry after recovering a
+            // dead process finds the word as it was).
+            _ = try locateObject(heap: heap, address)
+        } catch {
+            if word.load() != address.rawValue { return false }
+            throw error
+        }
         return try withIntentLog(cache) { record in
             defer { clearLog(record) }
             writeLog(record, .clearObject, destination: destination, address: address, count: heap)

@@ -217,7 +217,7 @@ extension OpenPool {
 
     private func newSpan(heap: Int, sizeClass: Int, owner: UInt64, cache: UnsafeThreadCache) throws -> UInt64 {
         let pages = SizeClass.spanPages(sizeClass, pageSize: Int(pageSize))
-        let raw = try takeRun(pages, cache: cache)
+        let raw = try takeRunReleasingSpans(pages, cache: cache)
         place(heap: heap, run: raw, pages: pages)
         let (table, page) = location(of: raw)
         let blockSize = SizeClass.sizes[sizeClass]
@@ -236,7 +236,7 @@ extension OpenPool {
         let bytes = size + UnsafeSpan.headerSize
         let pages = (bytes + Int(pageSize) - 1) >> Int(pageShift)
         try checkCount(pages)
-        let raw = try takeRun(pages, cache: cache)
+        let raw = try takeRunReleasingSpans(pages, cache: cache)
         place(heap: heap, run: raw, pages: pages)
         let (table, page) = location(of: raw)
         let span = UnsafeSpan.format(table.pointer(toPage: page), heap: heap, sizeClass: SizeClass.large,
@@ -346,6 +346,40 @@ extension OpenPool {
         }
         span.owner = 0
         try? stash(raw: raw, count: entry.length)
+    }
+
+    /// Takes pages for a span or a large object; when the pool is full,
+    /// first gives back the empty spans this thread keeps as spares.
+    private func takeRunReleasingSpans(_ pages: Int, cache: UnsafeThreadCache) throws -> UInt64 {
+        do {
+            return try takeRun(pages, cache: cache)
+        } catch PoolError.poolFull {
+            guard cache.lane > 0, try withGlobalLock({ releaseEmptySpans(cache) }) > 0 else { throw PoolError.poolFull(name: name, pages: pages) }
+            return try takeRun(pages, cache: cache)
+        }
+    }
+
+    /// Returns every empty span of this thread's lanes to the pool; global
+    /// lock held. How many it returned.
+    private func releaseEmptySpans(_ cache: UnsafeThreadCache) -> Int {
+        var released = 0
+        for (_, lane) in cache.heapLanes {
+            let owned = lane.spans
+            for sizeClass in 0..<SizeClass.count {
+                owned.byClass[sizeClass].removeAll { address in
+                    let span = spanView(address)
+                    span.drainRemote()
+                    guard span.used == 0 else { return false }
+                    if lane.currentAddress(sizeClass) == address { lane.setCurrent(sizeClass, nil, address: 0) }
+                    owned.withRoom[sizeClass].removeAll { $0 == address }
+                    span.owner = 0
+                    releaseCached(address, spanLength(address))
+                    released += 1
+                    return true
+                }
+            }
+        }
+        return released
     }
 
     // MARK: Giving spans up

@@ -14,13 +14,15 @@ extension OpenPool {
         metadata.atomic(at: P.slot(index) + P.state).load(ordering: .acquiring)
     }
 
-    func claimSlot() throws -> Int {
+    /// Takes a free slot, recovering it first if a dead process left it.
+    /// Global lock held: every taking of a slot's lock, to claim or to
+    /// recover it, happens under the global lock, so a slot lock found
+    /// taken there belongs to a live process, never to a recovery under way.
+    func claimSlotLocked() throws -> Int {
         let fd = metadata.descriptor
         for index in 0..<P.capacity {
             guard FileLock.tryLock(fd, byte: Layout.LockByte.participant(index), .exclusive) else { continue }
-            if slotState(index) != 0 {
-                try withGlobalLock { reclaim(index) }
-            }
+            if slotState(index) != 0 { reclaim(index) }
             let base = P.slot(index)
             metadata.store(UInt64(getpid()), at: base + P.pid)
             metadata.store(UInt64(time(nil)), at: base + P.openedAt)
@@ -39,14 +41,31 @@ extension OpenPool {
         FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.participant(slot))
     }
 
-    /// Recovers every slot left by a dead process.
+    /// Recovers every slot left by a dead process: when it returns, no
+    /// half-done step of a dead process remains (see claimSlotLocked).
     func reclaimDeadParticipants() throws {
+        try withGlobalLock { reclaimDeadParticipantsLocked() }
+    }
+
+    func reclaimDeadParticipantsLocked() {
         let fd = metadata.descriptor
         for index in 0..<P.capacity where index != slot && slotState(index) != 0 {
             let byte = Layout.LockByte.participant(index)
             guard FileLock.tryLock(fd, byte: byte, .exclusive) else { continue }
             defer { FileLock.unlock(fd, byte: byte) }
-            try withGlobalLock { reclaim(index) }
+            reclaim(index)
+        }
+    }
+
+    /// Runs `body`; if it finds memory in a state only a dead process can
+    /// have left (its publish cut short), recovers the dead and runs it again.
+    func retryingAfterRecovery<R>(_ body: () throws -> R) throws -> R {
+        do {
+            return try body()
+        } catch PoolError.invalidFree(let address, let reason) {
+            guard !deadSlots().isEmpty else { throw PoolError.invalidFree(address, reason: reason) }
+            try reclaimDeadParticipants()
+            return try body()
         }
     }
 

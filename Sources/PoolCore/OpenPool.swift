@@ -121,8 +121,10 @@ final class OpenPool: @unchecked Sendable {
         // Shared by all users; `check --repair` and `destroy` take it exclusive.
         FileLock.lock(fd, byte: Layout.LockByte.openers, .shared)
         do {
-            slot = try claimSlot()
-            try reclaimDeadParticipants()
+            try withGlobalLock {
+                slot = try claimSlotLocked()
+                reclaimDeadParticipantsLocked()
+            }
         } catch {
             if slot >= 0 { releaseSlot() }
             slot = -1

@@ -153,7 +153,7 @@ public final class Pool: @unchecked Sendable {
 
     /// Frees a run that `allocatePages(count:)` returned, with the same count.
     public func freePages(at address: GlobalAddress, count: Int = 1) throws {
-        try core.freePages(at: address, count: count)
+        try core.retryingAfterRecovery { try core.freePages(at: address, count: count) }
     }
 
     /// Allocates a run and stores its address at `destination` (an aligned
@@ -164,7 +164,7 @@ public final class Pool: @unchecked Sendable {
 
     /// Zeroes `destination` and frees the run, as one crash-atomic step.
     public func freePages(at address: GlobalAddress, count: Int = 1, clearing destination: GlobalAddress) throws {
-        try core.freePages(at: address, count: count, clearing: destination)
+        try core.retryingAfterRecovery { try core.freePages(at: address, count: count, clearing: destination) }
     }
 
     // MARK: Bytes by global address

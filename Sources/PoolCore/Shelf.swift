@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 
 /// One mapped shelf: its file, geometry, page table and free-page bitmap.
 ///
@@ -180,7 +184,7 @@ final class Shelf: @unchecked Sendable {
             do {
                 try file.reserve(offset: current, length: end - current)
                 reserved.store(end, ordering: .releasing)
-            } catch {
+            } catch PoolError.system(_, _, ENOSPC) {
                 return false
             }
             return true

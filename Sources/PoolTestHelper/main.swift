@@ -140,13 +140,11 @@ func heapStorm(heap heapName: String, queue: String, index: Int, operations: Int
         }
     }
     do {
-        // An earlier life of this storm may have died between filling an
-        // object and handing it over (or after handing it over).
-        let left = GlobalAddress(rawValue: try pool.load(at: mine))
-        if !left.isNull {
-            let shared = try (privateSlots..<count).contains { try pool.load(at: slots.address.advanced(by: UInt64($0 * 8))) == left.rawValue }
-            if shared { try pool.store(0, at: mine) } else { try heap.free(left, clearing: mine) }
-        }
+        // An earlier life of this storm died with an object in its private
+        // slot: handed over already (and maybe freed by another storm since),
+        // or not. Freeing it could free it twice; forgetting it at worst
+        // leaks one object, which the test allows per killed storm.
+        try pool.store(0, at: mine)
     } catch { fail("\(error)") }
     var done = 0
     while operations == 0 || done < operations {
