@@ -169,10 +169,21 @@ public final class ControlTree: @unchecked Sendable {
         }
     }
 
-    /// Whether a file takes writes: a heap's `policy`.
+    /// Whether a file takes writes: a heap's `policy`, a region's bytes.
     public func isWritable(_ inode: UInt64) -> Bool {
-        inode >= ControlTree.heapBase && inode < ControlTree.regionBase && (inode - ControlTree.heapBase) % 4 == 2
+        if isRegion(inode) { return node(inode) != nil }
+        return inode >= ControlTree.heapBase && inode < ControlTree.regionBase && (inode - ControlTree.heapBase) % 4 == 2
             && node(inode) != nil
+    }
+
+    /// `rm .pool/regions/NAME` destroys the region.
+    public func remove(parent: UInt64, name: String) throws {
+        guard parent == ControlTree.regions else { throw Refusal.notPermitted }
+        do {
+            try pool.destroyRegion(name: name)
+        } catch PoolError.regionNotFound {
+            throw Refusal.notFound
+        }
     }
 
     /// Text written to a heap's `policy`: a new placement (or `default`).

@@ -117,12 +117,16 @@ public final class FUSESession: @unchecked Sendable {
                 fuse_reply_err(req, EACCES)
                 return
             }
+            // Writes go straight to the pool, reads straight from it.
             info.pointee.direct_io = 1
+            info.pointee.fh = 0
             fuse_reply_open(req, info)
             return
         }
         if tree.isRegion(inode) {
             info.pointee.fh = 0
+            // Other processes write the region as memory, behind the page cache.
+            info.pointee.direct_io = 1
         } else {
             // The text is made once, at open: one consistent snapshot per reader.
             guard let text = tree.contents(inode) else {
@@ -175,6 +179,22 @@ public final class FUSESession: @unchecked Sendable {
     }
 
     func write(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ buffer: UnsafePointer<CChar>?, _ size: Int, _ offset: off_t) {
+        if tree.isRegion(inode) {
+            // Into the region's pages in one copy; a region does not grow.
+            let written = tree.withRegionBytes(inode) { bytes -> Int32 in
+                guard let buffer, offset >= 0, Int(offset) <= bytes.count else { return -EINVAL }
+                let count = min(size, bytes.count - Int(offset))
+                guard count > 0 || size == 0 else { return -EFBIG }
+                (bytes.baseAddress! + Int(offset)).copyMemory(from: buffer, byteCount: count)
+                return Int32(count)
+            }
+            switch written {
+            case let count? where count >= 0: fuse_reply_write(req, Int(count))
+            case let error?: fuse_reply_err(req, -error)
+            case nil: fuse_reply_err(req, ENOENT)
+            }
+            return
+        }
         // A policy is written whole, at its start (`echo 'bind 0' > policy`).
         guard offset == 0, let buffer else {
             fuse_reply_err(req, offset == 0 ? EINVAL : ESPIPE)
@@ -216,6 +236,21 @@ public final class FUSESession: @unchecked Sendable {
             entry.ino = node.inode
             entry.attr = attributes(node)
             fuse_reply_entry(req, &entry)
+        } catch let refusal as ControlTree.Refusal {
+            fuse_reply_err(req, FUSESession.errno(refusal))
+        } catch {
+            fuse_reply_err(req, EIO)
+        }
+    }
+
+    func unlink(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
+        guard let name else {
+            fuse_reply_err(req, EINVAL)
+            return
+        }
+        do {
+            try tree.remove(parent: parent, name: String(cString: name))
+            fuse_reply_err(req, 0)
         } catch let refusal as ControlTree.Refusal {
             fuse_reply_err(req, FUSESession.errno(refusal))
         } catch {
@@ -272,6 +307,7 @@ public final class FUSESession: @unchecked Sendable {
         ops.setattr = { req, inode, attributes, fields, _ in FUSESession.session(req).setattr(req, inode, attributes, fields) }
         ops.mkdir = { req, parent, name, _ in FUSESession.session(req).mkdir(req, parent, name) }
         ops.rmdir = { req, parent, name in FUSESession.session(req).rmdir(req, parent, name) }
+        ops.unlink = { req, parent, name in FUSESession.session(req).unlink(req, parent, name) }
         return ops
     }
 }

@@ -121,6 +121,31 @@ final class MountedPool {
         #expect(mounted.list(".pool/heaps").isEmpty)
     }
 
+    @Test func regionsAreWrittenAndRemovedThroughTheTree() throws {
+        let mounted = try MountedPool { pool in try pool.createRegion(name: "window", size: 8192) }
+        let path = mounted.mountpoint + "/.pool/regions/window"
+        let fd = open(path, O_WRONLY)
+        #expect(fd >= 0)
+        let text = Array("written through the mount".utf8)
+        #expect(pwrite(fd, text, text.count, 100) == text.count)
+        #expect(pwrite(fd, text, text.count, 8192) == -1 && errno == EFBIG)
+        close(fd)
+        let pool = try Pool.open(name: "mnt", at: mounted.scratch.path)
+        let region = try pool.openRegion(name: "window")
+        #expect(try pool.read(at: region.address.advanced(by: 100), count: text.count) == text)
+        // The library writes; the file shows it at once.
+        try pool.write(at: region.address, bytes: Array("live".utf8))
+        let bytes = try #require(FileManager.default.contents(atPath: path))
+        #expect(Array(bytes.prefix(4)) == Array("live".utf8))
+        pool.close()
+        #expect(unlink(mounted.mountpoint + "/.pool/info") == -1 && errno == EPERM)
+        #expect(unlink(path) == 0)
+        #expect(mounted.list(".pool/regions").isEmpty)
+        let reopened = try Pool.open(name: "mnt", at: mounted.scratch.path)
+        #expect(reopened.regions().isEmpty)
+        reopened.close()
+    }
+
     @Test func unmountingEndsTheDaemon() throws {
         let mounted = try MountedPool()
         let result = try run("fusermount3", ["-u", mounted.mountpoint])
