@@ -142,6 +142,7 @@ final class OpenPool: @unchecked Sendable {
             return caches
         }
         if hasCacheKey { pthread_key_delete(cacheKey) }
+        hasCacheKey = false
         guard slot >= 0 else { return }
         let retired = (try? withGlobalLock { () -> Bool in
             for cache in orphaned { retire(cache) }
@@ -181,7 +182,10 @@ final class OpenPool: @unchecked Sendable {
             isClosed = true
             caches.removeAll()
         }
-        pthread_key_delete(cacheKey)
+        // Deleted once only: a key number deleted twice may by then belong
+        // to another pool, whose threads would lose their caches.
+        if hasCacheKey { pthread_key_delete(cacheKey) }
+        hasCacheKey = false
         FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.participant(slot))
         FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.openers)
     }
