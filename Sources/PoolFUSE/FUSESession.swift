@@ -225,51 +225,43 @@ public final class FUSESession: @unchecked Sendable {
         fuse_reply_attr(req, &st, 0)
     }
 
-    func mkdir(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
+    /// Runs a change of the tree named by `name`; `body` replies on
+    /// success, a refusal becomes its errno.
+    private func change(_ req: fuse_req_t?, _ name: UnsafePointer<CChar>?, _ body: (String) throws -> Void) {
         guard let name else {
             fuse_reply_err(req, EINVAL)
             return
         }
         do {
-            let node = try tree.makeDirectory(parent: parent, name: String(cString: name))
+            try body(String(cString: name))
+        } catch let refusal as ControlTree.Refusal {
+            fuse_reply_err(req, FUSESession.errno(refusal))
+        } catch {
+            fuse_reply_err(req, EIO)
+        }
+    }
+
+    func mkdir(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
+        change(req, name) { name in
+            let node = try tree.makeDirectory(parent: parent, name: name)
             var entry = fuse_entry_param()
             entry.ino = node.inode
             entry.attr = attributes(node)
             fuse_reply_entry(req, &entry)
-        } catch let refusal as ControlTree.Refusal {
-            fuse_reply_err(req, FUSESession.errno(refusal))
-        } catch {
-            fuse_reply_err(req, EIO)
         }
     }
 
     func unlink(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
-        guard let name else {
-            fuse_reply_err(req, EINVAL)
-            return
-        }
-        do {
-            try tree.remove(parent: parent, name: String(cString: name))
+        change(req, name) { name in
+            try tree.remove(parent: parent, name: name)
             fuse_reply_err(req, 0)
-        } catch let refusal as ControlTree.Refusal {
-            fuse_reply_err(req, FUSESession.errno(refusal))
-        } catch {
-            fuse_reply_err(req, EIO)
         }
     }
 
     func rmdir(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
-        guard let name else {
-            fuse_reply_err(req, EINVAL)
-            return
-        }
-        do {
-            try tree.removeDirectory(parent: parent, name: String(cString: name))
+        change(req, name) { name in
+            try tree.removeDirectory(parent: parent, name: name)
             fuse_reply_err(req, 0)
-        } catch let refusal as ControlTree.Refusal {
-            fuse_reply_err(req, FUSESession.errno(refusal))
-        } catch {
-            fuse_reply_err(req, EIO)
         }
     }
 
