@@ -55,11 +55,7 @@ public final class Heap: @unchecked Sendable {
 
     @inline(__always)
     public func free(_ address: GlobalAddress) throws {
-        do {
-            try withCore { try $0.freeObject(heap: index, address) }
-        } catch PoolError.invalidFree {
-            try core.retryingAfterRecovery { try core.freeObject(heap: index, address) }
-        }
+        try withCore { core in try core.retryingAfterRecovery { try core.freeObject(heap: index, address) } }
     }
 
     /// How many bytes from `address` to the end of its block.
@@ -165,7 +161,12 @@ extension Pool {
         try core.destroyHeap(name: name)
     }
 
-    public func heaps() -> [String] { core.liveHeaps.map(core.heapName) }
+    public func heaps() -> [String] { heapList().map(\.name) }
+
+    /// Heaps with their table rows: numbers that stay while they live.
+    public func heapList() -> [(id: Int, name: String)] {
+        core.liveHeaps.map { ($0, core.heapName($0)) }
+    }
 }
 
 extension Heap {

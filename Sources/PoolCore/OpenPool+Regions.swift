@@ -41,9 +41,12 @@ extension OpenPool {
         (0..<R.capacity).first { rowState($0) == .live && rowName($0) == name }
     }
 
-    func regions() -> [RegionInfo] {
-        (0..<R.capacity).filter { rowState($0) == .live }.map(regionInfo)
+    /// Live regions with their table rows.
+    func regionRows() -> [(id: Int, info: RegionInfo)] {
+        (0..<R.capacity).filter { rowState($0) == .live }.map { ($0, regionInfo($0)) }
     }
+
+    func regions() -> [RegionInfo] { regionRows().map(\.info) }
 
     private func setRowState(_ index: Int, _ state: RowState) {
         metadata.store(state.rawValue, at: R.entry(index) + R.state)

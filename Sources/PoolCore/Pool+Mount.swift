@@ -23,14 +23,4 @@ extension Pool {
             core.metadata.store(UInt64(getpid()), at: Layout.Participants.slot(core.slot) + Layout.Participants.pid)
         }
     }
-
-    /// Heaps with their table rows: stable numbers for inodes.
-    public func heapList() -> [(id: Int, name: String)] {
-        core.liveHeaps.map { ($0, core.heapName($0)) }
-    }
-
-    /// Regions with their table rows.
-    public func regionList() -> [(id: Int, info: RegionInfo)] {
-        (0..<Layout.Regions.capacity).filter { core.rowState($0) == .live }.map { ($0, core.regionInfo($0)) }
-    }
 }

@@ -248,6 +248,15 @@ public final class Pool: @unchecked Sendable {
 
     public func regions() -> [RegionInfo] { core.regions() }
 
+    /// Regions with their table rows: numbers that stay while they live.
+    public func regionList() -> [(id: Int, info: RegionInfo)] { core.regionRows() }
+
+    /// The region in table row `id`, if one lives there (one row read).
+    public func openRegion(id: Int) -> Region? {
+        guard id >= 0, id < Layout.Regions.capacity, core.rowState(id) == .live else { return nil }
+        return Region(pool: self, info: core.regionInfo(id))
+    }
+
     // MARK: Shape
 
     /// Adds a shelf of `size` bytes; other processes see it at once.
@@ -257,6 +266,20 @@ public final class Pool: @unchecked Sendable {
     }
 
     public func info() -> PoolInfo { core.info() }
+
+    /// Capacity and free bytes alone (what `df` asks, on every call).
+    public func usage() -> (capacityBytes: UInt64, freeBytes: UInt64) {
+        let counts = core.pageCounts().shelves
+        let pages = core.shelves.all.reduce(0) { $0 + $1.pageCount }
+        let used = counts.reduce(0) { $0 + $1.used }
+        return (UInt64(pages) * core.pageSize, UInt64(pages - used) * core.pageSize)
+    }
+
+    /// How many shelves the pool has now.
+    public var shelfCount: Int {
+        _ = core.shelf(core.shelves.count)   // maps any another process added
+        return core.shelves.count
+    }
 }
 
 /// A region: a named run of pages this process uses as plain memory. Another

@@ -59,35 +59,44 @@ extension GlobalAddress: Codable {
 }
 
 extension OpenPool {
-    func heapSummaries() -> [HeapSummary] {
-        liveHeaps.map { heap in
-            var pages = 0
-            forEachSpan(of: heap) { _, _, entry, _ in pages += entry.length }
-            return HeapSummary(name: heapName(heap), pages: pages,
-                               placement: storedPlacement(ofHeap: heap)?.description ?? "")
+    /// Pages used, cached and free per shelf, and pages per heap, from one
+    /// walk of the page tables.
+    func pageCounts() -> (shelves: [(used: Int, cached: Int)], heapPages: [Int: Int]) {
+        var heapPages: [Int: Int] = [:]
+        let shelves = self.shelves.all.map { shelf -> (used: Int, cached: Int) in
+            var used = 0, cached = 0
+            shelf.forEachHead { _, entry in
+                if entry.kind == .cached { cached += entry.length; return }
+                used += entry.length
+                switch entry.tag {
+                case .heap(let heap)?, .heapPages(let heap)?: heapPages[heap, default: 0] += entry.length
+                default: break
+                }
+            }
+            return (used, cached)
         }
+        return (shelves, heapPages)
     }
 
     func info() -> PoolInfo {
-        var shelfInfos: [ShelfInfo] = []
-        for shelf in shelves.all {
-            var used = 0
-            var cached = 0
-            shelf.forEachHead { _, entry in
-                if entry.kind == .cached { cached += entry.length } else { used += entry.length }
-            }
-            shelfInfos.append(ShelfInfo(
-                index: shelf.index, medium: shelf.file.medium, persistentMemory: shelf.file.isPersistentMemory,
-                path: shelf.file.path, sizeBytes: shelf.geometry.size, pages: shelf.pageCount,
-                usedPages: used, cachedPages: cached, freePages: shelf.pageCount - used - cached))
+        let counts = pageCounts()
+        let shelfInfos = zip(shelves.all, counts.shelves).map { shelf, count in
+            ShelfInfo(index: shelf.index, medium: shelf.file.medium, persistentMemory: shelf.file.isPersistentMemory,
+                      path: shelf.file.path, sizeBytes: shelf.geometry.size, pages: shelf.pageCount,
+                      usedPages: count.used, cachedPages: count.cached,
+                      freePages: shelf.pageCount - count.used - count.cached)
         }
         let pages = shelfInfos.reduce(0) { $0 + $1.pages }
         let used = shelfInfos.reduce(0) { $0 + $1.usedPages }
         let cached = shelfInfos.reduce(0) { $0 + $1.cachedPages }
+        let heaps = liveHeaps.map { heap in
+            HeapSummary(name: heapName(heap), pages: counts.heapPages[heap] ?? 0,
+                        placement: storedPlacement(ofHeap: heap)?.description ?? "")
+        }
         return PoolInfo(
             name: name, path: directory, uuid: superblock.uuid.description, pageSize: pageSize,
             capacityBytes: UInt64(pages) * pageSize, usedBytes: UInt64(used) * pageSize,
             freeBytes: UInt64(pages - used) * pageSize, cachedBytes: UInt64(cached) * pageSize,
-            shelves: shelfInfos, regions: regions(), heaps: heapSummaries(), processes: livePids())
+            shelves: shelfInfos, regions: regions(), heaps: heaps, processes: livePids())
     }
 }

@@ -56,12 +56,11 @@ public final class ControlTree: @unchecked Sendable {
             default: return nil
             }
         case ControlTree.regionBase..<ControlTree.shelfBase:
-            let id = Int(inode - ControlTree.regionBase)
-            guard let region = pool.regionList().first(where: { $0.id == id })?.info else { return nil }
+            guard let region = pool.openRegion(id: Int(inode - ControlTree.regionBase)) else { return nil }
             return file(inode, region.name, mode: 0o644, size: region.size)
         case ControlTree.shelfBase..<(ControlTree.shelfBase + 64):
             let index = Int(inode - ControlTree.shelfBase)
-            guard index < pool.info().shelves.count else { return nil }
+            guard index < pool.shelfCount else { return nil }
             return file(inode, "\(index)")
         default: return nil
         }
@@ -83,7 +82,7 @@ public final class ControlTree: @unchecked Sendable {
         case ControlTree.regions:
             return pool.regionList().map { file(ControlTree.regionBase + UInt64($0.id), $0.info.name, mode: 0o644, size: $0.info.size) }
         case ControlTree.shelves:
-            return pool.info().shelves.indices.compactMap { node(ControlTree.shelfBase + UInt64($0)) }
+            return (0..<pool.shelfCount).map { file(ControlTree.shelfBase + UInt64($0), "\($0)") }
         case ControlTree.heapBase..<ControlTree.regionBase where (inode - ControlTree.heapBase) % 4 == 0:
             guard node(inode) != nil else { return nil }
             return [node(inode + 1), node(inode + 2)].compactMap { $0 }
@@ -132,9 +131,7 @@ public final class ControlTree: @unchecked Sendable {
 
     /// A region file's bytes, lent to `body` straight from pool memory.
     public func withRegionBytes<R>(_ inode: UInt64, _ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R? {
-        guard isRegion(inode), let info = pool.regionList().first(where: { $0.id == Int(inode - ControlTree.regionBase) }),
-              let region = try? pool.openRegion(name: info.info.name)
-        else { return nil }
+        guard isRegion(inode), let region = pool.openRegion(id: Int(inode - ControlTree.regionBase)) else { return nil }
         return try? region.withUnsafeMutableBytes(body)
     }
 

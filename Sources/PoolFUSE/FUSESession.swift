@@ -271,12 +271,13 @@ public final class FUSESession: @unchecked Sendable {
     }
 
     func statfs(_ req: fuse_req_t?) {
-        let info = tree.pool.info()
+        let pageSize = UInt64(tree.pool.pageSize)
+        let usage = tree.pool.usage()
         var st = statvfs()
-        st.f_bsize = UInt(info.pageSize)
-        st.f_frsize = UInt(info.pageSize)
-        st.f_blocks = UInt(info.capacityBytes / info.pageSize)
-        st.f_bfree = UInt(info.freeBytes / info.pageSize)
+        st.f_bsize = UInt(pageSize)
+        st.f_frsize = UInt(pageSize)
+        st.f_blocks = UInt(usage.capacityBytes / pageSize)
+        st.f_bfree = UInt(usage.freeBytes / pageSize)
         st.f_bavail = st.f_bfree
         st.f_files = 1 << 20
         st.f_ffree = 1 << 20
