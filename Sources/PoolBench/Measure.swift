@@ -11,27 +11,12 @@ enum Measure {
     /// Runs `body(thread)` on `threads` threads for about `seconds`; each call
     /// does `batch` operations. Returns operations per second, all threads.
     static func rate(threads: Int, seconds: Double, batch: Int, _ body: @escaping @Sendable (Int) -> Void) -> Double {
-        let counts = UnsafeMutablePointer<Int>.allocate(capacity: threads * 16)
-        defer { counts.deallocate() }
-        counts.initialize(repeating: 0, count: threads * 16)
-        let start = now()
-        let deadline = start + seconds
-        nonisolated(unsafe) let shared = counts
-        DispatchQueue.concurrentPerform(iterations: threads) { thread in
-            var done = 0
-            while true {
-                for _ in 0..<64 { body(thread) }
-                done += 64 * batch
-                if now() >= deadline { break }
-            }
-            shared[thread * 16] = done
-        }
-        let elapsed = now() - start
-        return Double((0..<threads).reduce(0) { $0 + counts[$1 * 16] }) / elapsed
+        rate(threads: threads, seconds: seconds, batch: batch, setUp: { $0 }, body)
     }
 
-    /// Like `rate`, with per-thread state made on the thread that then uses
-    /// it, before the clock starts (objects stay with the thread that made them).
+    /// With per-thread state made on the thread that then uses it, before
+    /// the clock starts (objects stay with the thread that made them); all
+    /// threads start together and each times itself.
     static func rate<State>(threads: Int, seconds: Double, batch: Int, setUp: @escaping @Sendable (Int) -> State,
                             _ body: @escaping @Sendable (State) -> Void) -> Double {
         let results = UnsafeMutablePointer<Double>.allocate(capacity: threads * 16)

@@ -18,48 +18,11 @@ public struct HeapStats: Codable, Sendable, Equatable {
     public var placement = ""
     /// Its pages per NUMA node, from the kernel ("untouched": never written).
     public var pagesPerNode: [String: Int] = [:]
-    /// 1 − allocated / active: the share of the heap's pages not in objects.
-    public var fragmentation: Double {
-        activeBytes == 0 ? 0 : 1 - Double(allocatedBytes) / Double(activeBytes)
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case name, allocatedBytes, activeBytes, pages, spans, objects, objectsPerClass, delayedObjects
-        case abandonedSpans, fragmentation, placement, pagesPerNode
-    }
+    /// 1 − allocated / active: the share of the heap's pages not in
+    /// objects, to three decimals.
+    public var fragmentation: Double = 0
 
     public init(name: String) { self.name = name }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        name = try c.decode(String.self, forKey: .name)
-        allocatedBytes = try c.decode(UInt64.self, forKey: .allocatedBytes)
-        activeBytes = try c.decode(UInt64.self, forKey: .activeBytes)
-        pages = try c.decode(Int.self, forKey: .pages)
-        spans = try c.decode(Int.self, forKey: .spans)
-        objects = try c.decode(Int.self, forKey: .objects)
-        objectsPerClass = try c.decode([String: Int].self, forKey: .objectsPerClass)
-        delayedObjects = try c.decode(Int.self, forKey: .delayedObjects)
-        abandonedSpans = try c.decode(Int.self, forKey: .abandonedSpans)
-        placement = try c.decode(String.self, forKey: .placement)
-        pagesPerNode = try c.decode([String: Int].self, forKey: .pagesPerNode)
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(name, forKey: .name)
-        try c.encode(allocatedBytes, forKey: .allocatedBytes)
-        try c.encode(activeBytes, forKey: .activeBytes)
-        try c.encode(pages, forKey: .pages)
-        try c.encode(spans, forKey: .spans)
-        try c.encode(objects, forKey: .objects)
-        try c.encode(objectsPerClass, forKey: .objectsPerClass)
-        try c.encode(delayedObjects, forKey: .delayedObjects)
-        try c.encode(abandonedSpans, forKey: .abandonedSpans)
-        try c.encode((fragmentation * 1000).rounded() / 1000, forKey: .fragmentation)
-        try c.encode(placement, forKey: .placement)
-        try c.encode(pagesPerNode, forKey: .pagesPerNode)
-    }
 }
 
 extension OpenPool {
@@ -90,16 +53,9 @@ extension OpenPool {
         stats.delayedObjects = delayedCount(heap: heap)
         // Each delayed object and its list node count as live blocks above.
         stats.objects -= min(stats.objects, 2 * stats.delayedObjects)
-        return stats
-    }
-
-    /// Moves a run between owners' tags (a pool page run becoming a heap's).
-    func retag(_ address: GlobalAddress, count: Int, from: PageEntry.Tag, to: PageEntry.Tag) throws {
-        try checkCount(count)
-        let (table, page) = try locateRun(address)
-        if let actual = table.exchangeEntry(page, expected: .allocated(length: count, tag: from),
-                                            desired: .allocated(length: count, tag: to)) {
-            throw PoolError.invalidFree(address, reason: describeMismatch(actual, count: count))
+        if stats.activeBytes > 0 {
+            stats.fragmentation = ((1 - Double(stats.allocatedBytes) / Double(stats.activeBytes)) * 1000).rounded() / 1000
         }
+        return stats
     }
 }

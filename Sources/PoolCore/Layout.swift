@@ -155,7 +155,6 @@ struct ShelfGeometry: Equatable, Sendable {
 
     var bitmapWords: Int { (pageCount + 63) / 64 }
     var dataBytes: UInt64 { UInt64(pageCount) * pageSize }
-    var metadataBytes: UInt64 { dataOffset }
 
     func offset(ofPage page: Int) -> UInt64 { dataOffset + UInt64(page) * pageSize }
 }

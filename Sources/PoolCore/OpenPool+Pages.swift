@@ -99,6 +99,16 @@ extension OpenPool {
         return table.entry(page) == .cached(length: count, owner: slot)
     }
 
+    /// Moves a run between owners' tags (a pool page run becoming a heap's).
+    func retag(_ address: GlobalAddress, count: Int, from: PageEntry.Tag, to: PageEntry.Tag) throws {
+        try checkCount(count)
+        let (table, page) = try locateRun(address)
+        if let actual = table.exchangeEntry(page, expected: .allocated(length: count, tag: from),
+                                            desired: .allocated(length: count, tag: to)) {
+            throw PoolError.invalidFree(address, reason: describeMismatch(actual, count: count))
+        }
+    }
+
     // MARK: Slow path (global lock)
 
     @inline(never)

@@ -59,6 +59,7 @@ extension OpenPool {
 
     /// Runs `body`; if it finds memory in a state only a dead process can
     /// have left (its publish cut short), recovers the dead and runs it again.
+    @inline(__always)
     func retryingAfterRecovery<R>(_ body: () throws -> R) throws -> R {
         do {
             return try body()

@@ -173,8 +173,6 @@ final class OpenPool: @unchecked Sendable {
         }
     }
 
-    var closed: Bool { registryMutex.withLock { isClosed } }
-
     /// For tests of recovery: leaves the pool as a process killed now would,
     /// with its slot, thread caches and logs as they are, but its locks gone.
     func abandon() {

@@ -61,12 +61,25 @@ public enum Placement: Hashable, Sendable, CustomStringConvertible {
     /// `interleave 0-3`, `weighted-interleave 0,1` (a `=` or `:` may stand
     /// for the space). Nodes are checked against this machine's.
     public init(parsing text: String) throws {
+        try self.init(text, checkingMachine: true)
+    }
+
+    /// Reads a placement written by `description`, without checking the
+    /// nodes against this machine (the pool may have moved since); nil for
+    /// empty or unreadable text.
+    init?(stored text: String) {
+        guard let placement = try? Placement(text, checkingMachine: false) else { return nil }
+        self = placement
+    }
+
+    private init(_ text: String, checkingMachine: Bool) throws {
         let trimmed = text.trimmingWhitespace()
         let separator = trimmed.firstIndex { $0 == " " || $0 == "=" || $0 == ":" }
         let mode = String(trimmed[..<(separator ?? trimmed.endIndex)]).lowercased()
         let rest = separator.map { String(trimmed[trimmed.index(after: $0)...]).trimmingWhitespace() } ?? ""
         func nodes() throws -> NodeSet {
             let set = try NodeSet(parsing: rest)
+            guard checkingMachine else { return set }
             let online = NodeSet.online
             let missing = set.nodes.filter { !online.nodes.contains($0) }
             guard missing.isEmpty else {
@@ -88,30 +101,12 @@ public enum Placement: Hashable, Sendable, CustomStringConvertible {
         case "preferred-many": self = .preferredMany(try nodes())
         case "interleave": self = .interleave(try nodes())
         case "weighted-interleave":
-            guard SystemCall.exists("/sys/kernel/mm/mempolicy/weighted_interleave") else {
+            guard !checkingMachine || SystemCall.exists("/sys/kernel/mm/mempolicy/weighted_interleave") else {
                 throw PoolError.invalidPlacement(trimmed, reason: "this kernel has no weighted interleave (it needs Linux 6.9)")
             }
             self = .weightedInterleave(try nodes())
         default:
             throw PoolError.invalidPlacement(trimmed, reason: "unknown mode '\(mode)' (use \(Placement.modes.joined(separator: ", ")))")
-        }
-    }
-
-    /// Reads a placement written by `description`, without checking the
-    /// nodes against this machine (the pool may have moved since); nil for
-    /// empty or unreadable text.
-    init?(stored text: String) {
-        let parts = text.split(separator: " ", maxSplits: 1).map(String.init)
-        guard let mode = parts.first else { return nil }
-        let nodes = parts.count == 2 ? try? NodeSet(parsing: parts[1]) : nil
-        switch (mode, nodes) {
-        case ("local", nil): self = .local
-        case ("bind", let n?): self = .bind(n)
-        case ("preferred", let n?) where n.nodes.count == 1: self = .preferred(n.nodes[0])
-        case ("preferred-many", let n?): self = .preferredMany(n)
-        case ("interleave", let n?): self = .interleave(n)
-        case ("weighted-interleave", let n?): self = .weightedInterleave(n)
-        default: return nil
         }
     }
 

@@ -137,7 +137,6 @@ enum ShelfHeader {
     }
 
     static func medium(_ file: MappedFile) -> Medium? { Medium(code: file.load(UInt32.self, at: H.medium)) }
-    static func size(_ file: MappedFile) -> UInt64 { file.load(UInt64.self, at: H.size) }
 }
 
 /// The shelf table in shelf 0. A row is written whole, then made visible by

@@ -114,7 +114,6 @@ enum SystemCall {
         _ = msync(address, length, MS_SYNC)
     }
 
-    static var processID: Int32 { getpid() }
 }
 
 /// Open-file-description locks on single bytes of a file. The kernel drops

@@ -65,7 +65,6 @@ struct UnsafeSpan {
         get { word(.next).pointee }
         nonmutating set { word(.next).pointee = newValue }
     }
-    var hasLocalFree: Bool { word(.localFree).pointee != 0 }
     var hasRemoteFree: Bool { atomic(.remoteFree).load(ordering: .relaxed) != 0 }
     /// Free blocks at hand (not counting undrained remote frees).
     var freeCount: Int { capacity - used }

@@ -12,7 +12,8 @@ struct MountCommand: ParsableCommand {
         discussion: """
             Goes to the background once mounted unless -f. Ctrl-C (with -f), SIGTERM, `umount`
             or `fusermount3 -u MOUNTPOINT` unmount it. One mount per pool at a time. This first
-            version shows the pool's control tree, read-only; file storage comes next.
+            version shows the pool's control tree (heaps made and placed, regions written); file
+            storage comes next.
             """)
 
     @Argument(help: "The pool's name.") var name: String

@@ -14,7 +14,6 @@ import Glibc
             #expect(sizeClass >= previous)
             if size > 128 { #expect(Double(block) <= Double(size) * 1.25 + 1) }
             previous = sizeClass
-            if block < size || sizeClass < previous { break }
         }
         #expect(SizeClass.of(0) == 0)
         #expect(SizeClass.sizes.last == SizeClass.maximumSmall)
@@ -187,7 +186,8 @@ import Glibc
         try heap.free(object)
         let before = pool.usedPages
         try pool.destroyHeap(name: "busy")
-        #expect(pool.usedPages < before || before == 0)
+        #expect(before > 0)
+        #expect(pool.usedPages < before)
         #expect(pool.heaps().isEmpty)
         #expect(throws: PoolError.heapNotFound("busy")) { try pool.openHeap(name: "busy") }
     }
