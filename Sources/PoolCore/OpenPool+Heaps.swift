@@ -308,9 +308,6 @@ extension OpenPool {
 
     func freeLarge(_ table: UnsafePageTable, _ head: Int, _ address: GlobalAddress) throws {
         let entry = table.entry(head)
-        // Like a small block's free-list link, so a freed object never keeps
-        // its first word (a stale tag there could look like a live object).
-        (table.pointer(toPage: head) + UnsafeSpan.headerSize).storeBytes(of: 0, as: UInt64.self)
         if let lost = table.exchangeEntry(head, expected: entry, desired: .cached(length: entry.length, owner: slot)) {
             throw PoolError.invalidFree(address, reason: describeMismatch(lost, count: entry.length))
         }

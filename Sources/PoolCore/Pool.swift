@@ -277,7 +277,7 @@ public final class Pool: @unchecked Sendable {
 
     /// How many shelves the pool has now.
     public var shelfCount: Int {
-        _ = core.shelf(core.shelves.count)   // maps any another process added
+        _ = core.shelf(core.shelves.count)   // maps any shelf another process added
         return core.shelves.count
     }
 }

@@ -26,6 +26,16 @@ func openPool() -> Pool {
     do { return try Pool.open(name: name, at: home) } catch { fail("\(error)") }
 }
 
+/// The storms' random numbers: cheap, and the same for the same seed.
+struct Xorshift {
+    var state: UInt64
+    init(_ seed: UInt64) { state = seed | 1 }
+    mutating func next() -> UInt64 {
+        state ^= state << 13; state ^= state >> 7; state ^= state << 17
+        return state
+    }
+}
+
 /// The stamp a storm writes at both ends of each run it owns.
 func stamp(_ address: GlobalAddress) -> UInt64 { address.rawValue ^ 0x5a5a_5a5a_5a5a_5a5a }
 
@@ -39,11 +49,8 @@ func storm(region regionName: String, index: Int, operations: Int, seed: UInt64)
     do { region = try pool.openRegion(name: regionName) } catch { fail("\(error)") }
     let slots = 64
     let pageSize = UInt64(pool.pageSize)
-    var random = seed
-    func next() -> UInt64 {
-        random ^= random << 13; random ^= random >> 7; random ^= random << 17
-        return random
-    }
+    var random = Xorshift(seed)
+    func next() -> UInt64 { random.next() }
     let counts = [1, 1, 1, 2, 3, 4, 8, 16, 17, 40]
     // Runs published by an earlier, killed helper may have died before their
     // stamps were written; only this life's runs are checked.
@@ -119,11 +126,8 @@ func heapStorm(heap heapName: String, queue: String, index: Int, operations: Int
         heap = try pool.openHeap(name: heapName)
         slots = try pool.openRegion(name: queue)
     } catch { fail("\(error)") }
-    var random = seed
-    func next() -> UInt64 {
-        random ^= random << 13; random ^= random >> 7; random ^= random << 17
-        return random
-    }
+    var random = Xorshift(seed)
+    func next() -> UInt64 { random.next() }
     let privateSlots = 16
     let count = Int(slots.size) / 8
     let mine = slots.address.advanced(by: UInt64(index * 8))

@@ -28,7 +28,8 @@ struct CheckCommand: ParsableCommand {
             for line in report.problems { print("problem: \(line)") }
             for line in report.recoverable { print("left by a dead process: \(line)") }
             print("pool '\(pool.name)': \(report.pages) pages, \(report.allocatedPages) in \(report.allocatedRuns) "
-                + "allocated runs, \(report.regionPages) in regions, \(report.leakedPages) leaked")
+                + "allocated runs, \(report.regionPages) in regions, \(report.heapPages) in heaps "
+                + "(\(report.heapObjects) objects), \(report.leakedPages) leaked")
             if report.isClean {
                 print("clean")
             } else if report.problems.isEmpty {

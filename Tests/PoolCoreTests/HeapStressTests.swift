@@ -72,6 +72,7 @@ import Glibc
         pool.close()
         let report = try Pool.check(name: "hs", at: scratch.path)
         #expect(report.isClean, "\(report)")
+        #expect(report.heapObjects == 0, "\(report)")
     }
 
     @Test func stormsKilledMidwayLeaveNoLeakAndNoDoubleOwnership() throws {

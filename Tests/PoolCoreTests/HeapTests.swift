@@ -51,6 +51,20 @@ import Glibc
         #expect(stats.allocatedBytes == 0)
     }
 
+    @Test func checkCountsLiveObjects() throws {
+        let scratch = Scratch()
+        let pool = try makePool(scratch)
+        let heap = try pool.createHeap(name: "counted")
+        let kept = try (0..<3).map { _ in try heap.allocate(size: 40) }
+        try heap.free(try heap.allocate(size: 40))
+        _ = try heap.allocate(size: 1 << 20)
+        pool.close()
+        let report = try Pool.check(name: "heap", at: scratch.path)
+        #expect(report.isClean, "\(report)")
+        #expect(report.heapObjects == 3 + 1, "\(report)")
+        _ = kept
+    }
+
     @Test func freedBlocksAreReused() throws {
         let scratch = Scratch()
         let pool = try makePool(scratch)
