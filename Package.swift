@@ -47,7 +47,7 @@ let package = Package(
         .executableTarget(
             name: "poolfs",
             dependencies: [
-                "PoolCore", "PoolFUSE",
+                "PoolCore", "PoolFS", "PoolFUSE",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // The benchmark links the peers (pmemobj, …) so that `poolfs` does not.

@@ -33,7 +33,7 @@ extension OpenPool {
         forEachSpan(of: heap) { _, _, entry, span in
             stats.pages += entry.length
             stats.activeBytes += UInt64(entry.length) * pageSize
-            if entry.tag == .heapPages(heap) {
+            if entry.tag?.isHeapPageRun == true {
                 stats.allocatedBytes += UInt64(entry.length) * pageSize
                 return
             }

@@ -53,6 +53,8 @@ enum Layout {
         static let delayedPushes = offset + 24
         /// The pid of the process that has the pool mounted.
         static let mountHolder = offset + 32
+        /// The first chunk of the mounted file system's metadata log.
+        static let fileSystemLog = offset + 40
     }
 
     // Participant slots, shelf 0: one per process that has the pool open.

@@ -62,7 +62,7 @@ extension OpenPool {
             var pageRuns = 0
             var owners: Set<UInt64> = []
             forEachSpan(of: index) { _, _, entry, span in
-                if entry.tag == .heapPages(index) { pageRuns += 1 } else if span.owner != 0 { owners.insert(span.owner) }
+                if entry.tag?.isHeapPageRun == true { pageRuns += 1 } else if span.owner != 0 { owners.insert(span.owner) }
             }
             guard pageRuns == 0 else {
                 throw PoolError.heapInUse(name, reason: "it still holds \(pageRuns) page runs")
@@ -86,11 +86,8 @@ extension OpenPool {
         for shelf in shelves.all {
             shelf.forEachHead { page, entry in
                 guard entry.kind == .allocated else { return }
-                switch entry.tag {
-                case .heap(index)?, .heapPages(index)?:
-                    body(shelf, page, entry, UnsafeSpan(base: shelf.table.pointer(toPage: page)))
-                default: return
-                }
+                guard entry.tag?.heap == index else { return }
+                body(shelf, page, entry, UnsafeSpan(base: shelf.table.pointer(toPage: page)))
             }
         }
     }
@@ -281,7 +278,7 @@ extension OpenPool {
     func describeHeapMismatch(_ entry: PageEntry, heap: Int) -> String {
         switch (entry.kind, entry.tag) {
         case (.allocated?, .heap(let other)?): return "it belongs to heap '\(heapName(other))', not '\(heapName(heap))'"
-        case (.allocated?, .heapPages?): return "it is a page run; free it with freePages"
+        case (.allocated?, .heapPages?), (.allocated?, .files?): return "it is a page run; free it with freePages"
         case (.allocated?, .region(let index)?): return "it belongs to region '\(regionName(index) ?? "#\(index)")'"
         case (.allocated?, .pages?): return "it is a page run of the pool, not a heap object"
         default: return "it is not allocated (already freed?)"

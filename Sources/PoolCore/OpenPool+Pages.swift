@@ -33,11 +33,11 @@ extension OpenPool {
         return try takeRunSlow(count, cache: cache)
     }
 
-    func allocatePages(count: Int) throws -> GlobalAddress {
+    func allocatePages(count: Int, tag: PageEntry.Tag = .pages) throws -> GlobalAddress {
         try checkCount(count)
         let raw = try takeRun(count, cache: try threadCache())
         let (table, page) = location(of: raw)
-        table.setEntry(page, .allocated(length: count, tag: .pages))
+        table.setEntry(page, .allocated(length: count, tag: tag))
         return GlobalAddress(rawValue: raw)
     }
 
@@ -71,11 +71,11 @@ extension OpenPool {
         }
     }
 
-    func freePages(at address: GlobalAddress, count: Int) throws {
+    func freePages(at address: GlobalAddress, count: Int, tag: PageEntry.Tag = .pages) throws {
         try checkCount(count)
         let (table, page) = try locateRun(address)
         // One CAS makes the run ours again; a double free fails here.
-        if let actual = table.exchangeEntry(page, expected: .allocated(length: count, tag: .pages),
+        if let actual = table.exchangeEntry(page, expected: .allocated(length: count, tag: tag),
                                             desired: .cached(length: count, owner: slot)) {
             throw PoolError.invalidFree(address, reason: describeMismatch(actual, count: count))
         }
@@ -106,6 +106,24 @@ extension OpenPool {
         if let actual = table.exchangeEntry(page, expected: .allocated(length: count, tag: from),
                                             desired: .allocated(length: count, tag: to)) {
             throw PoolError.invalidFree(address, reason: describeMismatch(actual, count: count))
+        }
+    }
+
+    /// Frees the pages of an allocated run after its first `keep`.
+    func shortenRun(_ address: GlobalAddress, count: Int, keep: Int, tag: PageEntry.Tag) throws {
+        try checkCount(count)
+        guard keep >= 1, keep < count else {
+            throw PoolError.invalidSize("\(keep) pages", reason: "a run of \(count) keeps 1 to \(count - 1) pages")
+        }
+        guard let shelf = shelf(address.shelf), let page = shelf.page(at: address.offset) else {
+            throw PoolError.invalidFree(address, reason: "not the start of a data page")
+        }
+        try withGlobalLock {
+            let actual = shelf.table.entry(page)
+            guard actual == .allocated(length: count, tag: tag) else {
+                throw PoolError.invalidFree(address, reason: describeMismatch(actual, count: count))
+            }
+            shelf.shortenRun(at: page, to: keep, from: count, head: .allocated(length: keep, tag: tag))
         }
     }
 

@@ -51,6 +51,10 @@ extension OpenPool {
         forEachSpan(of: heap) { shelf, page, entry, _ in
             for i in 0..<entry.length { pointers.append(shelf.table.pointer(toPage: page + i)) }
         }
+        return OpenPool.countPerNode(pointers)
+    }
+
+    static func countPerNode(_ pointers: [UnsafeMutableRawPointer]) -> [String: Int] {
         var counts: [String: Int] = [:]
         for node in NodePlacement.nodes(of: pointers) { counts[node.map { "\($0)" } ?? "untouched", default: 0] += 1 }
         return counts

@@ -162,7 +162,7 @@ struct PoolChecker {
                         report.problems.append("shelf \(shelf.index) page \(page): \(length) pages of a region that no longer exists (leaked)")
                         report.leakedPages += length
                     }
-                case (.allocated?, .heap(let heap)?), (.allocated?, .heapPages(let heap)?):
+                case (.allocated?, .heap(let heap)?), (.allocated?, .heapPages(let heap)?), (.allocated?, .files(let heap)?):
                     inspectHeapRun(shelf, page, entry, heap: heap, into: &report)
                 default:
                     report.allocatedPages += length
@@ -252,7 +252,7 @@ struct PoolChecker {
                     case (.allocated?, .region(let index)?):
                         leak = index >= Layout.Regions.capacity || core.rowState(index) != .live
                             || core.regionInfo(index).address != shelf.address(ofPage: page)
-                    case (.allocated?, .heap(let heap)?), (.allocated?, .heapPages(let heap)?):
+                    case (.allocated?, .heap(let heap)?), (.allocated?, .heapPages(let heap)?), (.allocated?, .files(let heap)?):
                         leak = !core.heapIsLive(heap)
                     default: leak = false
                     }

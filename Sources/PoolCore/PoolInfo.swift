@@ -69,7 +69,7 @@ extension OpenPool {
                 if entry.kind == .cached { cached += entry.length; return }
                 used += entry.length
                 switch entry.tag {
-                case .heap(let heap)?, .heapPages(let heap)?: heapPages[heap, default: 0] += entry.length
+                case .heap(let heap)?, .heapPages(let heap)?, .files(let heap)?: heapPages[heap, default: 0] += entry.length
                 default: break
                 }
             }

@@ -74,6 +74,16 @@ final class Shelf: @unchecked Sendable {
         if page < searchHint { searchHint = page }
     }
 
+    /// Cuts a run headed at `page` to its first `keep` pages and frees the
+    /// rest: the head shrinks first, so a crash leaves only uncovered
+    /// tails, which count as free.
+    func shortenRun(at page: Int, to keep: Int, from length: Int, head: PageEntry) {
+        setEntry(page, head)
+        for i in keep..<length { setEntry(page + i, .free) }
+        setBits(page + keep, length - keep, used: false)
+        if page + keep < searchHint { searchHint = page + keep }
+    }
+
     /// The first page of `length` free pages, next-fit from the last claim.
     func findFreeRun(length: Int) -> Int? {
         guard length <= geometry.pageCount else { return nil }

@@ -24,7 +24,7 @@ public final class ControlTree: @unchecked Sendable {
 
     // Inode numbers: fixed ones, then a range per kind of entry.
     public static let root: UInt64 = 1
-    static let control: UInt64 = 2, info: UInt64 = 3, infoJSON: UInt64 = 4
+    public static let control: UInt64 = 2; static let info: UInt64 = 3, infoJSON: UInt64 = 4
     static let heaps: UInt64 = 5, regions: UInt64 = 6, shelves: UInt64 = 7
     static let heapBase: UInt64 = 0x1_0000, regionBase: UInt64 = 0x2_0000, shelfBase: UInt64 = 0x3_0000
 

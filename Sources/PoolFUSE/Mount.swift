@@ -29,13 +29,16 @@ public enum Mount {
                            ready: () -> Void) throws {
         try checkMountPoint(mountpoint)
         try pool.lockForMount()
-        let session = FUSESession(tree: ControlTree(pool: pool))
+        let fs = try FileSystem(pool: pool)
+        let session = FUSESession(fs: fs, tree: ControlTree(pool: pool))
         var args = fuse_args(argc: 0, argv: nil, allocated: 0)
         defer { fuse_opt_free_args(&args) }
         // Named in /proc/mounts and df as poolfs:NAME of type fuse.poolfs.
         var options = options
         if !options.contains(where: { $0.hasPrefix("fsname=") }) { options.append("fsname=poolfs:\(pool.name)") }
         if !options.contains(where: { $0.hasPrefix("subtype=") }) { options.append("subtype=poolfs") }
+        // The kernel checks permission bits, as on tmpfs.
+        if !options.contains("default_permissions") { options.append("default_permissions") }
         for argument in ["poolfs", "-o", options.joined(separator: ",")] {
             fuse_opt_add_arg(&args, argument)
         }
@@ -65,6 +68,10 @@ public enum Mount {
         fuse_daemonize(foreground ? 1 : 0)
         pool.recordMountProcess()
         ready()
-        _ = withExtendedLifetime(session) { fuse_session_loop(se) }
+        let config = fuse_loop_cfg_create()
+        defer { fuse_loop_cfg_destroy(config) }
+        fuse_loop_cfg_set_max_threads(config, 16)
+        _ = withExtendedLifetime(session) { fuse_session_loop_mt(se, config) }
+        fs.unmount()
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import PoolCore
+import PoolFS
 
 struct CheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -7,7 +8,9 @@ struct CheckCommand: ParsableCommand {
         abstract: "Check a pool that no process has open; --repair fixes what it finds.",
         discussion: """
             Verifies the page tables, the free-page bitmaps, the region table and the
-            process slots against each other. Exits 0 when the pool is consistent,
+            process slots against each other, then replays the mounted file system's
+            metadata log and checks that its files name exactly the pages it holds
+            (a run that nothing names is a leak). Exits 0 when the pool is consistent,
             1 when it found damage or leaks (after --repair: when some remain).
             """)
 
@@ -30,7 +33,8 @@ struct CheckCommand: ParsableCommand {
             print("pool '\(pool.name)': \(report.pages) pages, \(report.allocatedPages) in \(report.allocatedRuns) "
                 + "allocated runs, \(report.regionPages) in regions, \(report.heapPages) in heaps "
                 + "(\(report.heapObjects) objects), \(report.leakedPages) leaked")
-            if report.isClean {
+            let files = try checkFileSystem()
+            if report.isClean && files {
                 print("clean")
             } else if report.problems.isEmpty {
                 print("consistent; the next open (or --repair) recovers what dead processes left")
@@ -38,5 +42,20 @@ struct CheckCommand: ParsableCommand {
                 throw ExitCode(1)
             }
         }
+    }
+
+    /// Whether the file system in the pool (if it was ever mounted) has
+    /// nothing to repair.
+    private func checkFileSystem() throws -> Bool {
+        let opened = try Pool.open(name: pool.name, at: pool.path)
+        defer { opened.close() }
+        guard let report = FileSystem.check(pool: opened, repair: repair) else { return true }
+        for line in report.repaired { print("repaired: \(line)") }
+        for line in report.problems { print("problem: \(line)") }
+        if !repair { for line in report.leftByCrash { print("left by a dead mount: \(line)") } }
+        print("file system: \(report.files) files, \(report.directories) directories, \(report.filePages) pages in files, "
+            + "\(report.logPages) in its log, \(report.unreferencedPages) unreferenced")
+        guard report.problems.isEmpty else { throw ExitCode(1) }
+        return report.leftByCrash.isEmpty || repair
     }
 }

@@ -1,0 +1,167 @@
+import PoolCore
+
+/// One record of the metadata log: a change of the file system that is
+/// whole or absent after a crash. The same `apply` makes it happen live and
+/// on replay.
+enum Change: Sendable {
+    /// An inode's whole state (snapshots); no names change.
+    case inode(InodeRecord)
+    /// A name in a directory (snapshots); no counts or times change.
+    case entry(parent: UInt64, name: String, inode: UInt64)
+    /// A new inode under `name` in `parent`.
+    case create(parent: UInt64, name: String, InodeRecord)
+    case link(parent: UInt64, name: String, inode: UInt64, time: Timestamp)
+    case unlink(parent: UInt64, name: String, time: Timestamp)
+    case rename(from: UInt64, name: String, to: UInt64, newName: String, exchange: Bool, time: Timestamp)
+    case setAttributes(inode: UInt64, AttributeChange)
+    /// Size and modification time after writes.
+    case written(inode: UInt64, size: UInt64, time: Timestamp)
+    case extent(inode: UInt64, Extent)
+    /// Frees the runs lying wholly inside file pages `from ..< to`.
+    case punch(inode: UInt64, from: UInt64, to: UInt64)
+    case setXattr(inode: UInt64, name: String, value: [UInt8])
+    case removeXattr(inode: UInt64, name: String)
+    case setHeap(inode: UInt64, heap: Int)
+    /// An unlinked inode's last close.
+    case drop(inode: UInt64)
+}
+
+/// The fields setattr changes; nil leaves one as it is.
+public struct AttributeChange: Sendable {
+    public var mode: UInt32?
+    public var uid: UInt32?
+    public var gid: UInt32?
+    public var size: UInt64?
+    public var atime: Timestamp?
+    public var mtime: Timestamp?
+    public var ctime: Timestamp
+
+    public init(mode: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil, size: UInt64? = nil,
+                atime: Timestamp? = nil, mtime: Timestamp? = nil, ctime: Timestamp = .now()) {
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.size = size
+        self.atime = atime
+        self.mtime = mtime
+        self.ctime = ctime
+    }
+}
+
+// MARK: Encoding
+
+/// Little-endian bytes of one record: [u32 length][u8 kind][fields].
+struct RecordWriter {
+    var bytes: [UInt8] = []
+
+    mutating func u8(_ v: UInt8) { bytes.append(v) }
+    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func i64(_ v: Int64) { u64(UInt64(bitPattern: v)) }
+    mutating func time(_ t: Timestamp) { i64(t.seconds); i64(t.nanoseconds) }
+    mutating func data(_ v: [UInt8]) { u32(UInt32(v.count)); bytes.append(contentsOf: v) }
+    mutating func string(_ v: String) { data(Array(v.utf8)) }
+    mutating func optional(_ v: UInt64?) { u8(v == nil ? 0 : 1); u64(v ?? 0) }
+    mutating func optional(_ t: Timestamp?) { u8(t == nil ? 0 : 1); time(t ?? Timestamp(seconds: 0, nanoseconds: 0)) }
+
+    mutating func inode(_ r: InodeRecord) {
+        u64(r.number); u32(r.mode); u32(r.uid); u32(r.gid); u32(r.nlink); u64(r.rdev); u64(r.size)
+        time(r.atime); time(r.mtime); time(r.ctime); u32(UInt32(r.heap)); u64(r.parent); string(r.target)
+    }
+
+    static func encode(_ change: Change) -> [UInt8] {
+        var w = RecordWriter()
+        w.u32(0)
+        switch change {
+        case .inode(let r): w.u8(1); w.inode(r)
+        case let .entry(parent, name, inode): w.u8(2); w.u64(parent); w.string(name); w.u64(inode)
+        case let .create(parent, name, r): w.u8(3); w.u64(parent); w.string(name); w.inode(r)
+        case let .link(parent, name, inode, time): w.u8(4); w.u64(parent); w.string(name); w.u64(inode); w.time(time)
+        case let .unlink(parent, name, time): w.u8(5); w.u64(parent); w.string(name); w.time(time)
+        case let .rename(from, name, to, newName, exchange, time):
+            w.u8(6); w.u64(from); w.string(name); w.u64(to); w.string(newName); w.u8(exchange ? 1 : 0); w.time(time)
+        case let .setAttributes(inode, c):
+            w.u8(7); w.u64(inode)
+            w.optional(c.mode.map(UInt64.init)); w.optional(c.uid.map(UInt64.init)); w.optional(c.gid.map(UInt64.init))
+            w.optional(c.size); w.optional(c.atime); w.optional(c.mtime); w.time(c.ctime)
+        case let .written(inode, size, time): w.u8(8); w.u64(inode); w.u64(size); w.time(time)
+        case let .extent(inode, e): w.u8(9); w.u64(inode); w.u64(e.page); w.u64(e.address.rawValue); w.u64(UInt64(e.pages))
+        case let .punch(inode, from, to): w.u8(10); w.u64(inode); w.u64(from); w.u64(to)
+        case let .setXattr(inode, name, value): w.u8(11); w.u64(inode); w.string(name); w.data(value)
+        case let .removeXattr(inode, name): w.u8(12); w.u64(inode); w.string(name)
+        case let .setHeap(inode, heap): w.u8(13); w.u64(inode); w.u32(UInt32(heap))
+        case let .drop(inode): w.u8(14); w.u64(inode)
+        }
+        let length = UInt32(w.bytes.count).littleEndian
+        withUnsafeBytes(of: length) { w.bytes.replaceSubrange(0..<4, with: $0) }
+        return w.bytes
+    }
+}
+
+/// Reads one record back; nil on anything malformed.
+struct RecordReader {
+    let bytes: UnsafeRawBufferPointer
+    var position = 0
+
+    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    struct Malformed: Error {}
+
+    mutating func take(_ count: Int) throws -> UnsafeRawBufferPointer {
+        guard count >= 0, position + count <= bytes.count else { throw Malformed() }
+        defer { position += count }
+        return UnsafeRawBufferPointer(rebasing: bytes[position..<(position + count)])
+    }
+
+    mutating func u8() throws -> UInt8 { try take(1)[0] }
+    mutating func u32() throws -> UInt32 { UInt32(littleEndian: try take(4).loadUnaligned(as: UInt32.self)) }
+    mutating func u64() throws -> UInt64 { UInt64(littleEndian: try take(8).loadUnaligned(as: UInt64.self)) }
+    mutating func i64() throws -> Int64 { Int64(bitPattern: try u64()) }
+    mutating func time() throws -> Timestamp { Timestamp(seconds: try i64(), nanoseconds: try i64()) }
+    mutating func data() throws -> [UInt8] { Array(try take(Int(try u32()))) }
+    mutating func string() throws -> String { String(decoding: try data(), as: UTF8.self) }
+    mutating func optional() throws -> UInt64? { let present = try u8(); let v = try u64(); return present == 0 ? nil : v }
+    mutating func optionalTime() throws -> Timestamp? { let present = try u8(); let t = try time(); return present == 0 ? nil : t }
+
+    mutating func inode() throws -> InodeRecord {
+        InodeRecord(number: try u64(), mode: try u32(), uid: try u32(), gid: try u32(), nlink: try u32(),
+                    rdev: try u64(), size: try u64(), atime: try time(), mtime: try time(), ctime: try time(),
+                    heap: Int(try u32()), parent: try u64(), target: try string())
+    }
+
+    /// The change in `bytes`, which hold exactly one record.
+    static func decode(_ bytes: UnsafeRawBufferPointer) throws -> Change {
+        var r = RecordReader(bytes)
+        _ = try r.u32()
+        let change: Change
+        switch try r.u8() {
+        case 1: change = .inode(try r.inode())
+        case 2: change = .entry(parent: try r.u64(), name: try r.string(), inode: try r.u64())
+        case 3: change = .create(parent: try r.u64(), name: try r.string(), try r.inode())
+        case 4: change = .link(parent: try r.u64(), name: try r.string(), inode: try r.u64(), time: try r.time())
+        case 5: change = .unlink(parent: try r.u64(), name: try r.string(), time: try r.time())
+        case 6:
+            change = .rename(from: try r.u64(), name: try r.string(), to: try r.u64(), newName: try r.string(),
+                             exchange: try r.u8() != 0, time: try r.time())
+        case 7:
+            let inode = try r.u64()
+            let c = AttributeChange(mode: try r.optional().map { UInt32($0) }, uid: try r.optional().map { UInt32($0) },
+                                    gid: try r.optional().map { UInt32($0) }, size: try r.optional(),
+                                    atime: try r.optionalTime(), mtime: try r.optionalTime(), ctime: try r.time())
+            change = .setAttributes(inode: inode, c)
+        case 8: change = .written(inode: try r.u64(), size: try r.u64(), time: try r.time())
+        case 9:
+            let inode = try r.u64()
+            change = .extent(inode: inode, Extent(page: try r.u64(), address: GlobalAddress(rawValue: try r.u64()),
+                                                  pages: Int(try r.u64())))
+        case 10: change = .punch(inode: try r.u64(), from: try r.u64(), to: try r.u64())
+        case 11: change = .setXattr(inode: try r.u64(), name: try r.string(), value: try r.data())
+        case 12: change = .removeXattr(inode: try r.u64(), name: try r.string())
+        case 13: change = .setHeap(inode: try r.u64(), heap: Int(try r.u32()))
+        case 14: change = .drop(inode: try r.u64())
+        default: throw Malformed()
+        }
+        guard r.position == bytes.count else { throw Malformed() }
+        return change
+    }
+}

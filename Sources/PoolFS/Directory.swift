@@ -1,0 +1,54 @@
+/// A directory's entries. Each entry keeps the slot it was added in, and a
+/// slot is its readdir offset: a listing that runs while entries come and go
+/// never sees one twice nor misses one that stayed. Slots are compacted only
+/// while nobody has the directory open.
+struct Directory: Sendable {
+    struct Entry: Sendable {
+        let name: String
+        var inode: UInt64
+    }
+
+    private(set) var slots: [Entry?] = []
+    private var byName: [String: Int] = [:]
+
+    var count: Int { byName.count }
+    var isEmpty: Bool { byName.isEmpty }
+
+    func inode(named name: String) -> UInt64? {
+        byName[name].flatMap { slots[$0]?.inode }
+    }
+
+    mutating func add(_ name: String, _ inode: UInt64) {
+        byName[name] = slots.count
+        slots.append(Entry(name: name, inode: inode))
+    }
+
+    /// Points an existing name at another inode, in place.
+    mutating func replace(_ name: String, _ inode: UInt64) {
+        guard let slot = byName[name] else { return add(name, inode) }
+        slots[slot]?.inode = inode
+    }
+
+    @discardableResult
+    mutating func remove(_ name: String) -> UInt64? {
+        guard let slot = byName.removeValue(forKey: name) else { return nil }
+        let inode = slots[slot]?.inode
+        slots[slot] = nil
+        return inode
+    }
+
+    /// Drops empty slots when they are most of the table.
+    mutating func compactIfSparse() {
+        guard slots.count > 64, byName.count * 2 < slots.count else { return }
+        slots = slots.compactMap { $0 }.map { Optional($0) }
+        byName = [:]
+        for (slot, entry) in slots.enumerated() { byName[entry!.name] = slot }
+    }
+
+    /// Entries from slot `start` on, with the slot after each.
+    func entries(from start: Int) -> some Sequence<(entry: Entry, next: Int)> {
+        (max(start, 0)..<slots.count).lazy.compactMap { slot in slots[slot].map { ($0, slot + 1) } }
+    }
+
+    var names: [(String, UInt64)] { slots.compactMap { $0.map { ($0.name, $0.inode) } } }
+}

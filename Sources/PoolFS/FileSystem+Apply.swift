@@ -1,0 +1,141 @@
+import PoolCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The one place the model changes: each log record, applied live (after
+/// it was checked and logged) or on replay (where a record may name an
+/// inode that an earlier crash already dropped: it is skipped).
+extension FileSystem {
+    /// Applies `change`; returns the runs it released, with their heaps.
+    func apply(_ change: Change, replaying: Bool) -> [Release] {
+        var released: [Release] = []
+        switch change {
+        case .inode(let record):
+            inodes[record.number] = Inode(record)
+            nextInode = max(nextInode, record.number + 1)
+
+        case let .entry(parent, name, number):
+            inodes[parent]?.directory?.add(name, number)
+
+        case let .create(parent, name, record):
+            guard let directory = inodes[parent], directory.directory != nil else { break }
+            let inode = Inode(record)
+            inodes[record.number] = inode
+            nextInode = max(nextInode, record.number + 1)
+            directory.directory!.add(name, record.number)
+            if inode.isDirectory { directory.record.nlink += 1 }
+            touch(directory, record.ctime)
+
+        case let .link(parent, name, number, time):
+            guard let directory = inodes[parent], let inode = inodes[number] else { break }
+            directory.directory?.add(name, number)
+            inode.record.nlink += 1
+            inode.record.ctime = time
+            touch(directory, time)
+
+        case let .unlink(parent, name, time):
+            guard let directory = inodes[parent], let number = directory.directory?.remove(name) else { break }
+            touch(directory, time)
+            released += unlinked(number, from: directory, time: time, replaying: replaying)
+
+        case let .rename(from, name, to, newName, exchange, time):
+            guard let source = inodes[from], let target = inodes[to],
+                  let moving = source.directory?.inode(named: name) else { break }
+            if exchange {
+                guard let other = target.directory?.inode(named: newName) else { break }
+                source.directory!.replace(name, other)
+                target.directory!.replace(newName, moving)
+                if from != to {
+                    reparent(moving, from: source, to: target)
+                    reparent(other, from: target, to: source)
+                }
+                inodes[other]?.record.ctime = time
+            } else {
+                source.directory!.remove(name)
+                if let replaced = target.directory?.remove(newName) {
+                    released += unlinked(replaced, from: target, time: time, replaying: replaying)
+                }
+                target.directory!.add(newName, moving)
+                if from != to { reparent(moving, from: source, to: target) }
+            }
+            inodes[moving]?.record.ctime = time
+            touch(source, time)
+            touch(target, time)
+
+        case let .setAttributes(number, c):
+            guard let inode = inodes[number] else { break }
+            if let mode = c.mode { inode.record.mode = inode.record.mode & S_IFMT | mode & 0o7777 }
+            if let uid = c.uid { inode.record.uid = uid }
+            if let gid = c.gid { inode.record.gid = gid }
+            if let size = c.size {
+                if size < inode.record.size {
+                    let kept = (size + pageSize - 1) >> pageShift
+                    released += inode.extents.removeAll(from: kept).map { Release(extent: $0, heap: inode.record.heap) }
+                    if let cut = inode.extents.cut(at: kept) {
+                        released.append(Release(extent: cut, heap: inode.record.heap, keep: Int(kept - cut.page)))
+                    }
+                }
+                inode.record.size = size
+            }
+            if let atime = c.atime { inode.record.atime = atime }
+            if let mtime = c.mtime { inode.record.mtime = mtime }
+            inode.record.ctime = c.ctime
+
+        case let .written(number, size, time):
+            guard let inode = inodes[number] else { break }
+            inode.record.size = size
+            inode.record.mtime = time
+            inode.record.ctime = time
+
+        case let .extent(number, extent):
+            inodes[number]?.extents.insert(extent)
+
+        case let .punch(number, from, to):
+            guard let inode = inodes[number] else { break }
+            released += inode.extents.removeAll(inside: from..<to).map { Release(extent: $0, heap: inode.record.heap) }
+
+        case let .setXattr(number, name, value):
+            inodes[number]?.xattrs[name] = value
+            if !replaying { inodes[number]?.record.ctime = .now() }
+
+        case let .removeXattr(number, name):
+            inodes[number]?.xattrs.removeValue(forKey: name)
+
+        case let .setHeap(number, heap):
+            inodes[number]?.record.heap = heap
+
+        case let .drop(number):
+            if let inode = inodes.removeValue(forKey: number) { released += inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) } }
+        }
+        return released
+    }
+
+    private func touch(_ directory: Inode, _ time: Timestamp) {
+        directory.record.mtime = time
+        directory.record.ctime = time
+    }
+
+    /// A name of `number` is gone: counts drop, and an inode with no names
+    /// and no opens is dropped (on replay nothing is open).
+    private func unlinked(_ number: UInt64, from directory: Inode, time: Timestamp, replaying: Bool) -> [Release] {
+        guard let inode = inodes[number] else { return [] }
+        inode.record.ctime = time
+        if inode.isDirectory {
+            inode.record.nlink = 0
+            directory.record.nlink -= 1
+        } else if inode.record.nlink > 0 {
+            inode.record.nlink -= 1
+        }
+        guard inode.record.nlink == 0, inode.opens == 0 || replaying else { return [] }
+        inodes.removeValue(forKey: number)
+        return inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) }
+    }
+
+    private func reparent(_ number: UInt64, from source: Inode, to target: Inode) {
+        guard let inode = inodes[number], inode.isDirectory else { return }
+        inode.record.parent = target.number
+        source.record.nlink -= 1
+        target.record.nlink += 1
+    }
+}

@@ -1,0 +1,52 @@
+import PoolCore
+
+/// `poolfs check` for the file system in a pool that is not mounted: its
+/// log replays, every page a file names is the file system's, and no run
+/// of the file system is named by nothing (a leak, freed by `repair`).
+public struct FileSystemReport: Sendable {
+    public var files = 0
+    public var directories = 0
+    public var filePages = 0
+    public var logPages = 0
+    public var unreferencedPages = 0
+    /// Damage: the file system cannot be trusted.
+    public var problems: [String] = []
+    /// What a mount killed mid-change left; the next mount repairs it.
+    public var leftByCrash: [String] = []
+    public var repaired: [String] = []
+}
+
+extension FileSystem {
+    /// nil when the pool has never been mounted.
+    public static func check(pool: Pool, repair: Bool) -> FileSystemReport? {
+        guard !pool.fileSystemLog.isNull else { return nil }
+        var report = FileSystemReport()
+        let fs: FileSystem
+        do {
+            fs = try FileSystem(pool: pool, inspecting: true)
+        } catch {
+            report.problems.append("file system: \(error)")
+            return report
+        }
+        for inode in fs.inodes.values {
+            if inode.isDirectory { report.directories += 1 } else { report.files += 1 }
+            report.filePages += inode.extents.pageCount
+        }
+        report.logPages = fs.log.runs.count * fs.log.chunkPages
+        do {
+            let unreferenced = try fs.unreferencedRuns()
+            let pages = unreferenced.reduce(0) { $0 + $1.extent.pages - $1.keep }
+            report.unreferencedPages = pages
+            if pages > 0 {
+                report.leftByCrash.append("file system: \(pages) pages in \(unreferenced.count) runs that no file names (the next mount frees them)")
+                if repair {
+                    fs.free(unreferenced)
+                    report.repaired.append("file system: freed \(pages) unreferenced pages")
+                }
+            }
+        } catch {
+            report.problems.append("file system: \(error)")
+        }
+        return report
+    }
+}

@@ -1,0 +1,230 @@
+import PoolCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// File bytes: reads lend the pool's pages to the caller (no copy), writes
+/// land in them in one copy. Pages are allocated as one run per hole a
+/// write fills, so a file written in order gets runs as long as its writes.
+extension FileSystem {
+    var pages: UnsafeFilePages { UnsafeFilePages(pool: pool) }
+
+    /// Runs `body` with segments covering `[offset, offset+size)` clipped at
+    /// the end of the file: pointers into the file's pages, and into zeros
+    /// for holes. The pages cannot be freed until `body` returns.
+    public func withReadSegments<R>(_ number: UInt64, offset: UInt64, size: Int,
+                                    _ body: (UnsafeBufferPointer<iovec>) -> R) throws -> R {
+        try tree.reading {
+            let inode = try inode(number)
+            return try inode.lock.reading {
+                guard !inode.isDirectory else { throw FileSystemError.isDirectory }
+                let fileSize = inode.record.size
+                guard offset < fileSize, size > 0 else { return body(UnsafeBufferPointer(start: nil, count: 0)) }
+                let end = min(fileSize, offset + UInt64(size))
+                let capacity = Int((end - offset) >> pageShift) + 3 + size / UnsafeFilePages.zeroBytes
+                return withUnsafeTemporaryAllocation(of: iovec.self, capacity: capacity) { segments in
+                    let extents = inode.extents.extents
+                    var count = 0
+                    var position = offset
+                    var index = inode.extents.firstEnding(after: offset >> pageShift)
+                    while position < end {
+                        if index < extents.count, extents[index].page << pageShift <= position {
+                            let extent = extents[index]
+                            let runEnd = min(end, extent.end << pageShift)
+                            segments[count] = pages.segment(extent.address, at: position - extent.page << pageShift,
+                                                            count: Int(runEnd - position))
+                            count += 1
+                            position = runEnd
+                            index += 1
+                        } else {
+                            let holeEnd = index < extents.count ? min(end, extents[index].page << pageShift) : end
+                            let chunk = min(Int(holeEnd - position), UnsafeFilePages.zeroBytes)
+                            segments[count] = UnsafeFilePages.zeroSegment(count: chunk)
+                            count += 1
+                            position += UInt64(chunk)
+                        }
+                    }
+                    return body(UnsafeBufferPointer(rebasing: segments[0..<count]))
+                }
+            }
+        }
+    }
+
+    /// Writes `source` at `offset`, growing the file; all or nothing.
+    public func write(_ number: UInt64, offset: UInt64, from source: UnsafeRawBufferPointer) throws -> Int {
+        try tree.reading {
+            let inode = try inode(number)
+            guard inode.isRegular else { throw inode.isDirectory ? FileSystemError.isDirectory : FileSystemError.invalid }
+            guard let base = source.baseAddress, source.count > 0 else { return 0 }
+            let (end, overflow) = offset.addingReportingOverflow(UInt64(source.count))
+            guard !overflow, end <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
+            return try inode.lock.writing {
+                try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: offset..<end)
+                let extents = inode.extents.extents
+                var index = inode.extents.firstEnding(after: offset >> pageShift)
+                var position = offset
+                while position < end {
+                    let extent = extents[index]
+                    let runEnd = min(end, extent.end << pageShift)
+                    pages.copy(to: extent.address, at: position - extent.page << pageShift,
+                               from: base + Int(position - offset), count: Int(runEnd - position))
+                    position = runEnd
+                    index += 1
+                }
+                if end > inode.record.size { inode.record.size = end }
+                let now = Timestamp.now()
+                inode.record.mtime = now
+                inode.record.ctime = now
+                inode.dirty = true
+                return source.count
+            }
+        }
+    }
+
+    /// Fills the holes in `range` with new runs, zeroed outside `keeping`
+    /// (which the caller is about to write). All or nothing: a full pool
+    /// leaves the file as it was and throws ENOSPC. The inode's lock held.
+    func allocate(_ inode: Inode, pages range: Range<UInt64>, keeping: Range<UInt64>) throws {
+        let holes = inode.extents.holes(in: range)
+        guard !holes.isEmpty else { return }
+        let heap = self.heap(inode.record.heap)
+        var fresh: [Extent] = []
+        do {
+            // The log must be able to record the frees that make room again.
+            try log.reserveSpare()
+            for hole in holes {
+                var page = hole.lowerBound
+                while page < hole.upperBound {
+                    let count = Int(min(hole.upperBound - page, FileSystem.maximumRun))
+                    fresh.append(Extent(page: page, address: try heap.allocateFilePages(count: count), pages: count))
+                    page += UInt64(count)
+                }
+            }
+            for extent in fresh {
+                let start = extent.page << pageShift, end = extent.end << pageShift
+                if keeping.lowerBound > start {
+                    pages.zero(extent.address, at: 0, count: Int(min(keeping.lowerBound, end) - start))
+                }
+                if keeping.upperBound < end {
+                    let from = max(keeping.upperBound, start)
+                    pages.zero(extent.address, at: from - start, count: Int(end - from))
+                }
+                try log.append(.extent(inode: inode.number, extent))
+                inode.extents.insert(extent)
+            }
+        } catch {
+            for extent in fresh {
+                if inode.extents.extent(containing: extent.page)?.address == extent.address {
+                    // Logged already: it stays, as zeros (a hole reads the same).
+                    pages.zero(extent.address, at: 0, count: extent.pages * Int(pageSize))
+                } else {
+                    try? heap.freeFilePages(at: extent.address, count: extent.pages)
+                }
+            }
+            throw FileSystemError.noSpace
+        }
+    }
+
+    static let maximumRun: UInt64 = 1 << 15
+
+    /// Zeroes the bytes past the end of the file inside its last run (and
+    /// in runs wholly past it), so that growing the file reads zeros.
+    func zeroBeyondSize(_ inode: Inode) {
+        let size = inode.record.size
+        for extent in inode.extents.extents where extent.end << pageShift > size {
+            let start = extent.page << pageShift
+            let from = max(size, start)
+            pages.zero(extent.address, at: from - start, count: Int((extent.end << pageShift) - from))
+        }
+    }
+
+    /// Zeroes `[from, to)` of the file where it has pages.
+    func zero(_ inode: Inode, from: UInt64, to: UInt64) {
+        guard from < to else { return }
+        let extents = inode.extents.extents
+        var index = inode.extents.firstEnding(after: from >> pageShift)
+        while index < extents.count, extents[index].page << pageShift < to {
+            let extent = extents[index]
+            let start = extent.page << pageShift
+            let low = max(from, start), high = min(to, extent.end << pageShift)
+            pages.zero(extent.address, at: low - start, count: Int(high - low))
+            index += 1
+        }
+    }
+
+    // MARK: Opening and closing
+
+    /// An open of a file (or directory): counted, so that an unlinked file
+    /// keeps its pages until its last close. O_TRUNC arrives here.
+    public func open(_ number: UInt64, truncate: Bool) throws {
+        if truncate {
+            _ = try setAttributes(number, AttributeChange(size: 0, mtime: .now()))
+        }
+        try tree.reading {
+            let inode = try inode(number)
+            inode.lock.writing { inode.opens += 1 }
+        }
+    }
+
+    /// close(2) of one descriptor: size and times become durable.
+    public func flush(_ number: UInt64) throws {
+        try tree.reading {
+            let inode = try inode(number)
+            inode.lock.writing { if inode.dirty { logWritten(inode) } }
+        }
+    }
+
+    /// fsync(2): what was written is durable (flushed to pmem too).
+    public func sync(_ number: UInt64) throws {
+        try tree.reading {
+            let inode = try inode(number)
+            try inode.lock.writing {
+                if inode.dirty { logWritten(inode) }
+                for extent in inode.extents.extents { try pool.persist(at: extent.address, count: extent.pages * Int(pageSize)) }
+            }
+        }
+    }
+
+    /// The last close of a handle; an unlinked inode's last one frees it.
+    public func release(_ number: UInt64) {
+        tree.writing {
+            guard let inode = inodes[number] else { return }
+            inode.opens -= 1
+            if inode.dirty { logWritten(inode) }
+            if inode.opens == 0, inode.record.nlink == 0 {
+                try? commit(.drop(inode: number))
+            } else if inode.opens == 0 {
+                inode.directory?.compactIfSparse()
+            }
+        }
+    }
+
+    /// fallocate(2): mode 0 and KEEP_SIZE allocate; PUNCH_HOLE frees.
+    public func allocateSpace(_ number: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws {
+        let keepSize: Int32 = 0x01, punchHole: Int32 = 0x02
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        guard length > 0, !overflow else { throw FileSystemError.invalid }
+        guard end <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
+        try tree.writing {
+            let inode = try inode(number)
+            guard inode.isRegular else { throw inode.isDirectory ? FileSystemError.isDirectory : FileSystemError.notSupported }
+            switch mode {
+            case 0, keepSize:
+                try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: 0..<0)
+                if mode == 0, end > inode.record.size {
+                    inode.record.size = end
+                    let now = Timestamp.now()
+                    inode.record.mtime = now
+                    inode.record.ctime = now
+                    logWritten(inode)
+                }
+            case punchHole | keepSize:
+                let first = (offset + pageSize - 1) >> pageShift, last = end >> pageShift
+                if first < last { try commit(.punch(inode: number, from: first, to: last)) }
+                zero(inode, from: offset, to: min(end, inode.record.size))
+            default:
+                throw FileSystemError.notSupported
+            }
+        }
+    }
+}

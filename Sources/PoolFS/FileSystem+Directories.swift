@@ -1,0 +1,26 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Listing a directory. Offsets: 1 after ".", 2 after "..", 3 after the
+/// caller's `extra` entry (the root's ".pool"), and slot + 4 after the
+/// entry in `slot`: stable while entries come and go.
+extension FileSystem {
+    public func listDirectory(_ number: UInt64, from offset: Int64, extra: (name: String, attributes: stat)? = nil,
+                              _ visit: (String, stat, Int64) -> Bool) throws {
+        try tree.reading {
+            let directory = try directory(number)
+            if offset < 1, !visit(".", attributes(directory), 1) { return }
+            if offset < 2 {
+                let parent = inodes[directory.record.parent] ?? directory
+                if !visit("..", attributes(parent), 2) { return }
+            }
+            if offset < 3, let extra, !visit(extra.name, extra.attributes, 3) { return }
+            for (entry, next) in directory.directory!.entries(from: Int(max(offset, 3) - 3)) {
+                guard let child = inodes[entry.inode] else { continue }
+                let attributes = child.lock.reading { self.attributes(child) }
+                if !visit(entry.name, attributes, Int64(next) + 3) { return }
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+import PoolCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Names: create, link, unlink, rename, setattr. Each checks everything
+/// first, then commits one record. Permission bits are the kernel's to
+/// check (the mount uses default_permissions).
+extension FileSystem {
+    static func checkName(_ name: String) throws {
+        guard !name.isEmpty, name != ".", name != "..", !name.contains("/") else { throw FileSystemError.invalid }
+        guard name.utf8.count <= maximumNameLength else { throw FileSystemError.nameTooLong }
+    }
+
+    /// Makes a file, directory, device node or symlink (`target`).
+    public func create(parent: UInt64, name: String, mode: UInt32, rdev: UInt64 = 0, target: String = "",
+                       caller: Caller) throws -> stat {
+        try FileSystem.checkName(name)
+        return try tree.writing {
+            let directory = try directory(parent)
+            guard directory.record.nlink > 0 else { throw FileSystemError.notFound }
+            guard directory.directory!.inode(named: name) == nil else { throw FileSystemError.exists }
+            let now = Timestamp.now()
+            var mode = mode
+            var gid = caller.gid
+            // BSD group semantics under a setgid directory, as ext4 and tmpfs.
+            if directory.record.mode & S_ISGID != 0 {
+                gid = directory.record.gid
+                if mode & S_IFMT == S_IFDIR { mode |= S_ISGID }
+            }
+            let heap = pool.heapExists(id: directory.record.heap) ? directory.record.heap : defaultHeap.id
+            let record = InodeRecord(
+                number: nextInode, mode: mode, uid: caller.uid, gid: gid, nlink: mode & S_IFMT == S_IFDIR ? 2 : 1,
+                rdev: rdev, size: mode & S_IFMT == S_IFLNK ? UInt64(target.utf8.count) : 0,
+                atime: now, mtime: now, ctime: now, heap: heap,
+                parent: mode & S_IFMT == S_IFDIR ? parent : 0, target: target)
+            // A new directory inherits its parent's heap for its files.
+            try commit(.create(parent: parent, name: name, record))
+            return attributes(try inode(record.number))
+        }
+    }
+
+    public func link(_ number: UInt64, parent: UInt64, name: String) throws -> stat {
+        try FileSystem.checkName(name)
+        return try tree.writing {
+            let directory = try directory(parent)
+            let inode = try inode(number)
+            guard !inode.isDirectory else { throw FileSystemError.notPermitted }
+            guard inode.record.nlink > 0 else { throw FileSystemError.notFound }
+            guard inode.record.nlink < UInt32(Int32.max) else { throw FileSystemError.tooManyLinks }
+            guard directory.directory!.inode(named: name) == nil else { throw FileSystemError.exists }
+            try commit(.link(parent: parent, name: name, inode: number, time: .now()))
+            return attributes(inode)
+        }
+    }
+
+    /// unlink (`directory` false) or rmdir (true).
+    public func remove(parent: UInt64, name: String, directory wantDirectory: Bool) throws {
+        try tree.writing {
+            let directory = try directory(parent)
+            guard let number = directory.directory!.inode(named: name) else { throw FileSystemError.notFound }
+            let inode = try inode(number)
+            if wantDirectory {
+                guard inode.isDirectory else { throw FileSystemError.notDirectory }
+                guard inode.directory!.isEmpty else { throw FileSystemError.notEmpty }
+            } else if inode.isDirectory {
+                throw FileSystemError.isDirectory
+            }
+            try commit(.unlink(parent: parent, name: name, time: .now()))
+            compactIfLarge()
+        }
+    }
+
+    /// rename(2) with RENAME_NOREPLACE and RENAME_EXCHANGE.
+    public func rename(from: UInt64, name: String, to: UInt64, newName: String,
+                       noReplace: Bool, exchange: Bool) throws {
+        try FileSystem.checkName(newName)
+        guard !(noReplace && exchange) else { throw FileSystemError.invalid }
+        try tree.writing {
+            let source = try directory(from)
+            let target = try directory(to)
+            guard let moving = source.directory!.inode(named: name) else { throw FileSystemError.notFound }
+            let existing = target.directory!.inode(named: newName)
+            if existing == moving { return }
+            let movingInode = try inode(moving)
+            if exchange {
+                guard let existing else { throw FileSystemError.notFound }
+                let other = try inode(existing)
+                if other.isDirectory { try refuseLoop(moving: existing, into: from) }
+            } else if let existing {
+                guard !noReplace else { throw FileSystemError.exists }
+                let replaced = try inode(existing)
+                if movingInode.isDirectory {
+                    guard replaced.isDirectory else { throw FileSystemError.notDirectory }
+                    guard replaced.directory!.isEmpty else { throw FileSystemError.notEmpty }
+                } else if replaced.isDirectory {
+                    throw FileSystemError.isDirectory
+                }
+            }
+            if movingInode.isDirectory { try refuseLoop(moving: moving, into: to) }
+            try commit(.rename(from: from, name: name, to: to, newName: newName, exchange: exchange, time: .now()))
+        }
+    }
+
+    /// A directory cannot move under itself.
+    private func refuseLoop(moving: UInt64, into directory: UInt64) throws {
+        var current = directory
+        while true {
+            if current == moving { throw FileSystemError.invalid }
+            if current == FileSystem.rootInode { return }
+            guard let parent = inodes[current]?.record.parent, parent != 0 else { return }
+            current = parent
+        }
+    }
+
+    /// chmod, chown, truncate, utimensat: nil leaves a field as it is.
+    public func setAttributes(_ number: UInt64, _ change: AttributeChange) throws -> stat {
+        try tree.writing {
+            let inode = try inode(number)
+            if let size = change.size {
+                guard !inode.isDirectory else { throw FileSystemError.isDirectory }
+                guard inode.isRegular else { throw FileSystemError.invalid }
+                guard size <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
+            }
+            if inode.dirty { logWritten(inode) }
+            let oldSize = inode.record.size
+            try commit(.setAttributes(inode: number, change))
+            if let size = change.size, size < oldSize { zeroBeyondSize(inode) }
+            return attributes(inode)
+        }
+    }
+}

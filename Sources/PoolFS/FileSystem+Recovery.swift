@@ -1,0 +1,78 @@
+import PoolCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a mount does before it serves: after a crash, inodes that were
+/// unlinked while open are dropped and bytes past each file's logged size
+/// are zeroed; then the log is rewritten to the current state, and every
+/// run of the file system that nothing names is freed.
+extension FileSystem {
+    func recover(afterCrash: Bool) throws {
+        for inode in inodes.values where inode.record.nlink == 0 { inodes.removeValue(forKey: inode.number) }
+        if afterCrash {
+            for inode in inodes.values where inode.isRegular { zeroBeyondSize(inode) }
+        }
+        try? compact()
+        free(try unreferencedRuns())
+    }
+
+    /// The file system's runs (or their ends) that no file and no log chunk
+    /// names; throws when a file names pages that are not the file system's.
+    func unreferencedRuns() throws -> [Release] {
+        var named: [GlobalAddress: (pages: Int, owner: UInt64)] = [:]
+        for address in log.runs { named[address] = (log.chunkPages, 0) }
+        for inode in inodes.values {
+            for extent in inode.extents.extents { named[extent.address] = (extent.pages, inode.number) }
+        }
+        var unreferenced: [Release] = []
+        for run in pool.fileRuns() {
+            let extent = Extent(page: 0, address: run.address, pages: run.pages)
+            if let name = named.removeValue(forKey: run.address) {
+                guard name.pages <= run.pages else {
+                    throw PoolError.damaged(path: pool.path, reason: "inode \(name.owner) names \(name.pages) pages at \(run.address), a run of \(run.pages)")
+                }
+                // Cut short in the log, killed before the pool's run was.
+                if name.pages < run.pages { unreferenced.append(Release(extent: extent, heap: run.heap, keep: name.pages)) }
+            } else {
+                unreferenced.append(Release(extent: extent, heap: run.heap))
+            }
+        }
+        if let (address, name) = named.first {
+            throw PoolError.damaged(path: pool.path, reason: "inode \(name.owner) names pages at \(address) that the file system does not hold")
+        }
+        return unreferenced
+    }
+
+    /// The current state as records, in an order replay accepts.
+    func snapshot() -> [Change] {
+        var changes: [Change] = []
+        let all = inodes.values.sorted { $0.number < $1.number }
+        for inode in all {
+            changes.append(.inode(inode.record))
+            for extent in inode.extents.extents { changes.append(.extent(inode: inode.number, extent)) }
+            for (name, value) in inode.xattrs.sorted(by: { $0.key < $1.key }) {
+                changes.append(.setXattr(inode: inode.number, name: name, value: value))
+            }
+        }
+        for inode in all {
+            for (name, child) in inode.directory?.names ?? [] {
+                changes.append(.entry(parent: inode.number, name: name, inode: child))
+            }
+        }
+        return changes
+    }
+
+    /// Rewrites the log when it has grown well past the state it holds.
+    /// `tree` held for writing.
+    func compactIfLarge() {
+        guard log.bytes > max(64 << 20, 4 * lastSnapshotBytes) else { return }
+        try? compact()
+    }
+
+    func compact() throws {
+        for inode in inodes.values where inode.dirty { inode.dirty = false }
+        try log.rewrite(snapshot())
+        lastSnapshotBytes = log.bytes
+    }
+}

@@ -1,0 +1,182 @@
+import PoolCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The file system whose bytes are pool pages: inodes, directories,
+/// extents and xattrs in memory, made durable as records of a metadata log
+/// in the pool. No FUSE here: the adapter calls these methods.
+///
+/// Lock order: `tree`, then an inode's `lock`, then the log's mutex.
+/// Namespace changes hold `tree` for writing; data operations hold it for
+/// reading plus their inode's lock.
+public final class FileSystem: @unchecked Sendable {
+    public let pool: Pool
+    public static let rootInode: UInt64 = 1
+    /// The largest file: a truncate or write past it gives EFBIG.
+    public static let maximumFileSize: UInt64 = 1 << 50
+    public static let maximumNameLength = 255
+
+    let log: MetadataLog
+    let defaultHeap: Heap
+    let pageSize: UInt64
+    let pageShift: UInt64
+    /// Every inode, by number; `tree`.
+    var inodes: [UInt64: Inode] = [:]
+    var nextInode: UInt64 = 2
+    /// Log bytes right after the last rewrite; `tree`.
+    var lastSnapshotBytes = 0
+    let tree = ReadWriteLock()
+    /// Heaps by table number, opened once.
+    private var heaps: [Int: Heap] = [:]
+    private let heapsMutex = Mutex()
+
+    /// Who asks: new files belong to them.
+    public struct Caller: Sendable {
+        public let uid: UInt32
+        public let gid: UInt32
+        public init(uid: UInt32, gid: UInt32) {
+            self.uid = uid
+            self.gid = gid
+        }
+    }
+
+    /// Mounts the pool's file system: replays its log (making an empty
+    /// file system on first use), frees what a crash left unreferenced, and
+    /// starts a fresh log. The pool must be locked for mounting.
+    public convenience init(pool: Pool) throws {
+        try self.init(pool: pool, inspecting: false)
+    }
+
+    /// `inspecting`: replays the log and changes nothing in the pool.
+    init(pool: Pool, inspecting: Bool) throws {
+        self.pool = pool
+        pageSize = UInt64(pool.pageSize)
+        pageShift = UInt64(pool.pageSize.trailingZeroBitCount)
+        defaultHeap = try pool.openHeap(name: "default", create: !inspecting)
+        log = MetadataLog(pool: pool, heap: defaultHeap)
+        let clean: Bool
+        do {
+            clean = try log.open(creating: !inspecting) { change in _ = apply(change, replaying: true) }
+        } catch let damage as MetadataLog.Damaged {
+            throw PoolError.damaged(path: pool.path, reason: "the file system's metadata log: \(damage.description)")
+        }
+        if inodes[FileSystem.rootInode] == nil {
+            let now = Timestamp.now()
+            inodes[FileSystem.rootInode] = Inode(InodeRecord(
+                number: FileSystem.rootInode, mode: S_IFDIR | 0o755, uid: getuid(), gid: getgid(), nlink: 2, rdev: 0,
+                size: 0, atime: now, mtime: now, ctime: now, heap: defaultHeap.id, parent: FileSystem.rootInode,
+                target: ""))
+        }
+        if inspecting { return }
+        try recover(afterCrash: !clean)
+        log.setClean(false)
+    }
+
+    /// Ends the mount in order: the next mount need not repair anything.
+    public func unmount() {
+        tree.writing {
+            for inode in inodes.values where inode.dirty { logWritten(inode) }
+            log.releaseSpare()
+            log.setClean(true)
+        }
+    }
+
+    // MARK: Inodes and heaps
+
+    /// The inode numbered `number`; `tree` held.
+    func inode(_ number: UInt64) throws -> Inode {
+        guard let inode = inodes[number] else { throw FileSystemError.notFound }
+        return inode
+    }
+
+    func directory(_ number: UInt64) throws -> Inode {
+        let inode = try inode(number)
+        guard inode.isDirectory else { throw FileSystemError.notDirectory }
+        return inode
+    }
+
+    func heap(_ id: Int) -> Heap {
+        heapsMutex.locked {
+            if let heap = heaps[id], pool.heapExists(id: id) { return heap }
+            let heap = pool.heap(id: id) ?? defaultHeap
+            heaps[id] = heap
+            return heap
+        }
+    }
+
+    // MARK: Attributes
+
+    func attributes(_ inode: Inode) -> stat {
+        let r = inode.record
+        var st = stat()
+        st.st_ino = UInt(r.number)
+        st.st_mode = r.mode
+        st.st_nlink = UInt(r.nlink)
+        st.st_uid = r.uid
+        st.st_gid = r.gid
+        st.st_rdev = UInt(r.rdev)
+        st.st_size = inode.isDirectory ? Int(4096) : Int(r.size)
+        st.st_blksize = 1 << 20
+        st.st_blocks = inode.extents.pageCount * Int(pageSize) / 512
+        st.st_atim = r.atime.timespec
+        st.st_mtim = r.mtime.timespec
+        st.st_ctim = r.ctime.timespec
+        return st
+    }
+
+    public func attributes(of number: UInt64) throws -> stat {
+        try tree.reading {
+            let inode = try inode(number)
+            return inode.lock.reading { attributes(inode) }
+        }
+    }
+
+    public func lookup(parent: UInt64, name: String) throws -> stat {
+        try tree.reading {
+            let directory = try directory(parent)
+            guard let number = directory.directory?.inode(named: name) else { throw FileSystemError.notFound }
+            let inode = try inode(number)
+            return inode.lock.reading { attributes(inode) }
+        }
+    }
+
+    public func readLink(_ number: UInt64) throws -> String {
+        try tree.reading {
+            let inode = try inode(number)
+            guard inode.record.mode & S_IFMT == S_IFLNK else { throw FileSystemError.invalid }
+            return inode.record.target
+        }
+    }
+
+    /// Capacity and use, for statfs.
+    public func statistics() -> (files: Int, usage: (capacityBytes: UInt64, freeBytes: UInt64)) {
+        (tree.reading { inodes.count }, pool.usage())
+    }
+
+    // MARK: Committing
+
+    /// Logs `change`, then makes it in memory; returns the runs it released,
+    /// freed once no reader can be copying from them (the caller holds the
+    /// locks that readers of those runs take).
+    func commit(_ change: Change) throws {
+        try log.append(change)
+        free(apply(change, replaying: false))
+    }
+
+    func free(_ released: [Release]) {
+        for release in released {
+            let extent = release.extent, heap = heap(release.heap)
+            if release.keep > 0 {
+                try? heap.shortenFilePages(at: extent.address, count: extent.pages, keep: release.keep)
+            } else {
+                try? heap.freeFilePages(at: extent.address, count: extent.pages)
+            }
+        }
+    }
+
+    func logWritten(_ inode: Inode) {
+        inode.dirty = false
+        try? log.append(.written(inode: inode.number, size: inode.record.size, time: inode.record.mtime))
+    }
+}

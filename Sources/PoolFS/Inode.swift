@@ -1,0 +1,50 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a new inode is made with; also its whole state in a log snapshot.
+struct InodeRecord: Sendable {
+    var number: UInt64
+    var mode: UInt32
+    var uid: UInt32
+    var gid: UInt32
+    var nlink: UInt32
+    var rdev: UInt64
+    var size: UInt64
+    var atime: Timestamp
+    var mtime: Timestamp
+    var ctime: Timestamp
+    /// Where the file's pages come from; for a directory, where its new files' pages come from.
+    var heap: Int
+    /// A directory's parent (its ".."); 0 otherwise.
+    var parent: UInt64
+    /// A symbolic link's target.
+    var target: String
+}
+
+/// A file, directory or link, in memory. The pool holds its durable form as
+/// records of the metadata log.
+///
+/// Locking: the file system's `tree` lock held for writing guards every
+/// field; with `tree` held for reading, `lock` guards the fields below
+/// (size, times, extents, opens) — readers of those take it for reading.
+final class Inode: @unchecked Sendable {
+    var record: InodeRecord
+    var extents = ExtentMap()
+    var directory: Directory?
+    var xattrs: [String: [UInt8]] = [:]
+    /// Open file handles (and open directory streams).
+    var opens = 0
+    /// Written since size and times were last logged.
+    var dirty = false
+    let lock = ReadWriteLock()
+
+    init(_ record: InodeRecord) {
+        self.record = record
+        if record.mode & S_IFMT == S_IFDIR { directory = Directory() }
+    }
+
+    var number: UInt64 { record.number }
+    var isDirectory: Bool { record.mode & S_IFMT == S_IFDIR }
+    var isRegular: Bool { record.mode & S_IFMT == S_IFREG }
+}

@@ -1,0 +1,168 @@
+import CFuse
+import PoolCore
+import PoolFS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Handlers for `.pool/`: texts made at open, region bytes straight from
+/// pool memory, heaps made and destroyed by mkdir and rmdir. Nothing here
+/// is cached by the kernel: other processes change the pool underneath.
+extension FUSESession {
+    func controlAttributes(_ node: ControlTree.Node) -> stat {
+        var st = stat()
+        st.st_ino = UInt(node.inode | FUSESession.controlBit)
+        st.st_mode = (node.kind == .directory ? S_IFDIR : S_IFREG) | node.mode
+        st.st_nlink = node.kind == .directory ? 2 : 1
+        st.st_uid = owner.uid
+        st.st_gid = owner.gid
+        st.st_size = Int(node.size ?? 0)
+        st.st_blksize = 4096
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        st.st_atim = now
+        st.st_mtim = now
+        st.st_ctim = now
+        return st
+    }
+
+    var controlDirectory: stat { controlAttributes(tree.node(ControlTree.control)!) }
+
+    func controlLookup(_ req: fuse_req_t?, _ parent: UInt64, _ name: String) {
+        guard let node = tree.lookup(parent: parent, name: name) else {
+            fuse_reply_err(req, ENOENT)
+            return
+        }
+        replyEntry(req, controlAttributes(node), timeout: 0)
+    }
+
+    func controlGetattr(_ req: fuse_req_t?, _ inode: UInt64) {
+        guard let node = tree.node(inode) else {
+            fuse_reply_err(req, ENOENT)
+            return
+        }
+        var st = controlAttributes(node)
+        fuse_reply_attr(req, &st, 0)
+    }
+
+    func controlReaddir(_ req: fuse_req_t?, _ inode: UInt64, _ size: Int, _ offset: off_t) {
+        guard let children = tree.children(inode) else {
+            fuse_reply_err(req, ENOTDIR)
+            return
+        }
+        let parent = inode == ControlTree.control ? UInt64(FUSE_ROOT_ID) : ControlTree.control | FUSESession.controlBit
+        let entries = [(".", inode | FUSESession.controlBit, true), ("..", parent, true)]
+            + children.map { ($0.name, $0.inode | FUSESession.controlBit, $0.kind == .directory) }
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: max(size, 1)) { buffer in
+            var used = 0
+            var index = Int(offset)
+            while index < entries.count {
+                let (name, ino, isDirectory) = entries[index]
+                var st = stat()
+                st.st_ino = UInt(ino)
+                st.st_mode = isDirectory ? S_IFDIR : S_IFREG
+                let needed = fuse_add_direntry(req, buffer.baseAddress! + used, size - used, name, &st, off_t(index + 1))
+                if needed > size - used { break }
+                used += needed
+                index += 1
+            }
+            fuse_reply_buf(req, buffer.baseAddress, used)
+        }
+    }
+
+    func controlOpen(_ req: fuse_req_t?, _ inode: UInt64, _ info: UnsafeMutablePointer<fuse_file_info>) {
+        guard let node = tree.node(inode), node.kind == .file else {
+            fuse_reply_err(req, tree.node(inode) == nil ? ENOENT : EISDIR)
+            return
+        }
+        // Every control file's bytes change underneath: no page cache.
+        info.pointee.direct_io = 1
+        info.pointee.fh = 0
+        let writing = info.pointee.flags & O_ACCMODE != O_RDONLY
+        if writing, !tree.isWritable(inode) {
+            fuse_reply_err(req, EACCES)
+            return
+        }
+        if !writing, !tree.isRegion(inode) {
+            // The text is made once, at open: one consistent snapshot per reader.
+            guard let text = tree.contents(inode) else {
+                fuse_reply_err(req, ENOENT)
+                return
+            }
+            info.pointee.fh = locked {
+                let handle = nextHandle
+                nextHandle += 1
+                openTexts[handle] = text
+                return handle
+            }
+        }
+        fuse_reply_open(req, info)
+    }
+
+    func controlRead(_ req: fuse_req_t?, _ inode: UInt64, _ size: Int, _ offset: off_t, handle: UInt64) {
+        if handle == 0 {
+            // A region: reply with a pointer into the pool's pages, no copy.
+            let replied = tree.withRegionBytes(inode) { bytes -> Bool in
+                let start = min(Int(offset), bytes.count)
+                let count = min(size, bytes.count - start)
+                fuse_reply_buf(req, bytes.baseAddress.map { UnsafeRawPointer($0 + start).assumingMemoryBound(to: CChar.self) }, count)
+                return true
+            }
+            if replied == nil { fuse_reply_err(req, ENOENT) }
+            return
+        }
+        let text = locked { openTexts[handle] } ?? []
+        let start = min(Int(offset), text.count)
+        let count = min(size, text.count - start)
+        _ = text.withUnsafeBufferPointer { bytes in
+            fuse_reply_buf(req, UnsafeRawPointer(bytes.baseAddress! + start).assumingMemoryBound(to: CChar.self), count)
+        }
+    }
+
+    func controlWrite(_ req: fuse_req_t?, _ inode: UInt64, _ buffer: UnsafePointer<CChar>?, _ size: Int, _ offset: off_t) {
+        if tree.isRegion(inode) {
+            // Into the region's pages in one copy; a region does not grow.
+            let written = tree.withRegionBytes(inode) { bytes -> Int32 in
+                guard let buffer, offset >= 0, Int(offset) <= bytes.count else { return -EINVAL }
+                let count = min(size, bytes.count - Int(offset))
+                guard count > 0 || size == 0 else { return -EFBIG }
+                (bytes.baseAddress! + Int(offset)).copyMemory(from: buffer, byteCount: count)
+                return Int32(count)
+            }
+            switch written {
+            case let count? where count >= 0: fuse_reply_write(req, Int(count))
+            case let error?: fuse_reply_err(req, -error)
+            case nil: fuse_reply_err(req, ENOENT)
+            }
+            return
+        }
+        // A policy is written whole, at its start (`echo 'bind 0' > policy`).
+        guard offset == 0, let buffer else {
+            fuse_reply_err(req, offset == 0 ? EINVAL : ESPIPE)
+            return
+        }
+        let text = String(decoding: UnsafeRawBufferPointer(start: buffer, count: size), as: UTF8.self)
+        FUSESession.replying(req) {
+            try tree.write(inode, text: text)
+            fuse_reply_write(req, size)
+        }
+    }
+
+    func controlSetattr(_ req: fuse_req_t?, _ inode: UInt64, _ fields: Int32) {
+        // Only truncation of a writable control file, which holds no bytes to cut.
+        guard let node = tree.node(inode) else {
+            fuse_reply_err(req, ENOENT)
+            return
+        }
+        guard fields & ~FUSE_SET_ATTR_SIZE == 0, tree.isWritable(inode) else {
+            fuse_reply_err(req, EPERM)
+            return
+        }
+        var st = controlAttributes(node)
+        fuse_reply_attr(req, &st, 0)
+    }
+
+    func controlRelease(_ handle: UInt64) {
+        if handle != 0 { _ = locked { openTexts.removeValue(forKey: handle) } }
+    }
+}

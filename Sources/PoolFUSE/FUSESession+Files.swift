@@ -1,0 +1,322 @@
+import CFuse
+import PoolCore
+import PoolFS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Handlers for the file system's inodes (and the dispatch to `.pool/`):
+/// request in, one PoolFS call, one reply out.
+extension FUSESession {
+    func lookup(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
+        FUSESession.replying(req) {
+            let name = try FUSESession.name(name)
+            if let parent = FUSESession.control(parent) { return controlLookup(req, parent, name) }
+            if parent == FUSE_ROOT_ID, name == FUSESession.controlName {
+                return replyEntry(req, controlDirectory, timeout: 0)
+            }
+            do {
+                replyEntry(req, try fs.lookup(parent: parent, name: name))
+            } catch let error as FileSystemError where error == .notFound {
+                // Names appear only through this mount: the kernel may remember absences.
+                var entry = fuse_entry_param()
+                entry.entry_timeout = FUSESession.cacheSeconds
+                fuse_reply_entry(req, &entry)
+            }
+        }
+    }
+
+    func getattr(_ req: fuse_req_t?, _ inode: fuse_ino_t) {
+        if let inode = FUSESession.control(inode) { return controlGetattr(req, inode) }
+        FUSESession.replying(req) {
+            var st = try fs.attributes(of: inode)
+            fuse_reply_attr(req, &st, FUSESession.cacheSeconds)
+        }
+    }
+
+    func setattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ attributes: UnsafeMutablePointer<stat>?, _ fields: Int32) {
+        if let inode = FUSESession.control(inode) { return controlSetattr(req, inode, fields) }
+        FUSESession.replying(req) {
+            guard let new = attributes?.pointee else { throw FileSystemError.invalid }
+            let now = Timestamp.now()
+            var change = AttributeChange(ctime: now)
+            if fields & FUSE_SET_ATTR_MODE != 0 { change.mode = new.st_mode }
+            if fields & FUSE_SET_ATTR_UID != 0 { change.uid = new.st_uid }
+            if fields & FUSE_SET_ATTR_GID != 0 { change.gid = new.st_gid }
+            if fields & FUSE_SET_ATTR_SIZE != 0 {
+                guard new.st_size >= 0 else { throw FileSystemError.invalid }
+                change.size = UInt64(new.st_size)
+            }
+            if fields & FUSE_SET_ATTR_ATIME_NOW != 0 { change.atime = now } else if fields & FUSE_SET_ATTR_ATIME != 0 {
+                change.atime = Timestamp(new.st_atim)
+            }
+            if fields & FUSE_SET_ATTR_MTIME_NOW != 0 { change.mtime = now } else if fields & FUSE_SET_ATTR_MTIME != 0 {
+                change.mtime = Timestamp(new.st_mtim)
+            }
+            if fields & FUSE_SET_ATTR_CTIME != 0 { change.ctime = Timestamp(new.st_ctim) }
+            var st = try fs.setAttributes(inode, change)
+            fuse_reply_attr(req, &st, FUSESession.cacheSeconds)
+        }
+    }
+
+    func readlink(_ req: fuse_req_t?, _ inode: fuse_ino_t) {
+        FUSESession.replying(req) {
+            guard FUSESession.control(inode) == nil else { throw FileSystemError.invalid }
+            _ = try fs.readLink(inode).withCString { fuse_reply_readlink(req, $0) }
+        }
+    }
+
+    func make(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ mode: mode_t, _ rdev: UInt64) {
+        FUSESession.replying(req) {
+            let name = try FUSESession.name(name)
+            if let parent = FUSESession.control(parent) {
+                guard mode & S_IFMT == S_IFDIR else { throw ControlTree.Refusal.notPermitted }
+                return replyEntry(req, controlAttributes(try tree.makeDirectory(parent: parent, name: name)), timeout: 0)
+            }
+            try FUSESession.refuseControlName(parent, name)
+            replyEntry(req, try fs.create(parent: parent, name: name, mode: mode, rdev: rdev, caller: FUSESession.caller(req)))
+        }
+    }
+
+    func symlink(_ req: fuse_req_t?, _ target: UnsafePointer<CChar>?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
+        FUSESession.replying(req) {
+            guard FUSESession.control(parent) == nil else { throw FileSystemError.notPermitted }
+            let name = try FUSESession.name(name)
+            try FUSESession.refuseControlName(parent, name)
+            replyEntry(req, try fs.create(parent: parent, name: name, mode: S_IFLNK | 0o777,
+                                          target: try FUSESession.name(target), caller: FUSESession.caller(req)))
+        }
+    }
+
+    func remove(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?, directory: Bool) {
+        FUSESession.replying(req) {
+            let name = try FUSESession.name(name)
+            if let parent = FUSESession.control(parent) {
+                if directory { try tree.removeDirectory(parent: parent, name: name) } else { try tree.remove(parent: parent, name: name) }
+            } else {
+                if parent == FUSE_ROOT_ID, name == FUSESession.controlName { throw FileSystemError(EBUSY) }
+                try fs.remove(parent: parent, name: name, directory: directory)
+            }
+            fuse_reply_err(req, 0)
+        }
+    }
+
+    func rename(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?,
+                _ newParent: fuse_ino_t, _ newName: UnsafePointer<CChar>?, _ flags: UInt32) {
+        FUSESession.replying(req) {
+            guard FUSESession.control(parent) == nil, FUSESession.control(newParent) == nil else {
+                throw FileSystemError(EXDEV)
+            }
+            let name = try FUSESession.name(name), newName = try FUSESession.name(newName)
+            if parent == FUSE_ROOT_ID, name == FUSESession.controlName { throw FileSystemError(EBUSY) }
+            if newParent == FUSE_ROOT_ID, newName == FUSESession.controlName { throw FileSystemError(EBUSY) }
+            // RENAME_NOREPLACE is 1, RENAME_EXCHANGE 2 (linux/fs.h).
+            try fs.rename(from: parent, name: name, to: newParent, newName: newName,
+                          noReplace: flags & 1 != 0, exchange: flags & 2 != 0)
+            fuse_reply_err(req, 0)
+        }
+    }
+
+    func link(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
+        FUSESession.replying(req) {
+            guard FUSESession.control(inode) == nil, FUSESession.control(parent) == nil else { throw FileSystemError(EXDEV) }
+            let name = try FUSESession.name(name)
+            try FUSESession.refuseControlName(parent, name)
+            replyEntry(req, try fs.link(inode, parent: parent, name: name))
+        }
+    }
+
+    // MARK: Open files
+
+    /// File handles of the file system carry no state: the inode is enough.
+    private func prepare(_ info: UnsafeMutablePointer<fuse_file_info>) {
+        // Only this mount changes file bytes: cached pages stay valid
+        // across opens. Sizes and pages are logged as writes happen, so a
+        // close needs no round trip.
+        info.pointee.keep_cache = 1
+        info.pointee.noflush = 1
+        info.pointee.fh = 0
+    }
+
+    func open(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
+        guard let info else {
+            fuse_reply_err(req, EINVAL)
+            return
+        }
+        if let inode = FUSESession.control(inode) { return controlOpen(req, inode, info) }
+        FUSESession.replying(req) {
+            try fs.open(inode, truncate: info.pointee.flags & O_TRUNC != 0)
+            prepare(info)
+            fuse_reply_open(req, info)
+        }
+    }
+
+    func create(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ mode: mode_t,
+                _ info: UnsafeMutablePointer<fuse_file_info>?) {
+        FUSESession.replying(req) {
+            guard let info, FUSESession.control(parent) == nil else { throw FileSystemError.notPermitted }
+            let name = try FUSESession.name(name)
+            try FUSESession.refuseControlName(parent, name)
+            let attributes = try fs.create(parent: parent, name: name, mode: S_IFREG | mode & 0o7777,
+                                           caller: FUSESession.caller(req))
+            try fs.open(UInt64(attributes.st_ino), truncate: false)
+            prepare(info)
+            var entry = fuse_entry_param()
+            entry.ino = fuse_ino_t(attributes.st_ino)
+            entry.attr = attributes
+            entry.attr_timeout = FUSESession.cacheSeconds
+            entry.entry_timeout = FUSESession.cacheSeconds
+            fuse_reply_create(req, &entry, info)
+        }
+    }
+
+    func read(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offset: off_t,
+              _ info: UnsafeMutablePointer<fuse_file_info>?) {
+        if let inode = FUSESession.control(inode) {
+            return controlRead(req, inode, size, offset, handle: info?.pointee.fh ?? 0)
+        }
+        FUSESession.replying(req) {
+            guard offset >= 0 else { throw FileSystemError.invalid }
+            // Straight from the pool's pages: the kernel copies from them
+            // while the file system keeps them from being freed.
+            try fs.withReadSegments(inode, offset: UInt64(offset), size: size) { segments in
+                _ = fuse_reply_iov(req, segments.baseAddress, Int32(segments.count))
+            }
+        }
+    }
+
+    func write(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ buffer: UnsafePointer<CChar>?, _ size: Int, _ offset: off_t) {
+        if let inode = FUSESession.control(inode) { return controlWrite(req, inode, buffer, size, offset) }
+        FUSESession.replying(req) {
+            guard offset >= 0 else { throw FileSystemError.invalid }
+            let written = try fs.write(inode, offset: UInt64(offset), from: UnsafeRawBufferPointer(start: buffer, count: size))
+            fuse_reply_write(req, written)
+        }
+    }
+
+    func release(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
+        if FUSESession.control(inode) != nil {
+            controlRelease(info?.pointee.fh ?? 0)
+        } else {
+            fs.release(inode)
+        }
+        fuse_reply_err(req, 0)
+    }
+
+    func fsync(_ req: fuse_req_t?, _ inode: fuse_ino_t) {
+        FUSESession.replying(req) {
+            if FUSESession.control(inode) == nil { try fs.sync(inode) }
+            fuse_reply_err(req, 0)
+        }
+    }
+
+    func fallocate(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ mode: Int32, _ offset: off_t, _ length: off_t) {
+        FUSESession.replying(req) {
+            guard FUSESession.control(inode) == nil else { throw FileSystemError.notSupported }
+            guard offset >= 0, length > 0 else { throw FileSystemError.invalid }
+            try fs.allocateSpace(inode, mode: mode, offset: UInt64(offset), length: UInt64(length))
+            fuse_reply_err(req, 0)
+        }
+    }
+
+    // MARK: Directories
+
+    func opendir(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
+        FUSESession.replying(req) {
+            // Held open, a directory keeps its slots: offsets stay valid.
+            if FUSESession.control(inode) == nil { try fs.open(inode, truncate: false) }
+            fuse_reply_open(req, info)
+        }
+    }
+
+    func releasedir(_ req: fuse_req_t?, _ inode: fuse_ino_t) {
+        if FUSESession.control(inode) == nil { fs.release(inode) }
+        fuse_reply_err(req, 0)
+    }
+
+    func readdir(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offset: off_t, plus: Bool) {
+        if let inode = FUSESession.control(inode) { return controlReaddir(req, inode, size, offset) }
+        FUSESession.replying(req) {
+            try withUnsafeTemporaryAllocation(of: CChar.self, capacity: max(size, 1)) { buffer in
+                var used = 0
+                let extra = inode == FUSE_ROOT_ID ? (name: FUSESession.controlName, attributes: controlDirectory) : nil
+                try fs.listDirectory(inode, from: Int64(offset), extra: extra) { name, attributes, next in
+                    var st = attributes
+                    let needed: Int
+                    if plus {
+                        var entry = fuse_entry_param()
+                        entry.ino = fuse_ino_t(st.st_ino)
+                        entry.attr = st
+                        let cached = st.st_ino & UInt(FUSESession.controlBit) == 0
+                        entry.attr_timeout = cached ? FUSESession.cacheSeconds : 0
+                        entry.entry_timeout = entry.attr_timeout
+                        needed = fuse_add_direntry_plus(req, buffer.baseAddress! + used, size - used, name, &entry, off_t(next))
+                    } else {
+                        needed = fuse_add_direntry(req, buffer.baseAddress! + used, size - used, name, &st, off_t(next))
+                    }
+                    guard needed <= size - used else { return false }
+                    used += needed
+                    return true
+                }
+                fuse_reply_buf(req, buffer.baseAddress, used)
+            }
+        }
+    }
+
+    func statfs(_ req: fuse_req_t?) {
+        let (files, usage) = fs.statistics()
+        let pageSize = UInt64(fs.pool.pageSize)
+        var st = statvfs()
+        st.f_bsize = UInt(pageSize)
+        st.f_frsize = UInt(pageSize)
+        st.f_blocks = UInt(usage.capacityBytes / pageSize)
+        st.f_bfree = UInt(usage.freeBytes / pageSize)
+        st.f_bavail = st.f_bfree
+        // Inodes are heap objects: as many more as there are free bytes for them.
+        st.f_ffree = UInt(usage.freeBytes / 256)
+        st.f_files = st.f_ffree + UInt(files)
+        st.f_namemax = UInt(FileSystem.maximumNameLength)
+        fuse_reply_statfs(req, &st)
+    }
+
+    // MARK: Extended attributes
+
+    func setxattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ name: UnsafePointer<CChar>?,
+                  _ value: UnsafePointer<CChar>?, _ size: Int, _ flags: Int32) {
+        FUSESession.replying(req) {
+            guard FUSESession.control(inode) == nil else { throw FileSystemError.notSupported }
+            let bytes = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
+            try fs.setXattr(inode, name: try FUSESession.name(name), value: bytes, flags: flags)
+            fuse_reply_err(req, 0)
+        }
+    }
+
+    /// Replies with `bytes`, or their size when asked with size 0.
+    private func replyXattr(_ req: fuse_req_t?, _ bytes: [UInt8], _ size: Int) throws {
+        if size == 0 { fuse_reply_xattr(req, bytes.count); return }
+        guard bytes.count <= size else { throw FileSystemError.range }
+        _ = bytes.withUnsafeBytes { fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+    }
+
+    func getxattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ size: Int) {
+        FUSESession.replying(req) {
+            guard FUSESession.control(inode) == nil else { throw FileSystemError.noAttribute }
+            try replyXattr(req, try fs.xattr(inode, name: try FUSESession.name(name)), size)
+        }
+    }
+
+    func listxattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int) {
+        FUSESession.replying(req) {
+            let names = FUSESession.control(inode) == nil ? try fs.xattrNames(inode) : []
+            try replyXattr(req, names.flatMap { Array($0.utf8) + [0] }, size)
+        }
+    }
+
+    func removexattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
+        FUSESession.replying(req) {
+            guard FUSESession.control(inode) == nil else { throw FileSystemError.notSupported }
+            try fs.removeXattr(inode, name: try FUSESession.name(name))
+            fuse_reply_err(req, 0)
+        }
+    }
+}
