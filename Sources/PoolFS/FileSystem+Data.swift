@@ -52,11 +52,23 @@ extension FileSystem {
 
     /// Writes `source` at `offset`, growing the file; all or nothing.
     public func write(_ number: UInt64, offset: UInt64, from source: UnsafeRawBufferPointer) throws -> Int {
+        guard let base = source.baseAddress else { return 0 }
+        var done = 0
+        return try write(number, offset: offset, count: source.count) { segment in
+            segment.copyMemory(from: UnsafeRawBufferPointer(start: base + done, count: segment.count))
+            done += segment.count
+        }
+    }
+
+    /// Writes `count` bytes at `offset`, growing the file: `fill` copies the
+    /// bytes, in order, straight into each run of pool pages they land in.
+    public func write(_ number: UInt64, offset: UInt64, count: Int,
+                      _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws -> Int {
         try tree.reading {
             let inode = try inode(number)
             guard inode.isRegular else { throw inode.isDirectory ? FileSystemError.isDirectory : FileSystemError.invalid }
-            guard let base = source.baseAddress, source.count > 0 else { return 0 }
-            let (end, overflow) = offset.addingReportingOverflow(UInt64(source.count))
+            guard count > 0 else { return 0 }
+            let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
             guard !overflow, end <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
             return try inode.lock.writing {
                 try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: offset..<end)
@@ -66,17 +78,20 @@ extension FileSystem {
                 while position < end {
                     let extent = extents[index]
                     let runEnd = min(end, extent.end << pageShift)
-                    pages.copy(to: extent.address, at: position - extent.page << pageShift,
-                               from: base + Int(position - offset), count: Int(runEnd - position))
+                    try fill(pages.bytes(extent.address, at: position - extent.page << pageShift, count: Int(runEnd - position)))
                     position = runEnd
                     index += 1
                 }
-                if end > inode.record.size { inode.record.size = end }
+                if end > inode.record.size {
+                    inode.record.size = end
+                    // A file's size is durable as soon as it grows: a close then needs no round trip.
+                    try? log.append(.written(inode: number, size: end, time: .now()))
+                }
                 let now = Timestamp.now()
                 inode.record.mtime = now
                 inode.record.ctime = now
                 inode.dirty = true
-                return source.count
+                return count
             }
         }
     }
@@ -154,23 +169,37 @@ extension FileSystem {
 
     // MARK: Opening and closing
 
+    /// How the kernel should treat one open file: `direct` bypasses its page
+    /// cache (writes go to the pool in one request each, 1 MiB at a time);
+    /// otherwise `keepCache` says whether pages cached earlier are still good.
+    public struct CachePolicy: Sendable, Equatable {
+        public let direct: Bool
+        public let keepCache: Bool
+    }
+
     /// An open of a file (or directory): counted, so that an unlinked file
     /// keeps its pages until its last close. O_TRUNC arrives here.
-    public func open(_ number: UInt64, truncate: Bool) throws {
+    ///
+    /// A file opened only for writing, by nobody else, is written direct:
+    /// the cost of FUSE writes is the copies, and the page cache adds one.
+    /// While such a writer is open, other opens are direct too (a cached
+    /// reader would miss its writes); afterwards the cache is dropped once.
+    public func open(_ number: UInt64, truncate: Bool, writeOnly: Bool) throws -> CachePolicy {
         if truncate {
             _ = try setAttributes(number, AttributeChange(size: 0, mtime: .now()))
         }
-        try tree.reading {
+        return try tree.reading {
             let inode = try inode(number)
-            inode.lock.writing { inode.opens += 1 }
-        }
-    }
-
-    /// close(2) of one descriptor: size and times become durable.
-    public func flush(_ number: UInt64) throws {
-        try tree.reading {
-            let inode = try inode(number)
-            inode.lock.writing { if inode.dirty { logWritten(inode) } }
+            return inode.lock.writing {
+                inode.opens += 1
+                if inode.directOpens > 0 || (writeOnly && inode.opens == 1 && inode.isRegular) {
+                    inode.directOpens += 1
+                    inode.cacheStale = true
+                    return CachePolicy(direct: true, keepCache: false)
+                }
+                defer { inode.cacheStale = false }
+                return CachePolicy(direct: false, keepCache: !inode.cacheStale)
+            }
         }
     }
 
@@ -186,10 +215,11 @@ extension FileSystem {
     }
 
     /// The last close of a handle; an unlinked inode's last one frees it.
-    public func release(_ number: UInt64) {
+    public func release(_ number: UInt64, direct: Bool = false) {
         tree.writing {
             guard let inode = inodes[number] else { return }
             inode.opens -= 1
+            if direct { inode.directOpens -= 1 }
             if inode.dirty { logWritten(inode) }
             if inode.opens == 0, inode.record.nlink == 0 {
                 try? commit(.drop(inode: number))

@@ -20,8 +20,8 @@ struct UnsafeFilePages {
         pool.unsafePointer(to: address)! + Int(offset)
     }
 
-    func copy(to address: GlobalAddress, at offset: UInt64, from source: UnsafeRawPointer, count: Int) {
-        pointer(address, offset).copyMemory(from: source, byteCount: count)
+    func bytes(_ address: GlobalAddress, at offset: UInt64, count: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: pointer(address, offset), count: count)
     }
 
     func zero(_ address: GlobalAddress, at offset: UInt64, count: Int) {

@@ -128,14 +128,18 @@ extension FUSESession {
 
     // MARK: Open files
 
-    /// File handles of the file system carry no state: the inode is enough.
-    private func prepare(_ info: UnsafeMutablePointer<fuse_file_info>) {
-        // Only this mount changes file bytes: cached pages stay valid
-        // across opens. Sizes and pages are logged as writes happen, so a
-        // close needs no round trip.
-        info.pointee.keep_cache = 1
+    /// A file handle is 1 for a direct open, 0 for a cached one.
+    private func prepare(_ info: UnsafeMutablePointer<fuse_file_info>, _ policy: FileSystem.CachePolicy) {
+        info.pointee.direct_io = policy.direct ? 1 : 0
+        info.pointee.keep_cache = policy.keepCache ? 1 : 0
+        // Sizes and pages are logged as writes arrive and the kernel holds
+        // no dirty pages (no writeback cache): a close needs no round trip.
         info.pointee.noflush = 1
-        info.pointee.fh = 0
+        info.pointee.fh = policy.direct ? 1 : 0
+    }
+
+    private static func writeOnly(_ info: UnsafeMutablePointer<fuse_file_info>) -> Bool {
+        info.pointee.flags & O_ACCMODE == O_WRONLY
     }
 
     func open(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
@@ -145,8 +149,9 @@ extension FUSESession {
         }
         if let inode = FUSESession.control(inode) { return controlOpen(req, inode, info) }
         FUSESession.replying(req) {
-            try fs.open(inode, truncate: info.pointee.flags & O_TRUNC != 0)
-            prepare(info)
+            let policy = try fs.open(inode, truncate: info.pointee.flags & O_TRUNC != 0,
+                                     writeOnly: FUSESession.writeOnly(info))
+            prepare(info, policy)
             fuse_reply_open(req, info)
         }
     }
@@ -159,8 +164,7 @@ extension FUSESession {
             try FUSESession.refuseControlName(parent, name)
             let attributes = try fs.create(parent: parent, name: name, mode: S_IFREG | mode & 0o7777,
                                            caller: FUSESession.caller(req))
-            try fs.open(UInt64(attributes.st_ino), truncate: false)
-            prepare(info)
+            prepare(info, try fs.open(UInt64(attributes.st_ino), truncate: false, writeOnly: FUSESession.writeOnly(info)))
             var entry = fuse_entry_param()
             entry.ino = fuse_ino_t(attributes.st_ino)
             entry.attr = attributes
@@ -185,20 +189,45 @@ extension FUSESession {
         }
     }
 
-    func write(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ buffer: UnsafePointer<CChar>?, _ size: Int, _ offset: off_t) {
-        if let inode = FUSESession.control(inode) { return controlWrite(req, inode, buffer, size, offset) }
+    /// Writes arrive as buffers libfuse may have spliced from the kernel
+    /// (a pipe holding the writer's pages): copied once, into pool pages.
+    func write(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ buffers: UnsafeMutablePointer<fuse_bufvec>?, _ offset: off_t) {
+        guard let buffers else {
+            fuse_reply_err(req, EINVAL)
+            return
+        }
+        let size = fuse_buf_size(buffers)
+        if let inode = FUSESession.control(inode) {
+            // Control files take small texts: bring them into memory first.
+            return withUnsafeTemporaryAllocation(of: CChar.self, capacity: max(size, 1)) { text in
+                var memory = FUSESession.bufferVector(UnsafeMutableRawBufferPointer(text))
+                let copied = fuse_buf_copy(&memory, buffers, fuse_buf_copy_flags(rawValue: 0))
+                controlWrite(req, inode, text.baseAddress, max(copied, 0), offset)
+            }
+        }
         FUSESession.replying(req) {
             guard offset >= 0 else { throw FileSystemError.invalid }
-            let written = try fs.write(inode, offset: UInt64(offset), from: UnsafeRawBufferPointer(start: buffer, count: size))
+            let written = try fs.write(inode, offset: UInt64(offset), count: size) { segment in
+                var destination = FUSESession.bufferVector(segment)
+                guard fuse_buf_copy(&destination, buffers, fuse_buf_copy_flags(rawValue: 0)) == segment.count else {
+                    throw FileSystemError.io
+                }
+            }
             fuse_reply_write(req, written)
         }
+    }
+
+    /// One memory buffer as libfuse's vector (FUSE_BUFVEC_INIT is a macro).
+    static func bufferVector(_ bytes: UnsafeMutableRawBufferPointer) -> fuse_bufvec {
+        fuse_bufvec(count: 1, idx: 0, off: 0,
+                    buf: (fuse_buf(size: bytes.count, flags: fuse_buf_flags(rawValue: 0), mem: bytes.baseAddress, fd: -1, pos: 0)))
     }
 
     func release(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
         if FUSESession.control(inode) != nil {
             controlRelease(info?.pointee.fh ?? 0)
         } else {
-            fs.release(inode)
+            fs.release(inode, direct: info?.pointee.fh == 1)
         }
         fuse_reply_err(req, 0)
     }
@@ -224,7 +253,7 @@ extension FUSESession {
     func opendir(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
         FUSESession.replying(req) {
             // Held open, a directory keeps its slots: offsets stay valid.
-            if FUSESession.control(inode) == nil { try fs.open(inode, truncate: false) }
+            if FUSESession.control(inode) == nil { _ = try fs.open(inode, truncate: false, writeOnly: false) }
             fuse_reply_open(req, info)
         }
     }

@@ -124,7 +124,7 @@ public final class FUSESession: @unchecked Sendable {
         ops.open = { req, inode, info in FUSESession.session(req).open(req, inode, info) }
         ops.create = { req, parent, name, mode, info in FUSESession.session(req).create(req, parent, name, mode, info) }
         ops.read = { req, inode, size, offset, info in FUSESession.session(req).read(req, inode, size, offset, info) }
-        ops.write = { req, inode, buffer, size, offset, _ in FUSESession.session(req).write(req, inode, buffer, size, offset) }
+        ops.write_buf = { req, inode, buffers, offset, _ in FUSESession.session(req).write(req, inode, buffers, offset) }
         ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
         ops.release = { req, inode, info in FUSESession.session(req).release(req, inode, info) }
         ops.fsync = { req, inode, _, _ in FUSESession.session(req).fsync(req, inode) }
@@ -151,7 +151,11 @@ public final class FUSESession: @unchecked Sendable {
     /// What the kernel may cache and how large requests are (NOTES.md).
     static func configure(_ connection: UnsafeMutablePointer<fuse_conn_info>?) {
         guard let connection else { return }
-        let want = UInt32(bitPattern: FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ)
+        // Splicing memory-resident data is slower than copying it; and
+        // since file bytes change only through this mount, a new mtime
+        // must not drop the page cache (the opens say when it is stale).
+        let want = UInt32(bitPattern: FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ
+            | FUSE_CAP_AUTO_INVAL_DATA)
         connection.pointee.want &= ~want
         connection.pointee.max_write = 1 << 20
         connection.pointee.max_readahead = 1 << 20
