@@ -31,7 +31,7 @@ final class MetadataLog: @unchecked Sendable {
     init(pool: Pool, heap: Heap) {
         self.pool = pool
         self.heap = heap
-        chunkPages = max(1, (4 << 20) / pool.pageSize)
+        chunkPages = max(1, (1 << 20) / pool.pageSize)
     }
 
     struct Damaged: Error, CustomStringConvertible {

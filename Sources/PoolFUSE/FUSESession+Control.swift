@@ -45,7 +45,7 @@ extension FUSESession {
         fuse_reply_attr(req, &st, 0)
     }
 
-    func controlReaddir(_ req: fuse_req_t?, _ inode: UInt64, _ size: Int, _ offset: off_t) {
+    func controlReaddir(_ req: fuse_req_t?, _ inode: UInt64, _ size: Int, _ offset: off_t, plus: Bool) {
         guard let children = tree.children(inode) else {
             fuse_reply_err(req, ENOTDIR)
             return
@@ -61,7 +61,18 @@ extension FUSESession {
                 var st = stat()
                 st.st_ino = UInt(ino)
                 st.st_mode = isDirectory ? S_IFDIR : S_IFREG
-                let needed = fuse_add_direntry(req, buffer.baseAddress! + used, size - used, name, &st, off_t(index + 1))
+                let needed: Int
+                if plus {
+                    // Attributes are made at each lookup: none cached here.
+                    var entry = fuse_entry_param()
+                    if let node = self.tree.node(ino & ~FUSESession.controlBit), ino != FUSE_ROOT_ID {
+                        entry.ino = ino
+                        entry.attr = controlAttributes(node)
+                    }
+                    needed = fuse_add_direntry_plus(req, buffer.baseAddress! + used, size - used, name, &entry, off_t(index + 1))
+                } else {
+                    needed = fuse_add_direntry(req, buffer.baseAddress! + used, size - used, name, &st, off_t(index + 1))
+                }
                 if needed > size - used { break }
                 used += needed
                 index += 1

@@ -264,7 +264,7 @@ extension FUSESession {
     }
 
     func readdir(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offset: off_t, plus: Bool) {
-        if let inode = FUSESession.control(inode) { return controlReaddir(req, inode, size, offset) }
+        if let inode = FUSESession.control(inode) { return controlReaddir(req, inode, size, offset, plus: plus) }
         FUSESession.replying(req) {
             try withUnsafeTemporaryAllocation(of: CChar.self, capacity: max(size, 1)) { buffer in
                 var used = 0

@@ -233,7 +233,44 @@ func hold() {
     pool.close()
 }
 
+/// The bytes of file `index` in the file-writer's tree: the test knows them too.
+func fileBytes(_ index: Int) -> [UInt8] {
+    let size = (index * 7919) % 600_000 + 1
+    return (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ index &* 7 &+ $0 >> 12) }
+}
+
+/// Writes files into a mounted directory until stopped: each is written
+/// under a temporary name in pieces, closed, renamed into place, and then
+/// announced ("closed N"); every fifth step removes an earlier file
+/// ("removed N"). Stops at the first error (the mount was killed).
+func fileWriter(directory: String) -> Never {
+    var index = 0
+    while true {
+        let bytes = fileBytes(index)
+        let temporary = "\(directory)/tmp.\(index)"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { fail("open \(temporary): \(String(cString: strerror(errno)))") }
+        var written = 0
+        while written < bytes.count {
+            let piece = min(65536 + index % 3 * 4096, bytes.count - written)
+            let n = bytes[written..<(written + piece)].withUnsafeBytes { write(fd, $0.baseAddress, piece) }
+            guard n > 0 else { fail("write \(temporary): \(String(cString: strerror(errno)))") }
+            written += n
+        }
+        guard close(fd) == 0 else { fail("close: \(String(cString: strerror(errno)))") }
+        guard rename(temporary, "\(directory)/f\(index)") == 0 else { fail("rename: \(String(cString: strerror(errno)))") }
+        say("closed \(index)")
+        if index % 5 == 4 {
+            guard unlink("\(directory)/f\(index - 2)") == 0 else { fail("unlink: \(String(cString: strerror(errno)))") }
+            say("removed \(index - 2)")
+        }
+        index += 1
+    }
+}
+
 switch arguments[1] {
+case "file-writer":
+    fileWriter(directory: arguments[2])
 case "storm":
     guard arguments.count == 8, let index = Int(arguments[5]), let operations = Int(arguments[6]),
           let seed = UInt64(arguments[7]) else { fail("usage: storm HOME NAME REGION INDEX OPS SEED") }

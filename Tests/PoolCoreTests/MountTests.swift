@@ -6,26 +6,51 @@ import Testing
 /// when the test fails.
 final class MountedPool {
     let scratch = Scratch()
+    let name: String
     let mountpoint: String
-    let daemon: Child
+    private(set) var daemon: Child
 
-    init(name: String = "mnt", configure: (Pool) throws -> Void = { _ in }) throws {
-        let pool = try Pool.create(name: name, size: 32 << 20, pageSize: 4096, at: scratch.path)
+    init(name: String = "mnt", size: UInt64 = 32 << 20, pageSize: UInt64 = 4096,
+         configure: (Pool) throws -> Void = { _ in }) throws {
+        self.name = name
+        let pool = try Pool.create(name: name, size: size, pageSize: pageSize, at: scratch.path)
         try configure(pool)
         pool.close()
         mountpoint = scratch.path + "/mountpoint"
         try SystemCall.makeDirectories(mountpoint)
-        daemon = try Child(builtExecutable("poolfs"), ["mount", name, mountpoint, "-f", "--path", scratch.path])
+        daemon = try MountedPool.start(name, mountpoint, scratch.path)
+    }
+
+    private static func start(_ name: String, _ mountpoint: String, _ home: String) throws -> Child {
+        let daemon = try Child(builtExecutable("poolfs"), ["mount", name, mountpoint, "-f", "--path", home])
         let line = daemon.readLine() ?? "<nothing>"
         guard line.hasPrefix("mounted pool") else {
             throw PoolError.system(call: "mount: \(line)", path: mountpoint, errno: EIO)
         }
+        return daemon
     }
 
-    deinit {
+    deinit { unmount() }
+
+    /// Unmounts and waits for the daemon to finish.
+    func unmount() {
         _ = try? run("fusermount3", ["-u", "-z", mountpoint])
         daemon.wait()
     }
+
+    func remount() throws {
+        unmount()
+        daemon = try MountedPool.start(name, mountpoint, scratch.path)
+    }
+
+    /// kill -9 of the mount process, then the dead mount taken away.
+    func killDaemon() {
+        daemon.kill9()
+        daemon.wait()
+        _ = try? run("fusermount3", ["-u", "-z", mountpoint])
+    }
+
+    func path(_ relative: String) -> String { mountpoint + "/" + relative }
 
     func text(_ path: String) -> String? {
         (try? String(contentsOfFile: mountpoint + "/" + path, encoding: .utf8))
@@ -51,8 +76,9 @@ final class MountedPool {
         #expect(mounted.text(".pool/info")?.hasPrefix("pool       mnt\n") == true)
         let json = try #require(mounted.text(".pool/info.json"))
         let info = try JSONDecoder().decode(PoolInfo.self, from: Data(json.utf8))
-        #expect(info.name == "mnt" && info.heaps.map(\.name) == ["objects"])
-        #expect(mounted.list(".pool/heaps") == ["objects"])
+        // The mount's files take their pages from heap `default`, made at mount.
+        #expect(info.name == "mnt" && Set(info.heaps.map(\.name)) == ["default", "objects"])
+        #expect(mounted.list(".pool/heaps") == ["default", "objects"])
         #expect(mounted.list(".pool/heaps/objects") == ["policy", "stats"])
         #expect(mounted.text(".pool/heaps/objects/policy") == "bind 0\n")
         #expect(mounted.text(".pool/heaps/objects/stats")?.contains("objects        1\n") == true)
@@ -75,9 +101,12 @@ final class MountedPool {
         #expect(UInt64(st.f_bavail) * UInt64(st.f_frsize) == info.freeBytes)
         // A library user changes the pool while it is mounted; the files follow.
         try pool.createHeap(name: "later")
-        #expect(mounted.list(".pool/heaps") == ["later"])
+        #expect(mounted.list(".pool/heaps") == ["default", "later"])
+        let before = pool.info().usedBytes
         _ = try pool.allocatePages(count: 100)
-        #expect(mounted.text(".pool/info")?.contains("used       400K") == true, "\(mounted.text(".pool/info") ?? "")")
+        #expect(pool.info().usedBytes == before + 400 << 10)
+        let used = "used       \(ByteSize.format(before + 400 << 10))"
+        #expect(mounted.text(".pool/info")?.contains(used) == true, "\(mounted.text(".pool/info") ?? "")")
         pool.close()
     }
 
@@ -118,7 +147,7 @@ final class MountedPool {
         try heap.free(object)
         pool.close()
         #expect(rmdir(heaps + "/fast") == 0)
-        #expect(mounted.list(".pool/heaps").isEmpty)
+        #expect(mounted.list(".pool/heaps") == ["default"])
     }
 
     @Test func regionsAreWrittenAndRemovedThroughTheTree() throws {

@@ -154,12 +154,15 @@ final class Child {
     /// Waits for the child; its exit status, or 128+signal.
     @discardableResult
     func wait() -> Int32 {
+        if let exitStatus { return exitStatus }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         reaped = true
         let signal = status & 0x7f
-        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+        exitStatus = signal == 0 ? (status >> 8) & 0xff : 128 + signal
+        return exitStatus!
     }
+    private var exitStatus: Int32?
 }
 
 /// Runs a command to completion; its exit status and its output.

@@ -1,0 +1,473 @@
+import Foundation
+import Testing
+@testable import PoolCore
+
+// Files in a mounted pool, driven with system calls and ordinary tools.
+
+/// The whole file at `path`, or nil with errno set.
+func contents(_ path: String) -> [UInt8]? {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+        let n = read(fd, &chunk, chunk.count)
+        guard n >= 0 else { return nil }
+        if n == 0 { return bytes }
+        bytes += chunk[0..<n]
+    }
+}
+
+/// Writes `bytes` to `path` with `flags`; whether every byte went.
+@discardableResult
+func store(_ bytes: [UInt8], _ path: String, flags: Int32 = O_WRONLY | O_CREAT | O_TRUNC) -> Bool {
+    let fd = open(path, flags, 0o644)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    return bytes.isEmpty || write(fd, bytes, bytes.count) == bytes.count
+}
+
+func status(_ path: String) -> stat? {
+    var st = stat()
+    return lstat(path, &st) == 0 ? st : nil
+}
+
+func freeBytes(_ path: String) -> UInt64 {
+    var st = statvfs()
+    precondition(statvfs(path, &st) == 0)
+    return UInt64(st.f_bfree) * UInt64(st.f_frsize)
+}
+
+func pattern(_ count: Int, seed: Int) -> [UInt8] {
+    (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ seed &+ $0 >> 9) }
+}
+
+/// The bytes PoolTestHelper's file-writer puts in file `index`.
+func writerBytes(_ index: Int) -> [UInt8] {
+    let size = (index * 7919) % 600_000 + 1
+    return (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ index &* 7 &+ $0 >> 12) }
+}
+
+@Suite(.serialized) struct FileMountTests {
+    @Test func filesReadBackWithPOSIXOpenFlags() throws {
+        let mounted = try MountedPool()
+        let a = mounted.path("a")
+        #expect(store(Array("hello".utf8), a))
+        #expect(contents(a) == Array("hello".utf8))
+        #expect(store(Array(" world".utf8), a, flags: O_WRONLY | O_APPEND))
+        #expect(contents(a) == Array("hello world".utf8))
+        #expect(open(a, O_WRONLY | O_CREAT | O_EXCL, 0o644) == -1 && errno == EEXIST)
+        #expect(store([], a, flags: O_WRONLY | O_TRUNC))
+        #expect(status(a)?.st_size == 0 && contents(a) == [])
+        #expect(open(mounted.path("missing"), O_RDONLY) == -1 && errno == ENOENT)
+        // Read and written by one handle, at offsets.
+        let fd = open(mounted.path("b"), O_RDWR | O_CREAT, 0o600)
+        defer { close(fd) }
+        let data = pattern(300_000, seed: 1)
+        #expect(pwrite(fd, data, data.count, 4000) == data.count)
+        var back = [UInt8](repeating: 1, count: data.count + 4000)
+        #expect(pread(fd, &back, back.count, 0) == back.count)
+        #expect(back[0..<4000].allSatisfy { $0 == 0 } && Array(back[4000...]) == data)
+    }
+
+    @Test func truncationFreesPagesAndGrowthReadsZeros() throws {
+        let mounted = try MountedPool()
+        let path = mounted.path("t")
+        let data = pattern(1 << 20, seed: 2)
+        #expect(store(data, path))
+        let before = freeBytes(mounted.mountpoint)
+        #expect(truncate(path, 5000) == 0)
+        #expect(freeBytes(mounted.mountpoint) - before == (1 << 20) - 8192)
+        #expect(status(path)?.st_blocks == 16)
+        // Bytes past a cut never come back.
+        #expect(truncate(path, 100_000) == 0)
+        let grown = try #require(contents(path))
+        #expect(grown.count == 100_000 && Array(grown[0..<5000]) == Array(data[0..<5000]))
+        #expect(grown[5000...].allSatisfy { $0 == 0 })
+        // Sparse: a terabyte takes no pages; past the maximum, EFBIG.
+        #expect(truncate(path, 1 << 40) == 0)
+        #expect(status(path)?.st_size == 1 << 40 && status(path)?.st_blocks == 16)
+        #expect(truncate(path, (1 << 50) + 1) == -1 && errno == EFBIG)
+        // Over 4 GiB: one page written at 5 GiB.
+        let fd = open(mounted.path("big"), O_RDWR | O_CREAT, 0o644)
+        defer { close(fd) }
+        #expect(pwrite(fd, "far", 3, 5 << 30) == 3)
+        var far = [UInt8](repeating: 0, count: 3)
+        #expect(pread(fd, &far, 3, 5 << 30) == 3 && far == Array("far".utf8))
+        var near = [UInt8](repeating: 1, count: 4096)
+        #expect(pread(fd, &near, near.count, 1 << 30) == 4096 && near.allSatisfy { $0 == 0 })
+        #expect(status(mounted.path("big"))?.st_blocks == 8)
+        // fallocate: space for a whole file; then a hole punched across
+        // runs (each write of a hole makes one): the run inside is freed.
+        let f = open(mounted.path("f"), O_RDWR | O_CREAT, 0o644)
+        defer { close(f) }
+        #expect(posix_fallocate(f, 0, 16384) == 0)
+        #expect(status(mounted.path("f"))?.st_size == 16384 && status(mounted.path("f"))?.st_blocks == 32)
+        let ones = [UInt8](repeating: 1, count: 16384)
+        for start in stride(from: 0, to: 65536, by: 16384) { #expect(pwrite(f, ones, ones.count, off_t(start)) == ones.count) }
+        #expect(try run("fallocate", ["--punch-hole", "--offset", "4000", "--length", "36000", mounted.path("f")]).status == 0)
+        let punched = try #require(contents(mounted.path("f")))
+        #expect(punched[4000..<40000].allSatisfy { $0 == 0 })
+        #expect(punched[..<4000].allSatisfy { $0 == 1 } && punched[40000...].allSatisfy { $0 == 1 })
+        #expect(status(mounted.path("f"))?.st_blocks == 96)
+    }
+
+    @Test func namesFollowPOSIX() throws {
+        let mounted = try MountedPool()
+        let root = mounted.mountpoint
+        #expect(mkdir(root + "/d", 0o755) == 0 && mkdir(root + "/e", 0o755) == 0)
+        #expect(status(root)?.st_nlink == 4)
+        #expect(store(Array("one".utf8), root + "/d/one") && store(Array("two".utf8), root + "/e/two"))
+        #expect(rmdir(root + "/d") == -1 && errno == ENOTEMPTY)
+        #expect(unlink(root + "/d") == -1 && errno == EISDIR)
+        #expect(rmdir(root + "/d/one") == -1 && errno == ENOTDIR)
+        // Across directories, and over an existing name.
+        #expect(rename(root + "/d/one", root + "/e/two") == 0)
+        #expect(contents(root + "/e/two") == Array("one".utf8) && status(root + "/d/one") == nil)
+        #expect(store(Array("three".utf8), root + "/d/three"))
+        #expect(renameat2(AT_FDCWD, root + "/d/three", AT_FDCWD, root + "/e/two", 1 /* RENAME_NOREPLACE */) == -1
+            && errno == EEXIST)
+        #expect(renameat2(AT_FDCWD, root + "/d/three", AT_FDCWD, root + "/e/two", 2 /* RENAME_EXCHANGE */) == 0)
+        #expect(contents(root + "/e/two") == Array("three".utf8) && contents(root + "/d/three") == Array("one".utf8))
+        // A directory moves, but not under itself.
+        #expect(mkdir(root + "/d/sub", 0o755) == 0)
+        #expect(rename(root + "/d", root + "/d/sub/d") == -1 && errno == EINVAL)
+        #expect(rename(root + "/d/sub", root + "/e/sub") == 0)
+        #expect(status(root + "/d")?.st_nlink == 2 && status(root + "/e")?.st_nlink == 3)
+        // Hard links share bytes and count; symlinks point.
+        #expect(link(root + "/e/two", root + "/two-again") == 0)
+        #expect(status(root + "/e/two")?.st_nlink == 2)
+        #expect(store(Array("shared".utf8), root + "/two-again", flags: O_WRONLY | O_TRUNC))
+        #expect(contents(root + "/e/two") == Array("shared".utf8))
+        #expect(unlink(root + "/e/two") == 0 && status(root + "/two-again")?.st_nlink == 1)
+        #expect(symlink("e/sub", root + "/link") == 0)
+        var target = [CChar](repeating: 0, count: 64)
+        #expect(readlink(root + "/link", &target, 63) == 5 && String(cString: target) == "e/sub")
+        #expect(status(root + "/link").map { $0.st_mode & S_IFMT } == S_IFLNK)
+        #expect(mkdir(root + "/.pool", 0o755) == -1 && errno == EEXIST)
+        #expect(mkdir(root + "/" + String(repeating: "n", count: 256), 0o755) == -1 && errno == ENAMETOOLONG)
+        #expect(mounted.list("") == [".pool", "d", "e", "link", "two-again"])
+    }
+
+    @Test func ownersModesAndTimesFollowPOSIX() throws {
+        let mounted = try MountedPool()
+        let path = mounted.path("file")
+        #expect(store(Array("x".utf8), path))
+        let made = try #require(status(path))
+        #expect(made.st_uid == getuid() && made.st_mode & 0o777 == 0o644 & ~currentUmask())
+        #expect(chmod(path, 0o600) == 0 && chown(path, 1000, 2000) == 0)
+        let changed = try #require(status(path))
+        #expect(changed.st_mode & 0o7777 == 0o600 && changed.st_uid == 1000 && changed.st_gid == 2000)
+        #expect(isAfterOrSame(changed.st_ctim, made.st_ctim))
+        var times = [timespec(tv_sec: 1_000_000_000, tv_nsec: 123_456_789), timespec(tv_sec: 1_500_000_000, tv_nsec: 5)]
+        #expect(utimensat(AT_FDCWD, path, &times, 0) == 0)
+        let stamped = try #require(status(path))
+        #expect(stamped.st_atim.tv_sec == 1_000_000_000 && stamped.st_atim.tv_nsec == 123_456_789)
+        #expect(stamped.st_mtim.tv_sec == 1_500_000_000 && stamped.st_mtim.tv_nsec == 5)
+        #expect(store(Array("more".utf8), path, flags: O_WRONLY | O_APPEND))
+        #expect(try #require(status(path)).st_mtim.tv_sec > 1_500_000_000)
+        // Under a setgid directory, new entries take its group; directories keep the bit.
+        #expect(mkdir(mounted.path("shared"), 0o775) == 0 && chown(mounted.path("shared"), 0, 4321) == 0)
+        #expect(chmod(mounted.path("shared"), 0o2775) == 0)
+        #expect(store([1], mounted.path("shared/f")) && mkdir(mounted.path("shared/sub"), 0o755) == 0)
+        #expect(status(mounted.path("shared/f"))?.st_gid == 4321)
+        #expect(status(mounted.path("shared/sub")).map { $0.st_gid == 4321 && $0.st_mode & S_ISGID != 0 } == true)
+        // Only the mount's owner reaches it (no allow_other).
+        let stranger = try run("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "stat", mounted.mountpoint])
+        #expect(stranger.status != 0 && stranger.output.contains("Permission denied"), "\(stranger.output)")
+    }
+
+    @Test func xattrsAreKeptAndShowWhereAFileLives() throws {
+        let mounted = try MountedPool()
+        let path = mounted.path("x")
+        #expect(store(pattern(10_000, seed: 3), path))
+        #expect(setxattr(path, "user.colour", "blue", 4, 0) == 0)
+        #expect(setxattr(path, "user.colour", "red", 3, 1 /* XATTR_CREATE */) == -1 && errno == EEXIST)
+        #expect(setxattr(path, "user.other", "1", 1, 2 /* XATTR_REPLACE */) == -1 && errno == ENODATA)
+        var value = [CChar](repeating: 0, count: 256)
+        #expect(getxattr(path, "user.colour", &value, 255) == 4 && String(cString: value) == "blue")
+        #expect(getxattr(path, "user.colour", &value, 2) == -1 && errno == ERANGE)
+        #expect(setxattr(path, "system.posix_acl_access", "x", 1, 0) == -1)
+        let names = xattrNames(path)
+        #expect(names == ["user.poolfs.heap", "user.poolfs.runs", "user.poolfs.nodes", "user.colour"])
+        #expect(removexattr(path, "user.colour") == 0 && getxattr(path, "user.colour", &value, 255) == -1 && errno == ENODATA)
+        #expect(xattr(path, "user.poolfs.heap") == "default")
+        #expect(xattr(path, "user.poolfs.runs")?.hasSuffix("+3") == true)
+        #expect(xattr(path, "user.poolfs.nodes") == "0:3")
+        // A directory's heap is where its new files' pages come from, inherited below it.
+        #expect(mkdir(mounted.path(".pool/heaps/fast"), 0o755) == 0)
+        #expect(mkdir(mounted.path("hot"), 0o755) == 0)
+        #expect(setxattr(mounted.path("hot"), "user.poolfs.heap", "nope", 4, 0) == -1 && errno == EINVAL)
+        #expect(setxattr(mounted.path("hot"), "user.poolfs.heap", "fast", 4, 0) == 0)
+        #expect(mkdir(mounted.path("hot/deeper"), 0o755) == 0)
+        #expect(store(pattern(100_000, seed: 4), mounted.path("hot/deeper/file")))
+        #expect(xattr(mounted.path("hot/deeper/file"), "user.poolfs.heap") == "fast")
+        let pool = try Pool.open(name: "mnt", at: mounted.scratch.path)
+        #expect(try pool.openHeap(name: "fast").stats().pages == 25)
+        pool.close()
+        // A heap that holds files cannot be destroyed.
+        #expect(rmdir(mounted.path(".pool/heaps/fast")) == -1 && errno == ENOTEMPTY)
+        let dump = try run("getfattr", ["-d", mounted.path("hot/deeper/file")])
+        #expect(dump.output.contains("user.poolfs.heap=\"fast\"") && dump.output.contains("user.poolfs.runs=\"0:"),
+                "\(dump.output)")
+    }
+
+    @Test func anUnlinkedOpenFileKeepsItsPagesUntilItsLastClose() throws {
+        let mounted = try MountedPool()
+        let data = pattern(256 << 10, seed: 5)
+        #expect(store(data, mounted.path("doomed")))
+        let fd = open(mounted.path("doomed"), O_RDONLY)
+        #expect(fd >= 0)
+        let before = freeBytes(mounted.mountpoint)
+        #expect(unlink(mounted.path("doomed")) == 0)
+        var st = stat()
+        #expect(fstat(fd, &st) == 0 && st.st_nlink == 0)
+        // Other files take pages meanwhile; the open file's stay its own.
+        for i in 0..<8 { #expect(store(pattern(64 << 10, seed: i), mounted.path("other\(i)"))) }
+        var back = [UInt8](repeating: 0, count: data.count)
+        #expect(pread(fd, &back, back.count, 0) == back.count && back == data)
+        let whileOpen = freeBytes(mounted.mountpoint)
+        #expect(before - whileOpen == 8 * (64 << 10))
+        close(fd)
+        // The release is asynchronous: wait for it through the file system itself.
+        var freed = false
+        for _ in 0..<1000 where !freed {
+            freed = freeBytes(mounted.mountpoint) - whileOpen == data.count
+            if !freed { sched_yield() }
+        }
+        #expect(freed)
+    }
+
+    @Test func aHundredThousandEntriesListWithStableOffsets() throws {
+        let mounted = try MountedPool(size: 64 << 20)
+        let directory = mounted.path("many")
+        #expect(mkdir(directory, 0o755) == 0)
+        let count = 100_000
+        for i in 0..<count where mknod(directory + "/e\(i)", S_IFREG | 0o644, 0) != 0 {
+            Issue.record("mknod e\(i): \(String(cString: strerror(errno)))")
+            return
+        }
+        let stream = try #require(opendir(directory))
+        defer { closedir(stream) }
+        var seen: [String: Int] = [:]
+        func readSome(_ limit: Int) {
+            var n = 0
+            while n < limit, let entry = readdir(stream) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+                seen[name, default: 0] += 1
+                n += 1
+            }
+        }
+        readSome(count / 2)
+        // Entries come and go mid-listing, on both sides of the cursor.
+        var removed = Set<String>()
+        for i in stride(from: 0, to: count, by: 10) {
+            #expect(unlink(directory + "/e\(i)") == 0)
+            removed.insert("e\(i)")
+        }
+        for i in 0..<5000 { #expect(mknod(directory + "/n\(i)", S_IFREG | 0o644, 0) == 0) }
+        readSome(Int.max)
+        #expect(seen.values.allSatisfy { $0 == 1 }, "an entry was listed twice")
+        let missed = (0..<count).map { "e\($0)" }.filter { !removed.contains($0) && seen[$0] == nil }
+        #expect(missed.isEmpty, "\(missed.count) entries that stayed were not listed, e.g. \(missed.prefix(3))")
+        #expect(seen["."] == 1 && seen[".."] == 1)
+        #expect(status(directory)?.st_nlink == 2)
+    }
+
+    @Test func ordinaryToolsCopyArchiveCloneAndQuery() throws {
+        let mounted = try MountedPool(size: 256 << 20, pageSize: 64 << 10)
+        let source = repositoryRoot + "/Sources"
+        #expect(try run("cp", ["-a", source, mounted.path("cp")]).status == 0)
+        #expect(try run("diff", ["-r", source, mounted.path("cp")]).status == 0)
+        #expect(try run("rsync", ["-a", source + "/", mounted.path("rsync/")]).status == 0)
+        #expect(try run("diff", ["-r", source, mounted.path("rsync")]).status == 0)
+        let archive = mounted.scratch.path + "/sources.tar"
+        #expect(try run("tar", ["-C", repositoryRoot, "-cf", archive, "Sources"]).status == 0)
+        #expect(try run("tar", ["-C", mounted.mountpoint, "-xf", archive]).status == 0)
+        #expect(try run("diff", ["-r", source, mounted.path("Sources")]).status == 0)
+        #expect(try run("tar", ["-C", mounted.mountpoint, "-cf", mounted.path("again.tar"), "Sources"]).status == 0)
+        #expect(try run("cmp", [archive, mounted.path("again.tar")]).status == 0)
+        let clone = try run("git", ["clone", "-q", "--no-local", repositoryRoot, mounted.path("repo")])
+        #expect(clone.status == 0, "\(clone.output)")
+        let fsck = try run("git", ["-C", mounted.path("repo"), "fsck", "--full", "--strict"])
+        #expect(fsck.status == 0, "\(fsck.output)")
+        let database = mounted.path("data.sqlite")
+        let sql = """
+            create table t(id integer primary key, body blob);
+            with recursive n(x) as (select 1 union all select x + 1 from n where x < 20000)
+            insert into t select x, randomblob(200 + x % 700) from n;
+            delete from t where id % 3 = 0;
+            pragma integrity_check;
+            select count(*) from t;
+            """
+        let sqlite = try run("sqlite3", [database, sql])
+        #expect(sqlite.output == "ok\n13334", "\(sqlite.output)")
+        try mounted.remount()
+        #expect(try run("diff", ["-r", source, mounted.path("cp")]).status == 0)
+        #expect(try run("sqlite3", [database, "pragma integrity_check;"]).output == "ok")
+        #expect(try run("git", ["-C", mounted.path("repo"), "fsck", "--full"]).status == 0)
+    }
+
+    @Test func sharedWritableMmapReachesThePool() throws {
+        let mounted = try MountedPool()
+        let path = mounted.path("mapped")
+        let fd = open(path, O_RDWR | O_CREAT, 0o644)
+        #expect(fd >= 0 && ftruncate(fd, 65536) == 0)
+        let memory = try #require(mmap(nil, 65536, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0))
+        #expect(memory != MAP_FAILED)
+        let data = pattern(65536, seed: 6)
+        memory.copyMemory(from: data, byteCount: data.count)
+        #expect(msync(memory, 65536, MS_SYNC) == 0 && munmap(memory, 65536) == 0)
+        close(fd)
+        #expect(contents(path) == data)
+        try mounted.remount()
+        #expect(contents(path) == data)
+    }
+
+    @Test func concurrentWritersLoseNothing() throws {
+        let mounted = try MountedPool(size: 64 << 20)
+        let shared = open(mounted.path("shared"), O_RDWR | O_CREAT, 0o644)
+        defer { close(shared) }
+        let block = 48 << 10, blocks = 64, writers = 4
+        let mountpoint = mounted.mountpoint
+        DispatchQueue.concurrentPerform(iterations: writers * 2) { job in
+            let writer = job % writers
+            if job < writers {
+                // Each writer its own file…
+                let data = pattern(blocks * block, seed: 100 + writer)
+                _ = store(data, mountpoint + "/own\(writer)")
+            } else {
+                // …and every writer every fourth block of one file.
+                for b in stride(from: writer, to: blocks, by: writers) {
+                    let data = pattern(block, seed: b)
+                    _ = pwrite(shared, data, block, off_t(b * block))
+                }
+            }
+        }
+        for writer in 0..<writers {
+            #expect(contents(mounted.path("own\(writer)")) == pattern(blocks * block, seed: 100 + writer))
+        }
+        let whole = try #require(contents(mounted.path("shared")))
+        #expect(whole.count == blocks * block)
+        for b in 0..<blocks where Array(whole[(b * block)..<((b + 1) * block)]) != pattern(block, seed: b) {
+            Issue.record("block \(b) of the shared file is wrong")
+        }
+    }
+
+    @Test func aFullPoolAnswersENOSPCAndRecovers() throws {
+        let mounted = try MountedPool()
+        let keep = pattern(100_000, seed: 7)
+        #expect(store(keep, mounted.path("keep")))
+        let fd = open(mounted.path("filler"), O_WRONLY | O_CREAT, 0o644)
+        let chunk = pattern(1 << 20, seed: 8)
+        var written = 0
+        var failure: Int32 = 0
+        while written < 64 << 20 {
+            let n = write(fd, chunk, chunk.count)
+            if n < 0 { failure = errno; break }
+            written += n
+        }
+        close(fd)
+        #expect(failure == ENOSPC, "write failed with \(failure) after \(written) bytes")
+        #expect(written > 16 << 20)
+        #expect(contents(mounted.path("keep")) == keep)
+        #expect(unlink(mounted.path("filler")) == 0)
+        #expect(store(chunk + chunk, mounted.path("after")))
+        #expect(contents(mounted.path("after")) == chunk + chunk)
+    }
+
+    /// The guarantee: files closed before a kill -9 of the mount read back
+    /// after remounting, and the pool checks clean.
+    @Test func closedFilesSurviveKill9AtAnyMoment() throws {
+        let mounted = try MountedPool(size: 128 << 20)
+        var closed: [Int: Bool] = [:]   // index: still there
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<4 {
+            let directory = mounted.path("round\(round)")
+            #expect(mkdir(directory, 0o755) == 0)
+            let writer = try Child(builtExecutable("PoolTestHelper"), ["file-writer", directory, "-"])
+            let stopAfter = Int.random(in: 3...40, using: &generator)
+            var lines = 0
+            while lines < stopAfter, let line = writer.readLine() {
+                let words = line.split(separator: " ")
+                if words.first == "closed", let i = Int(words[1]) { closed[round * 100_000 + i] = true }
+                if words.first == "removed", let i = Int(words[1]) { closed[round * 100_000 + i] = false }
+                lines += 1
+            }
+            mounted.killDaemon()
+            while let line = writer.readLine() {
+                let words = line.split(separator: " ")
+                if words.first == "closed", let i = Int(words[1]) { closed[round * 100_000 + i] = true }
+                if words.first == "removed", let i = Int(words[1]) { closed[round * 100_000 + i] = false }
+            }
+            writer.wait()
+            try mounted.remount()
+            for (key, present) in closed {
+                let path = mounted.path("round\(key / 100_000)/f\(key % 100_000)")
+                if present {
+                    let found = contents(path)
+                    #expect(found == writerBytes(key % 100_000),
+                            "round \(round): \(path) \(found.map { "has \($0.count) bytes" } ?? "is missing")")
+                } else {
+                    #expect(status(path) == nil, "round \(round): \(path) came back")
+                }
+            }
+        }
+        mounted.unmount()
+        let check = try run(builtExecutable("poolfs"), ["check", mounted.name, "--path", mounted.scratch.path])
+        #expect(check.status == 0 && check.output.hasSuffix("clean"), "\(check.output)")
+        #expect(check.output.contains(" 0 unreferenced"), "\(check.output)")
+    }
+}
+
+// glibc functions that the Glibc module does not declare, found by name.
+func libc<F>(_ name: String, as type: F.Type) -> F {
+    unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), name), to: type)
+}
+
+func renameat2(_ fromDirectory: Int32, _ from: String, _ toDirectory: Int32, _ to: String, _ flags: UInt32) -> Int32 {
+    libc("renameat2", as: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32).self)(
+        fromDirectory, from, toDirectory, to, flags)
+}
+
+func setxattr(_ path: String, _ name: String, _ value: String, _ size: Int, _ flags: Int32) -> Int32 {
+    libc("setxattr", as: (@convention(c) (UnsafePointer<CChar>, UnsafePointer<CChar>, UnsafeRawPointer, Int, Int32) -> Int32).self)(
+        path, name, value, size, flags)
+}
+
+func getxattr(_ path: String, _ name: String, _ value: UnsafeMutableRawPointer, _ size: Int) -> Int {
+    libc("getxattr", as: (@convention(c) (UnsafePointer<CChar>, UnsafePointer<CChar>, UnsafeMutableRawPointer, Int) -> Int).self)(
+        path, name, value, size)
+}
+
+func listxattr(_ path: String, _ list: UnsafeMutableRawPointer, _ size: Int) -> Int {
+    libc("listxattr", as: (@convention(c) (UnsafePointer<CChar>, UnsafeMutableRawPointer, Int) -> Int).self)(path, list, size)
+}
+
+func removexattr(_ path: String, _ name: String) -> Int32 {
+    libc("removexattr", as: (@convention(c) (UnsafePointer<CChar>, UnsafePointer<CChar>) -> Int32).self)(path, name)
+}
+
+func currentUmask() -> mode_t {
+    let mask = umask(0)
+    umask(mask)
+    return mask
+}
+
+func isAfterOrSame(_ a: timespec, _ b: timespec) -> Bool {
+    a.tv_sec > b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec >= b.tv_nsec)
+}
+
+func xattr(_ path: String, _ name: String) -> String? {
+    var value = [UInt8](repeating: 0, count: 4096)
+    let n = getxattr(path, name, &value, value.count)
+    return n < 0 ? nil : String(decoding: value[0..<n], as: UTF8.self)
+}
+
+func xattrNames(_ path: String) -> [String] {
+    var list = [UInt8](repeating: 0, count: 4096)
+    let n = listxattr(path, &list, list.count)
+    guard n > 0 else { return [] }
+    return list[0..<n].split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+}
