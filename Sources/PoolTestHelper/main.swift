@@ -242,7 +242,7 @@ func fileBytes(_ index: Int) -> [UInt8] {
 /// Writes files into a mounted directory until stopped: each is written
 /// under a temporary name in pieces, closed, renamed into place, and then
 /// announced ("closed N"); every fifth step removes an earlier file
-/// ("removed N"). Stops at the first error (the mount was killed).
+/// ("removing N", then "removed N"). Stops at the first error (the mount was killed).
 func fileWriter(directory: String) -> Never {
     var index = 0
     while true {
@@ -261,6 +261,8 @@ func fileWriter(directory: String) -> Never {
         guard rename(temporary, "\(directory)/f\(index)") == 0 else { fail("rename: \(String(cString: strerror(errno)))") }
         say("closed \(index)")
         if index % 5 == 4 {
+            // Killed mid-unlink, the file may be gone or not: say which it is about.
+            say("removing \(index - 2)")
             guard unlink("\(directory)/f\(index - 2)") == 0 else { fail("unlink: \(String(cString: strerror(errno)))") }
             say("removed \(index - 2)")
         }

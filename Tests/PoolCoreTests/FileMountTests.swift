@@ -389,18 +389,22 @@ func writerBytes(_ index: Int) -> [UInt8] {
             let writer = try Child(builtExecutable("PoolTestHelper"), ["file-writer", directory, "-"])
             let stopAfter = Int.random(in: 3...40, using: &generator)
             var lines = 0
-            while lines < stopAfter, let line = writer.readLine() {
+            func note(_ line: String) {
                 let words = line.split(separator: " ")
-                if words.first == "closed", let i = Int(words[1]) { closed[round * 100_000 + i] = true }
-                if words.first == "removed", let i = Int(words[1]) { closed[round * 100_000 + i] = false }
+                guard words.count == 2, let i = Int(words[1]) else { return }
+                switch words[0] {
+                case "closed": closed[round * 100_000 + i] = true
+                case "removing": closed[round * 100_000 + i] = nil   // either way, if the kill comes now
+                case "removed": closed[round * 100_000 + i] = false
+                default: break
+                }
+            }
+            while lines < stopAfter, let line = writer.readLine() {
+                note(line)
                 lines += 1
             }
             mounted.killDaemon()
-            while let line = writer.readLine() {
-                let words = line.split(separator: " ")
-                if words.first == "closed", let i = Int(words[1]) { closed[round * 100_000 + i] = true }
-                if words.first == "removed", let i = Int(words[1]) { closed[round * 100_000 + i] = false }
-            }
+            while let line = writer.readLine() { note(line) }
             writer.wait()
             try mounted.remount()
             for (key, present) in closed {
