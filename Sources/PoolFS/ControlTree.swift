@@ -27,6 +27,11 @@ public final class ControlTree: @unchecked Sendable {
     public static let control: UInt64 = 2; static let info: UInt64 = 3, infoJSON: UInt64 = 4
     static let heaps: UInt64 = 5, regions: UInt64 = 6, shelves: UInt64 = 7
     static let heapBase: UInt64 = 0x1_0000, regionBase: UInt64 = 0x2_0000, shelfBase: UInt64 = 0x3_0000
+    /// Region files made by create and not yet sized: the pool has no
+    /// region until a truncate gives one its size.
+    static let pendingBase: UInt64 = 0x4_0000
+    private var pending: [String?] = []
+    private let pendingMutex = Mutex()
 
     private func directory(_ inode: UInt64, _ name: String) -> Node {
         Node(inode: inode, name: name, kind: .directory, mode: 0o755, size: nil)
@@ -62,8 +67,24 @@ public final class ControlTree: @unchecked Sendable {
             let index = Int(inode - ControlTree.shelfBase)
             guard index < pool.shelfCount else { return nil }
             return file(inode, "\(index)")
+        case ControlTree.pendingBase...:
+            guard let name = pendingName(inode) else { return nil }
+            let region = try? pool.openRegion(name: name)
+            return file(inode, name, mode: 0o644, size: region?.size ?? 0)
         default: return nil
         }
+    }
+
+    private func pendingName(_ inode: UInt64) -> String? {
+        let index = Int(inode - ControlTree.pendingBase)
+        return pendingMutex.locked { index < pending.count ? pending[index] : nil }
+    }
+
+    /// The region behind a region file (a sized pending one included).
+    func region(_ inode: UInt64) -> Region? {
+        if inode >= ControlTree.pendingBase { return pendingName(inode).flatMap { try? pool.openRegion(name: $0) } }
+        guard inode >= ControlTree.regionBase, inode < ControlTree.shelfBase else { return nil }
+        return pool.openRegion(id: Int(inode - ControlTree.regionBase))
     }
 
     private func heapName(_ id: Int) -> String? {
@@ -80,7 +101,12 @@ public final class ControlTree: @unchecked Sendable {
         case ControlTree.heaps:
             return pool.heapList().map { directory(ControlTree.heapBase + UInt64($0.id) * 4, $0.name) }
         case ControlTree.regions:
-            return pool.regionList().map { file(ControlTree.regionBase + UInt64($0.id), $0.info.name, mode: 0o644, size: $0.info.size) }
+            let live = pool.regionList().map { file(ControlTree.regionBase + UInt64($0.id), $0.info.name, mode: 0o644, size: $0.info.size) }
+            let names = Set(live.map(\.name))
+            let waiting = pendingMutex.locked { pending.enumerated() }.compactMap { index, name in
+                name.flatMap { names.contains($0) ? nil : file(ControlTree.pendingBase + UInt64(index), $0, mode: 0o644, size: 0) }
+            }
+            return live + waiting
         case ControlTree.shelves:
             return (0..<pool.shelfCount).map { file(ControlTree.shelfBase + UInt64($0), "\($0)") }
         case ControlTree.heapBase..<ControlTree.regionBase where (inode - ControlTree.heapBase) % 4 == 0:
@@ -131,13 +157,44 @@ public final class ControlTree: @unchecked Sendable {
 
     /// A region file's bytes, lent to `body` straight from pool memory.
     public func withRegionBytes<R>(_ inode: UInt64, _ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R? {
-        guard isRegion(inode), let region = pool.openRegion(id: Int(inode - ControlTree.regionBase)) else { return nil }
+        guard let region = region(inode) else { return nil }
         return try? region.withUnsafeMutableBytes(body)
+    }
+
+    /// `touch .pool/regions/NAME` (or open with O_CREAT): a region file
+    /// with no size yet; a truncate makes the region.
+    public func createRegionFile(parent: UInt64, name: String) throws -> Node {
+        guard parent == ControlTree.regions else { throw Refusal.notPermitted }
+        guard (try? Names.check(name, what: "region")) != nil else { throw Refusal.invalid }
+        guard lookup(parent: parent, name: name) == nil else { throw Refusal.exists }
+        let inode = pendingMutex.locked {
+            pending.append(name)
+            return ControlTree.pendingBase + UInt64(pending.count - 1)
+        }
+        return file(inode, name, mode: 0o644, size: 0)
+    }
+
+    /// `truncate -s SIZE` of a region file: gives a new region its size. A
+    /// region's pages are one run that library users map: its size stays.
+    public func resizeRegion(_ inode: UInt64, to size: UInt64) throws {
+        if let region = region(inode) {
+            guard region.size == size else { throw Refusal.invalid }
+            return
+        }
+        guard let name = pendingName(inode) else { throw Refusal.notFound }
+        guard size > 0 else { return }
+        do {
+            try pool.createRegion(name: name, size: size)
+        } catch PoolError.poolFull {
+            throw Refusal.noSpace
+        } catch {
+            throw Refusal.invalid
+        }
     }
 
     /// What a change through the tree can fail with, as errno values.
     public enum Refusal: Error, Equatable {
-        case notPermitted, exists, notFound, notEmpty, busy, invalid
+        case notPermitted, exists, notFound, notEmpty, busy, invalid, noSpace
     }
 
     /// `mkdir .pool/heaps/NAME` creates a heap.
@@ -176,6 +233,12 @@ public final class ControlTree: @unchecked Sendable {
     /// `rm .pool/regions/NAME` destroys the region.
     public func remove(parent: UInt64, name: String) throws {
         guard parent == ControlTree.regions else { throw Refusal.notPermitted }
+        let unsized = pendingMutex.locked { () -> Bool in
+            guard let index = pending.firstIndex(of: name) else { return false }
+            pending[index] = nil
+            return true
+        }
+        if unsized && (try? pool.openRegion(name: name)) == nil { return }
         do {
             try pool.destroyRegion(name: name)
         } catch PoolError.regionNotFound {
@@ -198,6 +261,6 @@ public final class ControlTree: @unchecked Sendable {
     }
 
     public func isRegion(_ inode: UInt64) -> Bool {
-        inode >= ControlTree.regionBase && inode < ControlTree.shelfBase
+        (inode >= ControlTree.regionBase && inode < ControlTree.shelfBase) || inode >= ControlTree.pendingBase
     }
 }

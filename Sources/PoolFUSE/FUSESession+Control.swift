@@ -86,8 +86,11 @@ extension FUSESession {
             fuse_reply_err(req, tree.node(inode) == nil ? ENOENT : EISDIR)
             return
         }
-        // Every control file's bytes change underneath: no page cache.
-        info.pointee.direct_io = 1
+        // Texts change underneath: no page cache. A region's bytes go
+        // through it (so the file can be mapped), dropped at each open:
+        // an open shows what library users wrote before it.
+        info.pointee.direct_io = tree.isRegion(inode) ? 0 : 1
+        info.pointee.keep_cache = 0
         info.pointee.fh = 0
         let writing = info.pointee.flags & O_ACCMODE != O_RDONLY
         if writing, !tree.isWritable(inode) {
@@ -159,18 +162,34 @@ extension FUSESession {
         }
     }
 
-    func controlSetattr(_ req: fuse_req_t?, _ inode: UInt64, _ fields: Int32) {
-        // Only truncation of a writable control file, which holds no bytes to cut.
-        guard let node = tree.node(inode) else {
-            fuse_reply_err(req, ENOENT)
-            return
+    func controlSetattr(_ req: fuse_req_t?, _ inode: UInt64, _ size: Int, _ fields: Int32) {
+        // Only truncation: a region file's sizing, or a policy's emptying.
+        FUSESession.replying(req) {
+            guard tree.node(inode) != nil else { throw ControlTree.Refusal.notFound }
+            let times = FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW
+                | FUSE_SET_ATTR_CTIME
+            guard fields & ~(FUSE_SET_ATTR_SIZE | times) == 0, tree.isWritable(inode) else {
+                throw ControlTree.Refusal.notPermitted
+            }
+            if fields & FUSE_SET_ATTR_SIZE != 0, tree.isRegion(inode) {
+                guard size >= 0 else { throw ControlTree.Refusal.invalid }
+                try tree.resizeRegion(inode, to: UInt64(size))
+            }
+            var st = controlAttributes(tree.node(inode)!)
+            fuse_reply_attr(req, &st, 0)
         }
-        guard fields & ~FUSE_SET_ATTR_SIZE == 0, tree.isWritable(inode) else {
-            fuse_reply_err(req, EPERM)
-            return
+    }
+
+    func controlCreate(_ req: fuse_req_t?, _ parent: UInt64, _ name: String, _ info: UnsafeMutablePointer<fuse_file_info>) {
+        FUSESession.replying(req) {
+            let node = try tree.createRegionFile(parent: parent, name: name)
+            var entry = fuse_entry_param()
+            entry.ino = node.inode | FUSESession.controlBit
+            entry.attr = controlAttributes(node)
+            info.pointee.direct_io = 0
+            info.pointee.fh = 0
+            fuse_reply_create(req, &entry, info)
         }
-        var st = controlAttributes(node)
-        fuse_reply_attr(req, &st, 0)
     }
 
     func controlRelease(_ handle: UInt64) {

@@ -35,7 +35,7 @@ extension FUSESession {
     }
 
     func setattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ attributes: UnsafeMutablePointer<stat>?, _ fields: Int32) {
-        if let inode = FUSESession.control(inode) { return controlSetattr(req, inode, fields) }
+        if let inode = FUSESession.control(inode) { return controlSetattr(req, inode, attributes?.pointee.st_size ?? 0, fields) }
         FUSESession.replying(req) {
             guard let new = attributes?.pointee else { throw FileSystemError.invalid }
             let now = Timestamp.now()
@@ -70,6 +70,9 @@ extension FUSESession {
         FUSESession.replying(req) {
             let name = try FUSESession.name(name)
             if let parent = FUSESession.control(parent) {
+                if mode & S_IFMT == S_IFREG {
+                    return replyEntry(req, controlAttributes(try tree.createRegionFile(parent: parent, name: name)), timeout: 0)
+                }
                 guard mode & S_IFMT == S_IFDIR else { throw ControlTree.Refusal.notPermitted }
                 return replyEntry(req, controlAttributes(try tree.makeDirectory(parent: parent, name: name)), timeout: 0)
             }
@@ -159,8 +162,9 @@ extension FUSESession {
     func create(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ mode: mode_t,
                 _ info: UnsafeMutablePointer<fuse_file_info>?) {
         FUSESession.replying(req) {
-            guard let info, FUSESession.control(parent) == nil else { throw FileSystemError.notPermitted }
+            guard let info else { throw FileSystemError.invalid }
             let name = try FUSESession.name(name)
+            if let parent = FUSESession.control(parent) { return controlCreate(req, parent, name, info) }
             try FUSESession.refuseControlName(parent, name)
             let attributes = try fs.create(parent: parent, name: name, mode: S_IFREG | mode & 0o7777,
                                            caller: FUSESession.caller(req))

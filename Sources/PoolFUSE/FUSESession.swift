@@ -81,6 +81,7 @@ public final class FUSESession: @unchecked Sendable {
         case .notEmpty: ENOTEMPTY
         case .busy: EBUSY
         case .invalid: EINVAL
+        case .noSpace: ENOSPC
         }
     }
 
