@@ -111,6 +111,8 @@ extension FUSESession {
                 throw FileSystemError(EXDEV)
             }
             let name = try FUSESession.name(name), newName = try FUSESession.name(newName)
+            // RENAME_WHITEOUT and whatever comes later are for overlay file systems.
+            guard flags & ~3 == 0 else { throw FileSystemError.invalid }
             if parent == FUSE_ROOT_ID, name == FUSESession.controlName { throw FileSystemError(EBUSY) }
             if newParent == FUSE_ROOT_ID, newName == FUSESession.controlName { throw FileSystemError(EBUSY) }
             // RENAME_NOREPLACE is 1, RENAME_EXCHANGE 2 (linux/fs.h).
