@@ -36,6 +36,7 @@ extension FileSystem {
                 parent: mode & S_IFMT == S_IFDIR ? parent : 0, target: target)
             // A new directory inherits its parent's heap for its files.
             try commit(.create(parent: parent, name: name, record))
+            compactIfLarge()
             return attributes(try inode(record.number))
         }
     }

@@ -377,6 +377,26 @@ func writerBytes(_ index: Int) -> [UInt8] {
         #expect(contents(mounted.path("after")) == chunk + chunk)
     }
 
+    @Test func aDamagedMetadataLogIsRefusedAndLeftAlone() throws {
+        let mounted = try MountedPool()
+        #expect(store(pattern(5000, seed: 9), mounted.path("kept")))
+        mounted.unmount()
+        let pool = try Pool.open(name: mounted.name, at: mounted.scratch.path)
+        let log = pool.fileSystemLog
+        try pool.store(0x0bad_0bad, at: log)
+        pool.close()
+        let poolfs = builtExecutable("poolfs")
+        let mount = try run(poolfs, ["mount", mounted.name, mounted.mountpoint, "-f", "--path", mounted.scratch.path])
+        #expect(mount.status == 1 && mount.output.split(separator: "\n").count == 1, "\(mount.output)")
+        #expect(mount.output.contains("damaged") && mount.output.contains("metadata log"), "\(mount.output)")
+        let check = try run(poolfs, ["check", mounted.name, "--path", mounted.scratch.path])
+        #expect(check.status == 1 && check.output.contains("problem: file system:"), "\(check.output)")
+        let reopened = try Pool.open(name: mounted.name, at: mounted.scratch.path)
+        let word = try reopened.load(at: log)
+        #expect(reopened.fileSystemLog == log && word == 0x0bad_0bad)
+        reopened.close()
+    }
+
     /// The guarantee: files closed before a kill -9 of the mount read back
     /// after remounting, and the pool checks clean.
     @Test func closedFilesSurviveKill9AtAnyMoment() throws {
