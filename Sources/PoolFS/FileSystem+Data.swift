@@ -27,7 +27,7 @@ extension FileSystem {
                     var count = 0
                     var position = offset
                     var index = inode.extents.firstEnding(after: offset >> pageShift)
-                    while position < end {
+                    while position < end, count < capacity {
                         if index < extents.count, extents[index].page << pageShift <= position {
                             let extent = extents[index]
                             let runEnd = min(end, extent.end << pageShift)
@@ -109,10 +109,16 @@ extension FileSystem {
             try log.reserveSpare()
             for hole in holes {
                 var page = hole.lowerBound
+                var longest = FileSystem.maximumRun
                 while page < hole.upperBound {
-                    let count = Int(min(hole.upperBound - page, FileSystem.maximumRun))
-                    fresh.append(Extent(page: page, address: try heap.allocateFilePages(count: count), pages: count))
-                    page += UInt64(count)
+                    let count = Int(min(hole.upperBound - page, longest))
+                    do {
+                        fresh.append(Extent(page: page, address: try heap.allocateFilePages(count: count), pages: count))
+                        page += UInt64(count)
+                    } catch PoolError.poolFull where count > 1 {
+                        // No free run that long: shorter runs may still fit.
+                        longest = UInt64(count / 2)
+                    }
                 }
             }
             for extent in fresh {

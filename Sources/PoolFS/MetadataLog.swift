@@ -139,13 +139,22 @@ final class MetadataLog: @unchecked Sendable {
     /// chain the pool's word does not name.
     func rewrite(_ changes: [Change]) throws {
         try mutex.locked {
-            let old = chunks
-            chunks = [try newChunk()]
-            committed = 0
-            bytes = 0
-            for change in changes { try appendLocked(RecordWriter.encode(change)) }
+            let old = (chunks: chunks, committed: committed, bytes: bytes)
+            do {
+                chunks = [try newChunk()]
+                committed = 0
+                bytes = 0
+                for change in changes { try appendLocked(RecordWriter.encode(change)) }
+            } catch {
+                // The pool's word still names the old chain: keep appending there.
+                for chunk in chunks where !old.chunks.contains(chunk) {
+                    try? heap.freeFilePages(at: chunk, count: chunkPages)
+                }
+                (chunks, committed, bytes) = old
+                throw error
+            }
             pool.fileSystemLog = chunks[0]
-            for chunk in old { try? heap.freeFilePages(at: chunk, count: chunkPages) }
+            for chunk in old.chunks { try? heap.freeFilePages(at: chunk, count: chunkPages) }
         }
     }
 
