@@ -18,10 +18,10 @@ enum Change: Sendable {
     case written(inode: UInt64, size: UInt64, time: Timestamp)
     case extent(inode: UInt64, Extent)
     /// Frees the runs lying wholly inside file pages `from ..< to`.
-    case punch(inode: UInt64, from: UInt64, to: UInt64)
-    case setXattr(inode: UInt64, name: String, value: [UInt8])
-    case removeXattr(inode: UInt64, name: String)
-    case setHeap(inode: UInt64, heap: Int)
+    case punch(inode: UInt64, from: UInt64, to: UInt64, time: Timestamp)
+    case setXattr(inode: UInt64, name: String, value: [UInt8], time: Timestamp)
+    case removeXattr(inode: UInt64, name: String, time: Timestamp)
+    case setHeap(inode: UInt64, heap: Int, time: Timestamp)
     /// An unlinked inode's last close.
     case drop(inode: UInt64)
 }
@@ -86,10 +86,10 @@ struct RecordWriter {
             w.optional(c.size); w.optional(c.atime); w.optional(c.mtime); w.time(c.ctime)
         case let .written(inode, size, time): w.u8(8); w.u64(inode); w.u64(size); w.time(time)
         case let .extent(inode, e): w.u8(9); w.u64(inode); w.u64(e.page); w.u64(e.address.rawValue); w.u64(UInt64(e.pages))
-        case let .punch(inode, from, to): w.u8(10); w.u64(inode); w.u64(from); w.u64(to)
-        case let .setXattr(inode, name, value): w.u8(11); w.u64(inode); w.string(name); w.data(value)
-        case let .removeXattr(inode, name): w.u8(12); w.u64(inode); w.string(name)
-        case let .setHeap(inode, heap): w.u8(13); w.u64(inode); w.u32(UInt32(heap))
+        case let .punch(inode, from, to, time): w.u8(10); w.u64(inode); w.u64(from); w.u64(to); w.time(time)
+        case let .setXattr(inode, name, value, time): w.u8(11); w.u64(inode); w.string(name); w.data(value); w.time(time)
+        case let .removeXattr(inode, name, time): w.u8(12); w.u64(inode); w.string(name); w.time(time)
+        case let .setHeap(inode, heap, time): w.u8(13); w.u64(inode); w.u32(UInt32(heap)); w.time(time)
         case let .drop(inode): w.u8(14); w.u64(inode)
         }
         let length = UInt32(w.bytes.count).littleEndian
@@ -154,10 +154,10 @@ struct RecordReader {
             let inode = try r.u64()
             change = .extent(inode: inode, Extent(page: try r.u64(), address: GlobalAddress(rawValue: try r.u64()),
                                                   pages: Int(try r.u64())))
-        case 10: change = .punch(inode: try r.u64(), from: try r.u64(), to: try r.u64())
-        case 11: change = .setXattr(inode: try r.u64(), name: try r.string(), value: try r.data())
-        case 12: change = .removeXattr(inode: try r.u64(), name: try r.string())
-        case 13: change = .setHeap(inode: try r.u64(), heap: Int(try r.u32()))
+        case 10: change = .punch(inode: try r.u64(), from: try r.u64(), to: try r.u64(), time: try r.time())
+        case 11: change = .setXattr(inode: try r.u64(), name: try r.string(), value: try r.data(), time: try r.time())
+        case 12: change = .removeXattr(inode: try r.u64(), name: try r.string(), time: try r.time())
+        case 13: change = .setHeap(inode: try r.u64(), heap: Int(try r.u32()), time: try r.time())
         case 14: change = .drop(inode: try r.u64())
         default: throw Malformed()
         }

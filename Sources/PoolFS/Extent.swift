@@ -52,6 +52,11 @@ struct ExtentMap: Sendable {
         return removed
     }
 
+    mutating func remove(_ extent: Extent) {
+        let index = firstEnding(after: extent.page)
+        if index < extents.count, extents[index] == extent { extents.remove(at: index) }
+    }
+
     /// Cuts the run that straddles `page` to end there; returns it as it was.
     mutating func cut(at page: UInt64) -> Extent? {
         let index = firstEnding(after: page)

@@ -69,12 +69,12 @@ extension FileSystem {
             if let uid = c.uid { inode.record.uid = uid }
             if let gid = c.gid { inode.record.gid = gid }
             if let size = c.size {
-                if size < inode.record.size {
-                    let kept = (size + pageSize - 1) >> pageShift
-                    released += inode.extents.removeAll(from: kept).map { Release(extent: $0, heap: inode.record.heap) }
-                    if let cut = inode.extents.cut(at: kept) {
-                        released.append(Release(extent: cut, heap: inode.record.heap, keep: Int(kept - cut.page)))
-                    }
+                // Runs past the new size go, whatever the size was: replay
+                // and the live change cut the same runs.
+                let kept = (size + pageSize - 1) >> pageShift
+                released += inode.extents.removeAll(from: kept).map { Release(extent: $0, heap: inode.record.heap) }
+                if let cut = inode.extents.cut(at: kept) {
+                    released.append(Release(extent: cut, heap: inode.record.heap, keep: Int(kept - cut.page)))
                 }
                 inode.record.size = size
             }
@@ -91,19 +91,23 @@ extension FileSystem {
         case let .extent(number, extent):
             inodes[number]?.extents.insert(extent)
 
-        case let .punch(number, from, to):
+        case let .punch(number, from, to, time):
             guard let inode = inodes[number] else { break }
             released += inode.extents.removeAll(inside: from..<to).map { Release(extent: $0, heap: inode.record.heap) }
+            inode.record.mtime = time
+            inode.record.ctime = time
 
-        case let .setXattr(number, name, value):
+        case let .setXattr(number, name, value, time):
             inodes[number]?.xattrs[name] = value
-            if !replaying { inodes[number]?.record.ctime = .now() }
+            inodes[number]?.record.ctime = time
 
-        case let .removeXattr(number, name):
+        case let .removeXattr(number, name, time):
             inodes[number]?.xattrs.removeValue(forKey: name)
+            inodes[number]?.record.ctime = time
 
-        case let .setHeap(number, heap):
+        case let .setHeap(number, heap, time):
             inodes[number]?.record.heap = heap
+            inodes[number]?.record.ctime = time
 
         case let .drop(number):
             if let inode = inodes.removeValue(forKey: number) { released += inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) } }

@@ -62,6 +62,7 @@ extension FileSystem {
 
     /// Writes `count` bytes at `offset`, growing the file: `fill` copies the
     /// bytes, in order, straight into each run of pool pages they land in.
+    /// All or nothing: a full pool leaves the file as it was (ENOSPC).
     public func write(_ number: UInt64, offset: UInt64, count: Int,
                       _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws -> Int {
         try tree.reading {
@@ -71,21 +72,39 @@ extension FileSystem {
             let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
             guard !overflow, end <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
             return try inode.lock.writing {
-                try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: offset..<end)
-                let extents = inode.extents.extents
-                var index = inode.extents.firstEnding(after: offset >> pageShift)
-                var position = offset
-                while position < end {
-                    let extent = extents[index]
-                    let runEnd = min(end, extent.end << pageShift)
-                    try fill(pages.bytes(extent.address, at: position - extent.page << pageShift, count: Int(runEnd - position)))
-                    position = runEnd
-                    index += 1
-                }
-                if end > inode.record.size {
-                    inode.record.size = end
-                    // A file's size is durable as soon as it grows: a close then needs no round trip.
-                    try? log.append(.written(inode: number, size: end, time: .now()))
+                let oldSize = inode.record.size
+                // Room to log the new size (and the frees that make room again).
+                if end > oldSize { try reserveLog() }
+                let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: offset..<end)
+                var logged = 0
+                do {
+                    let extents = inode.extents.extents
+                    var index = inode.extents.firstEnding(after: offset >> pageShift)
+                    var position = offset
+                    while position < end {
+                        let extent = extents[index]
+                        let runEnd = min(end, extent.end << pageShift)
+                        try fill(pages.bytes(extent.address, at: position - extent.page << pageShift, count: Int(runEnd - position)))
+                        position = runEnd
+                        index += 1
+                    }
+                    // New runs are named only once their bytes are in: a kill
+                    // before leaves them unnamed (the next mount frees them),
+                    // never a hole showing some old file's bytes.
+                    for extent in fresh {
+                        try log.append(.extent(inode: number, extent))
+                        logged += 1
+                    }
+                    if end > oldSize {
+                        // A file's size is durable as soon as it grows: a close needs no round trip.
+                        try log.append(.written(inode: number, size: end, time: .now()))
+                        inode.record.size = end
+                    }
+                } catch {
+                    takeBack(fresh, logged: logged, of: inode)
+                    // Bytes past the end stay zero, whatever was copied there.
+                    if end > inode.record.size { zero(inode, from: max(offset, inode.record.size), to: end) }
+                    throw error is FileSystemError ? error : FileSystemError.noSpace
                 }
                 let now = Timestamp.now()
                 inode.record.mtime = now
@@ -96,17 +115,21 @@ extension FileSystem {
         }
     }
 
+    func reserveLog() throws {
+        do { try log.reserveSpare() } catch { throw FileSystemError.noSpace }
+    }
+
     /// Fills the holes in `range` with new runs, zeroed outside `keeping`
-    /// (which the caller is about to write). All or nothing: a full pool
-    /// leaves the file as it was and throws ENOSPC. The inode's lock held.
-    func allocate(_ inode: Inode, pages range: Range<UInt64>, keeping: Range<UInt64>) throws {
+    /// (which the caller is about to write), in memory only: the caller
+    /// logs them once their bytes are written, or takes them back. A full
+    /// pool leaves the file as it was and throws ENOSPC. The inode's lock held.
+    func allocate(_ inode: Inode, pages range: Range<UInt64>, keeping: Range<UInt64>) throws -> [Extent] {
         let holes = inode.extents.holes(in: range)
-        guard !holes.isEmpty else { return }
+        guard !holes.isEmpty else { return [] }
         let heap = self.heap(inode.record.heap)
         var fresh: [Extent] = []
         do {
-            // The log must be able to record the frees that make room again.
-            try log.reserveSpare()
+            try reserveLog()
             for hole in holes {
                 var page = hole.lowerBound
                 var longest = FileSystem.maximumRun
@@ -121,28 +144,35 @@ extension FileSystem {
                     }
                 }
             }
-            for extent in fresh {
-                let start = extent.page << pageShift, end = extent.end << pageShift
-                if keeping.lowerBound > start {
-                    pages.zero(extent.address, at: 0, count: Int(min(keeping.lowerBound, end) - start))
-                }
-                if keeping.upperBound < end {
-                    let from = max(keeping.upperBound, start)
-                    pages.zero(extent.address, at: from - start, count: Int(end - from))
-                }
-                try log.append(.extent(inode: inode.number, extent))
-                inode.extents.insert(extent)
-            }
         } catch {
-            for extent in fresh {
-                if inode.extents.extent(containing: extent.page)?.address == extent.address {
-                    // Logged already: it stays, as zeros (a hole reads the same).
-                    pages.zero(extent.address, at: 0, count: extent.pages * Int(pageSize))
-                } else {
-                    try? heap.freeFilePages(at: extent.address, count: extent.pages)
-                }
-            }
+            for extent in fresh { try? heap.freeFilePages(at: extent.address, count: extent.pages) }
             throw FileSystemError.noSpace
+        }
+        for extent in fresh {
+            let start = extent.page << pageShift, end = extent.end << pageShift
+            if keeping.lowerBound > start {
+                pages.zero(extent.address, at: 0, count: Int(min(keeping.lowerBound, end) - start))
+            }
+            if keeping.upperBound < end {
+                let from = max(keeping.upperBound, start)
+                pages.zero(extent.address, at: from - start, count: Int(end - from))
+            }
+            inode.extents.insert(extent)
+        }
+        return fresh
+    }
+
+    /// Undoes `allocate` for runs a failed change made: the first `logged`
+    /// stay, as zeros (a hole reads the same); the others are freed.
+    func takeBack(_ fresh: [Extent], logged: Int, of inode: Inode) {
+        let heap = self.heap(inode.record.heap)
+        for (index, extent) in fresh.enumerated() {
+            if index < logged {
+                pages.zero(extent.address, at: 0, count: extent.pages * Int(pageSize))
+            } else {
+                inode.extents.remove(extent)
+                try? heap.freeFilePages(at: extent.address, count: extent.pages)
+            }
         }
     }
 
@@ -192,21 +222,28 @@ extension FileSystem {
     /// reader would miss its writes); afterwards the cache is dropped once.
     public func open(_ number: UInt64, truncate: Bool, writeOnly: Bool) throws -> CachePolicy {
         if truncate {
-            _ = try setAttributes(number, AttributeChange(size: 0, mtime: .now()))
+            // Truncated and counted in one step: an unlink cannot come between.
+            return try tree.writing {
+                _ = try setAttributesLocked(number, AttributeChange(size: 0, mtime: .now()))
+                return countOpen(try inode(number), writeOnly: writeOnly)
+            }
         }
         return try tree.reading {
             let inode = try inode(number)
-            return inode.lock.writing {
-                inode.opens += 1
-                if inode.directOpens > 0 || (writeOnly && inode.opens == 1 && inode.isRegular) {
-                    inode.directOpens += 1
-                    inode.cacheStale = true
-                    return CachePolicy(direct: true, keepCache: false)
-                }
-                defer { inode.cacheStale = false }
-                return CachePolicy(direct: false, keepCache: !inode.cacheStale)
-            }
+            return inode.lock.writing { countOpen(inode, writeOnly: writeOnly) }
         }
+    }
+
+    /// The inode's lock (or `tree` for writing) held.
+    func countOpen(_ inode: Inode, writeOnly: Bool) -> CachePolicy {
+        inode.opens += 1
+        if inode.directOpens > 0 || (writeOnly && inode.opens == 1 && inode.isRegular) {
+            inode.directOpens += 1
+            inode.cacheStale = true
+            return CachePolicy(direct: true, keepCache: false)
+        }
+        defer { inode.cacheStale = false }
+        return CachePolicy(direct: false, keepCache: !inode.cacheStale)
     }
 
     /// fsync(2): what was written is durable (flushed to pmem too).
@@ -232,6 +269,7 @@ extension FileSystem {
             } else if inode.opens == 0 {
                 inode.directory?.compactIfSparse()
             }
+            compactIfLarge()
         }
     }
 
@@ -246,17 +284,27 @@ extension FileSystem {
             guard inode.isRegular else { throw inode.isDirectory ? FileSystemError.isDirectory : FileSystemError.notSupported }
             switch mode {
             case 0, keepSize:
-                try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: 0..<0)
-                if mode == 0, end > inode.record.size {
-                    inode.record.size = end
-                    let now = Timestamp.now()
-                    inode.record.mtime = now
-                    inode.record.ctime = now
-                    logWritten(inode)
+                let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: 0..<0)
+                var logged = 0
+                do {
+                    for extent in fresh {
+                        try log.append(.extent(inode: number, extent))
+                        logged += 1
+                    }
+                    if mode == 0, end > inode.record.size {
+                        let now = Timestamp.now()
+                        try log.append(.written(inode: number, size: end, time: now))
+                        inode.record.size = end
+                        inode.record.mtime = now
+                        inode.record.ctime = now
+                    }
+                } catch {
+                    takeBack(fresh, logged: logged, of: inode)
+                    throw FileSystemError.noSpace
                 }
             case punchHole | keepSize:
                 let first = (offset + pageSize - 1) >> pageShift, last = end >> pageShift
-                if first < last { try commit(.punch(inode: number, from: first, to: last)) }
+                try commit(.punch(inode: number, from: min(first, last), to: last, time: .now()))
                 zero(inode, from: offset, to: min(end, inode.record.size))
             default:
                 throw FileSystemError.notSupported

@@ -15,6 +15,14 @@ extension FileSystem {
     /// Makes a file, directory, device node or symlink (`target`).
     public func create(parent: UInt64, name: String, mode: UInt32, rdev: UInt64 = 0, target: String = "",
                        caller: Caller) throws -> stat {
+        try createAndOpen(parent: parent, name: name, mode: mode, rdev: rdev, target: target, caller: caller,
+                          opening: nil).attributes
+    }
+
+    /// create, and with `opening` (whether write-only) the open of the new
+    /// file counted in the same step, so that no unlink comes between.
+    public func createAndOpen(parent: UInt64, name: String, mode: UInt32, rdev: UInt64 = 0, target: String = "",
+                              caller: Caller, opening writeOnly: Bool?) throws -> (attributes: stat, policy: CachePolicy?) {
         try FileSystem.checkName(name)
         return try tree.writing {
             let directory = try directory(parent)
@@ -37,7 +45,8 @@ extension FileSystem {
             // A new directory inherits its parent's heap for its files.
             try commit(.create(parent: parent, name: name, record))
             compactIfLarge()
-            return attributes(try inode(record.number))
+            let inode = try inode(record.number)
+            return (attributes(inode), writeOnly.map { countOpen(inode, writeOnly: $0) })
         }
     }
 
@@ -116,7 +125,12 @@ extension FileSystem {
 
     /// chmod, chown, truncate, utimensat: nil leaves a field as it is.
     public func setAttributes(_ number: UInt64, _ change: AttributeChange) throws -> stat {
-        try tree.writing {
+        try tree.writing { try setAttributesLocked(number, change) }
+    }
+
+    /// `tree` held for writing.
+    func setAttributesLocked(_ number: UInt64, _ change: AttributeChange) throws -> stat {
+        do {
             let inode = try inode(number)
             if let size = change.size {
                 guard !inode.isDirectory else { throw FileSystemError.isDirectory }
@@ -124,9 +138,8 @@ extension FileSystem {
                 guard size <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
             }
             if inode.dirty { logWritten(inode) }
-            let oldSize = inode.record.size
             try commit(.setAttributes(inode: number, change))
-            if let size = change.size, size < oldSize { zeroBeyondSize(inode) }
+            if change.size != nil { zeroBeyondSize(inode) }
             return attributes(inode)
         }
     }

@@ -13,8 +13,9 @@ extension FileSystem {
         if afterCrash {
             for inode in inodes.values where inode.isRegular { zeroBeyondSize(inode) }
         }
-        try? compact()
+        // What the crash left unnamed goes first: the rewrite may need the room.
         free(try unreferencedRuns())
+        try? compact()
     }
 
     /// The file system's runs (or their ends) that no file and no log chunk
@@ -52,7 +53,7 @@ extension FileSystem {
             changes.append(.inode(inode.record))
             for extent in inode.extents.extents { changes.append(.extent(inode: inode.number, extent)) }
             for (name, value) in inode.xattrs.sorted(by: { $0.key < $1.key }) {
-                changes.append(.setXattr(inode: inode.number, name: name, value: value))
+                changes.append(.setXattr(inode: inode.number, name: name, value: value, time: inode.record.ctime))
             }
         }
         for inode in all {
@@ -71,8 +72,8 @@ extension FileSystem {
     }
 
     func compact() throws {
-        for inode in inodes.values where inode.dirty { inode.dirty = false }
         try log.rewrite(snapshot())
+        for inode in inodes.values where inode.dirty { inode.dirty = false }
         lastSnapshotBytes = log.bytes
     }
 }

@@ -72,13 +72,13 @@ extension FileSystem {
                 guard let heap = try? pool.openHeap(name: heapName) else { throw FileSystemError.invalid }
                 // A file's pages stay where they are: only an empty file moves.
                 guard inode.isDirectory || inode.extents.isEmpty else { throw FileSystemError.notSupported }
-                try commit(.setHeap(inode: number, heap: heap.id))
+                try commit(.setHeap(inode: number, heap: heap.id, time: .now()))
                 return
             }
             let exists = inode.xattrs[name] != nil
             if flags & 1 != 0, exists { throw FileSystemError.exists }
             if flags & 2 != 0, !exists { throw FileSystemError.noAttribute }
-            try commit(.setXattr(inode: number, name: name, value: value))
+            try commit(.setXattr(inode: number, name: name, value: value, time: .now()))
         }
     }
 
@@ -87,7 +87,7 @@ extension FileSystem {
             let inode = try inode(number)
             if computed(name, inode) != nil { throw FileSystemError.notSupported }
             guard inode.xattrs[name] != nil else { throw FileSystemError.noAttribute }
-            try commit(.removeXattr(inode: number, name: name))
+            try commit(.removeXattr(inode: number, name: name, time: .now()))
         }
     }
 }

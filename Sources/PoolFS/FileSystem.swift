@@ -61,14 +61,16 @@ public final class FileSystem: @unchecked Sendable {
         } catch let damage as MetadataLog.Damaged {
             throw PoolError.damaged(path: pool.path, reason: "the file system's metadata log: \(damage.description)")
         }
+        if inspecting { return }
         if inodes[FileSystem.rootInode] == nil {
             let now = Timestamp.now()
-            inodes[FileSystem.rootInode] = Inode(InodeRecord(
+            let root = InodeRecord(
                 number: FileSystem.rootInode, mode: S_IFDIR | 0o755, uid: getuid(), gid: getgid(), nlink: 2, rdev: 0,
                 size: 0, atime: now, mtime: now, ctime: now, heap: defaultHeap.id, parent: FileSystem.rootInode,
-                target: ""))
+                target: "")
+            try log.append(.inode(root))
+            inodes[FileSystem.rootInode] = Inode(root)
         }
-        if inspecting { return }
         try recover(afterCrash: !clean)
         log.setClean(false)
     }
@@ -99,7 +101,9 @@ public final class FileSystem: @unchecked Sendable {
     func heap(_ id: Int) -> Heap {
         heapsMutex.locked {
             if let heap = heaps[id], pool.heapExists(id: id) { return heap }
-            let heap = pool.heap(id: id) ?? defaultHeap
+            // A heap destroyed since: the default serves, and is not
+            // remembered under a number a new heap may take.
+            guard let heap = pool.heap(id: id) else { return defaultHeap }
             heaps[id] = heap
             return heap
         }

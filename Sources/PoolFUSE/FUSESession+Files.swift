@@ -168,9 +168,10 @@ extension FUSESession {
             let name = try FUSESession.name(name)
             if let parent = FUSESession.control(parent) { return controlCreate(req, parent, name, info) }
             try FUSESession.refuseControlName(parent, name)
-            let attributes = try fs.create(parent: parent, name: name, mode: S_IFREG | mode & 0o7777,
-                                           caller: FUSESession.caller(req))
-            prepare(info, try fs.open(UInt64(attributes.st_ino), truncate: false, writeOnly: FUSESession.writeOnly(info)))
+            let (attributes, policy) = try fs.createAndOpen(parent: parent, name: name, mode: S_IFREG | mode & 0o7777,
+                                                            caller: FUSESession.caller(req),
+                                                            opening: FUSESession.writeOnly(info))
+            prepare(info, policy!)
             var entry = fuse_entry_param()
             entry.ino = fuse_ino_t(attributes.st_ino)
             entry.attr = attributes
