@@ -237,7 +237,7 @@ extension FileSystem {
     /// The inode's lock (or `tree` for writing) held.
     func countOpen(_ inode: Inode, writeOnly: Bool) -> CachePolicy {
         inode.opens += 1
-        if inode.directOpens > 0 || (writeOnly && inode.opens == 1 && inode.isRegular) {
+        if inode.isRegular && (directIO || inode.directOpens > 0 || (writeOnly && inode.opens == 1)) {
             inode.directOpens += 1
             inode.cacheStale = true
             return CachePolicy(direct: true, keepCache: false)
@@ -259,15 +259,25 @@ extension FileSystem {
 
     /// The last close of a handle; an unlinked inode's last one frees it.
     public func release(_ number: UInt64, direct: Bool = false) {
+        let last = tree.reading { () -> Bool in
+            guard let inode = inodes[number] else { return false }
+            return inode.lock.writing {
+                inode.opens -= 1
+                if direct { inode.directOpens -= 1 }
+                if inode.dirty { logWritten(inode) }
+                return inode.opens == 0 && (inode.record.nlink == 0 || inode.isDirectory)
+            }
+        }
+        // Dropping an unlinked inode or compacting a directory's slots
+        // changes the tree; most closes need neither.
+        guard last || log.needsRewrite else { return }
         tree.writing {
-            guard let inode = inodes[number] else { return }
-            inode.opens -= 1
-            if direct { inode.directOpens -= 1 }
-            if inode.dirty { logWritten(inode) }
-            if inode.opens == 0, inode.record.nlink == 0 {
-                try? commit(.drop(inode: number))
-            } else if inode.opens == 0 {
-                inode.directory?.compactIfSparse()
+            if let inode = inodes[number], inode.opens == 0 {
+                if inode.record.nlink == 0 {
+                    try? commit(.drop(inode: number))
+                } else {
+                    inode.directory?.compactIfSparse()
+                }
             }
             compactIfLarge()
         }

@@ -67,13 +67,12 @@ extension FileSystem {
     /// Rewrites the log when it has grown well past the state it holds.
     /// `tree` held for writing.
     func compactIfLarge() {
-        guard log.bytes > max(64 << 20, 4 * lastSnapshotBytes) else { return }
+        guard log.needsRewrite else { return }
         try? compact()
     }
 
     func compact() throws {
         try log.rewrite(snapshot())
         for inode in inodes.values where inode.dirty { inode.dirty = false }
-        lastSnapshotBytes = log.bytes
     }
 }

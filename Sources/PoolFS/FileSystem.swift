@@ -24,8 +24,9 @@ public final class FileSystem: @unchecked Sendable {
     /// Every inode, by number; `tree`.
     var inodes: [UInt64: Inode] = [:]
     var nextInode: UInt64 = 2
-    /// Log bytes right after the last rewrite; `tree`.
-    var lastSnapshotBytes = 0
+    /// Every open of a file bypasses the kernel's page cache (set once, at
+    /// mount, when the kernel keeps shared mappings coherent with that).
+    public nonisolated(unsafe) var directIO = false
     let tree = ReadWriteLock()
     /// Heaps by table number, opened once.
     private var heaps: [Int: Heap] = [:]

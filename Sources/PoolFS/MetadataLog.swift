@@ -25,7 +25,12 @@ final class MetadataLog: @unchecked Sendable {
     /// A chunk kept in hand so that a full pool can still log the frees
     /// that make room; `mutex`.
     private var spare: GlobalAddress?
-    private(set) var bytes = 0
+    private var bytes = 0
+    /// Bytes the last rewrite wrote: the state's own size.
+    private var rewritten = 0
+
+    /// Whether the log has grown well past the state it holds.
+    var needsRewrite: Bool { mutex.locked { bytes > max(64 << 20, 4 * rewritten) } }
     private let mutex = Mutex()
 
     init(pool: Pool, heap: Heap) {
@@ -154,6 +159,7 @@ final class MetadataLog: @unchecked Sendable {
                 throw error
             }
             pool.fileSystemLog = chunks[0]
+            rewritten = bytes
             for chunk in old.chunks { try? heap.freeFilePages(at: chunk, count: chunkPages) }
         }
     }

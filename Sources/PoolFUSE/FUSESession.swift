@@ -43,8 +43,14 @@ public final class FUSESession: @unchecked Sendable {
     }
 
     static func session(_ req: fuse_req_t?) -> FUSESession {
-        Unmanaged<FUSESession>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+        from(fuse_req_userdata(req)!)
     }
+
+    static func from(_ userdata: UnsafeMutableRawPointer) -> FUSESession {
+        Unmanaged<FUSESession>.fromOpaque(userdata).takeUnretainedValue()
+    }
+
+    let handshake = InitHandshake()
 
     /// The control tree's inode behind a FUSE inode, if it is one.
     @inline(__always)
@@ -108,7 +114,12 @@ public final class FUSESession: @unchecked Sendable {
 
     static func operations() -> fuse_lowlevel_ops {
         var ops = fuse_lowlevel_ops()
-        ops.`init` = { userdata, connection in FUSESession.configure(connection) }
+        ops.`init` = { userdata, connection in
+            // Direct I/O for every file when mapped files stay coherent with it.
+            let session = FUSESession.from(userdata!)
+            session.fs.directIO = session.handshake.kernelOffers.load(ordering: .acquiring)
+            FUSESession.configure(connection)
+        }
         ops.lookup = { req, parent, name in FUSESession.session(req).lookup(req, parent, name) }
         ops.getattr = { req, inode, _ in FUSESession.session(req).getattr(req, inode) }
         ops.setattr = { req, inode, attributes, fields, _ in FUSESession.session(req).setattr(req, inode, attributes, fields) }

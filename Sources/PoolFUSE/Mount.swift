@@ -64,6 +64,8 @@ public enum Mount {
         guard fuse_session_mount(se, mountpoint) == 0 else {
             throw PoolError.system(call: "mount", path: mountpoint, errno: EIO)
         }
+        // Without it, files are written direct only by a sole write-only opener.
+        _ = InitHandshake.install(on: se)
         defer { fuse_session_unmount(se) }
         fuse_daemonize(foreground ? 1 : 0)
         pool.recordMountProcess()
