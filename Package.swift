@@ -63,7 +63,7 @@ let package = Package(
             dependencies: ["PoolCore"]),
         .testTarget(
             name: "PoolCoreTests",
-            dependencies: ["PoolCore", "PoolTestHelper", "poolfs", "PoolCoreC"]),
+            dependencies: ["PoolCore", "PoolFS", "PoolTestHelper", "poolfs", "PoolCoreC"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,163 @@
+import Foundation
+import Testing
+@testable import PoolCore
+@testable import PoolFS
+
+// The file system model without FUSE: its log replays to the same tree,
+// and what a crash can leave behind is repaired at the next mount.
+
+private let caller = FileSystem.Caller(uid: 0, gid: 0)
+
+/// Every entry under the root: path, type and mode, links, size, bytes, xattrs.
+private func describe(_ fs: FileSystem) throws -> [String] {
+    var lines: [String] = []
+    func walk(_ directory: UInt64, _ path: String) throws {
+        var children: [(String, stat)] = []
+        try fs.listDirectory(directory, from: 0) { name, attributes, _ in
+            if name != "." && name != ".." { children.append((name, attributes)) }
+            return true
+        }
+        for (name, st) in children.sorted(by: { $0.0 < $1.0 }) {
+            let inode = UInt64(st.st_ino)
+            var line = "\(path)/\(name) \(String(st.st_mode, radix: 8)) n\(st.st_nlink) s\(st.st_size)"
+            if st.st_mode & S_IFMT == S_IFREG {
+                let bytes = try fs.withReadSegments(inode, offset: 0, size: Int(st.st_size)) { segments in
+                    segments.flatMap { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) }
+                }
+                line += " sum\(bytes.reduce(0) { $0 &* 31 &+ Int($1) })"
+            }
+            if st.st_mode & S_IFMT == S_IFLNK { line += " -> " + (try fs.readLink(inode)) }
+            for xattr in try fs.xattrNames(inode) where !xattr.hasPrefix("user.poolfs.") {
+                line += " \(xattr)=\(String(decoding: try fs.xattr(inode, name: xattr), as: UTF8.self))"
+            }
+            lines.append(line)
+            if st.st_mode & S_IFMT == S_IFDIR { try walk(inode, "\(path)/\(name)") }
+        }
+    }
+    try walk(FileSystem.rootInode, "")
+    return lines
+}
+
+@discardableResult
+private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offset: UInt64 = 0) throws -> Int {
+    try bytes.withUnsafeBytes { try fs.write(inode, offset: offset, from: $0) }
+}
+
+@Suite struct FileSystemModelTests {
+    @Test func theLogReplaysToTheSameTree() throws {
+        let scratch = Scratch()
+        var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
+        var fs = try FileSystem(pool: pool)
+        let docs = UInt64(try fs.create(parent: 1, name: "docs", mode: S_IFDIR | 0o755, caller: caller).st_ino)
+        let a = UInt64(try fs.create(parent: docs, name: "a", mode: S_IFREG | 0o644, caller: caller).st_ino)
+        try write(fs, a, Array(repeating: 7, count: 10_000))
+        try write(fs, a, Array("tail".utf8), at: 50_000)
+        let b = UInt64(try fs.create(parent: 1, name: "b", mode: S_IFREG | 0o600, caller: caller).st_ino)
+        try write(fs, b, Array(repeating: 9, count: 9000))
+        _ = try fs.setAttributes(b, AttributeChange(size: 5000))
+        _ = try fs.link(a, parent: 1, name: "a-too")
+        _ = try fs.create(parent: docs, name: "link", mode: S_IFLNK | 0o777, target: "../b", caller: caller)
+        try fs.rename(from: 1, name: "b", to: docs, newName: "b", noReplace: true, exchange: false)
+        try fs.setXattr(a, name: "user.tag", value: Array("x".utf8), flags: 0)
+        let gone = UInt64(try fs.create(parent: 1, name: "gone", mode: S_IFREG | 0o644, caller: caller).st_ino)
+        try write(fs, gone, Array(repeating: 1, count: 20_000))
+        try fs.remove(parent: 1, name: "gone", directory: false)
+        let before = try describe(fs)
+        #expect(before.count == 5)
+        // As after a kill: no unmount, the pool reopened.
+        pool.close()
+        pool = try Pool.open(name: "model", at: scratch.path)
+        fs = try FileSystem(pool: pool)
+        #expect(try describe(fs) == before)
+        fs.unmount()
+        pool.close()
+        pool = try Pool.open(name: "model", at: scratch.path)
+        let report = try #require(FileSystem.check(pool: pool, repair: false))
+        #expect(report.problems.isEmpty && report.leftByCrash.isEmpty && report.unreferencedPages == 0)
+        #expect(report.files == 3 && report.directories == 2, "a (two names), b, link; the root and docs")
+        #expect(report.filePages == 6, "a: 3 pages and 1 at 50,000; b: 2 after its cut")
+        pool.close()
+    }
+
+    @Test func runsNoFileNamesAreFreedAtTheNextMount() throws {
+        let scratch = Scratch()
+        var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
+        _ = try FileSystem(pool: pool)
+        // A run taken for a write that the kill cut short, never logged.
+        let stray = try pool.openHeap(name: "default").allocateFilePages(count: 5)
+        pool.close()
+        pool = try Pool.open(name: "model", at: scratch.path)
+        let report = try #require(FileSystem.check(pool: pool, repair: false))
+        #expect(report.unreferencedPages == 5 && report.problems.isEmpty)
+        let fs = try FileSystem(pool: pool)
+        #expect(!pool.fileRuns().contains { $0.address == stray })
+        fs.unmount()
+        #expect(FileSystem.check(pool: pool, repair: false)?.unreferencedPages == 0)
+        pool.close()
+    }
+
+    @Test func bytesPastACutAreZeroAfterACrash() throws {
+        let scratch = Scratch()
+        var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
+        var fs = try FileSystem(pool: pool)
+        let f = UInt64(try fs.create(parent: 1, name: "f", mode: S_IFREG | 0o644, caller: caller).st_ino)
+        try write(fs, f, Array(repeating: 3, count: 3000))
+        // Bytes past the logged size, as a write the kill interrupted leaves them.
+        try fs.withReadSegments(f, offset: 0, size: 3000) { segments in
+            UnsafeMutableRawPointer(mutating: segments[0].iov_base!).advanced(by: 3500).storeBytes(of: 0xff, as: UInt8.self)
+        }
+        pool.close()
+        pool = try Pool.open(name: "model", at: scratch.path)
+        fs = try FileSystem(pool: pool)
+        _ = try fs.setAttributes(f, AttributeChange(size: 4096))
+        let grown = try fs.withReadSegments(f, offset: 0, size: 4096) { segments in
+            segments.flatMap { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) }
+        }
+        #expect(grown.count == 4096 && grown[3000...].allSatisfy { $0 == 0 } && grown[..<3000].allSatisfy { $0 == 3 })
+        fs.unmount()
+        pool.close()
+    }
+
+    @Test func aTornRecordIsNotReplayed() throws {
+        let scratch = Scratch()
+        var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
+        var fs = try FileSystem(pool: pool)
+        _ = try fs.create(parent: 1, name: "kept", mode: S_IFREG | 0o644, caller: caller)
+        let before = try describe(fs)
+        // A record written but not yet counted by its chunk's committed word.
+        let head = pool.fileSystemLog
+        let committed = try pool.load(at: head.advanced(by: MetadataLog.Field.committed))
+        let torn = RecordWriter.encode(.unlink(parent: 1, name: "kept", time: .now()))
+        try pool.write(at: head.advanced(by: UInt64(MetadataLog.headerSize) + committed), bytes: torn)
+        pool.close()
+        pool = try Pool.open(name: "model", at: scratch.path)
+        fs = try FileSystem(pool: pool)
+        #expect(try describe(fs) == before)
+        fs.unmount()
+        pool.close()
+    }
+
+    @Test func everyRecordDecodesToWhatWasEncoded() throws {
+        let time = Timestamp(seconds: 1_700_000_000, nanoseconds: 42)
+        let record = InodeRecord(number: 9, mode: S_IFREG | 0o640, uid: 1, gid: 2, nlink: 1, rdev: 0, size: 12345,
+                                 atime: time, mtime: time, ctime: time, heap: 3, parent: 0, target: "")
+        let extent = Extent(page: 4, address: GlobalAddress(shelf: 1, offset: 0x10000), pages: 16)
+        let changes: [Change] = [
+            .inode(record), .entry(parent: 1, name: "é", inode: 9), .create(parent: 1, name: "n", record),
+            .link(parent: 1, name: "l", inode: 9, time: time), .unlink(parent: 1, name: "l", time: time),
+            .rename(from: 1, name: "a", to: 2, newName: "b", exchange: true, time: time),
+            .setAttributes(inode: 9, AttributeChange(mode: 0o600, size: 7, mtime: time, ctime: time)),
+            .written(inode: 9, size: 99, time: time), .extent(inode: 9, extent),
+            .punch(inode: 9, from: 1, to: 3, time: time), .setXattr(inode: 9, name: "user.x", value: [0, 1, 255], time: time),
+            .removeXattr(inode: 9, name: "user.x", time: time), .setHeap(inode: 9, heap: 5, time: time), .drop(inode: 9),
+        ]
+        for change in changes {
+            let bytes = RecordWriter.encode(change)
+            let decoded = try bytes.withUnsafeBytes { try RecordReader.decode($0) }
+            #expect(RecordWriter.encode(decoded) == bytes, "\(change)")
+        }
+        var truncated = RecordWriter.encode(changes[2])
+        truncated.removeLast()
+        #expect(throws: (any Error).self) { try truncated.withUnsafeBytes { try RecordReader.decode($0) } }
+    }
+}
