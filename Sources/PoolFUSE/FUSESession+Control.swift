@@ -103,11 +103,10 @@ extension FUSESession {
                 fuse_reply_err(req, ENOENT)
                 return
             }
-            info.pointee.fh = locked {
-                let handle = nextHandle
-                nextHandle += 1
-                openTexts[handle] = text
-                return handle
+            info.pointee.fh = openTexts.withLock { state in
+                defer { state.next += 1 }
+                state.texts[state.next] = text
+                return state.next
             }
         }
         fuse_reply_open(req, info)
@@ -125,7 +124,7 @@ extension FUSESession {
             if replied == nil { fuse_reply_err(req, ENOENT) }
             return
         }
-        let text = locked { openTexts[handle] } ?? []
+        let text = openTexts.withLock { $0.texts[handle] } ?? []
         let start = min(Int(offset), text.count)
         let count = min(size, text.count - start)
         _ = text.withUnsafeBufferPointer { bytes in
@@ -193,6 +192,6 @@ extension FUSESession {
     }
 
     func controlRelease(_ handle: UInt64) {
-        if handle != 0 { _ = locked { openTexts.removeValue(forKey: handle) } }
+        if handle != 0 { _ = openTexts.withLock { $0.texts.removeValue(forKey: handle) } }
     }
 }

@@ -1,6 +1,7 @@
 import CFuse
 import PoolCore
 import PoolFS
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,28 +19,13 @@ public final class FUSESession: @unchecked Sendable {
     /// mount, so the kernel may keep them; control files change underneath.
     static let cacheSeconds = 3600.0
 
-    /// Texts of open control files, by file handle; `lock`.
-    var openTexts: [UInt64: [UInt8]] = [:]
-    var nextHandle: UInt64 = 1
-    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    /// Texts of open control files, by file handle.
+    let openTexts = Mutex<(next: UInt64, texts: [UInt64: [UInt8]])>((1, [:]))
     let owner = (uid: getuid(), gid: getgid())
 
     public init(fs: FileSystem, tree: ControlTree) {
         self.fs = fs
         self.tree = tree
-        lock.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(lock, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(lock)
-        lock.deallocate()
-    }
-
-    func locked<R>(_ body: () -> R) -> R {
-        pthread_mutex_lock(lock)
-        defer { pthread_mutex_unlock(lock) }
-        return body()
     }
 
     static func session(_ req: fuse_req_t?) -> FUSESession {

@@ -38,6 +38,14 @@ private func describe(_ fs: FileSystem) throws -> [String] {
     return lines
 }
 
+/// The pool closed and opened again (as after a kill of the mount when no
+/// unmount came before) and its file system mounted.
+private func remount(_ pool: inout Pool, _ scratch: Scratch) throws -> FileSystem {
+    pool.close()
+    pool = try Pool.open(name: "model", at: scratch.path)
+    return try FileSystem(pool: pool)
+}
+
 @discardableResult
 private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offset: UInt64 = 0) throws -> Int {
     try bytes.withUnsafeBytes { try fs.write(inode, offset: offset, from: $0) }
@@ -64,10 +72,7 @@ private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offse
         try fs.remove(parent: 1, name: "gone", directory: false)
         let before = try describe(fs)
         #expect(before.count == 5)
-        // As after a kill: no unmount, the pool reopened.
-        pool.close()
-        pool = try Pool.open(name: "model", at: scratch.path)
-        fs = try FileSystem(pool: pool)
+        fs = try remount(&pool, scratch)
         #expect(try describe(fs) == before)
         fs.unmount()
         pool.close()
@@ -106,9 +111,7 @@ private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offse
         try fs.withReadSegments(f, offset: 0, size: 3000) { segments in
             UnsafeMutableRawPointer(mutating: segments[0].iov_base!).advanced(by: 3500).storeBytes(of: 0xff, as: UInt8.self)
         }
-        pool.close()
-        pool = try Pool.open(name: "model", at: scratch.path)
-        fs = try FileSystem(pool: pool)
+        fs = try remount(&pool, scratch)
         _ = try fs.setAttributes(f, AttributeChange(size: 4096))
         let grown = try fs.withReadSegments(f, offset: 0, size: 4096) { segments in
             segments.flatMap { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) }
@@ -129,9 +132,7 @@ private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offse
         let committed = try pool.load(at: head.advanced(by: MetadataLog.Field.committed))
         let torn = RecordWriter.encode(.unlink(parent: 1, name: "kept", time: .now()))
         try pool.write(at: head.advanced(by: UInt64(MetadataLog.headerSize) + committed), bytes: torn)
-        pool.close()
-        pool = try Pool.open(name: "model", at: scratch.path)
-        fs = try FileSystem(pool: pool)
+        fs = try remount(&pool, scratch)
         #expect(try describe(fs) == before)
         fs.unmount()
         pool.close()
