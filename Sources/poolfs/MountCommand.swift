@@ -8,12 +8,14 @@ import Glibc
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount",
-        abstract: "Mount a pool: MOUNTPOINT/.pool/ shows its info, heaps, regions and shelves as files.",
+        abstract: "Mount a pool: a file system whose files are pool pages, with the pool under MOUNTPOINT/.pool/.",
         discussion: """
-            Goes to the background once mounted unless -f. Ctrl-C (with -f), SIGTERM, `umount`
-            or `fusermount3 -u MOUNTPOINT` unmount it. One mount per pool at a time. This first
-            version shows the pool's control tree (heaps made and placed, regions written); file
-            storage comes next.
+            Files and directories written under MOUNTPOINT live in the pool's pages, their
+            metadata in the pool too: what was written and closed survives an unmount and a
+            kill -9 of this process. MOUNTPOINT/.pool/ shows the pool's info, heaps, regions
+            and shelves as files. Goes to the background once mounted unless -f. Ctrl-C (with
+            -f), SIGTERM, `umount` or `fusermount3 -u MOUNTPOINT` unmount it. One mount per
+            pool at a time.
             """)
 
     @Argument(help: "The pool's name.") var name: String
