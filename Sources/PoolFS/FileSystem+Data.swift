@@ -1,4 +1,5 @@
 import PoolCore
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -91,10 +92,7 @@ extension FileSystem {
                     // New runs are named only once their bytes are in: a kill
                     // before leaves them unnamed (the next mount frees them),
                     // never a hole showing some old file's bytes.
-                    for extent in fresh {
-                        try log.append(.extent(inode: number, extent))
-                        logged += 1
-                    }
+                    try logFresh(fresh, of: number, logged: &logged)
                     if end > oldSize {
                         // A file's size is durable as soon as it grows: a close needs no round trip.
                         try log.append(.written(inode: number, size: end, time: .now()))
@@ -112,6 +110,16 @@ extension FileSystem {
                 inode.dirty = true
                 return count
             }
+        }
+    }
+
+    /// Names new runs in the log, their bytes made durable first (on pmem;
+    /// nothing to do on dram): a named run never shows older bytes.
+    func logFresh(_ fresh: [Extent], of number: UInt64, logged: inout Int) throws {
+        for extent in fresh {
+            try pool.persist(at: extent.address, count: extent.pages * Int(pageSize))
+            try log.append(.extent(inode: number, extent))
+            logged += 1
         }
     }
 
@@ -237,7 +245,13 @@ extension FileSystem {
     /// The inode's lock (or `tree` for writing) held.
     func countOpen(_ inode: Inode, writeOnly: Bool) -> CachePolicy {
         inode.opens += 1
-        if inode.isRegular && (directIO || inode.directOpens > 0 || (writeOnly && inode.opens == 1)) {
+        if inode.isRegular && directIO.load(ordering: .relaxed) {
+            // The page cache holds only mapped pages, kept coherent by the
+            // kernel: dropping them would unmap others' mappings.
+            inode.directOpens += 1
+            return CachePolicy(direct: true, keepCache: true)
+        }
+        if inode.isRegular && (inode.directOpens > 0 || (writeOnly && inode.opens == 1)) {
             inode.directOpens += 1
             inode.cacheStale = true
             return CachePolicy(direct: true, keepCache: false)
@@ -297,10 +311,7 @@ extension FileSystem {
                 let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: 0..<0)
                 var logged = 0
                 do {
-                    for extent in fresh {
-                        try log.append(.extent(inode: number, extent))
-                        logged += 1
-                    }
+                    try logFresh(fresh, of: number, logged: &logged)
                     if mode == 0, end > inode.record.size {
                         let now = Timestamp.now()
                         try log.append(.written(inode: number, size: end, time: now))

@@ -1,4 +1,5 @@
 import PoolCore
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -24,9 +25,9 @@ public final class FileSystem: @unchecked Sendable {
     /// Every inode, by number; `tree`.
     var inodes: [UInt64: Inode] = [:]
     var nextInode: UInt64 = 2
-    /// Every open of a file bypasses the kernel's page cache (set once, at
-    /// mount, when the kernel keeps shared mappings coherent with that).
-    public nonisolated(unsafe) var directIO = false
+    /// Every open of a file bypasses the kernel's page cache: set once the
+    /// kernel has agreed to keep shared mappings coherent with that.
+    public let directIO = Atomic<Bool>(false)
     let tree = ReadWriteLock()
     /// Heaps by table number, opened once.
     private var heaps: [Int: Heap] = [:]

@@ -29,8 +29,12 @@ final class MetadataLog: @unchecked Sendable {
     /// Bytes the last rewrite wrote: the state's own size.
     private var rewritten = 0
 
+    /// After a rewrite failed (a full pool), the next try waits until the
+    /// log has grown this far.
+    private var retryAt = 0
+
     /// Whether the log has grown well past the state it holds.
-    var needsRewrite: Bool { mutex.locked { bytes > max(64 << 20, 4 * rewritten) } }
+    var needsRewrite: Bool { mutex.locked { bytes > max(64 << 20, 4 * rewritten, retryAt) } }
     private let mutex = Mutex()
 
     init(pool: Pool, heap: Heap) {
@@ -156,6 +160,7 @@ final class MetadataLog: @unchecked Sendable {
                     try? heap.freeFilePages(at: chunk, count: chunkPages)
                 }
                 (chunks, committed, bytes) = old
+                retryAt = bytes + bytes / 2
                 throw error
             }
             pool.fileSystemLog = chunks[0]

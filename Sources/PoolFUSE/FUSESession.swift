@@ -100,12 +100,7 @@ public final class FUSESession: @unchecked Sendable {
 
     static func operations() -> fuse_lowlevel_ops {
         var ops = fuse_lowlevel_ops()
-        ops.`init` = { userdata, connection in
-            // Direct I/O for every file when mapped files stay coherent with it.
-            let session = FUSESession.from(userdata!)
-            session.fs.directIO = session.handshake.kernelOffers.load(ordering: .acquiring)
-            FUSESession.configure(connection)
-        }
+        ops.`init` = { _, connection in FUSESession.configure(connection) }
         ops.lookup = { req, parent, name in FUSESession.session(req).lookup(req, parent, name) }
         ops.getattr = { req, inode, _ in FUSESession.session(req).getattr(req, inode) }
         ops.setattr = { req, inode, attributes, fields, _ in FUSESession.session(req).setattr(req, inode, attributes, fields) }

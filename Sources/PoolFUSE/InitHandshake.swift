@@ -13,8 +13,6 @@ import Glibc
 final class InitHandshake: Sendable {
     /// The INIT request's id while its reply is awaited; 0 otherwise.
     private let pending = Atomic<UInt64>(0)
-    /// Whether the kernel offered the flag (known before libfuse's init callback runs).
-    let kernelOffers = Atomic<Bool>(false)
 
     // linux/fuse.h
     static let initOpcode: UInt32 = 26
@@ -36,7 +34,11 @@ final class InitHandshake: Sendable {
         }
         io.writev = { fd, vector, count, userdata in
             if let vector, count >= 2, let userdata {
-                FUSESession.from(userdata).handshake.willReply(UnsafeMutableBufferPointer(start: vector, count: Int(count)))
+                let session = FUSESession.from(userdata)
+                if session.handshake.willReply(UnsafeMutableBufferPointer(start: vector, count: Int(count))) {
+                    // Granted: every file opened from now on goes direct.
+                    session.fs.directIO.store(true, ordering: .releasing)
+                }
             }
             return Glibc.writev(fd, vector, count)
         }
@@ -48,21 +50,22 @@ final class InitHandshake: Sendable {
         let flags = request.loadUnaligned(fromByteOffset: InitHandshake.inFlags, as: UInt32.self)
         let flags2 = request.loadUnaligned(fromByteOffset: InitHandshake.inFlags2, as: UInt32.self)
         guard flags & InitHandshake.initExtended != 0, flags2 & InitHandshake.directIOAllowMmap != 0 else { return }
-        kernelOffers.store(true, ordering: .releasing)
         pending.store(request.loadUnaligned(fromByteOffset: 8, as: UInt64.self), ordering: .releasing)
     }
 
-    private func willReply(_ vector: UnsafeMutableBufferPointer<iovec>) {
+    /// Whether this reply was the INIT reply, now asking for the flag.
+    private func willReply(_ vector: UnsafeMutableBufferPointer<iovec>) -> Bool {
         let unique = pending.load(ordering: .acquiring)
         guard unique != 0, let header = vector[0].iov_base, vector[0].iov_len >= InitHandshake.outHeader,
               header.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == unique,
               header.loadUnaligned(fromByteOffset: 4, as: Int32.self) == 0,
               let reply = vector[1].iov_base, vector[1].iov_len >= InitHandshake.outFlags2 + 4
-        else { return }
+        else { return false }
         pending.store(0, ordering: .releasing)
         let flags = reply.loadUnaligned(fromByteOffset: InitHandshake.outFlags, as: UInt32.self)
         let flags2 = reply.loadUnaligned(fromByteOffset: InitHandshake.outFlags2, as: UInt32.self)
         reply.storeBytes(of: flags | InitHandshake.initExtended, toByteOffset: InitHandshake.outFlags, as: UInt32.self)
         reply.storeBytes(of: flags2 | InitHandshake.directIOAllowMmap, toByteOffset: InitHandshake.outFlags2, as: UInt32.self)
+        return true
     }
 }

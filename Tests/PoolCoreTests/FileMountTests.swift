@@ -69,6 +69,9 @@ func writerBytes(_ index: Int) -> [UInt8] {
         var back = [UInt8](repeating: 1, count: data.count + 4000)
         #expect(pread(fd, &back, back.count, 0) == back.count)
         #expect(back[0..<4000].allSatisfy { $0 == 0 } && Array(back[4000...]) == data)
+        // Direct I/O: the bytes are in the pool only, not again in the page cache.
+        let resident = try run("fincore", ["--raw", "--noheadings", "--bytes", "--output", "RES", mounted.path("b")])
+        #expect(resident.status == 0 && resident.output == "0", "\(resident.output)")
     }
 
     @Test func truncationFreesPagesAndGrowthReadsZeros() throws {
