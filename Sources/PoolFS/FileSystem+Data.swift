@@ -214,8 +214,8 @@ extension FileSystem {
     // MARK: Opening and closing
 
     /// How the kernel should treat one open file: `direct` bypasses its page
-    /// cache (writes go to the pool in one request each, 1 MiB at a time);
-    /// otherwise `keepCache` says whether pages cached earlier are still good.
+    /// cache (reads and writes go to the pool in one request each, up to
+    /// 1 MiB); `keepCache` says whether pages cached earlier are still good.
     public struct CachePolicy: Sendable, Equatable {
         public let direct: Bool
         public let keepCache: Bool
@@ -224,10 +224,13 @@ extension FileSystem {
     /// An open of a file (or directory): counted, so that an unlinked file
     /// keeps its pages until its last close. O_TRUNC arrives here.
     ///
-    /// A file opened only for writing, by nobody else, is written direct:
-    /// the cost of FUSE writes is the copies, and the page cache adds one.
-    /// While such a writer is open, other opens are direct too (a cached
-    /// reader would miss its writes); afterwards the cache is dropped once.
+    /// With `directIO` (the kernel keeps shared mappings coherent with
+    /// direct I/O), every file is opened direct: its bytes are not held a
+    /// second time in the page cache, and a copy is saved on each access.
+    /// Without, a file opened only for writing, by nobody else, is written
+    /// direct (the page cache would add a copy); while such a writer is
+    /// open, other opens are direct too (a cached reader would miss its
+    /// writes), and afterwards the cache is dropped once.
     public func open(_ number: UInt64, truncate: Bool, writeOnly: Bool) throws -> CachePolicy {
         if truncate {
             // Truncated and counted in one step: an unlink cannot come between.
