@@ -7,7 +7,9 @@ import Glibc
 /// crash finds every run the file system ever held and frees those that no
 /// file or metadata log names: nothing leaks, whenever the mount died.
 extension Heap {
-    /// A run for a file's data (or the file system's log), placed by this heap.
+    /// A run for a file's data (or the file system's log), placed by this
+    /// heap. For the mount's file system only: a mount frees every such run
+    /// that none of its files names.
     public func allocateFilePages(count: Int) throws -> GlobalAddress {
         let address = try pool.core.allocatePages(count: count, tag: .files(index))
         pool.core.place(heap: index, run: address.rawValue, pages: count)
