@@ -125,9 +125,7 @@ public final class ControlTree: @unchecked Sendable {
         switch inode {
         case ControlTree.info: return Array(pool.info().report.utf8)
         case ControlTree.infoJSON:
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            return ((try? encoder.encode(pool.info())).map(Array.init) ?? []) + [10]
+            return Array((JSONText.encode(pool.info()) + "\n").utf8)
         case ControlTree.heapBase..<ControlTree.regionBase:
             guard let name = heapName(Int((inode - ControlTree.heapBase) / 4)),
                   let heap = try? pool.openHeap(name: name)

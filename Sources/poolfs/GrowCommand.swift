@@ -12,10 +12,8 @@ struct GrowCommand: ParsableCommand {
     var by: String
 
     func run() throws {
-        try reportingErrors {
+        try pool.withPool { opened in
             let size = try parseSize(by)
-            let opened = try Pool.open(name: pool.name, at: pool.path)
-            defer { opened.close() }
             let index = try opened.grow(by: size)
             let info = opened.info()
             print("added shelf \(index) (\(ByteSize.format(size))) to pool '\(info.name)': capacity now \(ByteSize.format(info.capacityBytes))")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PoolCore
+import PoolFS
 
 struct HeapCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -81,9 +82,7 @@ struct HeapCommand: ParsableCommand {
             try pool.withPool { opened in
                 let stats = try opened.openHeap(name: heap).stats()
                 if json {
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                    print(String(decoding: try! encoder.encode(stats), as: UTF8.self))
+                    print(JSONText.encode(stats))
                     return
                 }
                 print(stats.report, terminator: "")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PoolCore
+import PoolFS
 
 struct InfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,9 +20,7 @@ struct InfoCommand: ParsableCommand {
             opened.close()
             info.processes.removeAll { $0 == getpid() }
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                print(String(decoding: try! encoder.encode(info), as: UTF8.self))
+                print(JSONText.encode(info))
             } else {
                 print(info.report, terminator: "")
             }

@@ -15,11 +15,9 @@ struct RegionCommand: ParsableCommand {
         @Option(help: "Where its pages live (as for `heap policy`); the pool's default otherwise.") var policy: String?
 
         func run() throws {
-            try reportingErrors {
+            try pool.withPool { opened in
                 let size = try parseSize(size)
                 let placement = try policy.map(Placement.init(parsing:))
-                let opened = try Pool.open(name: pool.name, at: pool.path)
-                defer { opened.close() }
                 let created = try opened.createRegion(name: region, size: size, placement: placement)
                 print("created region '\(created.name)' (\(ByteSize.format(created.size))) at \(created.address)")
             }
