@@ -36,6 +36,20 @@ struct Xorshift {
     }
 }
 
+/// A storm's loop: `step` runs `operations` times (for ever when 0), a step
+/// that finds the pool full or loses a race counting too. Says "ready" after
+/// `readyAfter` steps, "tick N" every 100 when unbounded, "done N" at the end.
+func runSteps(operations: Int, readyAfter: Int, _ step: () -> Void) {
+    var done = 0
+    while operations == 0 || done < operations {
+        step()
+        done += 1
+        if done == readyAfter { say("ready") }
+        if done % 100 == 0 && operations == 0 { say("tick \(done)") }
+    }
+    say("done \(done)")
+}
+
 /// The stamp a storm writes at both ends of each run it owns.
 func stamp(_ address: GlobalAddress) -> UInt64 { address.rawValue ^ 0x5a5a_5a5a_5a5a_5a5a }
 
@@ -55,8 +69,7 @@ func storm(region regionName: String, index: Int, operations: Int, seed: UInt64)
     // Runs published by an earlier, killed helper may have died before their
     // stamps were written; only this life's runs are checked.
     var mine = Set<UInt64>()
-    var done = 0
-    while operations == 0 || done < operations {
+    runSteps(operations: operations, readyAfter: 200) {
         let slot = region.address.advanced(by: UInt64((index * slots + Int(next() % UInt64(slots))) * 16))
         do {
             let address = GlobalAddress(rawValue: try pool.load(at: slot.advanced(by: 8)))
@@ -78,16 +91,12 @@ func storm(region regionName: String, index: Int, operations: Int, seed: UInt64)
                 mine.remove(address.rawValue)
             }
         } catch PoolError.poolFull {
-            continue
+            return
         } catch {
             fail("\(error)")
         }
-        done += 1
-        if done == 200 { say("ready") }
-        if done % 100 == 0 && operations == 0 { say("tick \(done)") }
     }
     pool.close()
-    say("done \(done)")
 }
 
 /// What a heap storm writes into each object: a stamp, its size, a pattern.
@@ -150,8 +159,7 @@ func heapStorm(heap heapName: String, queue: String, index: Int, operations: Int
         // leaks one object, which the test allows per killed storm.
         try pool.store(0, at: mine)
     } catch { fail("\(error)") }
-    var done = 0
-    while operations == 0 || done < operations {
+    runSteps(operations: operations, readyAfter: 300) {
         let slot = sharedSlot()
         do {
             let address = GlobalAddress(rawValue: try pool.load(at: slot))
@@ -167,22 +175,18 @@ func heapStorm(heap heapName: String, queue: String, index: Int, operations: Int
                 // Take it out of the slot (now no one else can reach it),
                 // check that no one wrote into it, then free it.
                 guard try pool.compareAndSwap(at: slot, expected: address.rawValue, desired: 0).exchanged else {
-                    continue
+                    return
                 }
                 if try HeapPattern.check(pool, address) != true { fail("object \(address) was overwritten") }
                 try heap.free(address)
             }
         } catch PoolError.poolFull {
-            continue
+            return
         } catch {
             fail("\(error)")
         }
-        done += 1
-        if done == 300 { say("ready") }
-        if done % 100 == 0 && operations == 0 { say("tick \(done)") }
     }
     pool.close()
-    say("done \(done)")
 }
 
 /// Keeps the pool open and does what stdin asks, one line per command.
