@@ -11,13 +11,11 @@ extension Heap {
     /// heap. For the mount's file system only: a mount frees every such run
     /// that none of its files names.
     public func allocateFilePages(count: Int) throws -> GlobalAddress {
-        let address = try pool.core.allocatePages(count: count, tag: .files(index))
-        pool.core.place(heap: index, run: address.rawValue, pages: count)
-        return address
+        try allocatePages(count: count, tag: .files(index))
     }
 
     public func freeFilePages(at address: GlobalAddress, count: Int) throws {
-        try pool.core.retryingAfterRecovery { try pool.core.freePages(at: address, count: count, tag: .files(index)) }
+        try freePages(at: address, count: count, tag: .files(index))
     }
 
     /// Frees a file run's pages after its first `keep` (a file cut short).

@@ -79,15 +79,22 @@ public final class Heap: @unchecked Sendable {
 
     /// A run of whole pages, freed with `freePages(at:count:)` of this heap.
     public func allocatePages(count: Int) throws -> GlobalAddress {
-        let address = try core.allocatePages(count: count)
-        core.place(heap: index, run: address.rawValue, pages: count)
-        try core.retag(address, count: count, from: .pages, to: .heapPages(index))
-        return address
+        try allocatePages(count: count, tag: .heapPages(index))
     }
 
     public func freePages(at address: GlobalAddress, count: Int) throws {
-        try core.retag(address, count: count, from: .heapPages(index), to: .pages)
-        try core.freePages(at: address, count: count)
+        try freePages(at: address, count: count, tag: .heapPages(index))
+    }
+
+    /// A run tagged as this heap's (`tag` says whose within it), placed by the heap.
+    func allocatePages(count: Int, tag: PageEntry.Tag) throws -> GlobalAddress {
+        let address = try core.allocatePages(count: count, tag: tag)
+        core.place(heap: index, run: address.rawValue, pages: count)
+        return address
+    }
+
+    func freePages(at address: GlobalAddress, count: Int, tag: PageEntry.Tag) throws {
+        try core.retryingAfterRecovery { try core.freePages(at: address, count: count, tag: tag) }
     }
 
     /// Runs `body` as a reader: memory freed with `delayedFree` while it

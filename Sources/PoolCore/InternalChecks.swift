@@ -16,9 +16,9 @@ extension Shelf {
         (0..<length).allSatisfy { !bitIsSet(page + $0) && (entry(page + $0).kind == .free || entry(page + $0).kind == .tail) }
     }
 
-    /// `[page, page+length)` is exactly one run.
+    /// `[page, page+length)` is exactly one run, inside the shelf.
     func isWholeRun(_ page: Int, _ length: Int) -> Bool {
-        entry(page).isHead && entry(page).length == length
-            && (1..<max(length, 1)).allSatisfy { entry(page + $0) == .tail(distance: $0) }
+        length >= 1 && page >= 0 && page + length <= pageCount && entry(page).isHead && entry(page).length == length
+            && (1..<length).allSatisfy { entry(page + $0) == .tail(distance: $0) }
     }
 }

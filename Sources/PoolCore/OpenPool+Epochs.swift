@@ -85,8 +85,11 @@ extension OpenPool {
             for lane in 0..<P.lanes {
                 let seen = epochWord(other, lane).load(ordering: .sequentiallyConsistent)
                 guard seen == 0 || seen == epoch + 1 else {
-                    // A dead process cannot hold reclamation back.
-                    if other != slot { try? reclaimDeadParticipants() }
+                    // A dead process cannot hold reclamation back; a live
+                    // one is only asked whether it lives (no global lock).
+                    if other != slot, !FileLock.isHeld(metadata.descriptor, byte: Layout.LockByte.participant(other)) {
+                        try? reclaimDeadParticipants()
+                    }
                     return false
                 }
             }

@@ -104,7 +104,7 @@ extension OpenPool {
             // Word cleared, block not yet freed: finish, but only in a span
             // of the dead lane, where no one can have handed it out again
             // (elsewhere at worst one object leaks, never one is owned twice).
-            let ownedByDead = span.owner != 0 && (span.owner - 1) / UInt64(Layout.Participants.lanes) == UInt64(owner)
+            let ownedByDead = span.owner != 0 && OpenPool.ownerSlot(span.owner) == owner
             if ownedByDead && !span.isFree(block) { span.pushRemote(block) }
         default:
             return

@@ -68,7 +68,7 @@ extension OpenPool {
                 throw PoolError.heapInUse(name, reason: "it still holds \(pageRuns) page runs")
             }
             guard owners.isEmpty else {
-                let slots = owners.map { Int(($0 - 1) / UInt64(Layout.Participants.lanes)) }
+                let slots = owners.map(OpenPool.ownerSlot)
                     .filter { $0 < Layout.Participants.capacity }
                 let pids = Set(slots.map { metadata.load(UInt64.self, at: Layout.Participants.slot($0) + Layout.Participants.pid) })
                 throw PoolError.heapInUse(name, reason: "threads of pid \(pids.sorted().map(String.init).joined(separator: ", ")) allocate from it")
@@ -95,6 +95,9 @@ extension OpenPool {
     // MARK: Allocation
 
     func heapOwner(_ lane: Int) -> UInt64 { UInt64(slot * Layout.Participants.lanes + lane + 1) }
+
+    /// The process slot of a span owner `heapOwner` made.
+    static func ownerSlot(_ owner: UInt64) -> Int { Int((owner - 1) / UInt64(Layout.Participants.lanes)) }
 
     @inline(__always)
     func allocateObject(heap: Int, size: Int) throws -> GlobalAddress {
@@ -288,7 +291,7 @@ extension OpenPool {
     @inline(__always)
     func freeObject(heap: Int, _ address: GlobalAddress) throws {
         let (table, head, span, block) = try locateObject(heap: heap, address)
-        if span.sizeClass == SizeClass.large { return try freeLarge(table, head, address) }
+        if span.sizeClass == SizeClass.large { return try freeLarge(table, head, span, address) }
         if let raw = pthread_getspecific(cacheKey) {
             let cache = UnsafeThreadCache(raw)
             if cache.lane > 0, let lane = cache.heapLane(heap), span.owner == lane.owner {
@@ -303,12 +306,9 @@ extension OpenPool {
         span.pushRemote(block)
     }
 
-    func freeLarge(_ table: UnsafePageTable, _ head: Int, _ address: GlobalAddress) throws {
-        let entry = table.entry(head)
-        if let lost = table.exchangeEntry(head, expected: entry, desired: .cached(length: entry.length, owner: slot)) {
-            throw PoolError.invalidFree(address, reason: describeMismatch(lost, count: entry.length))
-        }
-        try stash(raw: GlobalAddress(shelf: address.shelf, offset: table.offset(ofPage: head)).rawValue, count: entry.length)
+    func freeLarge(_ table: UnsafePageTable, _ head: Int, _ span: UnsafeSpan, _ address: GlobalAddress) throws {
+        try giveBack(table, head, expected: .allocated(length: table.entry(head).length, tag: .heap(span.heap)),
+                     freeing: address)
     }
 
     /// A free gave an owned span room: remember it for the next refill;
@@ -324,22 +324,22 @@ extension OpenPool {
             owned.withRoom[sizeClass].append(table.address(ofPage: head).rawValue)
             return
         }
-        guard owned.byClass[sizeClass].count > 4,
-              let i = owned.byClass[sizeClass].firstIndex(where: { spanView($0).base == span.base })
-        else { return }
-        let raw = owned.byClass[sizeClass].remove(at: i)
+        let raw = table.address(ofPage: head).rawValue
+        guard owned.byClass[sizeClass].count > 4, let i = owned.byClass[sizeClass].firstIndex(of: raw) else { return }
+        owned.byClass[sizeClass].remove(at: i)
         owned.withRoom[sizeClass].removeAll { $0 == raw }
         span.drainRemote()
         // Back to this thread's page stock, without the global lock.
-        let entry = table.entry(head)
+        let length = table.entry(head).length
         guard span.used == 0,
-              table.exchangeEntry(head, expected: entry, desired: .cached(length: entry.length, owner: slot)) == nil
+              table.exchangeEntry(head, expected: .allocated(length: length, tag: .heap(span.heap)),
+                                  desired: .cached(length: length, owner: slot)) == nil
         else {
             owned.byClass[sizeClass].append(raw)
             return
         }
         span.owner = 0
-        try? stash(raw: raw, count: entry.length)
+        try? stash(raw: raw, count: length)
     }
 
     /// Takes pages for a span or a large object; when the pool is full,
@@ -440,11 +440,10 @@ extension OpenPool {
     /// A dead process's spans: recounted, then released or abandoned.
     /// Global lock held.
     func adoptOrphanedSpans(ofSlot dead: Int) {
-        let lanes = UInt64(Layout.Participants.lanes)
         for heap in liveHeaps {
             forEachSpan(of: heap) { shelf, page, entry, span in
                 guard entry.tag == .heap(heap), span.sizeClass < SizeClass.count, span.owner != 0,
-                      (span.owner - 1) / lanes == UInt64(dead)
+                      OpenPool.ownerSlot(span.owner) == dead
                 else { return }
                 _ = span.recount()
                 span.owner = 0

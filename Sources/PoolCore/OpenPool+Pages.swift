@@ -74,12 +74,18 @@ extension OpenPool {
     func freePages(at address: GlobalAddress, count: Int, tag: PageEntry.Tag = .pages) throws {
         try checkCount(count)
         let (table, page) = try locateRun(address)
-        // One CAS makes the run ours again; a double free fails here.
-        if let actual = table.exchangeEntry(page, expected: .allocated(length: count, tag: tag),
-                                            desired: .cached(length: count, owner: slot)) {
-            throw PoolError.invalidFree(address, reason: describeMismatch(actual, count: count))
+        try giveBack(table, page, expected: .allocated(length: count, tag: tag), freeing: address)
+    }
+
+    /// Makes an allocated run this process's again and keeps it in this
+    /// thread's stock. One CAS from exactly `expected` (never a value just
+    /// read): of two frees of one run, the second fails here.
+    @inline(__always)
+    func giveBack(_ table: UnsafePageTable, _ page: Int, expected: PageEntry, freeing address: GlobalAddress) throws {
+        if let actual = table.exchangeEntry(page, expected: expected, desired: .cached(length: expected.length, owner: slot)) {
+            throw PoolError.invalidFree(address, reason: describeMismatch(actual, count: expected.length))
         }
-        try stash(raw: address.rawValue, count: count)
+        try stash(raw: table.address(ofPage: page).rawValue, count: expected.length)
     }
 
     /// Keeps a run whose head says `cached(us)` in this thread's stack, or
@@ -97,16 +103,6 @@ extension OpenPool {
     func isCachedByUs(_ raw: UInt64, _ count: Int) -> Bool {
         let (table, page) = location(of: raw)
         return table.entry(page) == .cached(length: count, owner: slot)
-    }
-
-    /// Moves a run between owners' tags (a pool page run becoming a heap's).
-    func retag(_ address: GlobalAddress, count: Int, from: PageEntry.Tag, to: PageEntry.Tag) throws {
-        try checkCount(count)
-        let (table, page) = try locateRun(address)
-        if let actual = table.exchangeEntry(page, expected: .allocated(length: count, tag: from),
-                                            desired: .allocated(length: count, tag: to)) {
-            throw PoolError.invalidFree(address, reason: describeMismatch(actual, count: count))
-        }
     }
 
     /// Frees the pages of an allocated run after its first `keep`.

@@ -68,6 +68,8 @@ public enum Placement: Hashable, Sendable, CustomStringConvertible {
     /// nodes against this machine (the pool may have moved since); nil for
     /// empty or unreadable text.
     init?(stored text: String) {
+        // The common case (no placement set) without parsing or an error.
+        guard !text.allSatisfy({ $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\0" }) else { return nil }
         guard let placement = try? Placement(text, checkingMachine: false) else { return nil }
         self = placement
     }

@@ -54,16 +54,6 @@ struct PoolChecker {
         core.metadata.load(UInt64.self, at: Layout.Participants.slot(slot) + Layout.Participants.state) != 0
     }
 
-    private func runIsWhole(_ shelf: Shelf, _ page: Int, _ length: Int) -> Bool {
-        guard length >= 1, page + length <= shelf.pageCount else { return false }
-        var distance = 1
-        while distance < length {
-            if shelf.entry(page + distance) != .tail(distance: distance) { return false }
-            distance += 1
-        }
-        return true
-    }
-
     private func bitsAreSet(_ shelf: Shelf, _ page: Int, _ length: Int) -> Bool {
         var i = 0
         while i < length {
@@ -104,7 +94,7 @@ struct PoolChecker {
         }
         report.heapObjects += span.bump - local.count - remote.count
         if span.owner != 0 {
-            let slot = Int((span.owner - 1) / UInt64(Layout.Participants.lanes))
+            let slot = OpenPool.ownerSlot(span.owner)
             if slot < Layout.Participants.capacity && slotInUse(slot) {
                 report.deadOwnedSpans += 1
             } else {
@@ -138,7 +128,7 @@ struct PoolChecker {
                     continue
                 }
                 let length = entry.length
-                guard runIsWhole(shelf, page, length) else {
+                guard shelf.isWholeRun(page, length) else {
                     report.problems.append("shelf \(shelf.index) page \(page): a run of \(length) pages with damaged entries")
                     page += 1
                     continue
@@ -236,7 +226,7 @@ struct PoolChecker {
             for heap in core.liveHeaps {
                 core.forEachSpan(of: heap) { _, _, entry, span in
                     guard entry.tag == .heap(heap), span.owner != 0 else { return }
-                    ownerless.insert(Int((span.owner - 1) / UInt64(Layout.Participants.lanes)))
+                    ownerless.insert(OpenPool.ownerSlot(span.owner))
                 }
             }
             for slot in ownerless.sorted() {
