@@ -148,7 +148,7 @@ enum HeapWorker {
     }
 
     static func rate(_ allocator: any Allocator, threads: Int, seconds: Double) -> Double {
-        Measure.rate(threads: threads, seconds: seconds, batch: 1, setUp: { thread in
+        Measure.rate(threads: threads, seconds: seconds, setUp: { thread in
             Workset(allocator.forThread(), seed: UInt64(thread) * 0x9e37_79b9 + 1)
         }) { workset in
             workset.replaceOne()

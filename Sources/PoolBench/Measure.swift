@@ -8,16 +8,16 @@ enum Measure {
         return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
     }
 
-    /// Runs `body(thread)` on `threads` threads for about `seconds`; each call
-    /// does `batch` operations. Returns operations per second, all threads.
-    static func rate(threads: Int, seconds: Double, batch: Int, _ body: @escaping @Sendable (Int) -> Void) -> Double {
-        rate(threads: threads, seconds: seconds, batch: batch, setUp: { $0 }, body)
+    /// Runs `body(thread)`, one operation, on `threads` threads for about
+    /// `seconds`. Returns operations per second, all threads.
+    static func rate(threads: Int, seconds: Double, _ body: @escaping @Sendable (Int) -> Void) -> Double {
+        rate(threads: threads, seconds: seconds, setUp: { $0 }, body)
     }
 
     /// With per-thread state made on the thread that then uses it, before
     /// the clock starts (objects stay with the thread that made them); all
     /// threads start together and each times itself.
-    static func rate<State>(threads: Int, seconds: Double, batch: Int, setUp: @escaping @Sendable (Int) -> State,
+    static func rate<State>(threads: Int, seconds: Double, setUp: @escaping @Sendable (Int) -> State,
                             _ body: @escaping @Sendable (State) -> Void) -> Double {
         let results = UnsafeMutablePointer<Double>.allocate(capacity: threads * 16)
         defer { results.deallocate() }
@@ -32,7 +32,7 @@ enum Measure {
             var done = 0
             while true {
                 for _ in 0..<64 { body(state) }
-                done += 64 * batch
+                done += 64
                 if now() >= deadline { break }
             }
             shared[thread * 16] = Double(done) / (now() - start)

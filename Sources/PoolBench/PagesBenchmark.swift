@@ -28,16 +28,16 @@ struct PagesBenchmark {
                 let bytes = pages * pageSize
                 var samples: [String: [Double]] = [:]
                 for _ in 0..<rounds {
-                    samples["poolfs", default: []].append(Measure.rate(threads: threads, seconds: seconds, batch: 1) { _ in
+                    samples["poolfs", default: []].append(Measure.rate(threads: threads, seconds: seconds) { _ in
                         let address = try! pool.allocatePages(count: pages)
                         try! pool.freePages(at: address, count: pages)
                     })
-                    samples["glibc", default: []].append(Measure.rate(threads: threads, seconds: seconds, batch: 1) { thread in
+                    samples["glibc", default: []].append(Measure.rate(threads: threads, seconds: seconds) { thread in
                         let pointer = malloc(bytes)
                         Sink.keep(pointer, thread)
                         free(pointer)
                     })
-                    samples["pmemobj", default: []].append(Measure.rate(threads: threads, seconds: seconds, batch: 1) { _ in
+                    samples["pmemobj", default: []].append(Measure.rate(threads: threads, seconds: seconds) { _ in
                         var oid = PMEMoid()
                         guard pmemobj_alloc(objects, &oid, bytes, 0, nil, nil) == 0 else { fatalError("pmemobj_alloc") }
                         pmemobj_free(&oid)

@@ -71,6 +71,7 @@ struct RecordWriter {
 
     static func encode(_ change: Change) -> [UInt8] {
         var w = RecordWriter()
+        w.bytes.reserveCapacity(96)
         w.u32(0)
         switch change {
         case .inode(let r): w.u8(1); w.inode(r)

@@ -31,7 +31,7 @@ public final class ControlTree: @unchecked Sendable {
     /// region until a truncate gives one its size.
     static let pendingBase: UInt64 = 0x4_0000
     private var pending: [String?] = []
-    private let pendingMutex = Mutex()
+    private let pendingMutex = ProcessMutex()
 
     private func directory(_ inode: UInt64, _ name: String) -> Node {
         Node(inode: inode, name: name, kind: .directory, mode: 0o755, size: nil)
@@ -53,7 +53,7 @@ public final class ControlTree: @unchecked Sendable {
         case ControlTree.shelves: return directory(inode, "shelves")
         case ControlTree.heapBase..<ControlTree.regionBase:
             let heap = Int((inode - ControlTree.heapBase) / 4)
-            guard let name = heapName(heap) else { return nil }
+            guard let name = pool.heap(id: heap)?.name else { return nil }
             switch (inode - ControlTree.heapBase) % 4 {
             case 0: return directory(inode, name)
             case 1: return file(inode, "stats")
@@ -77,7 +77,7 @@ public final class ControlTree: @unchecked Sendable {
 
     private func pendingName(_ inode: UInt64) -> String? {
         let index = Int(inode - ControlTree.pendingBase)
-        return pendingMutex.locked { index < pending.count ? pending[index] : nil }
+        return pendingMutex.withLock { index < pending.count ? pending[index] : nil }
     }
 
     /// The region behind a region file (a sized pending one included).
@@ -85,10 +85,6 @@ public final class ControlTree: @unchecked Sendable {
         if inode >= ControlTree.pendingBase { return pendingName(inode).flatMap { try? pool.openRegion(name: $0) } }
         guard inode >= ControlTree.regionBase, inode < ControlTree.shelfBase else { return nil }
         return pool.openRegion(id: Int(inode - ControlTree.regionBase))
-    }
-
-    private func heapName(_ id: Int) -> String? {
-        pool.heapList().first { $0.id == id }?.name
     }
 
     /// A directory's entries, or nil when `inode` is not a directory.
@@ -103,7 +99,7 @@ public final class ControlTree: @unchecked Sendable {
         case ControlTree.regions:
             let live = pool.regionList().map { file(ControlTree.regionBase + UInt64($0.id), $0.info.name, mode: 0o644, size: $0.info.size) }
             let names = Set(live.map(\.name))
-            let waiting = pendingMutex.locked { pending.enumerated() }.compactMap { index, name in
+            let waiting = pendingMutex.withLock { pending.enumerated() }.compactMap { index, name in
                 name.flatMap { names.contains($0) ? nil : file(ControlTree.pendingBase + UInt64(index), $0, mode: 0o644, size: 0) }
             }
             return live + waiting
@@ -127,9 +123,7 @@ public final class ControlTree: @unchecked Sendable {
         case ControlTree.infoJSON:
             return Array((JSONText.encode(pool.info()) + "\n").utf8)
         case ControlTree.heapBase..<ControlTree.regionBase:
-            guard let name = heapName(Int((inode - ControlTree.heapBase) / 4)),
-                  let heap = try? pool.openHeap(name: name)
-            else { return nil }
+            guard let heap = pool.heap(id: Int((inode - ControlTree.heapBase) / 4)) else { return nil }
             switch (inode - ControlTree.heapBase) % 4 {
             case 1: return Array(heap.stats().report.utf8)
             case 2: return Array(((heap.placement?.description ?? "default") + "\n").utf8)
@@ -165,7 +159,7 @@ public final class ControlTree: @unchecked Sendable {
         guard parent == ControlTree.regions else { throw Refusal.notPermitted }
         guard (try? Names.check(name, what: "region")) != nil else { throw Refusal.invalid }
         guard lookup(parent: parent, name: name) == nil else { throw Refusal.exists }
-        let inode = pendingMutex.locked {
+        let inode = pendingMutex.withLock {
             pending.append(name)
             return ControlTree.pendingBase + UInt64(pending.count - 1)
         }
@@ -192,7 +186,7 @@ public final class ControlTree: @unchecked Sendable {
 
     /// What a change through the tree can fail with, as errno values.
     public enum Refusal: Error, Equatable {
-        case notPermitted, exists, notFound, notEmpty, busy, invalid, noSpace
+        case notPermitted, exists, notFound, notEmpty, invalid, noSpace
     }
 
     /// `mkdir .pool/heaps/NAME` creates a heap.
@@ -231,7 +225,7 @@ public final class ControlTree: @unchecked Sendable {
     /// `rm .pool/regions/NAME` destroys the region.
     public func remove(parent: UInt64, name: String) throws {
         guard parent == ControlTree.regions else { throw Refusal.notPermitted }
-        let unsized = pendingMutex.locked { () -> Bool in
+        let unsized = pendingMutex.withLock { () -> Bool in
             guard let index = pending.firstIndex(of: name) else { return false }
             pending[index] = nil
             return true
@@ -246,12 +240,11 @@ public final class ControlTree: @unchecked Sendable {
 
     /// Text written to a heap's `policy`: a new placement (or `default`).
     public func write(_ inode: UInt64, text: String) throws {
-        guard isWritable(inode), let name = heapName(Int((inode - ControlTree.heapBase) / 4)) else {
+        guard isWritable(inode), let heap = pool.heap(id: Int((inode - ControlTree.heapBase) / 4)) else {
             throw Refusal.notPermitted
         }
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         do {
-            let heap = try pool.openHeap(name: name)
             try heap.setPlacement(trimmed == "default" || trimmed.isEmpty ? nil : try Placement(parsing: trimmed))
         } catch {
             throw Refusal.invalid

@@ -11,7 +11,6 @@ struct Directory: Sendable {
     private(set) var slots: [Entry?] = []
     private var byName: [String: Int] = [:]
 
-    var count: Int { byName.count }
     var isEmpty: Bool { byName.isEmpty }
 
     func inode(named name: String) -> UInt64? {
@@ -37,9 +36,12 @@ struct Directory: Sendable {
         return inode
     }
 
+    /// Whether empty slots are most of the table.
+    var isSparse: Bool { slots.count > 64 && byName.count * 2 < slots.count }
+
     /// Drops empty slots when they are most of the table.
     mutating func compactIfSparse() {
-        guard slots.count > 64, byName.count * 2 < slots.count else { return }
+        guard isSparse else { return }
         slots = slots.compactMap { $0 }.map { Optional($0) }
         byName = [:]
         for (slot, entry) in slots.enumerated() { byName[entry!.name] = slot }

@@ -14,9 +14,10 @@ public struct Extent: Hashable, Sendable {
 /// A file's extents, sorted by file page, never overlapping.
 struct ExtentMap: Sendable {
     private(set) var extents: [Extent] = []
+    /// Pages in all extents: kept, not summed, since every stat asks.
+    private(set) var pageCount = 0
 
     var isEmpty: Bool { extents.isEmpty }
-    var pageCount: Int { extents.reduce(0) { $0 + $1.pages } }
 
     /// The index of the first extent that ends after `page`.
     func firstEnding(after page: UInt64) -> Int {
@@ -28,14 +29,8 @@ struct ExtentMap: Sendable {
         return low
     }
 
-    /// The extent holding `page`, if any.
-    func extent(containing page: UInt64) -> Extent? {
-        let index = firstEnding(after: page)
-        guard index < extents.count, extents[index].page <= page else { return nil }
-        return extents[index]
-    }
-
     mutating func insert(_ extent: Extent) {
+        pageCount += extent.pages
         if let last = extents.last, last.end <= extent.page {
             extents.append(extent)
             return
@@ -49,12 +44,16 @@ struct ExtentMap: Sendable {
         if start < extents.count, extents[start].page < page { start += 1 }
         let removed = Array(extents[start...])
         extents.removeSubrange(start...)
+        pageCount -= removed.reduce(0) { $0 + $1.pages }
         return removed
     }
 
     mutating func remove(_ extent: Extent) {
         let index = firstEnding(after: extent.page)
-        if index < extents.count, extents[index] == extent { extents.remove(at: index) }
+        if index < extents.count, extents[index] == extent {
+            extents.remove(at: index)
+            pageCount -= extent.pages
+        }
     }
 
     /// Cuts the run that straddles `page` to end there; returns it as it was.
@@ -63,6 +62,7 @@ struct ExtentMap: Sendable {
         guard index < extents.count, extents[index].page < page, extents[index].end > page else { return nil }
         let whole = extents[index]
         extents[index].pages = Int(page - whole.page)
+        pageCount -= whole.pages - extents[index].pages
         return whole
     }
 
@@ -74,6 +74,7 @@ struct ExtentMap: Sendable {
             removed.append(extent)
             return true
         }
+        pageCount -= removed.reduce(0) { $0 + $1.pages }
         return removed
     }
 

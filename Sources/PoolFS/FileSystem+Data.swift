@@ -74,9 +74,12 @@ extension FileSystem {
             guard !overflow, end <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
             return try inode.lock.writing {
                 let oldSize = inode.record.size
+                let grows = end > oldSize
                 // Room to log the new size (and the frees that make room again).
-                if end > oldSize { try reserveLog() }
-                let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: offset..<end)
+                if grows { try reserveLog() }
+                let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: offset..<end,
+                                         logReserved: grows)
+                let now = Timestamp.now()
                 var logged = 0
                 do {
                     let extents = inode.extents.extents
@@ -93,9 +96,9 @@ extension FileSystem {
                     // before leaves them unnamed (the next mount frees them),
                     // never a hole showing some old file's bytes.
                     try logFresh(fresh, of: number, logged: &logged)
-                    if end > oldSize {
+                    if grows {
                         // A file's size is durable as soon as it grows: a close needs no round trip.
-                        try log.append(.written(inode: number, size: end, time: .now()))
+                        try log.append(.written(inode: number, size: end, time: now))
                         inode.record.size = end
                     }
                 } catch {
@@ -104,10 +107,10 @@ extension FileSystem {
                     if end > inode.record.size { zero(inode, from: max(offset, inode.record.size), to: end) }
                     throw error is FileSystemError ? error : FileSystemError.noSpace
                 }
-                let now = Timestamp.now()
                 inode.record.mtime = now
                 inode.record.ctime = now
-                inode.dirty = true
+                // Times not yet logged (a growing write logged them with its size).
+                inode.dirty = !grows
                 return count
             }
         }
@@ -131,13 +134,14 @@ extension FileSystem {
     /// (which the caller is about to write), in memory only: the caller
     /// logs them once their bytes are written, or takes them back. A full
     /// pool leaves the file as it was and throws ENOSPC. The inode's lock held.
-    func allocate(_ inode: Inode, pages range: Range<UInt64>, keeping: Range<UInt64>) throws -> [Extent] {
+    func allocate(_ inode: Inode, pages range: Range<UInt64>, keeping: Range<UInt64>,
+                  logReserved: Bool = false) throws -> [Extent] {
         let holes = inode.extents.holes(in: range)
         guard !holes.isEmpty else { return [] }
         let heap = self.heap(inode.record.heap)
         var fresh: [Extent] = []
         do {
-            try reserveLog()
+            if !logReserved { try reserveLog() }
             for hole in holes {
                 var page = hole.lowerBound
                 var longest = FileSystem.maximumRun
@@ -282,7 +286,7 @@ extension FileSystem {
                 inode.opens -= 1
                 if direct { inode.directOpens -= 1 }
                 if inode.dirty { logWritten(inode) }
-                return inode.opens == 0 && (inode.record.nlink == 0 || inode.isDirectory)
+                return inode.opens == 0 && (inode.record.nlink == 0 || inode.directory?.isSparse == true)
             }
         }
         // Dropping an unlinked inode or compacting a directory's slots

@@ -36,7 +36,7 @@ extension FileSystem {
                 gid = directory.record.gid
                 if mode & S_IFMT == S_IFDIR { mode |= S_ISGID }
             }
-            let heap = pool.heapExists(id: directory.record.heap) ? directory.record.heap : defaultHeap.id
+            let heap = self.heap(directory.record.heap).id
             let record = InodeRecord(
                 number: nextInode, mode: mode, uid: caller.uid, gid: gid, nlink: mode & S_IFMT == S_IFDIR ? 2 : 1,
                 rdev: rdev, size: mode & S_IFMT == S_IFLNK ? UInt64(target.utf8.count) : 0,

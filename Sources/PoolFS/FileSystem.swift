@@ -31,7 +31,7 @@ public final class FileSystem: @unchecked Sendable {
     let tree = ReadWriteLock()
     /// Heaps by table number, opened once.
     private var heaps: [Int: Heap] = [:]
-    private let heapsMutex = Mutex()
+    private let heapsMutex = ProcessMutex()
 
     /// Who asks: new files belong to them.
     public struct Caller: Sendable {
@@ -101,7 +101,7 @@ public final class FileSystem: @unchecked Sendable {
     }
 
     func heap(_ id: Int) -> Heap {
-        heapsMutex.locked {
+        heapsMutex.withLock {
             if let heap = heaps[id], pool.heapExists(id: id) { return heap }
             // A heap destroyed since: the default serves, and is not
             // remembered under a number a new heap may take.

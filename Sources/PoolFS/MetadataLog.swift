@@ -34,8 +34,8 @@ final class MetadataLog: @unchecked Sendable {
     private var retryAt = 0
 
     /// Whether the log has grown well past the state it holds.
-    var needsRewrite: Bool { mutex.locked { bytes > max(64 << 20, 4 * rewritten, retryAt) } }
-    private let mutex = Mutex()
+    var needsRewrite: Bool { mutex.withLock { bytes > max(64 << 20, 4 * rewritten, retryAt) } }
+    private let mutex = ProcessMutex()
 
     init(pool: Pool, heap: Heap) {
         self.pool = pool
@@ -57,22 +57,22 @@ final class MetadataLog: @unchecked Sendable {
     }
 
     /// The chain starting at `head`, each chunk's records handed to `body`.
-    static func walk(pool: Pool, head: GlobalAddress, chunkLimit: Int,
-                     _ body: (GlobalAddress, Change) throws -> Void) throws -> [GlobalAddress] {
+    private func walk(from head: GlobalAddress, _ body: (Change) throws -> Void) throws -> [GlobalAddress] {
+        let chunkLimit = chunkBytes
         var chunks: [GlobalAddress] = []
         var chunk = head
         var seen = Set<GlobalAddress>()
         while !chunk.isNull {
             guard seen.insert(chunk).inserted else { throw Damaged(description: "its chain loops at \(chunk)") }
-            guard (try? pool.load(at: chunk)) == magic else {
+            guard (try? pool.load(at: chunk)) == MetadataLog.magic else {
                 throw Damaged(description: "chunk \(chunk) has no log header")
             }
             let committed = Int(try pool.load(at: chunk.advanced(by: Field.committed)))
-            guard committed >= 0, committed <= chunkLimit - headerSize else {
+            guard committed >= 0, committed <= chunkLimit - MetadataLog.headerSize else {
                 throw Damaged(description: "chunk \(chunk) says it holds \(committed) bytes")
             }
             chunks.append(chunk)
-            try pool.withUnsafeMutableBytes(at: chunk.advanced(by: UInt64(headerSize)), count: committed) { records -> Void in
+            try pool.withUnsafeMutableBytes(at: chunk.advanced(by: UInt64(MetadataLog.headerSize)), count: committed) { records -> Void in
                 var position = 0
                 while position < committed {
                     guard committed - position >= 5 else { throw Damaged(description: "chunk \(chunk) ends inside a record") }
@@ -84,7 +84,7 @@ final class MetadataLog: @unchecked Sendable {
                     guard let change = try? RecordReader.decode(record) else {
                         throw Damaged(description: "the record at \(chunk)+\(position) is malformed")
                     }
-                    try body(chunk, change)
+                    try body(change)
                     position += length
                 }
             }
@@ -103,7 +103,7 @@ final class MetadataLog: @unchecked Sendable {
             pool.fileSystemLog = chunks[0]
             return true
         }
-        chunks = try MetadataLog.walk(pool: pool, head: head, chunkLimit: chunkBytes) { _, change in try apply(change) }
+        chunks = try walk(from: head, apply)
         committed = Int(try word(chunks.last!, Field.committed))
         return try word(head, Field.clean) == 1
     }
@@ -121,7 +121,7 @@ final class MetadataLog: @unchecked Sendable {
     /// Makes `change` durable: after this returns, a crash replays it.
     func append(_ change: Change) throws {
         let record = RecordWriter.encode(change)
-        try mutex.locked { try appendLocked(record) }
+        try mutex.withLock { try appendLocked(record) }
     }
 
     private func appendLocked(_ record: [UInt8]) throws {
@@ -147,7 +147,7 @@ final class MetadataLog: @unchecked Sendable {
     /// chain is freed. Killed in between, the next mount frees whichever
     /// chain the pool's word does not name.
     func rewrite(_ changes: [Change]) throws {
-        try mutex.locked {
+        try mutex.withLock {
             let old = (chunks: chunks, committed: committed, bytes: bytes)
             do {
                 chunks = [try newChunk()]
@@ -170,11 +170,11 @@ final class MetadataLog: @unchecked Sendable {
     }
 
     func reserveSpare() throws {
-        try mutex.locked { if spare == nil { spare = try newChunk() } }
+        try mutex.withLock { if spare == nil { spare = try newChunk() } }
     }
 
     func releaseSpare() {
-        mutex.locked {
+        mutex.withLock {
             if let spare { try? heap.freeFilePages(at: spare, count: chunkPages) }
             spare = nil
         }
@@ -182,9 +182,9 @@ final class MetadataLog: @unchecked Sendable {
 
     /// Marks the log as left by an orderly unmount (or not).
     func setClean(_ clean: Bool) {
-        mutex.locked { try? setWord(chunks[0], Field.clean, clean ? 1 : 0) }
+        mutex.withLock { try? setWord(chunks[0], Field.clean, clean ? 1 : 0) }
     }
 
     /// The runs the log holds (its chain and its spare).
-    var runs: [GlobalAddress] { mutex.locked { chunks + (spare.map { [$0] } ?? []) } }
+    var runs: [GlobalAddress] { mutex.withLock { chunks + (spare.map { [$0] } ?? []) } }
 }

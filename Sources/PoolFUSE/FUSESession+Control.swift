@@ -53,31 +53,16 @@ extension FUSESession {
         let parent = inode == ControlTree.control ? UInt64(FUSE_ROOT_ID) : ControlTree.control | FUSESession.controlBit
         let entries = [(".", inode | FUSESession.controlBit, true), ("..", parent, true)]
             + children.map { ($0.name, $0.inode | FUSESession.controlBit, $0.kind == .directory) }
-        withUnsafeTemporaryAllocation(of: CChar.self, capacity: max(size, 1)) { buffer in
-            var used = 0
-            var index = Int(offset)
-            while index < entries.count {
+        DirectoryReply.send(req, size: size, plus: plus) { reply in
+            for index in entries.indices where index >= offset {
                 let (name, ino, isDirectory) = entries[index]
                 var st = stat()
                 st.st_ino = UInt(ino)
                 st.st_mode = isDirectory ? S_IFDIR : S_IFREG
-                let needed: Int
-                if plus {
-                    // Attributes are made at each lookup: none cached here.
-                    var entry = fuse_entry_param()
-                    if let node = self.tree.node(ino & ~FUSESession.controlBit), ino != FUSE_ROOT_ID {
-                        entry.ino = ino
-                        entry.attr = controlAttributes(node)
-                    }
-                    needed = fuse_add_direntry_plus(req, buffer.baseAddress! + used, size - used, name, &entry, off_t(index + 1))
-                } else {
-                    needed = fuse_add_direntry(req, buffer.baseAddress! + used, size - used, name, &st, off_t(index + 1))
-                }
-                if needed > size - used { break }
-                used += needed
-                index += 1
+                // readdirplus: attributes made now, kept by nobody.
+                if plus, ino != FUSE_ROOT_ID, let node = tree.node(ino & ~FUSESession.controlBit) { st = controlAttributes(node) }
+                if !reply.add(name, st, next: off_t(index + 1), timeout: 0) { break }
             }
-            fuse_reply_buf(req, buffer.baseAddress, used)
         }
     }
 
@@ -181,10 +166,7 @@ extension FUSESession {
 
     func controlCreate(_ req: fuse_req_t?, _ parent: UInt64, _ name: String, _ info: UnsafeMutablePointer<fuse_file_info>) {
         FUSESession.replying(req) {
-            let node = try tree.createRegionFile(parent: parent, name: name)
-            var entry = fuse_entry_param()
-            entry.ino = node.inode | FUSESession.controlBit
-            entry.attr = controlAttributes(node)
+            var entry = FUSESession.entry(controlAttributes(try tree.createRegionFile(parent: parent, name: name)), timeout: 0)
             info.pointee.direct_io = 0
             info.pointee.fh = 0
             fuse_reply_create(req, &entry, info)

@@ -12,9 +12,7 @@ extension FUSESession {
         FUSESession.replying(req) {
             let name = try FUSESession.name(name)
             if let parent = FUSESession.control(parent) { return controlLookup(req, parent, name) }
-            if parent == FUSE_ROOT_ID, name == FUSESession.controlName {
-                return replyEntry(req, controlDirectory, timeout: 0)
-            }
+            if FUSESession.isControlName(parent, name) { return replyEntry(req, controlDirectory, timeout: 0) }
             do {
                 replyEntry(req, try fs.lookup(parent: parent, name: name))
             } catch let error as FileSystemError where error == .notFound {
@@ -97,7 +95,7 @@ extension FUSESession {
             if let parent = FUSESession.control(parent) {
                 if directory { try tree.removeDirectory(parent: parent, name: name) } else { try tree.remove(parent: parent, name: name) }
             } else {
-                if parent == FUSE_ROOT_ID, name == FUSESession.controlName { throw FileSystemError(EBUSY) }
+                if FUSESession.isControlName(parent, name) { throw FileSystemError(EBUSY) }
                 try fs.remove(parent: parent, name: name, directory: directory)
             }
             fuse_reply_err(req, 0)
@@ -113,8 +111,9 @@ extension FUSESession {
             let name = try FUSESession.name(name), newName = try FUSESession.name(newName)
             // RENAME_WHITEOUT and whatever comes later are for overlay file systems.
             guard flags & ~3 == 0 else { throw FileSystemError.invalid }
-            if parent == FUSE_ROOT_ID, name == FUSESession.controlName { throw FileSystemError(EBUSY) }
-            if newParent == FUSE_ROOT_ID, newName == FUSESession.controlName { throw FileSystemError(EBUSY) }
+            if FUSESession.isControlName(parent, name) || FUSESession.isControlName(newParent, newName) {
+                throw FileSystemError(EBUSY)
+            }
             // RENAME_NOREPLACE is 1, RENAME_EXCHANGE 2 (linux/fs.h).
             try fs.rename(from: parent, name: name, to: newParent, newName: newName,
                           noReplace: flags & 1 != 0, exchange: flags & 2 != 0)
@@ -172,11 +171,7 @@ extension FUSESession {
                                                             caller: FUSESession.caller(req),
                                                             opening: FUSESession.writeOnly(info))
             prepare(info, policy!)
-            var entry = fuse_entry_param()
-            entry.ino = fuse_ino_t(attributes.st_ino)
-            entry.attr = attributes
-            entry.attr_timeout = FUSESession.cacheSeconds
-            entry.entry_timeout = FUSESession.cacheSeconds
+            var entry = FUSESession.entry(attributes, timeout: FUSESession.cacheSeconds)
             fuse_reply_create(req, &entry, info)
         }
     }
@@ -196,8 +191,9 @@ extension FUSESession {
         }
     }
 
-    /// Writes arrive as buffers libfuse may have spliced from the kernel
-    /// (a pipe holding the writer's pages): copied once, into pool pages.
+    /// Writes arrive in libfuse's buffer (fuse_buf_copy would also take a
+    /// spliced pipe, which the mount does not ask for): copied once, into
+    /// pool pages.
     func write(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ buffers: UnsafeMutablePointer<fuse_bufvec>?, _ offset: off_t) {
         guard let buffers else {
             fuse_reply_err(req, EINVAL)
@@ -273,28 +269,13 @@ extension FUSESession {
     func readdir(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offset: off_t, plus: Bool) {
         if let inode = FUSESession.control(inode) { return controlReaddir(req, inode, size, offset, plus: plus) }
         FUSESession.replying(req) {
-            try withUnsafeTemporaryAllocation(of: CChar.self, capacity: max(size, 1)) { buffer in
-                var used = 0
+            try DirectoryReply.send(req, size: size, plus: plus) { reply in
                 let extra = inode == FUSE_ROOT_ID ? (name: FUSESession.controlName, attributes: controlDirectory) : nil
-                try fs.listDirectory(inode, from: Int64(offset), extra: extra) { name, attributes, next in
-                    var st = attributes
-                    let needed: Int
-                    if plus {
-                        var entry = fuse_entry_param()
-                        entry.ino = fuse_ino_t(st.st_ino)
-                        entry.attr = st
-                        let cached = st.st_ino & UInt(FUSESession.controlBit) == 0
-                        entry.attr_timeout = cached ? FUSESession.cacheSeconds : 0
-                        entry.entry_timeout = entry.attr_timeout
-                        needed = fuse_add_direntry_plus(req, buffer.baseAddress! + used, size - used, name, &entry, off_t(next))
-                    } else {
-                        needed = fuse_add_direntry(req, buffer.baseAddress! + used, size - used, name, &st, off_t(next))
-                    }
-                    guard needed <= size - used else { return false }
-                    used += needed
-                    return true
+                try fs.listDirectory(inode, from: Int64(offset), extra: extra, attributes: plus) { name, attributes, next in
+                    // The control tree's ".pool" changes underneath: not kept.
+                    let kept = attributes.st_ino & UInt(FUSESession.controlBit) == 0
+                    return reply.add(name, attributes, next: off_t(next), timeout: kept ? FUSESession.cacheSeconds : 0)
                 }
-                fuse_reply_buf(req, buffer.baseAddress, used)
             }
         }
     }

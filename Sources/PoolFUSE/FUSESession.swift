@@ -71,7 +71,6 @@ public final class FUSESession: @unchecked Sendable {
         case .exists: EEXIST
         case .notFound: ENOENT
         case .notEmpty: ENOTEMPTY
-        case .busy: EBUSY
         case .invalid: EINVAL
         case .noSpace: ENOSPC
         }
@@ -82,17 +81,27 @@ public final class FUSESession: @unchecked Sendable {
         return String(cString: name)
     }
 
-    /// The root's ".pool" is the control tree's, never a file's.
-    static func refuseControlName(_ parent: fuse_ino_t, _ name: String) throws {
-        if parent == FUSE_ROOT_ID, name == controlName { throw FileSystemError.exists }
+    /// The root's ".pool", which is the control tree's, never a file's.
+    static func isControlName(_ parent: fuse_ino_t, _ name: String) -> Bool {
+        parent == FUSE_ROOT_ID && name == controlName
     }
 
-    func replyEntry(_ req: fuse_req_t?, _ attributes: stat, timeout: Double = cacheSeconds) {
+    static func refuseControlName(_ parent: fuse_ino_t, _ name: String) throws {
+        if isControlName(parent, name) { throw FileSystemError.exists }
+    }
+
+    /// A name and its attributes, for the kernel to keep `timeout` seconds.
+    static func entry(_ attributes: stat, timeout: Double) -> fuse_entry_param {
         var entry = fuse_entry_param()
         entry.ino = fuse_ino_t(attributes.st_ino)
         entry.attr = attributes
         entry.attr_timeout = timeout
         entry.entry_timeout = timeout
+        return entry
+    }
+
+    func replyEntry(_ req: fuse_req_t?, _ attributes: stat, timeout: Double = cacheSeconds) {
+        var entry = FUSESession.entry(attributes, timeout: timeout)
         fuse_reply_entry(req, &entry)
     }
 

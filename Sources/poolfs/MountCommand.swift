@@ -10,31 +10,27 @@ struct MountCommand: ParsableCommand {
         commandName: "mount",
         abstract: "Mount a pool: a file system whose files are pool pages, with the pool under MOUNTPOINT/.pool/.",
         discussion: """
-            Files and directories written under MOUNTPOINT live in the pool's pages, their
-            metadata in the pool too: what was written and closed survives an unmount and a
-            kill -9 of this process. MOUNTPOINT/.pool/ shows the pool's info, heaps, regions
-            and shelves as files. Goes to the background once mounted unless -f. Ctrl-C (with
-            -f), SIGTERM, `umount` or `fusermount3 -u MOUNTPOINT` unmount it. One mount per
+            Files and directories written under MOUNTPOINT live in the pool's pages, their \
+            metadata in the pool too: what was written and closed survives an unmount and a \
+            kill -9 of this process. MOUNTPOINT/.pool/ shows the pool's info, heaps, regions \
+            and shelves as files. Goes to the background once mounted unless -f. Ctrl-C (with \
+            -f), SIGTERM, `umount` or `fusermount3 -u MOUNTPOINT` unmount it. One mount per \
             pool at a time.
             """)
 
-    @Argument(help: "The pool's name.") var name: String
+    @OptionGroup var pool: PoolLocation
     @Argument(help: "An existing directory (it may hold files; they are hidden while mounted).")
     var mountpoint: String
-    @Option(name: .long, help: "Keep the pool at DIR/NAME instead of \(Pool.defaultHome)/NAME.") var path: String?
     @Flag(name: .customShort("f"), help: "Stay in the foreground.") var foreground = false
     @Option(name: .customShort("o"), help: "Mount options for libfuse (allow_other, …), comma-separated.")
     var options: String?
 
     func run() throws {
-        try reportingErrors {
-            try Mount.checkMountPoint(mountpoint)
-            let pool = try Pool.open(name: name, at: path)
-            defer { pool.close() }
-            try Mount.run(pool: pool, mountpoint: mountpoint, foreground: foreground,
+        try pool.withPool { opened in
+            try Mount.run(pool: opened, mountpoint: mountpoint, foreground: foreground,
                           options: options.map { $0.split(separator: ",").map(String.init) } ?? []) {
                 // One line, unbuffered: scripts and tests wait for it.
-                if foreground { FileOutput(descriptor: 1).write("mounted pool '\(name)' at \(mountpoint)\n") }
+                if foreground { FileOutput(descriptor: 1).write("mounted pool '\(pool.name)' at \(mountpoint)\n") }
             }
         }
     }
