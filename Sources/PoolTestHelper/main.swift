@@ -17,10 +17,15 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
+/// `what` failed with errno.
+func failErrno(_ what: String) -> Never {
+    fail("\(what): \(String(cString: strerror(errno)))")
+}
+
 let arguments = CommandLine.arguments
-guard arguments.count >= 4 else { fail("usage: PoolTestHelper storm|hold HOME NAME …") }
+guard arguments.count >= 3 else { fail("usage: PoolTestHelper storm|hold|heap-storm HOME NAME … | file-writer DIR") }
 let home = arguments[2]
-let name = arguments[3]
+let name = arguments.count > 3 ? arguments[3] : ""
 
 func openPool() -> Pool {
     do { return try Pool.open(name: name, at: home) } catch { fail("\(error)") }
@@ -253,21 +258,21 @@ func fileWriter(directory: String) -> Never {
         let bytes = fileBytes(index)
         let temporary = "\(directory)/tmp.\(index)"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { fail("open \(temporary): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { failErrno("open \(temporary)") }
         var written = 0
         while written < bytes.count {
             let piece = min(65536 + index % 3 * 4096, bytes.count - written)
             let n = bytes[written..<(written + piece)].withUnsafeBytes { write(fd, $0.baseAddress, piece) }
-            guard n > 0 else { fail("write \(temporary): \(String(cString: strerror(errno)))") }
+            guard n > 0 else { failErrno("write \(temporary)") }
             written += n
         }
-        guard close(fd) == 0 else { fail("close: \(String(cString: strerror(errno)))") }
-        guard rename(temporary, "\(directory)/f\(index)") == 0 else { fail("rename: \(String(cString: strerror(errno)))") }
+        guard close(fd) == 0 else { failErrno("close") }
+        guard rename(temporary, "\(directory)/f\(index)") == 0 else { failErrno("rename") }
         say("closed \(index)")
         if index % 5 == 4 {
             // Killed mid-unlink, the file may be gone or not: say which it is about.
             say("removing \(index - 2)")
-            guard unlink("\(directory)/f\(index - 2)") == 0 else { fail("unlink: \(String(cString: strerror(errno)))") }
+            guard unlink("\(directory)/f\(index - 2)") == 0 else { failErrno("unlink") }
             say("removed \(index - 2)")
         }
         index += 1

@@ -33,10 +33,12 @@ func status(_ path: String) -> stat? {
     return lstat(path, &st) == 0 ? st : nil
 }
 
-func freeBytes(_ path: String) -> UInt64 {
+/// Free bytes of the file system at `path`; -1 when statvfs fails (an
+/// expectation then fails, rather than the test process trapping).
+func freeBytes(_ path: String) -> Int {
     var st = statvfs()
-    precondition(statvfs(path, &st) == 0)
-    return UInt64(st.f_bfree) * UInt64(st.f_frsize)
+    guard statvfs(path, &st) == 0 else { return -1 }
+    return Int(st.f_bfree) * Int(st.f_frsize)
 }
 
 func pattern(_ count: Int, seed: Int) -> [UInt8] {
@@ -233,13 +235,14 @@ func writerBytes(_ index: Int) -> [UInt8] {
         let whileOpen = freeBytes(mounted.mountpoint)
         #expect(before - whileOpen == 8 * (64 << 10))
         close(fd)
-        // The release is asynchronous: wait for it through the file system itself.
+        // The release is asynchronous: poll the file system itself, up to 10 s.
+        let deadline = Date().addingTimeInterval(10)
         var freed = false
-        for _ in 0..<1000 where !freed {
+        while !freed && Date() < deadline {
             freed = freeBytes(mounted.mountpoint) - whileOpen == data.count
             if !freed { sched_yield() }
         }
-        #expect(freed)
+        #expect(freed, "\(freeBytes(mounted.mountpoint) - whileOpen) bytes came back, not \(data.count)")
     }
 
     @Test func aHundredThousandEntriesListWithStableOffsets() throws {
@@ -317,8 +320,8 @@ func writerBytes(_ index: Int) -> [UInt8] {
         let path = mounted.path("mapped")
         let fd = open(path, O_RDWR | O_CREAT, 0o644)
         #expect(fd >= 0 && ftruncate(fd, 65536) == 0)
-        let memory = try #require(mmap(nil, 65536, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0))
-        #expect(memory != MAP_FAILED)
+        let mapped = mmap(nil, 65536, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        let memory = try #require(mapped == MAP_FAILED ? nil : mapped, "mmap: \(String(cString: strerror(errno)))")
         var data = pattern(65536, seed: 6)
         memory.copyMemory(from: data, byteCount: data.count)
         #expect(msync(memory, 65536, MS_SYNC) == 0)
@@ -416,14 +419,19 @@ func writerBytes(_ index: Int) -> [UInt8] {
         for round in 0..<4 {
             let directory = mounted.path("round\(round)")
             #expect(mkdir(directory, 0o755) == 0)
-            let writer = try Child(builtExecutable("PoolTestHelper"), ["file-writer", directory, "-"])
+            let writer = try Child(builtExecutable("PoolTestHelper"), ["file-writer", directory])
             let stopAfter = Int.random(in: 3...40, using: &generator)
             var lines = 0
+            var closedThisRound = 0
+            var lastLine = ""
             func note(_ line: String) {
+                lastLine = line
                 let words = line.split(separator: " ")
                 guard words.count == 2, let i = Int(words[1]) else { return }
                 switch words[0] {
-                case "closed": closed[round * 100_000 + i] = true
+                case "closed":
+                    closed[round * 100_000 + i] = true
+                    closedThisRound += 1
                 case "removing": closed[round * 100_000 + i] = nil   // either way, if the kill comes now
                 case "removed": closed[round * 100_000 + i] = false
                 default: break
@@ -433,8 +441,14 @@ func writerBytes(_ index: Int) -> [UInt8] {
                 note(line)
                 lines += 1
             }
+            // The writer was working, not failing, when the kill came…
+            #expect(lines == stopAfter && !lastLine.hasPrefix("error") && closedThisRound >= 2, "\(lastLine)")
             mounted.killDaemon()
             while let line = writer.readLine() { note(line) }
+            // …and stopped only because the mount went away (its connection
+            // cut, or the directory gone once the dead mount was taken away).
+            let gone = ["not connected", "connection abort", "No such file or directory"]
+            #expect(lastLine.hasPrefix("error:") && gone.contains { lastLine.contains($0) }, "\(lastLine)")
             writer.wait()
             try mounted.remount()
             for (key, present) in closed {

@@ -20,6 +20,9 @@ private func describe(_ fs: FileSystem) throws -> [String] {
         for (name, st) in children.sorted(by: { $0.0 < $1.0 }) {
             let inode = UInt64(st.st_ino)
             var line = "\(path)/\(name) \(String(st.st_mode, radix: 8)) n\(st.st_nlink) s\(st.st_size)"
+                + " u\(st.st_uid) g\(st.st_gid) r\(st.st_rdev)"
+                + " m\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) c\(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"
+                + " a\(st.st_atim.tv_sec).\(st.st_atim.tv_nsec)"
             if st.st_mode & S_IFMT == S_IFREG {
                 let bytes = try fs.withReadSegments(inode, offset: 0, size: Int(st.st_size)) { segments in
                     segments.flatMap { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) }
@@ -67,11 +70,16 @@ private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offse
         _ = try fs.create(parent: docs, name: "link", mode: S_IFLNK | 0o777, target: "../b", caller: caller)
         try fs.rename(from: 1, name: "b", to: docs, newName: "b", noReplace: true, exchange: false)
         try fs.setXattr(a, name: "user.tag", value: Array("x".utf8), flags: 0)
+        // Owners, times and a device number must come back too.
+        _ = try fs.setAttributes(a, AttributeChange(uid: 1000, gid: 2000, atime: Timestamp(seconds: 5, nanoseconds: 6),
+                                                    mtime: Timestamp(seconds: 7, nanoseconds: 8)))
+        _ = try fs.create(parent: docs, name: "null", mode: S_IFCHR | 0o666, rdev: 0x103, caller: caller)
         let gone = UInt64(try fs.create(parent: 1, name: "gone", mode: S_IFREG | 0o644, caller: caller).st_ino)
         try write(fs, gone, Array(repeating: 1, count: 20_000))
         try fs.remove(parent: 1, name: "gone", directory: false)
         let before = try describe(fs)
-        #expect(before.count == 5)
+        #expect(before.count == 6)
+        #expect(before.contains { $0.hasPrefix("/a-too") && $0.contains(" u1000 g2000 ") && $0.contains(" m7.8 ") })
         fs = try remount(&pool, scratch)
         #expect(try describe(fs) == before)
         fs.unmount()
@@ -79,7 +87,7 @@ private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offse
         pool = try Pool.open(name: "model", at: scratch.path)
         let report = try #require(FileSystem.check(pool: pool, repair: false))
         #expect(report.problems.isEmpty && report.leftByCrash.isEmpty && report.unreferencedPages == 0)
-        #expect(report.files == 3 && report.directories == 2, "a (two names), b, link; the root and docs")
+        #expect(report.files == 4 && report.directories == 2, "a (two names), b, link, null; the root and docs")
         #expect(report.filePages == 6, "a: 3 pages and 1 at 50,000; b: 2 after its cut")
         pool.close()
     }

@@ -113,7 +113,12 @@ final class MountedPool {
     @Test func oneMountAtATimeAndClearErrors() throws {
         let mounted = try MountedPool()
         let poolfs = builtExecutable("poolfs")
-        let second = try run(poolfs, ["mount", "mnt", mounted.scratch.path, "-f", "--path", mounted.scratch.path])
+        // Without -f: were the second mount wrongly let through, it would go to
+        // the background (not block the test) and be taken away here.
+        let elsewhere = mounted.scratch.path + "/second"
+        try SystemCall.makeDirectories(elsewhere)
+        defer { _ = try? run("fusermount3", ["-u", "-z", elsewhere]) }
+        let second = try run(poolfs, ["mount", "mnt", elsewhere, "--path", mounted.scratch.path])
         #expect(second.status == 1)
         #expect(second.output == "poolfs: pool 'mnt' is already mounted by pid \(mounted.daemon.pid)")
         let missing = try run(poolfs, ["mount", "mnt", mounted.scratch.path + "/nope", "--path", mounted.scratch.path])
@@ -172,8 +177,8 @@ final class MountedPool {
         #expect(try run("truncate", ["-s", "64K", made]).status == 0)
         let madeFD = open(made, O_RDWR)
         #expect(madeFD >= 0 && ftruncate(madeFD, 1 << 20) == -1 && errno == EINVAL)
-        let mapped = try #require(mmap(nil, 65536, PROT_READ | PROT_WRITE, MAP_SHARED, madeFD, 0))
-        #expect(mapped != MAP_FAILED)
+        let mapping = mmap(nil, 65536, PROT_READ | PROT_WRITE, MAP_SHARED, madeFD, 0)
+        let mapped = try #require(mapping == MAP_FAILED ? nil : mapping, "mmap: \(String(cString: strerror(errno)))")
         mapped.storeBytes(of: 0x1234_5678, toByteOffset: 4096, as: UInt32.self)
         #expect(msync(mapped, 65536, MS_SYNC) == 0 && munmap(mapped, 65536) == 0)
         close(madeFD)
