@@ -24,7 +24,7 @@ let package = Package(
         .systemLibrary(name: "CNuma", pkgConfig: "numa",
                        providers: [.apt(["libnuma-dev"])]),
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3",
-                       providers: [.apt(["libfuse3-dev"])]),
+                       providers: [.apt(["libfuse3-dev", "liburing-dev"])]),
 
         .target(
             name: "PoolCore",

@@ -37,6 +37,30 @@ public final class FUSESession: @unchecked Sendable {
     }
 
     let handshake = InitHandshake()
+    /// libfuse's session, set before it runs: requests from rings go to it.
+    var fuseSession: OpaquePointer?
+    /// What to ask for at INIT when the kernel offers it.
+    var wantedFlags = InitHandshake.directIOAllowMmap | InitHandshake.overIOUring
+    let rings = Mutex<(queues: [RingQueue], watchdog: RingWatchdog?)>(([], nil))
+    /// A ring's payload: max_write, with room to spare.
+    static let ringPayload = (1 << 20) + 4096
+
+    func startRings(device: Int32) {
+        guard let fuseSession else { return }
+        let queues = RingQueue.start(device: device, session: fuseSession, payloadSize: FUSESession.ringPayload)
+        guard !queues.isEmpty else { return }
+        rings.withLock { $0 = (queues, RingWatchdog(watching: queues)) }
+    }
+
+    /// After the session's loop: the rings' threads end.
+    func stopRings() {
+        let (queues, watchdog) = rings.withLock { rings in
+            defer { rings = ([], nil) }
+            return rings
+        }
+        watchdog?.stop()
+        RingQueue.stop(queues)
+    }
 
     /// The control tree's inode behind a FUSE inode, if it is one.
     @inline(__always)

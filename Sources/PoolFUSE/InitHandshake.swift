@@ -4,68 +4,54 @@ import Synchronization
 import Glibc
 #endif
 
-/// Sits between libfuse and /dev/fuse for one thing: the INIT handshake.
-/// libfuse 3.14 cannot ask for FUSE_DIRECT_IO_ALLOW_MMAP (kernel 6.6+),
-/// which lets a file opened for direct I/O still be mapped shared, the
-/// kernel keeping the mapping's pages coherent with direct writes. When the
-/// kernel offers it, this adds it to libfuse's reply; every other request
-/// and reply passes through untouched.
+/// Sits between libfuse and /dev/fuse for the INIT handshake, and then
+/// for the replies of requests that came through a ring (RingQueue.swift).
+/// libfuse 3.14 cannot ask for two things newer kernels offer, so this adds
+/// them to its INIT reply:
+/// - FUSE_DIRECT_IO_ALLOW_MMAP (6.6+): a file opened for direct I/O may
+///   still be mapped shared, the kernel keeping the mapping's pages
+///   coherent with direct writes;
+/// - FUSE_OVER_IO_URING (6.14+, when the fuse module's enable_uring is
+///   set): requests come through per-CPU rings.
 final class InitHandshake: Sendable {
     /// The INIT request's id while its reply is awaited; 0 otherwise.
     private let pending = Atomic<UInt64>(0)
+    /// Of `wanted`, what the kernel offered in that request.
+    private let offered = Atomic<UInt32>(0)
 
     // linux/fuse.h
     static let initOpcode: UInt32 = 26
     static let initExtended: UInt32 = 1 << 30
     static let directIOAllowMmap: UInt32 = 1 << (36 - 32)   // in flags2
+    static let overIOUring: UInt32 = 1 << (41 - 32)          // in flags2
     static let inHeader = 40, outHeader = 16
     static let inFlags = inHeader + 12, inFlags2 = inHeader + 16
     static let outFlags = 12, outFlags2 = 32
 
-    /// Puts the handshake on `session`'s device, after fuse_session_mount.
-    static func install(on session: OpaquePointer) -> Bool {
-        var io = fuse_custom_io()
-        io.read = { fd, buffer, length, userdata in
-            let count = Glibc.read(fd, buffer, length)
-            if count >= InitHandshake.inFlags2 + 4, let buffer, let userdata {
-                FUSESession.from(userdata).handshake.sawRequest(UnsafeRawPointer(buffer))
-            }
-            return count
-        }
-        io.writev = { fd, vector, count, userdata in
-            if let vector, count >= 2, let userdata {
-                let session = FUSESession.from(userdata)
-                if session.handshake.willReply(UnsafeMutableBufferPointer(start: vector, count: Int(count))) {
-                    // Granted: every file opened from now on goes direct.
-                    session.fs.directIO.store(true, ordering: .releasing)
-                }
-            }
-            return Glibc.writev(fd, vector, count)
-        }
-        return fuse_session_custom_io(session, &io, fuse_session_fd(session)) == 0
-    }
-
-    private func sawRequest(_ request: UnsafeRawPointer) {
+    /// `wanted`: the flags2 bits to ask for if offered.
+    func sawRequest(_ request: UnsafeRawPointer, wanted: UInt32) {
         guard request.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == InitHandshake.initOpcode else { return }
         let flags = request.loadUnaligned(fromByteOffset: InitHandshake.inFlags, as: UInt32.self)
         let flags2 = request.loadUnaligned(fromByteOffset: InitHandshake.inFlags2, as: UInt32.self)
-        guard flags & InitHandshake.initExtended != 0, flags2 & InitHandshake.directIOAllowMmap != 0 else { return }
+        guard flags & InitHandshake.initExtended != 0, flags2 & wanted != 0 else { return }
+        offered.store(flags2 & wanted, ordering: .relaxed)
         pending.store(request.loadUnaligned(fromByteOffset: 8, as: UInt64.self), ordering: .releasing)
     }
 
-    /// Whether this reply was the INIT reply, now asking for the flag.
-    private func willReply(_ vector: UnsafeMutableBufferPointer<iovec>) -> Bool {
+    /// If this reply is the INIT reply: the flags2 bits it now asks for.
+    func willReply(_ vector: UnsafeMutableBufferPointer<iovec>) -> UInt32 {
         let unique = pending.load(ordering: .acquiring)
         guard unique != 0, let header = vector[0].iov_base, vector[0].iov_len >= InitHandshake.outHeader,
               header.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == unique,
               header.loadUnaligned(fromByteOffset: 4, as: Int32.self) == 0,
               let reply = vector[1].iov_base, vector[1].iov_len >= InitHandshake.outFlags2 + 4
-        else { return false }
+        else { return 0 }
         pending.store(0, ordering: .releasing)
+        let asked = offered.load(ordering: .relaxed)
         let flags = reply.loadUnaligned(fromByteOffset: InitHandshake.outFlags, as: UInt32.self)
         let flags2 = reply.loadUnaligned(fromByteOffset: InitHandshake.outFlags2, as: UInt32.self)
         reply.storeBytes(of: flags | InitHandshake.initExtended, toByteOffset: InitHandshake.outFlags, as: UInt32.self)
-        reply.storeBytes(of: flags2 | InitHandshake.directIOAllowMmap, toByteOffset: InitHandshake.outFlags2, as: UInt32.self)
-        return true
+        reply.storeBytes(of: flags2 | asked, toByteOffset: InitHandshake.outFlags2, as: UInt32.self)
+        return asked
     }
 }

@@ -8,6 +8,9 @@ import Glibc
 /// Mounting a pool: checks first (each failure one line), then libfuse's
 /// session in the order that works (NOTES.md), until unmounted or signalled.
 public enum Mount {
+    /// The mount option that keeps requests off io_uring (RingQueue.swift).
+    public static let noIOUring = "no_io_uring"
+
     /// What the mount point must be: an existing directory; /dev/fuse usable.
     public static func checkMountPoint(_ path: String) throws {
         var info = stat()
@@ -31,10 +34,15 @@ public enum Mount {
         try pool.lockForMount()
         let fs = try FileSystem(pool: pool)
         let session = FUSESession(fs: fs, tree: ControlTree(pool: pool))
+        // Ours, not libfuse's: requests through /dev/fuse only.
+        var options = options
+        if let index = options.firstIndex(of: noIOUring) {
+            options.remove(at: index)
+            session.wantedFlags &= ~InitHandshake.overIOUring
+        }
         var args = fuse_args(argc: 0, argv: nil, allocated: 0)
         defer { fuse_opt_free_args(&args) }
         // Named in /proc/mounts and df as poolfs:NAME of type fuse.poolfs.
-        var options = options
         if !options.contains(where: { $0.hasPrefix("fsname=") }) { options.append("fsname=poolfs:\(pool.name)") }
         if !options.contains(where: { $0.hasPrefix("subtype=") }) { options.append("subtype=poolfs") }
         // The kernel checks permission bits, as on tmpfs.
@@ -64,8 +72,9 @@ public enum Mount {
         guard fuse_session_mount(se, mountpoint) == 0 else {
             throw PoolError.system(call: "mount", path: mountpoint, errno: EIO)
         }
-        // Without it, files are written direct only by a sole write-only opener.
-        _ = InitHandshake.install(on: se)
+        // Without it, files are written direct only by a sole write-only
+        // opener, and requests come through /dev/fuse alone.
+        _ = DeviceIO.install(on: se, for: session)
         defer { fuse_session_unmount(se) }
         fuse_daemonize(foreground ? 1 : 0)
         pool.recordMountProcess()
@@ -74,6 +83,7 @@ public enum Mount {
         defer { fuse_loop_cfg_destroy(config) }
         fuse_loop_cfg_set_max_threads(config, 16)
         _ = withExtendedLifetime(session) { fuse_session_loop_mt(se, config) }
+        session.stopRings()
         fs.unmount()
     }
 }

@@ -22,7 +22,8 @@ struct MountCommand: ParsableCommand {
     @Argument(help: "An existing directory (it may hold files; they are hidden while mounted).")
     var mountpoint: String
     @Flag(name: .customShort("f"), help: "Stay in the foreground.") var foreground = false
-    @Option(name: .customShort("o"), help: "Mount options for libfuse (allow_other, …), comma-separated.")
+    @Option(name: .customShort("o"),
+            help: "Mount options, comma-separated: libfuse's (allow_other, …), and no_io_uring to serve requests through /dev/fuse alone.")
     var options: String?
 
     func run() throws {

@@ -1,0 +1,108 @@
+import CFuse
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One request slot of a FUSE ring queue (RingQueue.swift): the two buffers
+/// registered with the kernel, which writes a request into them and reads
+/// the reply back. The request is re-laid out as /dev/fuse delivers it, in
+/// room kept before the payload, so that libfuse dispatches it as usual.
+final class RingEntry {
+    unowned let queue: RingQueue
+    /// linux/fuse.h struct fuse_uring_req_header: the in/out header, the
+    /// operation's own header, then struct fuse_uring_ent_in_out.
+    let headers: UnsafeMutableRawPointer
+    /// `room` bytes for the headers of the re-laid request, then the payload.
+    let buffer: UnsafeMutableRawPointer
+    let payloadSize: Int
+    /// The two iovecs registered: headers and payload.
+    let vector: UnsafeMutablePointer<iovec>
+    /// The request being served: its id and whether it has been answered.
+    private(set) var unique: UInt64 = 0
+    private var commit: UInt64 = 0
+    private(set) var answered = true
+
+    static let headersSize = 4096, room = 4096
+    static let inHeader = 40, outHeader = 16, operationHeader = 128
+    static let entInOut = 256, commitOffset = entInOut + 8, payloadSizeOffset = entInOut + 16
+
+    var payload: UnsafeMutableRawPointer { buffer + RingEntry.room }
+
+    init?(queue: RingQueue, payloadSize: Int) {
+        let total = RingEntry.headersSize + RingEntry.room + payloadSize
+        guard let memory = mmap(nil, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              memory != MAP_FAILED
+        else { return nil }
+        self.queue = queue
+        self.payloadSize = payloadSize
+        headers = memory
+        buffer = memory + RingEntry.headersSize
+        vector = .allocate(capacity: 2)
+        vector[0] = iovec(iov_base: headers, iov_len: RingEntry.headersSize)
+        vector[1] = iovec(iov_base: buffer + RingEntry.room, iov_len: payloadSize)
+    }
+
+    deinit {
+        munmap(headers, RingEntry.headersSize + RingEntry.room + payloadSize)
+        vector.deallocate()
+    }
+
+    /// Hands the request the kernel put here to libfuse, which calls the
+    /// file system's handler; its reply comes back through `answer`.
+    func serve(_ session: OpaquePointer) {
+        let length = Int(headers.load(as: UInt32.self))
+        let payloadCount = Int(headers.load(fromByteOffset: RingEntry.payloadSizeOffset, as: UInt32.self))
+        unique = headers.load(fromByteOffset: 8, as: UInt64.self)
+        commit = headers.load(fromByteOffset: RingEntry.commitOffset, as: UInt64.self)
+        answered = false
+        let operation = length - RingEntry.inHeader - payloadCount
+        guard (0...RingEntry.operationHeader).contains(operation), payloadCount <= payloadSize else {
+            fail(EIO)
+            return
+        }
+        let start = payload - RingEntry.inHeader - operation
+        start.copyMemory(from: headers, byteCount: RingEntry.inHeader)
+        (start + RingEntry.inHeader).copyMemory(from: headers + RingEntry.operationHeader, byteCount: operation)
+        var request = fuse_buf(size: length, flags: fuse_buf_flags(rawValue: 0), mem: start, fd: -1, pos: 0)
+        fuse_session_process_buf(session, &request)
+        // libfuse answers every request it dispatches; should one slip
+        // through, the kernel must still hear back.
+        if !answered { fail(EIO) }
+    }
+
+    /// Takes libfuse's reply (out header, then the reply's pieces) if it is
+    /// for this entry's request; returns the bytes taken, or nil.
+    func answer(_ vector: UnsafePointer<iovec>, _ count: Int) -> Int? {
+        guard !answered, count >= 1, let header = vector[0].iov_base, vector[0].iov_len >= RingEntry.outHeader,
+              header.load(fromByteOffset: 8, as: UInt64.self) == unique
+        else { return nil }
+        var total = 0
+        for index in 1..<max(1, count) {
+            let piece = vector[index]
+            guard total + piece.iov_len <= payloadSize else { return fail(EINVAL) }
+            if let base = piece.iov_base { (payload + total).copyMemory(from: base, byteCount: piece.iov_len) }
+            total += piece.iov_len
+        }
+        headers.copyMemory(from: header, byteCount: RingEntry.outHeader)
+        headers.storeBytes(of: UInt32(RingEntry.outHeader + total), as: UInt32.self)
+        headers.storeBytes(of: UInt32(total), toByteOffset: RingEntry.payloadSizeOffset, as: UInt32.self)
+        send()
+        return RingEntry.outHeader + total
+    }
+
+    /// Answers the request with an error alone.
+    @discardableResult
+    private func fail(_ error: Int32) -> Int? {
+        headers.storeBytes(of: UInt32(RingEntry.outHeader), as: UInt32.self)
+        headers.storeBytes(of: -error, toByteOffset: 4, as: Int32.self)
+        headers.storeBytes(of: unique, toByteOffset: 8, as: UInt64.self)
+        headers.storeBytes(of: UInt32(0), toByteOffset: RingEntry.payloadSizeOffset, as: UInt32.self)
+        send()
+        return RingEntry.outHeader
+    }
+
+    private func send() {
+        answered = true
+        queue.commit(self, id: commit)
+    }
+}

@@ -1,0 +1,183 @@
+import CFuse
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// FUSE over io_uring (kernel 6.14+, with the fuse module's enable_uring
+/// set): one queue per CPU, served by a thread bound to that CPU. The
+/// kernel puts a request on the queue of the CPU that made it, so it is
+/// answered where it was asked, without waking another CPU for each round
+/// trip (in a VM the dearest part of a small request). Forgets, interrupts
+/// and INIT still come through /dev/fuse, served by libfuse's loop.
+///
+/// The threads run at idle priority, so that the scheduler wakes the
+/// requester on this same CPU (it counts a CPU running only idle-priority
+/// threads as free, and the requester preempts at once); and after a
+/// request a thread polls its ring a little before sleeping, which costs
+/// only time nothing else wants. A watchdog gives normal priority back to
+/// a thread kept from running while it has work (RingWatchdog.swift).
+final class RingQueue: @unchecked Sendable {
+    let index: Int
+    let device: Int32
+    let session: OpaquePointer
+    private let ring = UnsafeMutablePointer<io_uring>.allocate(capacity: 1)
+    private var entries: [RingEntry] = []
+    private let wake: Int32
+    private var thread = pthread_t()
+    private var running = false
+    /// The thread's id, for the watchdog to raise its priority.
+    let threadID = Atomic<Int32>(0)
+    /// When the thread last did anything; whether it is asleep in the ring.
+    let lastActive = Atomic<UInt64>(0)
+    let asleep = Atomic<Bool>(true)
+    /// Until when the thread keeps the normal priority the watchdog gave it
+    /// (0: idle priority): its CPU was busy with others, where idle priority
+    /// only delays requests.
+    let raisedUntil = Atomic<UInt64>(0)
+
+    /// Requests one CPU may have in flight at once.
+    static let depth = 4
+    /// How long a thread polls its ring after a request before sleeping.
+    static let pollNanoseconds: UInt64 = 50_000
+    // linux/fuse.h enum fuse_uring_cmd
+    static let register: UInt32 = 1, commitAndFetch: UInt32 = 2
+
+    private init(index: Int, device: Int32, session: OpaquePointer) {
+        self.index = index
+        self.device = device
+        self.session = session
+        wake = eventfd(0, Int32(EFD_CLOEXEC))
+    }
+
+    deinit {
+        ring.deallocate()
+        if wake >= 0 { close(wake) }
+    }
+
+    /// A queue for every CPU the kernel may run on, each serving from its
+    /// own thread; empty if any cannot start (the kernel then keeps using
+    /// /dev/fuse, as it does until every queue has registered).
+    static func start(device: Int32, session: OpaquePointer, payloadSize: Int) -> [RingQueue] {
+        let cpus = max(1, sysconf(Int32(_SC_NPROCESSORS_CONF)))
+        var queues: [RingQueue] = []
+        for index in 0..<cpus {
+            let queue = RingQueue(index: index, device: device, session: session)
+            for _ in 0..<depth {
+                guard let entry = RingEntry(queue: queue, payloadSize: payloadSize) else { break }
+                queue.entries.append(entry)
+            }
+            guard queue.wake >= 0, queue.entries.count == depth, queue.launch() else {
+                stop(queues)
+                return []
+            }
+            queues.append(queue)
+        }
+        return queues
+    }
+
+    static func stop(_ queues: [RingQueue]) {
+        for queue in queues { queue.stop() }
+    }
+
+    private func launch() -> Bool {
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let result = pthread_create(&thread, nil, { context in
+            let queue = Unmanaged<RingQueue>.fromOpaque(context!).takeRetainedValue()
+            queue.serve()
+            return nil
+        }, context)
+        if result != 0 {
+            Unmanaged<RingQueue>.fromOpaque(context).release()
+            return false
+        }
+        running = true
+        return true
+    }
+
+    private func stop() {
+        guard running else { return }
+        var one: UInt64 = 1
+        _ = write(wake, &one, MemoryLayout<UInt64>.size)
+        pthread_join(thread, nil)
+        running = false
+    }
+
+    /// The entry whose request this thread is serving, for DeviceIO's writev.
+    static var current: RingEntry? {
+        pthread_getspecific(key).map { Unmanaged<RingEntry>.fromOpaque($0).takeUnretainedValue() }
+    }
+
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    private func serve() {
+        let me = poolfs_thread_id()
+        poolfs_name_thread("poolfs-ring-\(index)")
+        threadID.store(me, ordering: .relaxed)
+        _ = poolfs_pin_to_cpu(Int32(index))
+        _ = poolfs_set_idle_priority(me, 1)
+        guard poolfs_ring_init(ring, UInt32(RingQueue.depth + 1)) == 0 else { return }
+        defer { io_uring_queue_exit(ring) }
+        for entry in entries {
+            _ = poolfs_ring_fuse_command(ring, device, RingQueue.register, UInt16(index), 0, entry.vector,
+                                         Unmanaged.passUnretained(entry).toOpaque())
+        }
+        _ = poolfs_ring_poll(ring, wake, nil)
+        var completion: UnsafeMutablePointer<io_uring_cqe>?
+        while true {
+            // Answers go to the kernel; then a short poll for the next request.
+            _ = io_uring_submit(ring)
+            let start = RingQueue.now()
+            var now = start
+            while io_uring_peek_cqe(ring, &completion) != 0, now - start < RingQueue.pollNanoseconds {
+                now = RingQueue.now()
+                lastActive.store(now, ordering: .relaxed)
+            }
+            if completion == nil {
+                let raised = raisedUntil.load(ordering: .relaxed)
+                if raised != 0, now > raised, raisedUntil.compareExchange(expected: raised, desired: 0, ordering: .relaxed).exchanged {
+                    _ = poolfs_set_idle_priority(me, 1)
+                }
+                asleep.store(true, ordering: .relaxed)
+                let result = poolfs_ring_next(ring, &completion)
+                asleep.store(false, ordering: .relaxed)
+                lastActive.store(RingQueue.now(), ordering: .relaxed)
+                if result == -EINTR { continue }
+                guard result == 0 else { return }
+            }
+            while let done = completion {
+                let data = io_uring_cqe_get_data(done)
+                let outcome = done.pointee.res
+                io_uring_cqe_seen(ring, done)
+                // The eventfd: the mount is ending. An error: the kernel
+                // refused the ring (it goes on with /dev/fuse) or the
+                // connection is gone.
+                guard let data, outcome >= 0 else { return }
+                let entry = Unmanaged<RingEntry>.fromOpaque(data).takeUnretainedValue()
+                lastActive.store(RingQueue.now(), ordering: .relaxed)
+                pthread_setspecific(RingQueue.key, data)
+                entry.serve(session)
+                pthread_setspecific(RingQueue.key, nil)
+                completion = nil
+                if io_uring_peek_cqe(ring, &completion) != 0 { completion = nil }
+            }
+        }
+    }
+
+    /// Queues the entry's answer and its request for the next one; sent
+    /// before the thread next polls or sleeps.
+    func commit(_ entry: RingEntry, id: UInt64) {
+        _ = poolfs_ring_fuse_command(ring, device, RingQueue.commitAndFetch, UInt16(index), id, nil,
+                                     Unmanaged.passUnretained(entry).toOpaque())
+    }
+
+    static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+}
