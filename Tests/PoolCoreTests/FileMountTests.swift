@@ -446,8 +446,9 @@ func writerBytes(_ index: Int) -> [UInt8] {
             mounted.killDaemon()
             while let line = writer.readLine() { note(line) }
             // …and stopped only because the mount went away (its connection
-            // cut, or the directory gone once the dead mount was taken away).
-            let gone = ["not connected", "connection abort", "No such file or directory"]
+            // cut, a request on a ring canceled with the ring, or the
+            // directory gone once the dead mount was taken away).
+            let gone = ["not connected", "connection abort", "Operation canceled", "No such file or directory"]
             #expect(lastLine.hasPrefix("error:") && gone.contains { lastLine.contains($0) }, "\(lastLine)")
             writer.wait()
             try mounted.remount()

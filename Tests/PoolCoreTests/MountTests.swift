@@ -8,21 +8,24 @@ final class MountedPool {
     let scratch = Scratch()
     let name: String
     let mountpoint: String
+    let options: [String]
     private(set) var daemon: Child
 
-    init(name: String = "mnt", size: UInt64 = 32 << 20, pageSize: UInt64 = 4096,
+    /// `options`: poolfs mount's arguments after the mount point (-o …).
+    init(name: String = "mnt", size: UInt64 = 32 << 20, pageSize: UInt64 = 4096, options: [String] = [],
          configure: (Pool) throws -> Void = { _ in }) throws {
         self.name = name
+        self.options = options
         let pool = try Pool.create(name: name, size: size, pageSize: pageSize, at: scratch.path)
         try configure(pool)
         pool.close()
         mountpoint = scratch.path + "/mountpoint"
         try SystemCall.makeDirectories(mountpoint)
-        daemon = try MountedPool.start(name, mountpoint, scratch.path)
+        daemon = try MountedPool.start(name, mountpoint, scratch.path, options)
     }
 
-    private static func start(_ name: String, _ mountpoint: String, _ home: String) throws -> Child {
-        let daemon = try Child(builtExecutable("poolfs"), ["mount", name, mountpoint, "-f", "--path", home])
+    private static func start(_ name: String, _ mountpoint: String, _ home: String, _ options: [String]) throws -> Child {
+        let daemon = try Child(builtExecutable("poolfs"), ["mount", name, mountpoint, "-f", "--path", home] + options)
         let line = daemon.readLine() ?? "<nothing>"
         guard line.hasPrefix("mounted pool") else {
             throw PoolError.system(call: "mount: \(line)", path: mountpoint, errno: EIO)
@@ -40,7 +43,7 @@ final class MountedPool {
 
     func remount() throws {
         unmount()
-        daemon = try MountedPool.start(name, mountpoint, scratch.path)
+        daemon = try MountedPool.start(name, mountpoint, scratch.path, options)
     }
 
     /// kill -9 of the mount process, then the dead mount taken away.

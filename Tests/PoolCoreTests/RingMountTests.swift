@@ -1,0 +1,95 @@
+import Foundation
+import Testing
+@testable import PoolCore
+
+/// The mount's two ways of hearing from the kernel: per-CPU io_uring rings
+/// (kernel 6.14+, when the fuse module's enable_uring is Y, as scripts/test
+/// sets it) and /dev/fuse alone (`-o no_io_uring`, and every older kernel).
+@Suite(.serialized) struct RingMountTests {
+    static let knob = "/sys/module/fuse/parameters/enable_uring"
+    static var ringsAllowed: Bool {
+        (try? String(contentsOfFile: knob, encoding: .utf8))?.hasPrefix("Y") ?? false
+    }
+
+    /// The daemon's threads by name (comm), with the times they were
+    /// scheduled in so far (third field of schedstat).
+    static func threads(of pid: pid_t) -> [(name: String, slices: Int)] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.compactMap { task in
+            guard let name = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8),
+                  let schedule = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/schedstat", encoding: .utf8),
+                  let slices = schedule.split(separator: " ").dropFirst(2).first.flatMap({ Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
+            else { return nil }
+            return (name.trimmingCharacters(in: .whitespacesAndNewlines), slices)
+        }
+    }
+
+    static func slices(_ threads: [(name: String, slices: Int)], rings: Bool) -> Int {
+        threads.filter { $0.name.hasPrefix("poolfs-ring-") == rings }.reduce(0) { $0 + $1.slices }
+    }
+
+    /// Reads `count` 4 KiB blocks (each a request: files are opened for
+    /// direct I/O) and checks each against `bytes`.
+    static func readBlocks(_ path: String, _ bytes: [UInt8], count: Int) throws {
+        let descriptor = open(path, O_RDONLY)
+        #expect(descriptor >= 0)
+        defer { close(descriptor) }
+        var block = [UInt8](repeating: 0, count: 4096)
+        let blocks = bytes.count / 4096
+        for index in 0..<count {
+            let at = (index * 7919) % blocks * 4096
+            #expect(pread(descriptor, &block, 4096, off_t(at)) == 4096)
+            if block[...] != bytes[at..<(at + 4096)] {
+                Issue.record("block at \(at) differs")
+                return
+            }
+        }
+    }
+
+    @Test(.enabled(if: RingMountTests.ringsAllowed, "the fuse module's enable_uring is not Y"))
+    func requestsAreAnsweredOnTheRingOfEachCPU() throws {
+        let mounted = try MountedPool()
+        let bytes = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 7) }
+        #expect(FileManager.default.createFile(atPath: mounted.path("blocks"), contents: Data(bytes)))
+        let before = RingMountTests.threads(of: mounted.daemon.pid)
+        // One ring thread per CPU the kernel may run on.
+        #expect(before.filter { $0.name.hasPrefix("poolfs-ring-") }.count == sysconf(Int32(_SC_NPROCESSORS_CONF)))
+        try RingMountTests.readBlocks(mounted.path("blocks"), bytes, count: 2000)
+        let after = RingMountTests.threads(of: mounted.daemon.pid)
+        let ring = RingMountTests.slices(after, rings: true) - RingMountTests.slices(before, rings: true)
+        let device = RingMountTests.slices(after, rings: false) - RingMountTests.slices(before, rings: false)
+        // Each read ran a ring thread; /dev/fuse's threads stayed asleep.
+        #expect(ring >= 2000, "ring threads scheduled \(ring) times, /dev/fuse threads \(device)")
+        #expect(device < 200, "ring threads scheduled \(ring) times, /dev/fuse threads \(device)")
+    }
+
+    @Test func devFuseAloneNeedsNoRings() throws {
+        let mounted = try MountedPool(options: ["-o", "no_io_uring"])
+        let bytes = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 40503 >> 3) }
+        #expect(FileManager.default.createFile(atPath: mounted.path("blocks"), contents: Data(bytes)))
+        try RingMountTests.readBlocks(mounted.path("blocks"), bytes, count: 500)
+        #expect(!RingMountTests.threads(of: mounted.daemon.pid).contains { $0.name.hasPrefix("poolfs-ring-") })
+    }
+
+    /// The same files, whichever way requests come: bytes, names and sizes
+    /// through writes of every size, a rename, a truncate and a remount.
+    @Test(arguments: [[String](), ["-o", "no_io_uring"]])
+    func bothWaysKeepFilesWhole(options: [String]) throws {
+        let mounted = try MountedPool(size: 64 << 20, options: options)
+        var generator = SystemRandomNumberGenerator()
+        let big = (0..<(5 << 20) + 123).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let source = mounted.scratch.path + "/source"
+        #expect(FileManager.default.createFile(atPath: source, contents: Data(big)))
+        #expect(try run("cp", [source, mounted.path("big")]).status == 0)
+        #expect(try run("cmp", [source, mounted.path("big")]).status == 0)
+        let small = "a few bytes\n"
+        try small.write(toFile: mounted.path("small"), atomically: false, encoding: .utf8)
+        #expect(try run("mv", [mounted.path("small"), mounted.path("renamed")]).status == 0)
+        #expect(truncate(mounted.path("big"), 3 << 20) == 0)
+        try mounted.remount()
+        #expect(mounted.text("renamed") == small)
+        let kept = FileManager.default.contents(atPath: mounted.path("big"))
+        #expect(kept == Data(big[..<(3 << 20)]))
+        #expect(mounted.list("").filter { $0 != ".pool" } == ["big", "renamed"])
+    }
+}
