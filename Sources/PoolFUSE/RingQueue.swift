@@ -13,10 +13,11 @@ import Glibc
 ///
 /// The threads run at idle priority, so that the scheduler wakes the
 /// requester on this same CPU (it counts a CPU running only idle-priority
-/// threads as free, and the requester preempts at once); and after a
-/// request a thread polls its ring a little before sleeping, which costs
-/// only time nothing else wants. A watchdog gives normal priority back to
-/// a thread kept from running while it has work (RingWatchdog.swift).
+/// threads as free, and the requester preempts at once). A watchdog gives
+/// normal priority back to a thread kept from running while it has work
+/// (RingWatchdog.swift). Polling the ring for a while after each request
+/// was measured and not kept: no faster, and a runnable poller on its CPU
+/// makes the other CPU pull the requester away.
 final class RingQueue: @unchecked Sendable {
     let index: Int
     let device: Int32
@@ -38,8 +39,6 @@ final class RingQueue: @unchecked Sendable {
 
     /// Requests one CPU may have in flight at once.
     static let depth = 4
-    /// How long a thread polls its ring after a request before sleeping.
-    static let pollNanoseconds: UInt64 = 50_000
     // linux/fuse.h enum fuse_uring_cmd
     static let register: UInt32 = 1, commitAndFetch: UInt32 = 2
 
@@ -129,26 +128,17 @@ final class RingQueue: @unchecked Sendable {
         _ = poolfs_ring_poll(ring, wake, nil)
         var completion: UnsafeMutablePointer<io_uring_cqe>?
         while true {
-            // Answers go to the kernel; then a short poll for the next request.
-            _ = io_uring_submit(ring)
-            let start = RingQueue.now()
-            var now = start
-            while io_uring_peek_cqe(ring, &completion) != 0, now - start < RingQueue.pollNanoseconds {
-                now = RingQueue.now()
-                lastActive.store(now, ordering: .relaxed)
+            // Answers go to the kernel as the thread waits for the next request.
+            let raised = raisedUntil.load(ordering: .relaxed)
+            if raised != 0, RingQueue.now() > raised,
+               raisedUntil.compareExchange(expected: raised, desired: 0, ordering: .relaxed).exchanged {
+                _ = poolfs_set_idle_priority(me, 1)
             }
-            if completion == nil {
-                let raised = raisedUntil.load(ordering: .relaxed)
-                if raised != 0, now > raised, raisedUntil.compareExchange(expected: raised, desired: 0, ordering: .relaxed).exchanged {
-                    _ = poolfs_set_idle_priority(me, 1)
-                }
-                asleep.store(true, ordering: .relaxed)
-                let result = poolfs_ring_next(ring, &completion)
-                asleep.store(false, ordering: .relaxed)
-                lastActive.store(RingQueue.now(), ordering: .relaxed)
-                if result == -EINTR { continue }
-                guard result == 0 else { return }
-            }
+            asleep.store(true, ordering: .relaxed)
+            let result = poolfs_ring_next(ring, &completion)
+            asleep.store(false, ordering: .relaxed)
+            if result == -EINTR { continue }
+            guard result == 0 else { return }
             while let done = completion {
                 let data = io_uring_cqe_get_data(done)
                 let outcome = done.pointee.res
