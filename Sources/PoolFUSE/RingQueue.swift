@@ -115,6 +115,7 @@ final class RingQueue: @unchecked Sendable {
 
     private func serve() {
         let me = poolfs_thread_id()
+        lastActive.store(RingQueue.now(), ordering: .relaxed)
         poolfs_name_thread("poolfs-ring-\(index)")
         threadID.store(me, ordering: .relaxed)
         _ = poolfs_pin_to_cpu(Int32(index))

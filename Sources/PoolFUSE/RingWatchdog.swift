@@ -12,16 +12,21 @@ import Glibc
 /// normal priority for `raise` (a busy CPU tends to stay busy).
 final class RingWatchdog: @unchecked Sendable {
     private let queues: [RingQueue]
-    private let stopping = Atomic<Bool>(false)
+    /// Written once to stop the watchdog at once, not at its next look.
+    private let stopping = eventfd(0, Int32(EFD_CLOEXEC))
     private var thread = pthread_t()
     private var running = false
+    /// Each queue's thread's /proc stat file, opened once (-1 until then).
+    private var statFiles: [Int32]
 
-    static let periodNanoseconds = 20_000_000
+    static let periodMilliseconds: Int32 = 20
     static let patienceNanoseconds: UInt64 = 10_000_000
     static let raiseNanoseconds: UInt64 = 1_000_000_000
 
     init(watching queues: [RingQueue]) {
         self.queues = queues
+        statFiles = Array(repeating: -1, count: queues.count)
+        guard stopping >= 0 else { return }
         let context = Unmanaged.passRetained(self).toOpaque()
         if pthread_create(&thread, nil, { context in
             Unmanaged<RingWatchdog>.fromOpaque(context!).takeRetainedValue().watch()
@@ -33,25 +38,32 @@ final class RingWatchdog: @unchecked Sendable {
         }
     }
 
+    deinit {
+        if stopping >= 0 { close(stopping) }
+        for file in statFiles where file >= 0 { close(file) }
+    }
+
     func stop() {
         guard running else { return }
-        stopping.store(true, ordering: .relaxed)
+        var one: UInt64 = 1
+        _ = write(stopping, &one, MemoryLayout<UInt64>.size)
         pthread_join(thread, nil)
         running = false
     }
 
     private func watch() {
-        var period = timespec(tv_sec: 0, tv_nsec: RingWatchdog.periodNanoseconds)
-        while !stopping.load(ordering: .relaxed) {
-            nanosleep(&period, nil)
+        var stop = pollfd(fd: stopping, events: Int16(POLLIN), revents: 0)
+        while true {
+            let ready = poll(&stop, 1, RingWatchdog.periodMilliseconds)
+            if ready > 0 || (ready < 0 && errno != EINTR) { return }
             let now = RingQueue.now()
-            for queue in queues where queue.raisedUntil.load(ordering: .relaxed) == 0 {
+            for (index, queue) in queues.enumerated() where queue.raisedUntil.load(ordering: .relaxed) == 0 {
                 let last = queue.lastActive.load(ordering: .relaxed)
                 guard now > last, now - last > RingWatchdog.patienceNanoseconds else { continue }
                 let thread = queue.threadID.load(ordering: .relaxed)
                 // Asleep in the ring, it has no request, unless the kernel
                 // has woken it for one (runnable, state R).
-                if queue.asleep.load(ordering: .relaxed) && !RingWatchdog.isRunnable(thread) { continue }
+                if queue.asleep.load(ordering: .relaxed) && !isRunnable(thread, index) { continue }
                 queue.raisedUntil.store(now + RingWatchdog.raiseNanoseconds, ordering: .relaxed)
                 _ = poolfs_set_idle_priority(thread, 0)
             }
@@ -60,12 +72,12 @@ final class RingWatchdog: @unchecked Sendable {
 
     /// Whether this process's thread `id` is runnable: the state in
     /// /proc/self/task/ID/stat, after the parenthesised name.
-    static func isRunnable(_ id: Int32) -> Bool {
-        let descriptor = open("/proc/self/task/\(id)/stat", O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { return false }
-        defer { close(descriptor) }
+    private func isRunnable(_ id: Int32, _ index: Int) -> Bool {
+        if statFiles[index] < 0, id != 0 { statFiles[index] = open("/proc/self/task/\(id)/stat", O_RDONLY | O_CLOEXEC) }
+        let file = statFiles[index]
+        guard file >= 0 else { return false }
         return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 256) { buffer in
-            let count = read(descriptor, buffer.baseAddress, buffer.count)
+            let count = pread(file, buffer.baseAddress, buffer.count, 0)
             guard count > 0, let close = buffer[..<count].lastIndex(of: UInt8(ascii: ")")),
                   close + 2 < count else { return false }
             return buffer[close + 2] == UInt8(ascii: "R")
