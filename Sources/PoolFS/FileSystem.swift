@@ -28,6 +28,8 @@ public final class FileSystem: @unchecked Sendable {
     /// Every open of a file bypasses the kernel's page cache: set once the
     /// kernel has agreed to keep shared mappings coherent with that.
     public let directIO = Atomic<Bool>(false)
+    /// Reads move access times (FileSystem+Access.swift); off for `noatime`.
+    public let accessTimes = Atomic<Bool>(true)
     let tree = ReadWriteLock()
     /// Heaps by table number, opened once.
     private var heaps: [Int: Heap] = [:]

@@ -188,7 +188,15 @@ extension FUSESession {
             try fs.withReadSegments(inode, offset: UInt64(offset), size: size) { segments in
                 _ = fuse_reply_iov(req, segments.baseAddress, Int32(segments.count))
             }
+            noteAccess(inode)
         }
+    }
+
+    /// After a read of bytes or entries: relatime (FileSystem+Access.swift),
+    /// and the kernel told when its cached atime went stale.
+    func noteAccess(_ inode: fuse_ino_t) {
+        guard fs.accessed(inode), let fuseSession else { return }
+        _ = fuse_lowlevel_notify_inval_inode(fuseSession, inode, -1, 0)
     }
 
     /// Writes arrive in libfuse's buffer (fuse_buf_copy would also take a
@@ -269,6 +277,7 @@ extension FUSESession {
     func readdir(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offset: off_t, plus: Bool) {
         if let inode = FUSESession.control(inode) { return controlReaddir(req, inode, size, offset, plus: plus) }
         FUSESession.replying(req) {
+            defer { if offset == 0 { noteAccess(inode) } }
             try DirectoryReply.send(req, size: size, plus: plus) { reply in
                 let extra = inode == FUSE_ROOT_ID ? (name: FUSESession.controlName, attributes: controlDirectory) : nil
                 try fs.listDirectory(inode, from: Int64(offset), extra: extra, attributes: plus) { name, attributes, next in

@@ -40,6 +40,8 @@ public enum Mount {
             options.remove(at: index)
             session.wantedFlags &= ~InitHandshake.overIOUring
         }
+        // Also the kernel's: reads leave access times alone.
+        if options.contains("noatime") { fs.accessTimes.store(false, ordering: .relaxed) }
         var args = fuse_args(argc: 0, argv: nil, allocated: 0)
         defer { fuse_opt_free_args(&args) }
         // Named in /proc/mounts and df as poolfs:NAME of type fuse.poolfs.
