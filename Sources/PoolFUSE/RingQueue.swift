@@ -37,8 +37,10 @@ final class RingQueue: @unchecked Sendable {
     /// only delays requests.
     let raisedUntil = Atomic<UInt64>(0)
 
-    /// Requests one CPU may have in flight at once.
-    static let depth = 4
+    /// Requests waiting on one CPU's ring (more wait in the kernel): the
+    /// thread answers one at a time, so more would only hold memory, a
+    /// payload of max_write each.
+    static let depth = 2
     // linux/fuse.h enum fuse_uring_cmd
     static let register: UInt32 = 1, commitAndFetch: UInt32 = 2
 
