@@ -121,7 +121,11 @@ final class RingQueue: @unchecked Sendable {
         poolfs_name_thread("poolfs-ring-\(index)")
         threadID.store(me, ordering: .relaxed)
         _ = poolfs_pin_to_cpu(Int32(index))
-        _ = poolfs_set_idle_priority(me, 1)
+        // Idle priority only where the watchdog can take it back: without
+        // privilege (RLIMIT_NICE), a thread cannot leave SCHED_IDLE.
+        if poolfs_set_idle_priority(me, 1) == 0, poolfs_set_idle_priority(me, 0) == 0 {
+            _ = poolfs_set_idle_priority(me, 1)
+        }
         guard poolfs_ring_init(ring, UInt32(RingQueue.depth + 1)) == 0 else { return }
         defer { io_uring_queue_exit(ring) }
         for entry in entries {
