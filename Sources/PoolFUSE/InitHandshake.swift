@@ -4,15 +4,14 @@ import Synchronization
 import Glibc
 #endif
 
-/// Sits between libfuse and /dev/fuse for the INIT handshake, and then
-/// for the replies of requests that came through a ring (RingQueue.swift).
-/// libfuse 3.14 cannot ask for two things newer kernels offer, so this adds
-/// them to its INIT reply:
+/// The INIT handshake, seen on its way through DeviceIO. libfuse 3.14
+/// cannot ask for two things newer kernels offer, so this adds them to its
+/// INIT reply:
 /// - FUSE_DIRECT_IO_ALLOW_MMAP (6.6+): a file opened for direct I/O may
 ///   still be mapped shared, the kernel keeping the mapping's pages
 ///   coherent with direct writes;
 /// - FUSE_OVER_IO_URING (6.14+, when the fuse module's enable_uring is
-///   set): requests come through per-CPU rings.
+///   set): requests come through per-CPU rings (RingQueue.swift).
 final class InitHandshake: Sendable {
     /// The INIT request's id while its reply is awaited; 0 otherwise.
     private let pending = Atomic<UInt64>(0)

@@ -144,23 +144,27 @@ final class RingQueue: @unchecked Sendable {
             asleep.store(true, ordering: .relaxed)
             let result = poolfs_ring_next(ring, &completion)
             asleep.store(false, ordering: .relaxed)
-            if result == -EINTR { continue }
+            if result == -EINTR || result == -EAGAIN { continue }
             guard result == 0 else { return }
             while let done = completion {
                 let data = io_uring_cqe_get_data(done)
                 let outcome = done.pointee.res
                 io_uring_cqe_seen(ring, done)
-                // The eventfd: the mount is ending. An error: the kernel
-                // refused the ring (it goes on with /dev/fuse) or the
-                // connection is gone.
-                guard let data, outcome >= 0 else { return }
+                // The next one stays put in the ring until seen.
+                if io_uring_peek_cqe(ring, &completion) != 0 { completion = nil }
+                // The eventfd: the mount is ending.
+                guard let data else { return }
+                guard outcome >= 0 else {
+                    if outcome == -ENOTCONN || outcome == -ECONNABORTED || outcome == -ENODEV { return }
+                    // The kernel refused this entry (a refused registration:
+                    // it goes on with /dev/fuse); the others still serve.
+                    continue
+                }
                 let entry = Unmanaged<RingEntry>.fromOpaque(data).takeUnretainedValue()
                 lastActive.store(RingQueue.now(), ordering: .relaxed)
                 pthread_setspecific(RingQueue.key, data)
                 entry.serve(session)
                 pthread_setspecific(RingQueue.key, nil)
-                completion = nil
-                if io_uring_peek_cqe(ring, &completion) != 0 { completion = nil }
             }
         }
     }
@@ -168,8 +172,13 @@ final class RingQueue: @unchecked Sendable {
     /// Queues the entry's answer and its request for the next one; sent
     /// before the thread next polls or sleeps.
     func commit(_ entry: RingEntry, id: UInt64) {
-        _ = poolfs_ring_fuse_command(ring, device, RingQueue.commitAndFetch, UInt16(index), id, nil,
-                                     Unmanaged.passUnretained(entry).toOpaque())
+        let data = Unmanaged.passUnretained(entry).toOpaque()
+        // The ring has a slot per entry, so it is full only if others wait
+        // unsent: send them, then this.
+        if poolfs_ring_fuse_command(ring, device, RingQueue.commitAndFetch, UInt16(index), id, nil, data) != 0 {
+            _ = io_uring_submit(ring)
+            _ = poolfs_ring_fuse_command(ring, device, RingQueue.commitAndFetch, UInt16(index), id, nil, data)
+        }
     }
 
     static func now() -> UInt64 {
