@@ -55,6 +55,31 @@ private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offse
 }
 
 @Suite struct FileSystemModelTests {
+    /// relatime: a read moves atime once per change of the file, never its
+    /// ctime, and the moved time is logged.
+    @Test func readsMoveAccessTimeOncePerChange() throws {
+        let scratch = Scratch()
+        var pool = try Pool.create(name: "model", size: 16 << 20, pageSize: 4096, at: scratch.path)
+        defer { pool.close() }
+        var fs = try FileSystem(pool: pool)
+        let file = UInt64(try fs.create(parent: 1, name: "f", mode: S_IFREG | 0o644, caller: caller).st_ino)
+        try write(fs, file, Array("bytes".utf8))
+        let written = try fs.attributes(of: file)
+        #expect(fs.accessed(file))
+        let read = try fs.attributes(of: file)
+        #expect((read.st_atim.tv_sec, read.st_atim.tv_nsec) > (written.st_mtim.tv_sec, written.st_mtim.tv_nsec))
+        #expect(read.st_ctim.tv_sec == written.st_ctim.tv_sec && read.st_ctim.tv_nsec == written.st_ctim.tv_nsec)
+        #expect(!fs.accessed(file))
+        try write(fs, file, Array("more".utf8), at: 5)
+        #expect(fs.accessed(file))
+        let again = try fs.attributes(of: file)
+        fs.accessTimes.store(false, ordering: .relaxed)
+        try write(fs, file, Array("!".utf8), at: 9)
+        #expect(!fs.accessed(file))
+        fs = try remount(&pool, scratch)
+        #expect(try fs.attributes(of: file).st_atim.tv_nsec == again.st_atim.tv_nsec)
+    }
+
     @Test func theLogReplaysToTheSameTree() throws {
         let scratch = Scratch()
         var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
