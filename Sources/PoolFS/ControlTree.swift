@@ -1,5 +1,6 @@
 import Foundation
 import PoolCore
+import Synchronization
 
 /// The pool as files, under MOUNTPOINT/.pool/ (DESIGN.md's mounted tree):
 /// `info`, `info.json`, `heaps/HEAP/{stats,policy}`, `regions/REGION`,
@@ -7,6 +8,8 @@ import PoolCore
 /// are live. No FUSE types here: the adapter asks, this answers.
 public final class ControlTree: @unchecked Sendable {
     public let pool: Pool
+    /// How the mount's requests arrive, for `info`: the adapter says.
+    public let requests = Mutex("/dev/fuse")
 
     public init(pool: Pool) { self.pool = pool }
 
@@ -119,9 +122,9 @@ public final class ControlTree: @unchecked Sendable {
     /// A file's text, made now.
     public func contents(_ inode: UInt64) -> [UInt8]? {
         switch inode {
-        case ControlTree.info: return Array(pool.info().report.utf8)
+        case ControlTree.info: return Array((pool.info().report + "requests   \(requests.withLock { $0 })\n").utf8)
         case ControlTree.infoJSON:
-            return Array((JSONText.encode(pool.info()) + "\n").utf8)
+            return Array((JSONText.encode(MountInfo(pool: pool.info(), requests: requests.withLock { $0 })) + "\n").utf8)
         case ControlTree.heapBase..<ControlTree.regionBase:
             guard let heap = pool.heap(id: Int((inode - ControlTree.heapBase) / 4)) else { return nil }
             switch (inode - ControlTree.heapBase) % 4 {
@@ -253,5 +256,25 @@ public final class ControlTree: @unchecked Sendable {
 
     public func isRegion(_ inode: UInt64) -> Bool {
         (inode >= ControlTree.regionBase && inode < ControlTree.shelfBase) || inode >= ControlTree.pendingBase
+    }
+}
+
+/// `info.json`: the pool's info, and how the mount's requests arrive, as
+/// one object.
+struct MountInfo: Encodable {
+    let pool: PoolInfo
+    let requests: String
+
+    func encode(to encoder: Encoder) throws {
+        try pool.encode(to: encoder)
+        var container = encoder.container(keyedBy: Key.self)
+        try container.encode(requests, forKey: Key(stringValue: "requests"))
+    }
+
+    struct Key: CodingKey {
+        let stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
     }
 }

@@ -47,8 +47,15 @@ public final class FUSESession: @unchecked Sendable {
 
     func startRings(device: Int32) {
         guard let fuseSession else { return }
-        let queues = RingQueue.start(device: device, session: fuseSession, payloadSize: FUSESession.ringPayload)
-        guard !queues.isEmpty else { return }
+        let tree = self.tree
+        tree.requests.withLock { $0 = "io_uring, a ring per CPU" }
+        let queues = RingQueue.start(device: device, session: fuseSession, payloadSize: FUSESession.ringPayload) { error in
+            tree.requests.withLock { $0 = "/dev/fuse (the kernel refused a ring: \(String(cString: strerror(error))))" }
+        }
+        guard !queues.isEmpty else {
+            tree.requests.withLock { $0 = "/dev/fuse (no ring could start)" }
+            return
+        }
         rings.withLock { $0 = (queues, RingWatchdog(watching: queues)) }
     }
 

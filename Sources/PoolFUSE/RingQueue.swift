@@ -22,6 +22,8 @@ final class RingQueue: @unchecked Sendable {
     let index: Int
     let device: Int32
     let session: OpaquePointer
+    /// Told when the kernel refuses an entry (with its errno).
+    let refused: @Sendable (Int32) -> Void
     private let ring = UnsafeMutablePointer<io_uring>.allocate(capacity: 1)
     private var entries: [RingEntry] = []
     private let wake: Int32
@@ -44,10 +46,11 @@ final class RingQueue: @unchecked Sendable {
     // linux/fuse.h enum fuse_uring_cmd
     static let register: UInt32 = 1, commitAndFetch: UInt32 = 2
 
-    private init(index: Int, device: Int32, session: OpaquePointer) {
+    private init(index: Int, device: Int32, session: OpaquePointer, refused: @escaping @Sendable (Int32) -> Void) {
         self.index = index
         self.device = device
         self.session = session
+        self.refused = refused
         wake = eventfd(0, Int32(EFD_CLOEXEC))
     }
 
@@ -59,11 +62,12 @@ final class RingQueue: @unchecked Sendable {
     /// A queue for every CPU the kernel may run on, each serving from its
     /// own thread; empty if any cannot start (the kernel then keeps using
     /// /dev/fuse, as it does until every queue has registered).
-    static func start(device: Int32, session: OpaquePointer, payloadSize: Int) -> [RingQueue] {
+    static func start(device: Int32, session: OpaquePointer, payloadSize: Int,
+                      refused: @escaping @Sendable (Int32) -> Void) -> [RingQueue] {
         let cpus = max(1, sysconf(Int32(_SC_NPROCESSORS_CONF)))
         var queues: [RingQueue] = []
         for index in 0..<cpus {
-            let queue = RingQueue(index: index, device: device, session: session)
+            let queue = RingQueue(index: index, device: device, session: session, refused: refused)
             for _ in 0..<depth {
                 guard let entry = RingEntry(queue: queue, payloadSize: payloadSize) else { break }
                 queue.entries.append(entry)
@@ -158,6 +162,7 @@ final class RingQueue: @unchecked Sendable {
                     if outcome == -ENOTCONN || outcome == -ECONNABORTED || outcome == -ENODEV { return }
                     // The kernel refused this entry (a refused registration:
                     // it goes on with /dev/fuse); the others still serve.
+                    refused(-outcome)
                     continue
                 }
                 let entry = Unmanaged<RingEntry>.fromOpaque(data).takeUnretainedValue()

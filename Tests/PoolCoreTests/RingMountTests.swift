@@ -61,6 +61,9 @@ import Testing
         // Each read ran a ring thread; /dev/fuse's threads stayed asleep.
         #expect(ring >= 2000, "ring threads scheduled \(ring) times, /dev/fuse threads \(device)")
         #expect(device < 200, "ring threads scheduled \(ring) times, /dev/fuse threads \(device)")
+        // And the pool says so.
+        #expect(mounted.text(".pool/info")?.contains("\nrequests   io_uring, a ring per CPU\n") == true)
+        #expect(mounted.text(".pool/info.json")?.contains("\"requests\" : \"io_uring, a ring per CPU\"") == true)
     }
 
     @Test func devFuseAloneNeedsNoRings() throws {
@@ -69,6 +72,7 @@ import Testing
         #expect(FileManager.default.createFile(atPath: mounted.path("blocks"), contents: Data(bytes)))
         try RingMountTests.readBlocks(mounted.path("blocks"), bytes, count: 500)
         #expect(!RingMountTests.threads(of: mounted.daemon.pid).contains { $0.name.hasPrefix("poolfs-ring-") })
+        #expect(mounted.text(".pool/info")?.contains("\nrequests   /dev/fuse\n") == true)
     }
 
     /// The same files, whichever way requests come: bytes, names and sizes
