@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -79,6 +80,13 @@ static inline int poolfs_set_idle_priority(int tid, int idle) {
     struct sched_param param;
     memset(&param, 0, sizeof param);
     return sched_setscheduler(tid, idle ? 5 : SCHED_OTHER, &param);
+}
+
+// Whether this thread may go back from SCHED_IDLE to SCHED_OTHER: root,
+// or an RLIMIT_NICE (hidden without _GNU_SOURCE, 13) that allows nice 0.
+static inline int poolfs_may_leave_idle_priority(void) {
+    struct rlimit limit;
+    return geteuid() == 0 || (getrlimit((__rlimit_resource_t)13, &limit) == 0 && limit.rlim_cur >= 20);
 }
 
 static inline int poolfs_pin_to_cpu(int cpu) {

@@ -24,14 +24,17 @@ enum DeviceIO {
             if let entry = RingQueue.current, let taken = entry.answer(vector, Int(count)) { return taken }
             guard count >= 2, let userdata else { return Glibc.writev(fd, vector, count) }
             let session = FUSESession.from(userdata)
-            let granted = session.handshake.willReply(UnsafeMutableBufferPointer(mutating: UnsafeBufferPointer(start: vector, count: Int(count))))
+            let reply = UnsafeMutableBufferPointer(mutating: UnsafeBufferPointer(start: vector, count: Int(count)))
+            let granted = session.handshake.willReply(reply) { session.prepareRings(device: fd) }
             if granted & InitHandshake.directIOAllowMmap != 0 {
                 // Every file opened from now on goes direct.
                 session.fs.directIO.store(true, ordering: .releasing)
             }
             let written = Glibc.writev(fd, vector, count)
-            // The kernel has taken the INIT reply: rings may register now.
-            if granted & InitHandshake.overIOUring != 0, written > 0 { session.startRings(device: fd) }
+            if granted & InitHandshake.overIOUring != 0 {
+                // The kernel has taken the INIT reply: rings may register now.
+                if written > 0 { session.startRings() } else { session.stopRings() }
+            }
             return written
         }
         return fuse_session_custom_io(se, &io, fuse_session_fd(se)) == 0

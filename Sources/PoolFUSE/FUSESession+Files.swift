@@ -185,10 +185,11 @@ extension FUSESession {
             guard offset >= 0 else { throw FileSystemError.invalid }
             // Straight from the pool's pages: the kernel copies from them
             // while the file system keeps them from being freed.
+            // Before the reply: a stat after the read sees the new atime.
+            noteAccess(inode)
             try fs.withReadSegments(inode, offset: UInt64(offset), size: size) { segments in
                 _ = fuse_reply_iov(req, segments.baseAddress, Int32(segments.count))
             }
-            noteAccess(inode)
         }
     }
 
@@ -277,7 +278,7 @@ extension FUSESession {
     func readdir(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offset: off_t, plus: Bool) {
         if let inode = FUSESession.control(inode) { return controlReaddir(req, inode, size, offset, plus: plus) }
         FUSESession.replying(req) {
-            defer { if offset == 0 { noteAccess(inode) } }
+            if offset == 0 && noteDirectoryAccess { noteAccess(inode) }
             try DirectoryReply.send(req, size: size, plus: plus) { reply in
                 let extra = inode == FUSE_ROOT_ID ? (name: FUSESession.controlName, attributes: controlDirectory) : nil
                 try fs.listDirectory(inode, from: Int64(offset), extra: extra, attributes: plus) { name, attributes, next in

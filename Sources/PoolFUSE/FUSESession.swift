@@ -39,24 +39,37 @@ public final class FUSESession: @unchecked Sendable {
     let handshake = InitHandshake()
     /// libfuse's session, set before it runs: requests from rings go to it.
     var fuseSession: OpaquePointer?
+    /// Whether listing a directory moves its atime (not with nodiratime).
+    var noteDirectoryAccess = true
     /// What to ask for at INIT when the kernel offers it.
     var wantedFlags = InitHandshake.directIOAllowMmap | InitHandshake.overIOUring
     let rings = Mutex<(queues: [RingQueue], watchdog: RingWatchdog?)>(([], nil))
     /// A ring's payload: max_write, with room to spare.
     static let ringPayload = (1 << 20) + 4096
 
-    func startRings(device: Int32) {
-        guard let fuseSession else { return }
+    /// Before the INIT reply: a ring for every CPU, or none (then the
+    /// reply does not ask for rings).
+    func prepareRings(device: Int32) -> Bool {
+        guard let fuseSession else { return false }
         let tree = self.tree
-        tree.requests.withLock { $0 = "io_uring, a ring per CPU" }
-        let queues = RingQueue.start(device: device, session: fuseSession, payloadSize: FUSESession.ringPayload) { error in
+        let queues = RingQueue.prepare(device: device, session: fuseSession, payloadSize: FUSESession.ringPayload) { error in
             tree.requests.withLock { $0 = "/dev/fuse (the kernel refused a ring: \(String(cString: strerror(error))))" }
         }
         guard !queues.isEmpty else {
-            tree.requests.withLock { $0 = "/dev/fuse (no ring could start)" }
-            return
+            tree.requests.withLock { $0 = "/dev/fuse (no ring could be made)" }
+            return false
         }
-        rings.withLock { $0 = (queues, RingWatchdog(watching: queues)) }
+        rings.withLock { $0 = (queues, nil) }
+        return true
+    }
+
+    /// After the INIT reply: the rings register and serve.
+    func startRings() {
+        tree.requests.withLock { $0 = "io_uring, a ring per CPU" }
+        rings.withLock { rings in
+            RingQueue.go(rings.queues)
+            rings.watchdog = RingWatchdog(watching: rings.queues)
+        }
     }
 
     /// After the session's loop: the rings' threads end.

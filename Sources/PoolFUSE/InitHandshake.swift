@@ -38,7 +38,8 @@ final class InitHandshake: Sendable {
     }
 
     /// If this reply is the INIT reply: the flags2 bits it now asks for.
-    func willReply(_ vector: UnsafeMutableBufferPointer<iovec>) -> UInt32 {
+    /// Rings are asked for only if `ringsReady` says they are.
+    func willReply(_ vector: UnsafeMutableBufferPointer<iovec>, ringsReady: () -> Bool) -> UInt32 {
         let unique = pending.load(ordering: .acquiring)
         guard unique != 0, let header = vector[0].iov_base, vector[0].iov_len >= InitHandshake.outHeader,
               header.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == unique,
@@ -46,7 +47,8 @@ final class InitHandshake: Sendable {
               let reply = vector[1].iov_base, vector[1].iov_len >= InitHandshake.outFlags2 + 4
         else { return 0 }
         pending.store(0, ordering: .releasing)
-        let asked = offered.load(ordering: .relaxed)
+        var asked = offered.load(ordering: .relaxed)
+        if asked & InitHandshake.overIOUring != 0 && !ringsReady() { asked &= ~InitHandshake.overIOUring }
         let flags = reply.loadUnaligned(fromByteOffset: InitHandshake.outFlags, as: UInt32.self)
         let flags2 = reply.loadUnaligned(fromByteOffset: InitHandshake.outFlags2, as: UInt32.self)
         reply.storeBytes(of: flags | InitHandshake.initExtended, toByteOffset: InitHandshake.outFlags, as: UInt32.self)

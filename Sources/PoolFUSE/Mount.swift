@@ -36,12 +36,13 @@ public enum Mount {
         let session = FUSESession(fs: fs, tree: ControlTree(pool: pool))
         // Ours, not libfuse's: requests through /dev/fuse only.
         var options = options
-        if let index = options.firstIndex(of: noIOUring) {
-            options.remove(at: index)
+        if options.contains(noIOUring) {
+            options.removeAll { $0 == noIOUring }
             session.wantedFlags &= ~InitHandshake.overIOUring
         }
         // Also the kernel's: reads leave access times alone.
         if options.contains("noatime") { fs.accessTimes.store(false, ordering: .relaxed) }
+        if options.contains("nodiratime") { session.noteDirectoryAccess = false }
         var args = fuse_args(argc: 0, argv: nil, allocated: 0)
         defer { fuse_opt_free_args(&args) }
         // Named in /proc/mounts and df as poolfs:NAME of type fuse.poolfs.

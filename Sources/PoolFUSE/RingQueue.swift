@@ -59,20 +59,28 @@ final class RingQueue: @unchecked Sendable {
         if wake >= 0 { close(wake) }
     }
 
-    /// A queue for every CPU the kernel may run on, each serving from its
-    /// own thread; empty if any cannot start (the kernel then keeps using
-    /// /dev/fuse, as it does until every queue has registered).
-    static func start(device: Int32, session: OpaquePointer, payloadSize: Int,
-                      refused: @escaping @Sendable (Int32) -> Void) -> [RingQueue] {
-        let cpus = max(1, sysconf(Int32(_SC_NPROCESSORS_CONF)))
+    /// A queue for every CPU the kernel may run on, its ring made and its
+    /// thread started, waiting for `go`. Called before the INIT reply: once
+    /// the kernel has been told to use rings it holds every request until
+    /// each queue has registered, so rings are asked for only if all are
+    /// ready (empty otherwise).
+    static func prepare(device: Int32, session: OpaquePointer, payloadSize: Int,
+                        refused: @escaping @Sendable (Int32) -> Void) -> [RingQueue] {
         var queues: [RingQueue] = []
-        for index in 0..<cpus {
+        for index in 0..<RingQueue.possibleCPUs() {
             let queue = RingQueue(index: index, device: device, session: session, refused: refused)
             for _ in 0..<depth {
                 guard let entry = RingEntry(queue: queue, payloadSize: payloadSize) else { break }
                 queue.entries.append(entry)
             }
-            guard queue.wake >= 0, queue.entries.count == depth, queue.launch() else {
+            guard queue.wake >= 0, queue.entries.count == depth,
+                  poolfs_ring_init(queue.ring, UInt32(depth + 1)) == 0
+            else {
+                stop(queues)
+                return []
+            }
+            guard queue.launch() else {
+                io_uring_queue_exit(queue.ring)
                 stop(queues)
                 return []
             }
@@ -81,8 +89,33 @@ final class RingQueue: @unchecked Sendable {
         return queues
     }
 
+    /// The INIT reply is out: the threads register their entries.
+    static func go(_ queues: [RingQueue]) {
+        for queue in queues { queue.signal(RingQueue.go) }
+    }
+
     static func stop(_ queues: [RingQueue]) {
         for queue in queues { queue.stop() }
+    }
+
+    /// What a thread reads from `wake` before it starts: go, or leave.
+    static let go: UInt64 = 1, leave: UInt64 = 2
+
+    /// The kernel's number of possible CPUs (num_possible_cpus), which is
+    /// how many queues it waits for: /sys/devices/system/cpu/possible, a
+    /// list like "0-3,6".
+    static func possibleCPUs() -> Int {
+        var text = [UInt8](repeating: 0, count: 256)
+        let file = open("/sys/devices/system/cpu/possible", O_RDONLY | O_CLOEXEC)
+        let length = file < 0 ? -1 : read(file, &text, text.count)
+        if file >= 0 { close(file) }
+        guard length > 0 else { return max(1, sysconf(Int32(_SC_NPROCESSORS_CONF))) }
+        var count = 0
+        for range in text[..<length].split(whereSeparator: { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\n") }) {
+            let bounds = range.split(separator: UInt8(ascii: "-")).compactMap { Int(String(decoding: $0, as: UTF8.self)) }
+            count += bounds.count == 2 ? bounds[1] - bounds[0] + 1 : bounds.count
+        }
+        return max(1, count)
     }
 
     private func launch() -> Bool {
@@ -100,10 +133,16 @@ final class RingQueue: @unchecked Sendable {
         return true
     }
 
+    private func signal(_ value: UInt64) {
+        var value = value
+        _ = write(wake, &value, MemoryLayout<UInt64>.size)
+    }
+
+    /// Before `go`, the thread leaves at once; after, the ring's poll on
+    /// `wake` ends its loop.
     private func stop() {
         guard running else { return }
-        var one: UInt64 = 1
-        _ = write(wake, &one, MemoryLayout<UInt64>.size)
+        signal(RingQueue.leave)
         pthread_join(thread, nil)
         running = false
     }
@@ -125,13 +164,13 @@ final class RingQueue: @unchecked Sendable {
         poolfs_name_thread("poolfs-ring-\(index)")
         threadID.store(me, ordering: .relaxed)
         _ = poolfs_pin_to_cpu(Int32(index))
-        // Idle priority only where the watchdog can take it back: without
-        // privilege (RLIMIT_NICE), a thread cannot leave SCHED_IDLE.
-        if poolfs_set_idle_priority(me, 1) == 0, poolfs_set_idle_priority(me, 0) == 0 {
-            _ = poolfs_set_idle_priority(me, 1)
-        }
-        guard poolfs_ring_init(ring, UInt32(RingQueue.depth + 1)) == 0 else { return }
+        // Idle priority only where the watchdog can take it back: leaving
+        // SCHED_IDLE needs root or an RLIMIT_NICE that allows nice 0.
+        if poolfs_may_leave_idle_priority() != 0 { _ = poolfs_set_idle_priority(me, 1) }
         defer { io_uring_queue_exit(ring) }
+        var start: UInt64 = 0
+        while read(wake, &start, MemoryLayout<UInt64>.size) < 0 && errno == EINTR {}
+        guard start == RingQueue.go else { return }
         for entry in entries {
             _ = poolfs_ring_fuse_command(ring, device, RingQueue.register, UInt16(index), 0, entry.vector,
                                          Unmanaged.passUnretained(entry).toOpaque())
@@ -141,23 +180,34 @@ final class RingQueue: @unchecked Sendable {
         while true {
             // Answers go to the kernel as the thread waits for the next request.
             let raised = raisedUntil.load(ordering: .relaxed)
-            if raised != 0, RingQueue.now() > raised,
-               raisedUntil.compareExchange(expected: raised, desired: 0, ordering: .relaxed).exchanged {
+            if raised != 0, RingQueue.now() > raised {
+                // Idle first, then say so: the watchdog raises only threads
+                // it sees at idle priority.
                 _ = poolfs_set_idle_priority(me, 1)
+                raisedUntil.store(0, ordering: .relaxed)
             }
             asleep.store(true, ordering: .relaxed)
             let result = poolfs_ring_next(ring, &completion)
             asleep.store(false, ordering: .relaxed)
             if result == -EINTR || result == -EAGAIN { continue }
-            guard result == 0 else { return }
+            guard result == 0 else {
+                // The kernel would go on queueing this CPU's requests here:
+                // keep trying, unless the mount is ending.
+                var ending = pollfd(fd: wake, events: Int16(POLLIN), revents: 0)
+                if poll(&ending, 1, 1) > 0 { return }
+                continue
+            }
             while let done = completion {
                 let data = io_uring_cqe_get_data(done)
                 let outcome = done.pointee.res
                 io_uring_cqe_seen(ring, done)
                 // The next one stays put in the ring until seen.
                 if io_uring_peek_cqe(ring, &completion) != 0 { completion = nil }
-                // The eventfd: the mount is ending.
-                guard let data else { return }
+                // The eventfd: the mount is ending (answers given go out).
+                guard let data else {
+                    _ = io_uring_submit(ring)
+                    return
+                }
                 guard outcome >= 0 else {
                     if outcome == -ENOTCONN || outcome == -ECONNABORTED || outcome == -ENODEV { return }
                     // The kernel refused this entry (a refused registration:
