@@ -59,7 +59,7 @@ extension Pool {
 
     /// The heap with table number `id`, if it lives.
     public func heap(id: Int) -> Heap? {
-        guard id >= 0, id < Layout.Heaps.capacity, core.heapIsLive(id) else { return nil }
+        guard heapExists(id: id) else { return nil }
         return Heap(pool: self, name: core.heapName(id), index: id)
     }
 

@@ -37,12 +37,17 @@ public struct NodeSet: Hashable, Sendable, CustomStringConvertible, ExpressibleB
 
     /// The nodes this machine has, from sysfs (`0` where sysfs says nothing).
     public static var online: NodeSet {
-        guard let fd = Optional(open("/sys/devices/system/node/online", O_RDONLY)), fd >= 0 else { return [0] }
+        reading("/sys/devices/system/node/online") ?? [0]
+    }
+
+    /// A list in this form read from a sysfs file (CPU lists share it).
+    public static func reading(_ path: String) -> NodeSet? {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return nil }
         defer { close(fd) }
         var buffer = [UInt8](repeating: 0, count: 4096)
         let n = read(fd, &buffer, buffer.count)
-        let text = String(decoding: buffer[0..<max(n, 0)], as: UTF8.self).trimmingWhitespace()
-        return (try? NodeSet(parsing: text)) ?? [0]
+        return try? NodeSet(parsing: String(decoding: buffer[0..<max(n, 0)], as: UTF8.self).trimmingWhitespace())
     }
 }
 

@@ -6,16 +6,19 @@
 extension FileSystem {
     static let relatimeSeconds: Int64 = 24 * 3600
 
-    static func accessDue(_ record: InodeRecord, now: Timestamp) -> Bool {
+    /// The clock is read only when the times alone do not decide.
+    static func accessDue(_ record: InodeRecord, now: @autoclosure () -> Timestamp) -> Bool {
         record.atime <= record.mtime || record.atime <= record.ctime
-            || now.seconds - record.atime.seconds >= relatimeSeconds
+            || now().seconds - record.atime.seconds >= relatimeSeconds
     }
 
     /// Notes a read of the inode's bytes or entries; true when its atime
-    /// moved (the kernel's cached attributes are then stale).
+    /// moved (the kernel's cached attributes are then stale). File reads
+    /// call it only when `withReadSegmentsUnlessAccessDue` said it was due.
     public func accessed(_ number: UInt64) -> Bool {
         guard accessTimes.load(ordering: .relaxed) else { return false }
         let now = Timestamp.now()
+        // Shared locks first: a directory listed again needs no more.
         let due = (try? tree.reading {
             let inode = try inode(number)
             return inode.lock.reading { FileSystem.accessDue(inode.record, now: now) }

@@ -15,10 +15,25 @@ extension FileSystem {
     /// for holes. The pages cannot be freed until `body` returns.
     public func withReadSegments<R>(_ number: UInt64, offset: UInt64, size: Int,
                                     _ body: (UnsafeBufferPointer<iovec>) -> R) throws -> R {
+        try withReadSegments(number, offset: offset, size: size, unlessAccessDue: false, body)!
+    }
+
+    /// The same, but nil without running `body` when this read must first
+    /// move the file's atime (FileSystem+Access.swift): the caller calls
+    /// `accessed`, then reads. A usual read finds and locks the inode once.
+    public func withReadSegmentsUnlessAccessDue<R>(_ number: UInt64, offset: UInt64, size: Int,
+                                                   _ body: (UnsafeBufferPointer<iovec>) -> R) throws -> R? {
+        try withReadSegments(number, offset: offset, size: size,
+                             unlessAccessDue: accessTimes.load(ordering: .relaxed), body)
+    }
+
+    private func withReadSegments<R>(_ number: UInt64, offset: UInt64, size: Int, unlessAccessDue: Bool,
+                                     _ body: (UnsafeBufferPointer<iovec>) -> R) throws -> R? {
         try tree.reading {
             let inode = try inode(number)
             return try inode.lock.reading {
                 guard !inode.isDirectory else { throw FileSystemError.isDirectory }
+                if unlessAccessDue && FileSystem.accessDue(inode.record, now: .now()) { return nil }
                 let fileSize = inode.record.size
                 guard offset < fileSize, size > 0 else { return body(UnsafeBufferPointer(start: nil, count: 0)) }
                 let end = min(fileSize, offset + UInt64(size))
@@ -193,12 +208,7 @@ extension FileSystem {
     /// Zeroes the bytes past the end of the file inside its last run (and
     /// in runs wholly past it), so that growing the file reads zeros.
     func zeroBeyondSize(_ inode: Inode) {
-        let size = inode.record.size
-        for extent in inode.extents.extents where extent.end << pageShift > size {
-            let start = extent.page << pageShift
-            let from = max(size, start)
-            pages.zero(extent.address, at: from - start, count: Int((extent.end << pageShift) - from))
-        }
+        zero(inode, from: inode.record.size, to: .max)
     }
 
     /// Zeroes `[from, to)` of the file where it has pages.

@@ -64,10 +64,12 @@ extension FileSystem {
         guard value.count <= FileSystem.maximumXattrValue else { throw FileSystemError(E2BIG) }
         try tree.writing {
             let inode = try inode(number)
-            if let current = computed(name, inode) {
+            // Only the heap of the computed ones can be set: the others are
+            // refused without being computed (nodes asks the kernel page by page).
+            if shown(inode).contains(name) {
                 guard flags & 1 == 0 else { throw FileSystemError.exists }
-                if current == value { return }
                 guard name == FileSystem.heapAttribute else { throw FileSystemError.notSupported }
+                if computed(name, inode) == value { return }
                 let heapName = String(decoding: value, as: UTF8.self)
                 guard let heap = try? pool.openHeap(name: heapName) else { throw FileSystemError.invalid }
                 // A file's pages stay where they are: only an empty file moves.
@@ -85,7 +87,7 @@ extension FileSystem {
     public func removeXattr(_ number: UInt64, name: String) throws {
         try tree.writing {
             let inode = try inode(number)
-            if computed(name, inode) != nil { throw FileSystemError.notSupported }
+            if shown(inode).contains(name) { throw FileSystemError.notSupported }
             guard inode.xattrs[name] != nil else { throw FileSystemError.noAttribute }
             try commit(.removeXattr(inode: number, name: name, time: .now()))
         }

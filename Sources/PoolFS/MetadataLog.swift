@@ -51,9 +51,9 @@ final class MetadataLog: @unchecked Sendable {
         try pool.load(at: chunk.advanced(by: field))
     }
 
+    /// Made durable by the store itself (Pool.store persists).
     private func setWord(_ chunk: GlobalAddress, _ field: UInt64, _ value: UInt64) throws {
         try pool.store(value, at: chunk.advanced(by: field))
-        try pool.persist(at: chunk.advanced(by: field), count: 8)
     }
 
     /// The chain starting at `head`, each chunk's records handed to `body`.
@@ -135,8 +135,8 @@ final class MetadataLog: @unchecked Sendable {
         }
         let tail = chunks.last!
         let at = tail.advanced(by: UInt64(MetadataLog.headerSize + committed))
+        // Pool.write persists the record before the committed word covers it.
         try record.withUnsafeBytes { try pool.write(at: at, from: $0) }
-        try pool.persist(at: at, count: record.count)
         committed += record.count
         bytes += record.count
         try setWord(tail, Field.committed, UInt64(committed))

@@ -7,6 +7,9 @@ import Glibc
 /// way (InitHandshake.swift), and a reply to a request that came through a
 /// ring goes back through that ring (RingEntry.swift).
 enum DeviceIO {
+    /// linux/fuse.h: struct fuse_in_header and struct fuse_out_header.
+    static let inHeader = 40, outHeader = 16
+
     /// Puts itself on `se`'s device, after fuse_session_mount.
     static func install(on se: OpaquePointer, for session: FUSESession) -> Bool {
         session.fuseSession = se

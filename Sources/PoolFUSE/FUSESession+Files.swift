@@ -185,10 +185,13 @@ extension FUSESession {
             guard offset >= 0 else { throw FileSystemError.invalid }
             // Straight from the pool's pages: the kernel copies from them
             // while the file system keeps them from being freed.
-            // Before the reply: a stat after the read sees the new atime.
-            noteAccess(inode)
-            try fs.withReadSegments(inode, offset: UInt64(offset), size: size) { segments in
-                _ = fuse_reply_iov(req, segments.baseAddress, Int32(segments.count))
+            let reply = { (segments: UnsafeBufferPointer<iovec>) in
+                fuse_reply_iov(req, segments.baseAddress, Int32(segments.count))
+            }
+            if try fs.withReadSegmentsUnlessAccessDue(inode, offset: UInt64(offset), size: size, reply) == nil {
+                // Before the reply: a stat after the read sees the new atime.
+                noteAccess(inode)
+                _ = try fs.withReadSegments(inode, offset: UInt64(offset), size: size, reply)
             }
         }
     }

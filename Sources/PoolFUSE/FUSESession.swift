@@ -44,8 +44,10 @@ public final class FUSESession: @unchecked Sendable {
     /// What to ask for at INIT when the kernel offers it.
     var wantedFlags = InitHandshake.directIOAllowMmap | InitHandshake.overIOUring
     let rings = Mutex<(queues: [RingQueue], watchdog: RingWatchdog?)>(([], nil))
+    /// The largest write (and read) a request carries.
+    static let maxWrite = 1 << 20
     /// A ring's payload: max_write, with room to spare.
-    static let ringPayload = (1 << 20) + 4096
+    static let ringPayload = maxWrite + 4096
 
     /// Before the INIT reply: a ring for every CPU, or none (then the
     /// reply does not ask for rings).
@@ -68,7 +70,8 @@ public final class FUSESession: @unchecked Sendable {
         tree.requests.withLock { $0 = "io_uring, a ring per CPU" }
         rings.withLock { rings in
             RingQueue.go(rings.queues)
-            rings.watchdog = RingWatchdog(watching: rings.queues)
+            // Nothing to watch where the threads keep normal priority.
+            if rings.queues.contains(where: \.idlePriority) { rings.watchdog = RingWatchdog(watching: rings.queues) }
         }
     }
 
@@ -203,7 +206,7 @@ public final class FUSESession: @unchecked Sendable {
         let want = UInt32(bitPattern: FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ
             | FUSE_CAP_AUTO_INVAL_DATA)
         connection.pointee.want &= ~want
-        connection.pointee.max_write = 1 << 20
-        connection.pointee.max_readahead = 1 << 20
+        connection.pointee.max_write = UInt32(maxWrite)
+        connection.pointee.max_readahead = UInt32(maxWrite)
     }
 }

@@ -23,8 +23,7 @@ final class InitHandshake: Sendable {
     static let initExtended: UInt32 = 1 << 30
     static let directIOAllowMmap: UInt32 = 1 << (36 - 32)   // in flags2
     static let overIOUring: UInt32 = 1 << (41 - 32)          // in flags2
-    static let inHeader = 40, outHeader = 16
-    static let inFlags = inHeader + 12, inFlags2 = inHeader + 16
+    static let inFlags = DeviceIO.inHeader + 12, inFlags2 = DeviceIO.inHeader + 16
     static let outFlags = 12, outFlags2 = 32
 
     /// `wanted`: the flags2 bits to ask for if offered.
@@ -41,7 +40,7 @@ final class InitHandshake: Sendable {
     /// Rings are asked for only if `ringsReady` says they are.
     func willReply(_ vector: UnsafeMutableBufferPointer<iovec>, ringsReady: () -> Bool) -> UInt32 {
         let unique = pending.load(ordering: .acquiring)
-        guard unique != 0, let header = vector[0].iov_base, vector[0].iov_len >= InitHandshake.outHeader,
+        guard unique != 0, let header = vector[0].iov_base, vector[0].iov_len >= DeviceIO.outHeader,
               header.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == unique,
               header.loadUnaligned(fromByteOffset: 4, as: Int32.self) == 0,
               let reply = vector[1].iov_base, vector[1].iov_len >= InitHandshake.outFlags2 + 4

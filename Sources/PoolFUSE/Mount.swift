@@ -42,7 +42,11 @@ public enum Mount {
         }
         // Also the kernel's: reads leave access times alone.
         if options.contains("noatime") { fs.accessTimes.store(false, ordering: .relaxed) }
-        if options.contains("nodiratime") { session.noteDirectoryAccess = false }
+        if options.contains("nodiratime") {
+            // Ours alone: libfuse does not know it.
+            options.removeAll { $0 == "nodiratime" }
+            session.noteDirectoryAccess = false
+        }
         var args = fuse_args(argc: 0, argv: nil, allocated: 0)
         defer { fuse_opt_free_args(&args) }
         // Named in /proc/mounts and df as poolfs:NAME of type fuse.poolfs.

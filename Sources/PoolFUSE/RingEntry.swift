@@ -23,7 +23,7 @@ final class RingEntry {
     private(set) var answered = true
 
     static let headersSize = 4096, room = 4096
-    static let inHeader = 40, outHeader = 16, operationHeader = 128
+    static let operationHeader = 128
     static let entInOut = 256, commitOffset = entInOut + 8, payloadSizeOffset = entInOut + 16
 
     var payload: UnsafeMutableRawPointer { buffer + RingEntry.room }
@@ -55,14 +55,14 @@ final class RingEntry {
         unique = headers.load(fromByteOffset: 8, as: UInt64.self)
         commit = headers.load(fromByteOffset: RingEntry.commitOffset, as: UInt64.self)
         answered = false
-        let operation = length - RingEntry.inHeader - payloadCount
+        let operation = length - DeviceIO.inHeader - payloadCount
         guard (0...RingEntry.operationHeader).contains(operation), payloadCount <= payloadSize else {
             fail(EIO)
             return
         }
-        let start = payload - RingEntry.inHeader - operation
-        start.copyMemory(from: headers, byteCount: RingEntry.inHeader)
-        (start + RingEntry.inHeader).copyMemory(from: headers + RingEntry.operationHeader, byteCount: operation)
+        let start = payload - DeviceIO.inHeader - operation
+        start.copyMemory(from: headers, byteCount: DeviceIO.inHeader)
+        (start + DeviceIO.inHeader).copyMemory(from: headers + RingEntry.operationHeader, byteCount: operation)
         var request = fuse_buf(size: length, flags: fuse_buf_flags(rawValue: 0), mem: start, fd: -1, pos: 0)
         fuse_session_process_buf(session, &request)
         // libfuse answers every request it dispatches; should one slip
@@ -73,7 +73,7 @@ final class RingEntry {
     /// Takes libfuse's reply (out header, then the reply's pieces) if it is
     /// for this entry's request; returns the bytes taken, or nil.
     func answer(_ vector: UnsafePointer<iovec>, _ count: Int) -> Int? {
-        guard !answered, count >= 1, let header = vector[0].iov_base, vector[0].iov_len >= RingEntry.outHeader,
+        guard !answered, count >= 1, let header = vector[0].iov_base, vector[0].iov_len >= DeviceIO.outHeader,
               header.load(fromByteOffset: 8, as: UInt64.self) == unique
         else { return nil }
         var total = 0
@@ -83,22 +83,22 @@ final class RingEntry {
             if let base = piece.iov_base { (payload + total).copyMemory(from: base, byteCount: piece.iov_len) }
             total += piece.iov_len
         }
-        headers.copyMemory(from: header, byteCount: RingEntry.outHeader)
-        headers.storeBytes(of: UInt32(RingEntry.outHeader + total), as: UInt32.self)
+        headers.copyMemory(from: header, byteCount: DeviceIO.outHeader)
+        headers.storeBytes(of: UInt32(DeviceIO.outHeader + total), as: UInt32.self)
         headers.storeBytes(of: UInt32(total), toByteOffset: RingEntry.payloadSizeOffset, as: UInt32.self)
         send()
-        return RingEntry.outHeader + total
+        return DeviceIO.outHeader + total
     }
 
     /// Answers the request with an error alone.
     @discardableResult
     private func fail(_ error: Int32) -> Int? {
-        headers.storeBytes(of: UInt32(RingEntry.outHeader), as: UInt32.self)
+        headers.storeBytes(of: UInt32(DeviceIO.outHeader), as: UInt32.self)
         headers.storeBytes(of: -error, toByteOffset: 4, as: Int32.self)
         headers.storeBytes(of: unique, toByteOffset: 8, as: UInt64.self)
         headers.storeBytes(of: UInt32(0), toByteOffset: RingEntry.payloadSizeOffset, as: UInt32.self)
         send()
-        return RingEntry.outHeader
+        return DeviceIO.outHeader
     }
 
     private func send() {

@@ -1,4 +1,5 @@
 import CFuse
+import PoolCore
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -27,13 +28,16 @@ final class RingQueue: @unchecked Sendable {
     private let ring = UnsafeMutablePointer<io_uring>.allocate(capacity: 1)
     private var entries: [RingEntry] = []
     private let wake: Int32
-    private var thread = pthread_t()
-    private var running = false
+    private var thread: JoinableThread?
     /// The thread's id, for the watchdog to raise its priority.
     let threadID = Atomic<Int32>(0)
-    /// When the thread last did anything; whether it is asleep in the ring.
-    let lastActive = Atomic<UInt64>(0)
+    /// Requests answered so far (the watchdog sees progress in it), and
+    /// whether the thread is asleep in the ring.
+    let served = Atomic<UInt64>(0)
     let asleep = Atomic<Bool>(true)
+    /// Whether the thread runs at idle priority: only where it may leave
+    /// it again (root, or an RLIMIT_NICE that allows nice 0).
+    let idlePriority = poolfs_may_leave_idle_priority() != 0
     /// Until when the thread keeps the normal priority the watchdog gave it
     /// (0: idle priority): its CPU was busy with others, where idle priority
     /// only delays requests.
@@ -102,35 +106,14 @@ final class RingQueue: @unchecked Sendable {
     static let go: UInt64 = 1, leave: UInt64 = 2
 
     /// The kernel's number of possible CPUs (num_possible_cpus), which is
-    /// how many queues it waits for: /sys/devices/system/cpu/possible, a
-    /// list like "0-3,6".
+    /// how many queues it waits for.
     static func possibleCPUs() -> Int {
-        var text = [UInt8](repeating: 0, count: 256)
-        let file = open("/sys/devices/system/cpu/possible", O_RDONLY | O_CLOEXEC)
-        let length = file < 0 ? -1 : read(file, &text, text.count)
-        if file >= 0 { close(file) }
-        guard length > 0 else { return max(1, sysconf(Int32(_SC_NPROCESSORS_CONF))) }
-        var count = 0
-        for range in text[..<length].split(whereSeparator: { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\n") }) {
-            let bounds = range.split(separator: UInt8(ascii: "-")).compactMap { Int(String(decoding: $0, as: UTF8.self)) }
-            count += bounds.count == 2 ? bounds[1] - bounds[0] + 1 : bounds.count
-        }
-        return max(1, count)
+        NodeSet.reading("/sys/devices/system/cpu/possible")?.nodes.count ?? max(1, sysconf(Int32(_SC_NPROCESSORS_CONF)))
     }
 
     private func launch() -> Bool {
-        let context = Unmanaged.passRetained(self).toOpaque()
-        let result = pthread_create(&thread, nil, { context in
-            let queue = Unmanaged<RingQueue>.fromOpaque(context!).takeRetainedValue()
-            queue.serve()
-            return nil
-        }, context)
-        if result != 0 {
-            Unmanaged<RingQueue>.fromOpaque(context).release()
-            return false
-        }
-        running = true
-        return true
+        thread = JoinableThread { self.serve() }
+        return thread != nil
     }
 
     private func signal(_ value: UInt64) {
@@ -141,10 +124,10 @@ final class RingQueue: @unchecked Sendable {
     /// Before `go`, the thread leaves at once; after, the ring's poll on
     /// `wake` ends its loop.
     private func stop() {
-        guard running else { return }
+        guard let thread else { return }
         signal(RingQueue.leave)
-        pthread_join(thread, nil)
-        running = false
+        thread.join()
+        self.thread = nil
     }
 
     /// The entry whose request this thread is serving, for DeviceIO's writev.
@@ -160,13 +143,10 @@ final class RingQueue: @unchecked Sendable {
 
     private func serve() {
         let me = poolfs_thread_id()
-        lastActive.store(RingQueue.now(), ordering: .relaxed)
         poolfs_name_thread("poolfs-ring-\(index)")
         threadID.store(me, ordering: .relaxed)
         _ = poolfs_pin_to_cpu(Int32(index))
-        // Idle priority only where the watchdog can take it back: leaving
-        // SCHED_IDLE needs root or an RLIMIT_NICE that allows nice 0.
-        if poolfs_may_leave_idle_priority() != 0 { _ = poolfs_set_idle_priority(me, 1) }
+        if idlePriority { _ = poolfs_set_idle_priority(me, 1) }
         defer { io_uring_queue_exit(ring) }
         var start: UInt64 = 0
         while read(wake, &start, MemoryLayout<UInt64>.size) < 0 && errno == EINTR {}
@@ -180,7 +160,7 @@ final class RingQueue: @unchecked Sendable {
         while true {
             // Answers go to the kernel as the thread waits for the next request.
             let raised = raisedUntil.load(ordering: .relaxed)
-            if raised != 0, RingQueue.now() > raised {
+            if raised != 0, RingWatchdog.now() > raised {
                 // Idle first, then say so: the watchdog raises only threads
                 // it sees at idle priority.
                 _ = poolfs_set_idle_priority(me, 1)
@@ -216,7 +196,7 @@ final class RingQueue: @unchecked Sendable {
                     continue
                 }
                 let entry = Unmanaged<RingEntry>.fromOpaque(data).takeUnretainedValue()
-                lastActive.store(RingQueue.now(), ordering: .relaxed)
+                served.add(1, ordering: .relaxed)
                 pthread_setspecific(RingQueue.key, data)
                 entry.serve(session)
                 pthread_setspecific(RingQueue.key, nil)
@@ -225,7 +205,7 @@ final class RingQueue: @unchecked Sendable {
     }
 
     /// Queues the entry's answer and its request for the next one; sent
-    /// before the thread next polls or sleeps.
+    /// when the thread next waits.
     func commit(_ entry: RingEntry, id: UInt64) {
         let data = Unmanaged.passUnretained(entry).toOpaque()
         // The ring has a slot per entry, so it is full only if others wait
@@ -234,11 +214,5 @@ final class RingQueue: @unchecked Sendable {
             _ = io_uring_submit(ring)
             _ = poolfs_ring_fuse_command(ring, device, RingQueue.commitAndFetch, UInt16(index), id, nil, data)
         }
-    }
-
-    static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
     }
 }

@@ -14,10 +14,13 @@ final class RingWatchdog: @unchecked Sendable {
     private let queues: [RingQueue]
     /// Written once to stop the watchdog at once, not at its next look.
     private let stopping = eventfd(0, Int32(EFD_CLOEXEC))
-    private var thread = pthread_t()
-    private var running = false
+    private var thread: JoinableThread?
     /// Each queue's thread's /proc stat file, opened once (-1 until then).
     private var statFiles: [Int32]
+    /// Each queue's `served` when last looked at, and since when it has
+    /// stood still.
+    private var served: [UInt64]
+    private var stillSince: [UInt64]
 
     static let periodMilliseconds: Int32 = 20
     static let patienceNanoseconds: UInt64 = 10_000_000
@@ -26,16 +29,10 @@ final class RingWatchdog: @unchecked Sendable {
     init(watching queues: [RingQueue]) {
         self.queues = queues
         statFiles = Array(repeating: -1, count: queues.count)
+        served = Array(repeating: 0, count: queues.count)
+        stillSince = Array(repeating: RingWatchdog.now(), count: queues.count)
         guard stopping >= 0 else { return }
-        let context = Unmanaged.passRetained(self).toOpaque()
-        if pthread_create(&thread, nil, { context in
-            Unmanaged<RingWatchdog>.fromOpaque(context!).takeRetainedValue().watch()
-            return nil
-        }, context) == 0 {
-            running = true
-        } else {
-            Unmanaged<RingWatchdog>.fromOpaque(context).release()
-        }
+        thread = JoinableThread { self.watch() }
     }
 
     deinit {
@@ -44,11 +41,17 @@ final class RingWatchdog: @unchecked Sendable {
     }
 
     func stop() {
-        guard running else { return }
+        guard let thread else { return }
         var one: UInt64 = 1
         _ = write(stopping, &one, MemoryLayout<UInt64>.size)
-        pthread_join(thread, nil)
-        running = false
+        thread.join()
+        self.thread = nil
+    }
+
+    static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
     }
 
     private func watch() {
@@ -56,10 +59,15 @@ final class RingWatchdog: @unchecked Sendable {
         while true {
             let ready = poll(&stop, 1, RingWatchdog.periodMilliseconds)
             if ready > 0 || (ready < 0 && errno != EINTR) { return }
-            let now = RingQueue.now()
+            let now = RingWatchdog.now()
             for (index, queue) in queues.enumerated() where queue.raisedUntil.load(ordering: .relaxed) == 0 {
-                let last = queue.lastActive.load(ordering: .relaxed)
-                guard now > last, now - last > RingWatchdog.patienceNanoseconds else { continue }
+                let count = queue.served.load(ordering: .relaxed)
+                if count != served[index] {
+                    served[index] = count
+                    stillSince[index] = now
+                    continue
+                }
+                guard now - stillSince[index] > RingWatchdog.patienceNanoseconds else { continue }
                 let thread = queue.threadID.load(ordering: .relaxed)
                 // Asleep in the ring, it has no request, unless the kernel
                 // has woken it for one (runnable, state R).

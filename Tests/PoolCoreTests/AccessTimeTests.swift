@@ -1,27 +1,20 @@
 import Foundation
 import Testing
 @testable import PoolCore
+import PoolFS
 
 /// Access times as on tmpfs (relatime): a read moves atime when it is not
 /// later than mtime or ctime; reads change no ctime; the time survives a
-/// remount; `-o noatime` leaves it alone.
+/// remount; `-o noatime` leaves it alone, `-o nodiratime` directories'.
 @Suite(.serialized) struct AccessTimeTests {
     struct Times: Equatable {
-        let access, modify, change: timespec
-        static func == (a: Times, b: Times) -> Bool {
-            [a.access, a.modify, a.change].map { [$0.tv_sec, $0.tv_nsec] }
-                == [b.access, b.modify, b.change].map { [$0.tv_sec, $0.tv_nsec] }
-        }
+        let access, modify, change: Timestamp
     }
 
     static func times(_ path: String) -> Times? {
         var info = stat()
         guard stat(path, &info) == 0 else { return nil }
-        return Times(access: info.st_atim, modify: info.st_mtim, change: info.st_ctim)
-    }
-
-    static func later(_ a: timespec, than b: timespec) -> Bool {
-        (a.tv_sec, a.tv_nsec) > (b.tv_sec, b.tv_nsec)
+        return Times(access: Timestamp(info.st_atim), modify: Timestamp(info.st_mtim), change: Timestamp(info.st_ctim))
     }
 
     static func read(_ path: String) -> Data? { FileManager.default.contents(atPath: path) }
@@ -36,8 +29,8 @@ import Testing
 
         #expect(AccessTimeTests.read(file) == Data("first\n".utf8))
         let read = try #require(AccessTimeTests.times(file))
-        #expect(AccessTimeTests.later(read.access, than: made.access))
-        #expect(read.modify.tv_nsec == made.modify.tv_nsec && read.change.tv_nsec == made.change.tv_nsec)
+        #expect(read.access > made.access)
+        #expect(read.modify == made.modify && read.change == made.change)
 
         // Later than mtime and ctime now: another read leaves it.
         _ = AccessTimeTests.read(file)
@@ -49,16 +42,15 @@ import Testing
         try handle.write(contentsOf: Data("second\n".utf8))
         try handle.close()
         let written = try #require(AccessTimeTests.times(file))
-        #expect(written.access.tv_sec == read.access.tv_sec && written.access.tv_nsec == read.access.tv_nsec)
+        #expect(written.access == read.access)
         _ = AccessTimeTests.read(file)
         let reread = try #require(AccessTimeTests.times(file))
-        #expect(AccessTimeTests.later(reread.access, than: written.modify))
+        #expect(reread.access > written.modify)
 
         // Listing a directory is reading it.
         let directoryBefore = try #require(AccessTimeTests.times(directory))
         #expect(mounted.list("d") == ["inside"])
-        let directoryAfter = try #require(AccessTimeTests.times(directory))
-        #expect(AccessTimeTests.later(directoryAfter.access, than: directoryBefore.access))
+        #expect(try #require(AccessTimeTests.times(directory)).access > directoryBefore.access)
 
         try mounted.remount()
         #expect(AccessTimeTests.times(file) == reread)
@@ -71,5 +63,19 @@ import Testing
         let made = try #require(AccessTimeTests.times(file))
         #expect(AccessTimeTests.read(file) == Data("bytes\n".utf8))
         #expect(AccessTimeTests.times(file) == made)
+    }
+
+    @Test func nodiratimeLeavesDirectoriesAlone() throws {
+        let mounted = try MountedPool(options: ["-o", "nodiratime"])
+        let file = mounted.path("d/f")
+        #expect(mkdir(mounted.path("d"), 0o755) == 0)
+        try "bytes\n".write(toFile: file, atomically: false, encoding: .utf8)
+        let directory = try #require(AccessTimeTests.times(mounted.path("d")))
+        let made = try #require(AccessTimeTests.times(file))
+        #expect(mounted.list("d") == ["f"])
+        #expect(AccessTimeTests.times(mounted.path("d")) == directory)
+        // Files still follow relatime.
+        _ = AccessTimeTests.read(file)
+        #expect(try #require(AccessTimeTests.times(file)).access > made.access)
     }
 }

@@ -61,6 +61,15 @@ import Testing
         // Each read ran a ring thread; /dev/fuse's threads stayed asleep.
         #expect(ring >= 2000, "ring threads scheduled \(ring) times, /dev/fuse threads \(device)")
         #expect(device < 200, "ring threads scheduled \(ring) times, /dev/fuse threads \(device)")
+        // A reader bound to CPU k is answered by ring k's thread.
+        for cpu in 0..<before.filter({ $0.name.hasPrefix("poolfs-ring-") }).count {
+            let name = "poolfs-ring-\(cpu)"
+            let start = RingMountTests.threads(of: mounted.daemon.pid).filter { $0.name == name }.reduce(0) { $0 + $1.slices }
+            let reader = try run("taskset", ["-c", "\(cpu)", "dd", "if=\(mounted.path("blocks"))", "of=/dev/null", "bs=4k", "count=256"])
+            #expect(reader.status == 0, "\(reader.output)")
+            let end = RingMountTests.threads(of: mounted.daemon.pid).filter { $0.name == name }.reduce(0) { $0 + $1.slices }
+            #expect(end - start >= 256, "\(name) scheduled \(end - start) times for 256 reads on CPU \(cpu)")
+        }
         // And the pool says so.
         #expect(mounted.text(".pool/info")?.contains("\nrequests   io_uring, a ring per CPU\n") == true)
         #expect(mounted.text(".pool/info.json")?.contains("\"requests\" : \"io_uring, a ring per CPU\"") == true)
@@ -80,6 +89,9 @@ import Testing
     @Test(arguments: [[String](), ["-o", "no_io_uring"]])
     func bothWaysKeepFilesWhole(options: [String]) throws {
         let mounted = try MountedPool(size: 64 << 20, options: options)
+        if options.isEmpty && RingMountTests.ringsAllowed {
+            #expect(mounted.text(".pool/info")?.contains("\nrequests   io_uring") == true)
+        }
         var generator = SystemRandomNumberGenerator()
         let big = (0..<(5 << 20) + 123).map { _ in UInt8.random(in: 0...255, using: &generator) }
         let source = mounted.scratch.path + "/source"
@@ -89,11 +101,19 @@ import Testing
         let small = "a few bytes\n"
         try small.write(toFile: mounted.path("small"), atomically: false, encoding: .utf8)
         #expect(try run("mv", [mounted.path("small"), mounted.path("renamed")]).status == 0)
+        // One request of exactly max_write each way: a ring's whole payload.
+        let block = Array(big[..<(1 << 20)])
+        let descriptor = open(mounted.path("block"), O_RDWR | O_CREAT, 0o644)
+        #expect(descriptor >= 0)
+        #expect(pwrite(descriptor, block, block.count, 0) == block.count)
+        var back = [UInt8](repeating: 0, count: block.count)
+        #expect(pread(descriptor, &back, back.count, 0) == back.count && back == block)
+        close(descriptor)
         #expect(truncate(mounted.path("big"), 3 << 20) == 0)
         try mounted.remount()
         #expect(mounted.text("renamed") == small)
         let kept = FileManager.default.contents(atPath: mounted.path("big"))
         #expect(kept == Data(big[..<(3 << 20)]))
-        #expect(mounted.list("").filter { $0 != ".pool" } == ["big", "renamed"])
+        #expect(mounted.list("").filter { $0 != ".pool" } == ["big", "block", "renamed"])
     }
 }

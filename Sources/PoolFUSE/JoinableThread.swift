@@ -1,0 +1,30 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A POSIX thread running `body`, for the rings and their watchdog, which
+/// set their own CPU and scheduling policy (so not Swift's task pool).
+struct JoinableThread {
+    private var thread = pthread_t()
+
+    /// nil if the thread could not be made.
+    init?(_ body: @escaping () -> Void) {
+        final class Box {
+            let body: () -> Void
+            init(_ body: @escaping () -> Void) { self.body = body }
+        }
+        let context = Unmanaged.passRetained(Box(body)).toOpaque()
+        let made = pthread_create(&thread, nil, { context in
+            Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
+            return nil
+        }, context)
+        guard made == 0 else {
+            Unmanaged<Box>.fromOpaque(context).release()
+            return nil
+        }
+    }
+
+    func join() {
+        pthread_join(thread, nil)
+    }
+}
