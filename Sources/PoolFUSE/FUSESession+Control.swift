@@ -101,20 +101,21 @@ extension FUSESession {
         if handle == 0 {
             // A region: reply with a pointer into the pool's pages, no copy.
             let replied = tree.withRegionBytes(inode) { bytes -> Bool in
-                let start = min(Int(offset), bytes.count)
-                let count = min(size, bytes.count - start)
-                fuse_reply_buf(req, bytes.baseAddress.map { UnsafeRawPointer($0 + start).assumingMemoryBound(to: CChar.self) }, count)
+                FUSESession.replySlice(req, UnsafeRawBufferPointer(bytes), offset, size)
                 return true
             }
             if replied == nil { fuse_reply_err(req, ENOENT) }
             return
         }
         let text = openTexts.withLock { $0.texts[handle] } ?? []
-        let start = min(Int(offset), text.count)
-        let count = min(size, text.count - start)
-        _ = text.withUnsafeBufferPointer { bytes in
-            fuse_reply_buf(req, UnsafeRawPointer(bytes.baseAddress! + start).assumingMemoryBound(to: CChar.self), count)
-        }
+        text.withUnsafeBytes { FUSESession.replySlice(req, $0, offset, size) }
+    }
+
+    /// Replies with what a read of `size` at `offset` finds in `bytes`.
+    static func replySlice(_ req: fuse_req_t?, _ bytes: UnsafeRawBufferPointer, _ offset: off_t, _ size: Int) {
+        let start = min(Int(offset), bytes.count)
+        let count = min(size, bytes.count - start)
+        fuse_reply_buf(req, bytes.baseAddress.map { ($0 + start).assumingMemoryBound(to: CChar.self) }, count)
     }
 
     func controlWrite(_ req: fuse_req_t?, _ inode: UInt64, _ buffer: UnsafePointer<CChar>?, _ size: Int, _ offset: off_t) {
