@@ -152,8 +152,8 @@ struct PoolChecker {
                         report.problems.append("shelf \(shelf.index) page \(page): \(length) pages of a region that no longer exists (leaked)")
                         report.leakedPages += length
                     }
-                case (.allocated?, .heap(let heap)?), (.allocated?, .heapPages(let heap)?), (.allocated?, .files(let heap)?):
-                    inspectHeapRun(shelf, page, entry, heap: heap, into: &report)
+                case (.allocated?, let tag?) where tag.heap != nil:
+                    inspectHeapRun(shelf, page, entry, heap: tag.heap!, into: &report)
                 default:
                     report.allocatedPages += length
                     report.allocatedRuns += 1
@@ -242,8 +242,8 @@ struct PoolChecker {
                     case (.allocated?, .region(let index)?):
                         leak = index >= Layout.Regions.capacity || core.rowState(index) != .live
                             || core.regionInfo(index).address != shelf.address(ofPage: page)
-                    case (.allocated?, .heap(let heap)?), (.allocated?, .heapPages(let heap)?), (.allocated?, .files(let heap)?):
-                        leak = !core.heapIsLive(heap)
+                    case (.allocated?, let tag?) where tag.heap != nil:
+                        leak = !core.heapIsLive(tag.heap!)
                     default: leak = false
                     }
                     if leak {

@@ -68,10 +68,7 @@ extension OpenPool {
             shelf.forEachHead { _, entry in
                 if entry.kind == .cached { cached += entry.length; return }
                 used += entry.length
-                switch entry.tag {
-                case .heap(let heap)?, .heapPages(let heap)?, .files(let heap)?: heapPages[heap, default: 0] += entry.length
-                default: break
-                }
+                if let heap = entry.tag?.heap { heapPages[heap, default: 0] += entry.length }
             }
             return (used, cached)
         }
