@@ -92,8 +92,10 @@ extension FileSystem {
                 let grows = end > oldSize
                 // Room to log the new size (and the frees that make room again).
                 if grows { try reserveLog() }
+                // A write past the end shows the bytes between: zeros, not what the runs held.
+                if offset > oldSize { try zeroGrowing(inode, from: oldSize, to: offset) }
                 let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: offset..<end,
-                                         logReserved: grows)
+                                         visibleTo: oldSize, logReserved: grows)
                 let now = Timestamp.now()
                 var logged = 0
                 do {
@@ -147,10 +149,14 @@ extension FileSystem {
 
     /// Fills the holes in `range` with new runs, zeroed outside `keeping`
     /// (which the caller is about to write), in memory only: the caller
-    /// logs them once their bytes are written, or takes them back. A full
-    /// pool leaves the file as it was and throws ENOSPC. The inode's lock held.
+    /// logs them once their bytes are written, or takes them back. Past
+    /// both `keeping` and `visibleTo` (the size the file keeps if it is not
+    /// written further) a run is left as it was: bytes past a file's size
+    /// are zeroed only when the size grows over them (`zeroGrowing`), so a
+    /// small file does not clear a whole page. A full pool leaves the file
+    /// as it was and throws ENOSPC. The inode's lock held.
     func allocate(_ inode: Inode, pages range: Range<UInt64>, keeping: Range<UInt64>,
-                  logReserved: Bool = false) throws -> [Extent] {
+                  visibleTo: UInt64 = .max, logReserved: Bool = false) throws -> [Extent] {
         let holes = inode.extents.holes(in: range)
         guard !holes.isEmpty else { return [] }
         let heap = self.heap(inode.record.heap)
@@ -180,10 +186,8 @@ extension FileSystem {
             if keeping.lowerBound > start {
                 pages.zero(extent.address, at: 0, count: Int(min(keeping.lowerBound, end) - start))
             }
-            if keeping.upperBound < end {
-                let from = max(keeping.upperBound, start)
-                pages.zero(extent.address, at: from - start, count: Int(end - from))
-            }
+            let from = max(keeping.upperBound, start), to = min(end, max(visibleTo, keeping.upperBound))
+            if from < to { pages.zero(extent.address, at: from - start, count: Int(to - from)) }
             inode.extents.insert(extent)
         }
         return fresh
@@ -213,6 +217,17 @@ extension FileSystem {
 
     /// Zeroes `[from, to)` of the file where it has pages.
     func zero(_ inode: Inode, from: UInt64, to: UInt64) {
+        try? zero(inode, from: from, to: to, persisting: false)
+    }
+
+    /// Zeroes what a file growing from `from` to `to` comes to show of its
+    /// runs (what lay past its end), durably before the size that shows it
+    /// is logged: on pmem a power cut must not bring the old bytes back.
+    func zeroGrowing(_ inode: Inode, from: UInt64, to: UInt64) throws {
+        try zero(inode, from: from, to: to, persisting: true)
+    }
+
+    private func zero(_ inode: Inode, from: UInt64, to: UInt64, persisting: Bool) throws {
         guard from < to else { return }
         let extents = inode.extents.extents
         var index = inode.extents.firstEnding(after: from >> pageShift)
@@ -221,6 +236,7 @@ extension FileSystem {
             let start = extent.page << pageShift
             let low = max(from, start), high = min(to, extent.end << pageShift)
             pages.zero(extent.address, at: low - start, count: Int(high - low))
+            if persisting { try pool.persist(at: extent.address.advanced(by: low - start), count: Int(high - low)) }
             index += 1
         }
     }
@@ -325,6 +341,7 @@ extension FileSystem {
             guard inode.isRegular else { throw inode.isDirectory ? FileSystemError.isDirectory : FileSystemError.notSupported }
             switch mode {
             case 0, keepSize:
+                if mode == 0, end > inode.record.size { try zeroGrowing(inode, from: inode.record.size, to: end) }
                 let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: 0..<0)
                 var logged = 0
                 do {

@@ -138,8 +138,10 @@ extension FileSystem {
                 guard size <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
             }
             if inode.dirty { logWritten(inode) }
+            let oldSize = inode.record.size
+            if let size = change.size, size > oldSize { try zeroGrowing(inode, from: oldSize, to: size) }
             try commit(.setAttributes(inode: number, change))
-            if change.size != nil { zeroBeyondSize(inode) }
+            if let size = change.size, size < oldSize { zeroBeyondSize(inode) }
             return attributes(inode)
         }
     }

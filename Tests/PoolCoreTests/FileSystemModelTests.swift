@@ -154,6 +154,41 @@ private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offse
         pool.close()
     }
 
+    /// A write leaves the rest of its last page as it was (a small file
+    /// does not clear a whole page): whatever lay there, the file shows
+    /// zeros when it grows over it, by truncate, by a write further on, or
+    /// by fallocate.
+    @Test func bytesPastTheEndShowAsZerosWhenAFileGrows() throws {
+        let scratch = Scratch()
+        let pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
+        let fs = try FileSystem(pool: pool)
+        func bytes(_ file: UInt64) throws -> [UInt8] {
+            try fs.withReadSegments(file, offset: 0, size: 1 << 20) { segments in
+                segments.flatMap { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) }
+            }
+        }
+        let grow: [(UInt64) throws -> Void] = [
+            { _ = try fs.setAttributes($0, AttributeChange(size: 4096)) },
+            { try write(fs, $0, [7], at: 4095) },
+            { try fs.allocateSpace($0, mode: 0, offset: 0, length: 4096) },
+        ]
+        for (index, grow) in grow.enumerated() {
+            let file = UInt64(try fs.create(parent: 1, name: "f\(index)", mode: S_IFREG | 0o644, caller: caller).st_ino)
+            try write(fs, file, Array(repeating: 3, count: 100))
+            // What an earlier file left in the page, past this one's end.
+            try fs.withReadSegments(file, offset: 0, size: 100) { segments in
+                UnsafeMutableRawPointer(mutating: segments[0].iov_base!).advanced(by: 100).initializeMemory(as: UInt8.self, repeating: 0xff, count: 3996)
+            }
+            try grow(file)
+            let grown = try bytes(file)
+            #expect(grown.count == 4096)
+            #expect(grown[..<100].allSatisfy { $0 == 3 })
+            #expect(grown[100..<4095].allSatisfy { $0 == 0 }, "grown by way \(index)")
+        }
+        fs.unmount()
+        pool.close()
+    }
+
     @Test func aTornRecordIsNotReplayed() throws {
         let scratch = Scratch()
         var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
