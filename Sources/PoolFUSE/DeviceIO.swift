@@ -15,12 +15,21 @@ enum DeviceIO {
         session.fuseSession = se
         var io = fuse_custom_io()
         io.read = { fd, buffer, length, userdata in
-            let count = Glibc.read(fd, buffer, length)
-            if count >= InitHandshake.inFlags2 + 4, let buffer, let userdata {
-                let session = FUSESession.from(userdata)
-                session.handshake.sawRequest(UnsafeRawPointer(buffer), wanted: session.wantedFlags)
+            guard let userdata else { return Glibc.read(fd, buffer, length) }
+            let session = FUSESession.from(userdata)
+            while true {
+                session.pollDeviceOnceRingsServe(fd)
+                let count = Glibc.read(fd, buffer, length)
+                // Polled: libfuse's loop would end on EAGAIN.
+                if count < 0 && errno == EAGAIN {
+                    usleep(FUSESession.devicePollInterval)
+                    continue
+                }
+                if count >= InitHandshake.inFlags2 + 4, let buffer {
+                    session.handshake.sawRequest(UnsafeRawPointer(buffer), wanted: session.wantedFlags)
+                }
+                return count
             }
-            return count
         }
         io.writev = { fd, vector, count, userdata in
             guard let vector else { return Glibc.writev(fd, vector, count) }
