@@ -165,6 +165,9 @@ final class RingQueue: @unchecked Sendable {
         if idlePriority { _ = poolfs_set_idle_priority(me, 1) }
         defer { io_uring_queue_exit(ring) }
         enabled.store(poolfs_ring_enable(ring), ordering: .releasing)
+        // Waits name the ring by its registered index, not its file: no
+        // file lookup per request. A failure leaves the file in use.
+        _ = io_uring_register_ring_fd(ring)
         sem_post(started)
         var start: UInt64 = 0
         while read(wake, &start, MemoryLayout<UInt64>.size) < 0 && errno == EINTR {}
