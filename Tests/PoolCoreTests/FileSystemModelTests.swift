@@ -78,6 +78,13 @@ private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offse
         #expect(!fs.accessed(file))
         fs = try remount(&pool, scratch)
         #expect(Timestamp(try fs.attributes(of: file).st_atim) == Timestamp(again.st_atim))
+        // Later than mtime and ctime, the atime still moves once it is a day old.
+        var record = try fs.tree.reading { try fs.inode(file).record }
+        record.mtime = Timestamp(seconds: record.atime.seconds - 1, nanoseconds: 0)
+        record.ctime = record.mtime
+        func later(_ seconds: Int64) -> Timestamp { Timestamp(seconds: record.atime.seconds + seconds, nanoseconds: 0) }
+        #expect(!FileSystem.accessDue(record, now: later(23 * 3600)))
+        #expect(FileSystem.accessDue(record, now: later(24 * 3600)))
     }
 
     @Test func theLogReplaysToTheSameTree() throws {
