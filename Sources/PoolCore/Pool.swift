@@ -269,7 +269,7 @@ public final class Pool: @unchecked Sendable {
 
     /// Capacity and free bytes alone (what `df` asks, on every call).
     public func usage() -> (capacityBytes: UInt64, freeBytes: UInt64) {
-        let counts = core.pageCounts().shelves
+        let counts = core.pageCounts(byHeap: false).shelves
         let pages = core.shelves.all.reduce(0) { $0 + $1.pageCount }
         let used = counts.reduce(0) { $0 + $1.used }
         return (UInt64(pages) * core.pageSize, UInt64(pages - used) * core.pageSize)

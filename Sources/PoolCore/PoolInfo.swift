@@ -61,14 +61,15 @@ extension GlobalAddress: Codable {
 extension OpenPool {
     /// Pages used, cached and free per shelf, and pages per heap, from one
     /// walk of the page tables.
-    func pageCounts() -> (shelves: [(used: Int, cached: Int)], heapPages: [Int: Int]) {
+    /// Pages used and cached per shelf, and (`byHeap`) used per heap.
+    func pageCounts(byHeap: Bool = true) -> (shelves: [(used: Int, cached: Int)], heapPages: [Int: Int]) {
         var heapPages: [Int: Int] = [:]
         let shelves = self.shelves.all.map { shelf -> (used: Int, cached: Int) in
             var used = 0, cached = 0
             shelf.forEachHead { _, entry in
                 if entry.kind == .cached { cached += entry.length; return }
                 used += entry.length
-                if let heap = entry.tag?.heap { heapPages[heap, default: 0] += entry.length }
+                if byHeap, let heap = entry.tag?.heap { heapPages[heap, default: 0] += entry.length }
             }
             return (used, cached)
         }
