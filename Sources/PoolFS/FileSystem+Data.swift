@@ -97,7 +97,6 @@ extension FileSystem {
                 let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: offset..<end,
                                          visibleTo: oldSize, logReserved: grows)
                 let now = Timestamp.now()
-                var logged = 0
                 do {
                     let extents = inode.extents.extents
                     var index = inode.extents.firstEnding(after: offset >> pageShift)
@@ -109,21 +108,11 @@ extension FileSystem {
                         position = runEnd
                         index += 1
                     }
-                    // New runs are named only once their bytes are in: a kill
-                    // before leaves them unnamed (the next mount frees them),
-                    // never a hole showing some old file's bytes.
-                    try logFresh(fresh, of: number, logged: &logged)
-                    if grows {
-                        // A file's size is durable as soon as it grows: a close needs no round trip.
-                        try log.append(.written(inode: number, size: end, time: now))
-                        inode.record.size = end
-                    }
                 } catch {
-                    takeBack(fresh, logged: logged, of: inode)
-                    // Bytes past the end stay zero, whatever was copied there.
-                    if end > inode.record.size { zero(inode, from: max(offset, inode.record.size), to: end) }
+                    takeBack(fresh, logged: 0, of: inode)
                     throw error is FileSystemError ? error : FileSystemError.noSpace
                 }
+                try name(fresh, of: inode, growingTo: grows ? end : nil, time: now)
                 inode.record.mtime = now
                 inode.record.ctime = now
                 // Times not yet logged (a growing write logged them with its size).
@@ -133,13 +122,29 @@ extension FileSystem {
         }
     }
 
-    /// Names new runs in the log, their bytes made durable first (on pmem;
-    /// nothing to do on dram): a named run never shows older bytes.
-    func logFresh(_ fresh: [Extent], of number: UInt64, logged: inout Int) throws {
-        for extent in fresh {
-            try pool.persist(at: extent.address, count: extent.pages * Int(pageSize))
-            try log.append(.extent(inode: number, extent))
-            logged += 1
+    /// Names in the log the runs `allocate` made, once their bytes are in
+    /// and durable (on pmem; nothing to do on dram): a kill before leaves
+    /// them unnamed (the next mount frees them), and a named run never
+    /// shows some old file's bytes. Then logs the size the file grows to,
+    /// if it does, with its times: a close needs no round trip. On failure
+    /// the runs are taken back and the file keeps its size (ENOSPC).
+    func name(_ fresh: [Extent], of inode: Inode, growingTo size: UInt64?, time: Timestamp) throws {
+        var logged = 0
+        do {
+            for extent in fresh {
+                try pool.persist(at: extent.address, count: extent.pages * Int(pageSize))
+                try log.append(.extent(inode: inode.number, extent))
+                logged += 1
+            }
+            if let size {
+                try log.append(.written(inode: inode.number, size: size, time: time))
+                inode.record.size = size
+                inode.record.mtime = time
+                inode.record.ctime = time
+            }
+        } catch {
+            takeBack(fresh, logged: logged, of: inode)
+            throw FileSystemError.noSpace
         }
     }
 
@@ -343,20 +348,7 @@ extension FileSystem {
             case 0, keepSize:
                 if mode == 0, end > inode.record.size { try zeroGrowing(inode, from: inode.record.size, to: end) }
                 let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: 0..<0)
-                var logged = 0
-                do {
-                    try logFresh(fresh, of: number, logged: &logged)
-                    if mode == 0, end > inode.record.size {
-                        let now = Timestamp.now()
-                        try log.append(.written(inode: number, size: end, time: now))
-                        inode.record.size = end
-                        inode.record.mtime = now
-                        inode.record.ctime = now
-                    }
-                } catch {
-                    takeBack(fresh, logged: logged, of: inode)
-                    throw FileSystemError.noSpace
-                }
+                try name(fresh, of: inode, growingTo: mode == 0 && end > inode.record.size ? end : nil, time: .now())
             case punchHole | keepSize:
                 let first = (offset + pageSize - 1) >> pageShift, last = end >> pageShift
                 try commit(.punch(inode: number, from: min(first, last), to: last, time: .now()))
