@@ -59,9 +59,8 @@ extension GlobalAddress: Codable {
 }
 
 extension OpenPool {
-    /// Pages used, cached and free per shelf, and pages per heap, from one
-    /// walk of the page tables.
-    /// Pages used and cached per shelf, and (`byHeap`) used per heap.
+    /// Pages used and cached per shelf, and (`byHeap`) pages per heap, from
+    /// one walk of the page tables.
     func pageCounts(byHeap: Bool = true) -> (shelves: [(used: Int, cached: Int)], heapPages: [Int: Int]) {
         var heapPages: [Int: Int] = [:]
         let shelves = self.shelves.all.map { shelf -> (used: Int, cached: Int) in
