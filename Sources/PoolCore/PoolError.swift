@@ -24,6 +24,7 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
     case tooManyHeaps(limit: Int)
     case destinationTaken(GlobalAddress)
     case invalidPlacement(String, reason: String)
+    case invalidMountOptions(String, reason: String)
     case mounted(name: String, pid: Int32)
     case closed(name: String)
     case system(call: String, path: String, errno: Int32)
@@ -80,6 +81,8 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
             return "the word at \(address) already holds an address; publish only into a zero word"
         case let .invalidPlacement(text, reason):
             return "invalid placement '\(text)': \(reason)"
+        case let .invalidMountOptions(text, reason):
+            return "invalid mount option '\(text)': \(reason)"
         case let .mounted(name, pid):
             return "pool '\(name)' is already mounted by pid \(pid)"
         case let .closed(name):

@@ -25,7 +25,8 @@ enum LastError {
     static func code(of error: any Error) -> Int32 {
         guard let error = error as? PoolError else { return EIO }
         switch error {
-        case .invalidName, .invalidSize, .invalidPageSize, .invalidAddress, .invalidFree, .invalidPlacement: return EINVAL
+        case .invalidName, .invalidSize, .invalidPageSize, .invalidAddress, .invalidFree, .invalidPlacement,
+             .invalidMountOptions: return EINVAL
         case .poolExists, .regionExists, .heapExists, .destinationTaken: return EEXIST
         case .poolNotFound, .regionNotFound, .heapNotFound: return ENOENT
         case .notEnoughSpace, .poolFull: return ENOMEM

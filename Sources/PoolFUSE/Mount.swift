@@ -11,6 +11,42 @@ public enum Mount {
     /// The mount option that keeps requests off io_uring (RingQueue.swift).
     public static let noIOUring = "no_io_uring"
 
+    /// libfuse's complaint about mount options (`fuse: unknown option(s):
+    /// `-o X'`), as a PoolError naming the options.
+    static func refusal(_ complaint: String, options: [String]) -> PoolError {
+        if let start = complaint.range(of: "`-o "), let end = complaint[start.upperBound...].firstIndex(of: "'") {
+            return .invalidMountOptions(String(complaint[start.upperBound..<end]), reason: "neither libfuse nor poolfs knows it")
+        }
+        let said = complaint.split(separator: "\n").first.map { $0.replacingOccurrences(of: "fuse: ", with: "") }
+        return .invalidMountOptions(options.joined(separator: ","), reason: said ?? "libfuse refused them")
+    }
+
+    /// Runs `body` with this process's stderr going into a pipe; returns
+    /// what it wrote there (a few lines at most: a pipe holds 64 KiB).
+    static func capturingStandardError<T>(_ body: () -> T) -> (T, String) {
+        var ends: [Int32] = [-1, -1]
+        let saved = dup(2)
+        guard saved >= 0, pipe(&ends) == 0 else {
+            if saved >= 0 { close(saved) }
+            return (body(), "")
+        }
+        dup2(ends[1], 2)
+        close(ends[1])
+        let result = body()
+        dup2(saved, 2)
+        close(saved)
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = read(ends[0], &chunk, chunk.count)
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes += chunk[0..<count]
+        }
+        close(ends[0])
+        return (result, String(decoding: bytes, as: UTF8.self))
+    }
+
     /// What the mount point must be: an existing directory; /dev/fuse usable.
     public static func checkMountPoint(_ path: String) throws {
         var info = stat()
@@ -58,11 +94,12 @@ public enum Mount {
             fuse_opt_add_arg(&args, argument)
         }
         var ops = FUSESession.operations()
-        guard let se = fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size,
-                                        Unmanaged.passUnretained(session).toOpaque())
-        else {
-            throw PoolError.invalidName(options.joined(separator: ","), reason: "libfuse refused these mount options")
+        // libfuse says what it refuses on stderr: that becomes our one line.
+        let (made, complaint) = Mount.capturingStandardError {
+            fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, Unmanaged.passUnretained(session).toOpaque())
         }
+        guard let se = made else { throw Mount.refusal(complaint, options: options) }
+        if !complaint.isEmpty { _ = complaint.withCString { write(2, $0, strlen($0)) } }
         defer { fuse_session_destroy(se) }
         // A daemon started with & inherits SIGINT ignored; libfuse only
         // replaces the default handler.

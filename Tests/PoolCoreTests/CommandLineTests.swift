@@ -69,7 +69,9 @@ import Testing
             (["region", "create", "p", "r", "--size", "1G"], "pool 'p' is full"),
             (["region", "create", "p", "r", "--size", "0"], "invalid size '0'"),
             (["region", "destroy", "p", "r"], "region 'r' does not exist"),
+            (["mount", "p", scratch.path + "/mnt", "-f", "-o", "noatime,bogus"], "invalid mount option 'bogus'"),
         ]
+        #expect(mkdir(scratch.path + "/mnt", 0o755) == 0)
         for (arguments, expected) in cases {
             let result = try run(poolfs, arguments + ["--path", scratch.path])
             #expect(result.status == 1, "\(arguments): \(result.output)")
