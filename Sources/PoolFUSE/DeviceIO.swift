@@ -22,7 +22,7 @@ enum DeviceIO {
                 let count = Glibc.read(fd, buffer, length)
                 // Polled: libfuse's loop would end on EAGAIN.
                 if count < 0 && errno == EAGAIN {
-                    usleep(FUSESession.devicePollInterval)
+                    session.waitBeforePollingDevice()
                     continue
                 }
                 if count >= InitHandshake.inFlags2 + 4, let buffer {

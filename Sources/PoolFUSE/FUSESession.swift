@@ -82,7 +82,13 @@ public final class FUSESession: @unchecked Sendable {
     /// and the IPI costs the unlinker about 4 µs here (a sixth of an
     /// unlink). Polled, the forgets queue up and are read in batches.
     let devicePolled = Atomic<Bool>(false)
-    static let devicePollInterval: UInt32 = 20_000   // µs
+    /// The mount table, which a poll reports changed as soon as the mount
+    /// is taken off it: /dev/fuse is then looked at every few milliseconds
+    /// for a second (the connection ends a moment after), so that the
+    /// session ends at once rather than at the next look.
+    private let mountTable = Glibc.open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC)
+    private let hurryUntil = Atomic<UInt64>(0)
+    static let devicePollMilliseconds: Int32 = 100
 
     /// Makes `device` non-blocking for good once a ring has served (the
     /// kernel uses rings only when every CPU's has registered).
@@ -92,6 +98,27 @@ public final class FUSESession: @unchecked Sendable {
               !devicePolled.exchange(true, ordering: .relaxed)
         else { return }
         _ = fcntl(device, F_SETFL, fcntl(device, F_GETFL) | O_NONBLOCK)
+    }
+
+    /// Until it is time to look at /dev/fuse again: the poll interval, or a
+    /// change of the mount table (an unmount).
+    func waitBeforePollingDevice() {
+        guard mountTable >= 0 else {
+            usleep(UInt32(FUSESession.devicePollMilliseconds) * 1000)
+            return
+        }
+        if RingWatchdog.now() < hurryUntil.load(ordering: .relaxed) {
+            usleep(2000)
+            return
+        }
+        var table = pollfd(fd: mountTable, events: Int16(POLLPRI), revents: 0)
+        if poll(&table, 1, FUSESession.devicePollMilliseconds) > 0 {
+            hurryUntil.store(RingWatchdog.now() + 1_000_000_000, ordering: .relaxed)
+        }
+    }
+
+    deinit {
+        if mountTable >= 0 { close(mountTable) }
     }
 
     /// After the session's loop: the rings' threads end.
