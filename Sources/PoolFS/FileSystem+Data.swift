@@ -108,6 +108,10 @@ extension FileSystem {
                         position = runEnd
                         index += 1
                     }
+                    // What landed past the old end in a run the file had may
+                    // cover a freed file's bytes there: durable before the
+                    // size that shows it (a power cut on pmem).
+                    if grows { try persist(inode, from: max(offset, oldSize), to: end, except: fresh) }
                 } catch {
                     takeBack(fresh, logged: 0, of: inode)
                     throw error is FileSystemError ? error : FileSystemError.noSpace
@@ -233,6 +237,26 @@ extension FileSystem {
     }
 
     private func zero(_ inode: Inode, from: UInt64, to: UInt64, persisting: Bool) throws {
+        try forEachPiece(of: inode, from: from, to: to) { extent, offset, count in
+            pages.zero(extent.address, at: offset, count: count)
+            if persisting { try pool.persist(at: extent.address.advanced(by: offset), count: count) }
+        }
+    }
+
+    /// Makes durable the bytes of `[from, to)` that lie in runs other than
+    /// `fresh` (which `name` makes durable whole).
+    func persist(_ inode: Inode, from: UInt64, to: UInt64, except fresh: [Extent]) throws {
+        try forEachPiece(of: inode, from: from, to: to) { extent, offset, count in
+            if !fresh.contains(where: { $0.address == extent.address }) {
+                try pool.persist(at: extent.address.advanced(by: offset), count: count)
+            }
+        }
+    }
+
+    /// `body` with each run under `[from, to)`: the run, where in it the
+    /// range starts, and how many of its bytes the range covers.
+    private func forEachPiece(of inode: Inode, from: UInt64, to: UInt64,
+                              _ body: (Extent, UInt64, Int) throws -> Void) throws {
         guard from < to else { return }
         let extents = inode.extents.extents
         var index = inode.extents.firstEnding(after: from >> pageShift)
@@ -240,8 +264,7 @@ extension FileSystem {
             let extent = extents[index]
             let start = extent.page << pageShift
             let low = max(from, start), high = min(to, extent.end << pageShift)
-            pages.zero(extent.address, at: low - start, count: Int(high - low))
-            if persisting { try pool.persist(at: extent.address.advanced(by: low - start), count: Int(high - low)) }
+            try body(extent, low - start, Int(high - low))
             index += 1
         }
     }

@@ -22,6 +22,11 @@ enum DeviceIO {
                 let count = Glibc.read(fd, buffer, length)
                 // Polled: libfuse's loop would end on EAGAIN.
                 if count < 0 && errno == EAGAIN {
+                    // Ended some other way than the main thread's cancel: the loop looks again.
+                    if let se = session.fuseSession, fuse_session_exited(se) != 0 {
+                        errno = EINTR
+                        return -1
+                    }
                     session.waitBeforePollingDevice()
                     continue
                 }

@@ -22,7 +22,8 @@ public enum Mount {
     }
 
     /// Runs `body` with this process's stderr going into a pipe; returns
-    /// what it wrote there (a few lines at most: a pipe holds 64 KiB).
+    /// what it wrote there (a pipe's 64 KiB at most: more is dropped, not
+    /// waited on).
     static func capturingStandardError<T>(_ body: () -> T) -> (T, String) {
         var ends: [Int32] = [-1, -1]
         let saved = dup(2)
@@ -30,6 +31,7 @@ public enum Mount {
             if saved >= 0 { close(saved) }
             return (body(), "")
         }
+        _ = fcntl(ends[1], F_SETFL, O_NONBLOCK)
         dup2(ends[1], 2)
         close(ends[1])
         let result = body()

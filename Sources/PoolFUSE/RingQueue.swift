@@ -161,14 +161,16 @@ final class RingQueue: @unchecked Sendable {
         let me = poolfs_thread_id()
         poolfs_name_thread("poolfs-ring-\(index)")
         threadID.store(me, ordering: .relaxed)
-        _ = poolfs_pin_to_cpu(Int32(index))
-        if idlePriority { _ = poolfs_set_idle_priority(me, 1) }
         defer { io_uring_queue_exit(ring) }
         enabled.store(poolfs_ring_enable(ring), ordering: .releasing)
         // Waits name the ring by its registered index, not its file: no
         // file lookup per request. A failure leaves the file in use.
         _ = io_uring_register_ring_fd(ring)
+        // Told before idle priority: a CPU busy with others would keep an
+        // idle thread (and so the INIT reply, which waits for every ring) waiting.
         sem_post(started)
+        _ = poolfs_pin_to_cpu(Int32(index))
+        if idlePriority { _ = poolfs_set_idle_priority(me, 1) }
         var start: UInt64 = 0
         while read(wake, &start, MemoryLayout<UInt64>.size) < 0 && errno == EINTR {}
         guard start == RingQueue.go else { return }
