@@ -18,13 +18,15 @@ extension FileSystem {
         try withReadSegments(number, offset: offset, size: size, unlessAccessDue: false, body)!
     }
 
-    /// The same, but nil without running `body` when this read must first
-    /// move the file's atime (FileSystem+Access.swift): the caller calls
-    /// `accessed`, then reads. A usual read finds and locks the inode once.
-    public func withReadSegmentsUnlessAccessDue<R>(_ number: UInt64, offset: UInt64, size: Int,
-                                                   _ body: (UnsafeBufferPointer<iovec>) -> R) throws -> R? {
+    /// The same, but false without running `body` when this read must
+    /// first move the file's atime (FileSystem+Access.swift): the caller
+    /// calls `accessed`, then reads. A usual read finds and locks the inode
+    /// once. Not generic: called from another module on every read, a
+    /// generic would look up its type metadata (under a lock) each time.
+    public func withReadSegmentsUnlessAccessDue(_ number: UInt64, offset: UInt64, size: Int,
+                                                _ body: (UnsafeBufferPointer<iovec>) -> Void) throws -> Bool {
         try withReadSegments(number, offset: offset, size: size,
-                             unlessAccessDue: accessTimes.load(ordering: .relaxed), body)
+                             unlessAccessDue: accessTimes.load(ordering: .relaxed), body) != nil
     }
 
     private func withReadSegments<R>(_ number: UInt64, offset: UInt64, size: Int, unlessAccessDue: Bool,

@@ -8,7 +8,10 @@ import Glibc
 /// check (the mount uses default_permissions).
 extension FileSystem {
     static func checkName(_ name: String) throws {
-        guard !name.isEmpty, name != ".", name != "..", !name.contains("/") else { throw FileSystemError.invalid }
+        // Bytes, not Foundation's substring search (this module imports it).
+        guard !name.isEmpty, name != ".", name != "..", !name.utf8.contains(UInt8(ascii: "/")) else {
+            throw FileSystemError.invalid
+        }
         guard name.utf8.count <= maximumNameLength else { throw FileSystemError.nameTooLong }
     }
 

@@ -186,12 +186,12 @@ extension FUSESession {
             // Straight from the pool's pages: the kernel copies from them
             // while the file system keeps them from being freed.
             let reply = { (segments: UnsafeBufferPointer<iovec>) in
-                fuse_reply_iov(req, segments.baseAddress, Int32(segments.count))
+                _ = fuse_reply_iov(req, segments.baseAddress, Int32(segments.count))
             }
-            if try fs.withReadSegmentsUnlessAccessDue(inode, offset: UInt64(offset), size: size, reply) == nil {
+            if try !fs.withReadSegmentsUnlessAccessDue(inode, offset: UInt64(offset), size: size, reply) {
                 // Before the reply: a stat after the read sees the new atime.
                 noteAccess(inode)
-                _ = try fs.withReadSegments(inode, offset: UInt64(offset), size: size, reply)
+                try fs.withReadSegments(inode, offset: UInt64(offset), size: size, reply)
             }
         }
     }
