@@ -114,6 +114,7 @@ extension FileSystem {
                     // cover a freed file's bytes there: durable before the
                     // size that shows it (a power cut on pmem).
                     if grows { try persist(inode, from: max(offset, oldSize), to: end, except: fresh) }
+                    inode.noteUnsynced(offset..<end)
                 } catch {
                     takeBack(fresh, logged: 0, of: inode)
                     throw error is FileSystemError ? error : FileSystemError.noSpace
@@ -329,7 +330,8 @@ extension FileSystem {
             let inode = try inode(number)
             try inode.lock.writing {
                 if inode.dirty { logWritten(inode) }
-                for extent in inode.extents.extents { try pool.persist(at: extent.address, count: extent.pages * Int(pageSize)) }
+                for range in inode.unsynced { try persist(inode, from: range.lowerBound, to: range.upperBound, except: []) }
+                inode.unsynced = []
             }
         }
     }
@@ -378,6 +380,7 @@ extension FileSystem {
                 let first = (offset + pageSize - 1) >> pageShift, last = end >> pageShift
                 try commit(.punch(inode: number, from: min(first, last), to: last, time: .now()))
                 zero(inode, from: offset, to: min(end, inode.record.size))
+                inode.noteUnsynced(offset..<max(offset, min(end, inode.record.size)))
             default:
                 throw FileSystemError.notSupported
             }

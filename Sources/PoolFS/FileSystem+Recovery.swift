@@ -16,6 +16,9 @@ extension FileSystem {
         // What the crash left unnamed goes first: the rewrite may need the room.
         free(try unreferencedRuns())
         try? compact()
+        // What earlier mounts wrote may not be durable yet: the first fsync
+        // of each file flushes all of it.
+        for inode in inodes.values where inode.isRegular { inode.noteUnsynced(0..<inode.record.size) }
     }
 
     /// The file system's runs (or their ends) that no file and no log chunk

@@ -41,11 +41,31 @@ final class Inode: @unchecked Sendable {
     var cacheStale = false
     /// Written since size and times were last logged.
     var dirty = false
+    /// Byte ranges written since the last fsync (all of the file after a
+    /// mount): what fsync makes durable, rather than every page the file
+    /// has (on pmem a flush costs per byte). Merged as they come; past
+    /// `maximumUnsynced` ranges, one range spans them all.
+    var unsynced: [Range<UInt64>] = []
+    static let maximumUnsynced = 16
     let lock = ReadWriteLock()
 
     init(_ record: InodeRecord) {
         self.record = record
         if record.mode & S_IFMT == S_IFDIR { directory = Directory() }
+    }
+
+    func noteUnsynced(_ range: Range<UInt64>) {
+        guard !range.isEmpty else { return }
+        if let last = unsynced.last, last.overlaps(range) || last.upperBound == range.lowerBound
+            || range.upperBound == last.lowerBound {
+            unsynced[unsynced.count - 1] = min(last.lowerBound, range.lowerBound)..<max(last.upperBound, range.upperBound)
+        } else if unsynced.count < Inode.maximumUnsynced {
+            unsynced.append(range)
+        } else {
+            let low = unsynced.reduce(range.lowerBound) { min($0, $1.lowerBound) }
+            let high = unsynced.reduce(range.upperBound) { max($0, $1.upperBound) }
+            unsynced = [low..<high]
+        }
     }
 
     var number: UInt64 { record.number }

@@ -196,6 +196,32 @@ private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offse
         pool.close()
     }
 
+    /// fsync makes durable what was written since the last one (on pmem a
+    /// flush costs per byte), and after a mount all of each file once.
+    @Test func fsyncFlushesWhatWasWrittenSinceTheLastOne() throws {
+        let scratch = Scratch()
+        var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
+        var fs = try FileSystem(pool: pool)
+        let file = UInt64(try fs.create(parent: 1, name: "f", mode: S_IFREG | 0o644, caller: caller).st_ino)
+        func unsynced() throws -> [Range<UInt64>] { try fs.tree.reading { try fs.inode(file).unsynced } }
+        try write(fs, file, Array(repeating: 1, count: 100))
+        try write(fs, file, Array(repeating: 2, count: 100), at: 100)
+        try write(fs, file, Array(repeating: 3, count: 10), at: 10000)
+        #expect(try unsynced() == [0..<200, 10000..<10010])
+        try fs.sync(file)
+        #expect(try unsynced().isEmpty)
+        for index in 0..<UInt64(Inode.maximumUnsynced + 1) { try write(fs, file, [4], at: 20000 + index * 2) }
+        #expect(try unsynced() == [20000..<20000 + UInt64(Inode.maximumUnsynced) * 2 + 1])
+        try fs.allocateSpace(file, mode: 0x03, offset: 5000, length: 100)
+        #expect(try unsynced().last == 5000..<5100)
+        fs = try remount(&pool, scratch)
+        #expect(try unsynced() == [0..<20000 + UInt64(Inode.maximumUnsynced) * 2 + 1])
+        try fs.sync(file)
+        #expect(try unsynced().isEmpty)
+        fs.unmount()
+        pool.close()
+    }
+
     @Test func aTornRecordIsNotReplayed() throws {
         let scratch = Scratch()
         var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
