@@ -330,8 +330,11 @@ extension FileSystem {
             let inode = try inode(number)
             try inode.lock.writing {
                 if inode.dirty { logWritten(inode) }
-                for range in inode.unsynced { try persist(inode, from: range.lowerBound, to: range.upperBound, except: []) }
+                for range in inode.wholeUnsynced ? [0..<UInt64.max] : inode.unsynced {
+                    try persist(inode, from: range.lowerBound, to: range.upperBound, except: [])
+                }
                 inode.unsynced = []
+                inode.wholeUnsynced = false
             }
         }
     }

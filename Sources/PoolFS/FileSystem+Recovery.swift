@@ -18,7 +18,7 @@ extension FileSystem {
         try? compact()
         // What earlier mounts wrote may not be durable yet: the first fsync
         // of each file flushes all of it.
-        for inode in inodes.values where inode.isRegular { inode.noteUnsynced(0..<inode.record.size) }
+        for inode in inodes.values where inode.isRegular { inode.wholeUnsynced = true }
     }
 
     /// The file system's runs (or their ends) that no file and no log chunk

@@ -41,11 +41,13 @@ final class Inode: @unchecked Sendable {
     var cacheStale = false
     /// Written since size and times were last logged.
     var dirty = false
-    /// Byte ranges written since the last fsync (all of the file after a
-    /// mount): what fsync makes durable, rather than every page the file
-    /// has (on pmem a flush costs per byte). Merged as they come; past
-    /// `maximumUnsynced` ranges, one range spans them all.
+    /// Byte ranges written since the last fsync: what fsync makes durable,
+    /// rather than every page the file has (on pmem a flush costs per
+    /// byte). Merged as they come; past `maximumUnsynced` ranges, one range
+    /// spans them all. `wholeUnsynced` (after a mount: what earlier mounts
+    /// wrote may not be durable yet) stands for all of the file.
     var unsynced: [Range<UInt64>] = []
+    var wholeUnsynced = false
     static let maximumUnsynced = 16
     let lock = ReadWriteLock()
 
@@ -55,7 +57,7 @@ final class Inode: @unchecked Sendable {
     }
 
     func noteUnsynced(_ range: Range<UInt64>) {
-        guard !range.isEmpty else { return }
+        guard !range.isEmpty, !wholeUnsynced else { return }
         if let last = unsynced.last, last.overlaps(range) || last.upperBound == range.lowerBound
             || range.upperBound == last.lowerBound {
             unsynced[unsynced.count - 1] = min(last.lowerBound, range.lowerBound)..<max(last.upperBound, range.upperBound)
