@@ -17,24 +17,12 @@ enum DeviceIO {
         io.read = { fd, buffer, length, userdata in
             guard let userdata else { return Glibc.read(fd, buffer, length) }
             let session = FUSESession.from(userdata)
-            while true {
-                session.pollDeviceOnceRingsServe(fd)
-                let count = Glibc.read(fd, buffer, length)
-                // Polled: libfuse's loop would end on EAGAIN.
-                if count < 0 && errno == EAGAIN {
-                    // Ended some other way than the main thread's cancel: the loop looks again.
-                    if let se = session.fuseSession, fuse_session_exited(se) != 0 {
-                        errno = EINTR
-                        return -1
-                    }
-                    session.waitBeforePollingDevice()
-                    continue
-                }
-                if count >= InitHandshake.inFlags2 + 4, let buffer {
-                    session.handshake.sawRequest(UnsafeRawPointer(buffer), wanted: session.wantedFlags)
-                }
-                return count
+            let count = session.devicePolling.read(fd, buffer, length, session: session.fuseSession,
+                                                   ringsServe: session.ringsServe)
+            if count >= InitHandshake.inFlags2 + 4, let buffer {
+                session.handshake.sawRequest(UnsafeRawPointer(buffer), wanted: session.wantedFlags)
             }
+            return count
         }
         io.writev = { fd, vector, count, userdata in
             guard let vector else { return Glibc.writev(fd, vector, count) }

@@ -68,6 +68,7 @@ public final class FUSESession: @unchecked Sendable {
     /// After the INIT reply: the rings register and serve.
     func startRings() {
         tree.requests.withLock { $0 = "io_uring, a ring per CPU" }
+        devicePolling.ringsStarted.store(true, ordering: .relaxed)
         rings.withLock { rings in
             RingQueue.go(rings.queues)
             // Nothing to watch where the threads keep normal priority.
@@ -75,50 +76,13 @@ public final class FUSESession: @unchecked Sendable {
         }
     }
 
-    /// Whether /dev/fuse is polled rather than waited on. Once the kernel
-    /// sends requests to the rings, only forgets and interrupts come
-    /// through it, and neither needs a quick answer; but a thread waiting
-    /// on it is woken for each forget (one per unlink), on the other CPU,
-    /// and the IPI costs the unlinker about 4 µs here (a sixth of an
-    /// unlink). Polled, the forgets queue up and are read in batches.
-    let devicePolled = Atomic<Bool>(false)
-    /// The mount table, which a poll reports changed as soon as the mount
-    /// is taken off it: /dev/fuse is then looked at every few milliseconds
-    /// for a second (the connection ends a moment after), so that the
-    /// session ends at once rather than at the next look.
-    private let mountTable = Glibc.open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC)
-    private let hurryUntil = Atomic<UInt64>(0)
-    static let devicePollMilliseconds: Int32 = 100
+    /// How /dev/fuse is read once the rings serve (DevicePolling.swift).
+    let devicePolling = DevicePolling()
 
-    /// Makes `device` non-blocking for good once a ring has served (the
-    /// kernel uses rings only when every CPU's has registered).
-    func pollDeviceOnceRingsServe(_ device: Int32) {
-        guard !devicePolled.load(ordering: .relaxed),
-              rings.withLock({ $0.queues.contains { $0.served.load(ordering: .relaxed) > 0 } }),
-              !devicePolled.exchange(true, ordering: .relaxed)
-        else { return }
-        _ = fcntl(device, F_SETFL, fcntl(device, F_GETFL) | O_NONBLOCK)
-    }
-
-    /// Until it is time to look at /dev/fuse again: the poll interval, or a
-    /// change of the mount table (an unmount).
-    func waitBeforePollingDevice() {
-        guard mountTable >= 0 else {
-            usleep(UInt32(FUSESession.devicePollMilliseconds) * 1000)
-            return
-        }
-        if RingWatchdog.now() < hurryUntil.load(ordering: .relaxed) {
-            usleep(2000)
-            return
-        }
-        var table = pollfd(fd: mountTable, events: Int16(POLLPRI), revents: 0)
-        if poll(&table, 1, FUSESession.devicePollMilliseconds) > 0 {
-            hurryUntil.store(RingWatchdog.now() + 1_000_000_000, ordering: .relaxed)
-        }
-    }
-
-    deinit {
-        if mountTable >= 0 { close(mountTable) }
+    /// Whether the kernel sends requests to the rings: it does once every
+    /// CPU's has registered, so once one of them has served a request.
+    func ringsServe() -> Bool {
+        rings.withLock { $0.queues.contains { $0.served.load(ordering: .relaxed) > 0 } }
     }
 
     /// After the session's loop: the rings' threads end.
