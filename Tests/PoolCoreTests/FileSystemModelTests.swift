@@ -24,10 +24,7 @@ private func describe(_ fs: FileSystem) throws -> [String] {
                 + " m\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) c\(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"
                 + " a\(st.st_atim.tv_sec).\(st.st_atim.tv_nsec)"
             if st.st_mode & S_IFMT == S_IFREG {
-                let bytes = try fs.withReadSegments(inode, offset: 0, size: Int(st.st_size)) { segments in
-                    segments.flatMap { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) }
-                }
-                line += " sum\(bytes.reduce(0) { $0 &* 31 &+ Int($1) })"
+                line += " sum\(try bytes(fs, inode, size: Int(st.st_size)).reduce(0) { $0 &* 31 &+ Int($1) })"
             }
             if st.st_mode & S_IFMT == S_IFLNK { line += " -> " + (try fs.readLink(inode)) }
             for xattr in try fs.xattrNames(inode) where !xattr.hasPrefix("user.poolfs.") {
@@ -54,6 +51,26 @@ private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offse
     try bytes.withUnsafeBytes { try fs.write(inode, offset: offset, from: $0) }
 }
 
+private func makeFile(_ fs: FileSystem, _ name: String) throws -> UInt64 {
+    UInt64(try fs.create(parent: 1, name: name, mode: S_IFREG | 0o644, caller: caller).st_ino)
+}
+
+/// The file's bytes, as a read of `size` finds them.
+private func bytes(_ fs: FileSystem, _ inode: UInt64, size: Int = 1 << 20) throws -> [UInt8] {
+    try fs.withReadSegments(inode, offset: 0, size: size) { segments in
+        segments.flatMap { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) }
+    }
+}
+
+/// Puts `byte` into the file's first run from `offset` for `count` bytes,
+/// past its end: what an earlier file (or a write a kill cut short) left there.
+private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: Int) throws {
+    try fs.withReadSegments(inode, offset: 0, size: 1) { segments in
+        UnsafeMutableRawPointer(mutating: segments[0].iov_base!).advanced(by: offset)
+            .initializeMemory(as: UInt8.self, repeating: 0xff, count: count)
+    }
+}
+
 @Suite struct FileSystemModelTests {
     /// relatime: a read moves atime once per change of the file, never its
     /// ctime, and the moved time is logged.
@@ -62,7 +79,7 @@ private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offse
         var pool = try Pool.create(name: "model", size: 16 << 20, pageSize: 4096, at: scratch.path)
         defer { pool.close() }
         var fs = try FileSystem(pool: pool)
-        let file = UInt64(try fs.create(parent: 1, name: "f", mode: S_IFREG | 0o644, caller: caller).st_ino)
+        let file = try makeFile(fs, "f")
         try write(fs, file, Array("bytes".utf8))
         let written = try fs.attributes(of: file)
         #expect(fs.accessed(file))
@@ -145,17 +162,13 @@ private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offse
         let scratch = Scratch()
         var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
         var fs = try FileSystem(pool: pool)
-        let f = UInt64(try fs.create(parent: 1, name: "f", mode: S_IFREG | 0o644, caller: caller).st_ino)
+        let f = try makeFile(fs, "f")
         try write(fs, f, Array(repeating: 3, count: 3000))
         // Bytes past the logged size, as a write the kill interrupted leaves them.
-        try fs.withReadSegments(f, offset: 0, size: 3000) { segments in
-            UnsafeMutableRawPointer(mutating: segments[0].iov_base!).advanced(by: 3500).storeBytes(of: 0xff, as: UInt8.self)
-        }
+        try scribble(fs, f, at: 3500, count: 1)
         fs = try remount(&pool, scratch)
         _ = try fs.setAttributes(f, AttributeChange(size: 4096))
-        let grown = try fs.withReadSegments(f, offset: 0, size: 4096) { segments in
-            segments.flatMap { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) }
-        }
+        let grown = try bytes(fs, f, size: 4096)
         #expect(grown.count == 4096 && grown[3000...].allSatisfy { $0 == 0 } && grown[..<3000].allSatisfy { $0 == 3 })
         fs.unmount()
         pool.close()
@@ -169,25 +182,17 @@ private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offse
         let scratch = Scratch()
         let pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
         let fs = try FileSystem(pool: pool)
-        func bytes(_ file: UInt64) throws -> [UInt8] {
-            try fs.withReadSegments(file, offset: 0, size: 1 << 20) { segments in
-                segments.flatMap { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) }
-            }
-        }
         let grow: [(UInt64) throws -> Void] = [
             { _ = try fs.setAttributes($0, AttributeChange(size: 4096)) },
             { try write(fs, $0, [7], at: 4095) },
             { try fs.allocateSpace($0, mode: 0, offset: 0, length: 4096) },
         ]
         for (index, grow) in grow.enumerated() {
-            let file = UInt64(try fs.create(parent: 1, name: "f\(index)", mode: S_IFREG | 0o644, caller: caller).st_ino)
+            let file = try makeFile(fs, "f\(index)")
             try write(fs, file, Array(repeating: 3, count: 100))
-            // What an earlier file left in the page, past this one's end.
-            try fs.withReadSegments(file, offset: 0, size: 100) { segments in
-                UnsafeMutableRawPointer(mutating: segments[0].iov_base!).advanced(by: 100).initializeMemory(as: UInt8.self, repeating: 0xff, count: 3996)
-            }
+            try scribble(fs, file, at: 100, count: 3996)
             try grow(file)
-            let grown = try bytes(file)
+            let grown = try bytes(fs, file)
             #expect(grown.count == 4096)
             #expect(grown[..<100].allSatisfy { $0 == 3 })
             #expect(grown[100..<4095].allSatisfy { $0 == 0 }, "grown by way \(index)")
@@ -202,7 +207,7 @@ private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offse
         let scratch = Scratch()
         var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
         var fs = try FileSystem(pool: pool)
-        let file = UInt64(try fs.create(parent: 1, name: "f", mode: S_IFREG | 0o644, caller: caller).st_ino)
+        let file = try makeFile(fs, "f")
         func unsynced() throws -> [Range<UInt64>] { try fs.tree.reading { try fs.inode(file).unsynced } }
         try write(fs, file, Array(repeating: 1, count: 100))
         try write(fs, file, Array(repeating: 2, count: 100), at: 100)
