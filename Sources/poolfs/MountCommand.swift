@@ -23,7 +23,7 @@ struct MountCommand: ParsableCommand {
     var mountpoint: String
     @Flag(name: .customShort("f"), help: "Stay in the foreground.") var foreground = false
     @Option(name: .customShort("o"),
-            help: "Mount options, comma-separated: libfuse's (allow_other, …), and no_io_uring to serve requests through /dev/fuse alone.")
+            help: "Mount options, comma-separated: libfuse's (allow_other, noatime, …), nodiratime, and no_io_uring to serve requests through /dev/fuse alone.")
     var options: String?
 
     func run() throws {
