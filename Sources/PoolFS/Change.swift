@@ -16,6 +16,8 @@ enum Change: Sendable {
     case setAttributes(inode: UInt64, AttributeChange)
     /// Size and modification time after writes.
     case written(inode: UInt64, size: UInt64, time: Timestamp)
+    /// A new run (or fragment) of the file; at page 0 it replaces the
+    /// file's fragment, if it has one.
     case extent(inode: UInt64, Extent)
     /// Frees the runs lying wholly inside file pages `from ..< to`.
     case punch(inode: UInt64, from: UInt64, to: UInt64, time: Timestamp)
@@ -86,6 +88,8 @@ struct RecordWriter {
             w.optional(c.mode.map(UInt64.init)); w.optional(c.uid.map(UInt64.init)); w.optional(c.gid.map(UInt64.init))
             w.optional(c.size); w.optional(c.atime); w.optional(c.mtime); w.time(c.ctime)
         case let .written(inode, size, time): w.u8(8); w.u64(inode); w.u64(size); w.time(time)
+        case let .extent(inode, e) where e.isFragment:
+            w.u8(15); w.u64(inode); w.u64(e.address.rawValue); w.u32(UInt32(e.fragmentBytes))
         case let .extent(inode, e): w.u8(9); w.u64(inode); w.u64(e.page); w.u64(e.address.rawValue); w.u64(UInt64(e.pages))
         case let .punch(inode, from, to, time): w.u8(10); w.u64(inode); w.u64(from); w.u64(to); w.time(time)
         case let .setXattr(inode, name, value, time): w.u8(11); w.u64(inode); w.string(name); w.data(value); w.time(time)
@@ -160,6 +164,10 @@ struct RecordReader {
         case 12: change = .removeXattr(inode: try r.u64(), name: try r.string(), time: try r.time())
         case 13: change = .setHeap(inode: try r.u64(), heap: Int(try r.u32()), time: try r.time())
         case 14: change = .drop(inode: try r.u64())
+        case 15:
+            let inode = try r.u64(), address = GlobalAddress(rawValue: try r.u64()), bytes = Int(try r.u32())
+            guard bytes > 0 else { throw Malformed() }
+            change = .extent(inode: inode, .fragment(address, bytes: bytes))
         default: throw Malformed()
         }
         guard r.position == bytes.count else { throw Malformed() }

@@ -2,22 +2,55 @@ import PoolCore
 
 /// A run of pool pages holding a file's pages `page ..< page + pages`.
 /// Each extent is one allocation: it is freed whole.
+///
+/// Or a fragment (`fragmentBytes` > 0): a small file's bytes, in slots of a
+/// page the file system shares among small files (FragmentRuns.swift). It
+/// stands for file page 0 but holds only its first `fragmentBytes` bytes;
+/// such a file has no other extent and is never larger.
 public struct Extent: Hashable, Sendable {
     /// The file page (offset / page size) where the run starts.
     public var page: UInt64
     public var address: GlobalAddress
     public var pages: Int
+    public var fragmentBytes = 0
+
+    public init(page: UInt64, address: GlobalAddress, pages: Int, fragmentBytes: Int = 0) {
+        self.page = page
+        self.address = address
+        self.pages = pages
+        self.fragmentBytes = fragmentBytes
+    }
+
+    static func fragment(_ address: GlobalAddress, bytes: Int) -> Extent {
+        Extent(page: 0, address: address, pages: 1, fragmentBytes: bytes)
+    }
 
     public var end: UInt64 { page + UInt64(pages) }
+    public var isFragment: Bool { fragmentBytes > 0 }
+
+    /// The bytes it holds, for pages of `1 << pageShift` bytes.
+    func byteCount(_ pageShift: UInt64) -> UInt64 {
+        isFragment ? UInt64(fragmentBytes) : UInt64(pages) << pageShift
+    }
+
+    /// The file offset where its bytes end.
+    func byteEnd(_ pageShift: UInt64) -> UInt64 { page << pageShift + byteCount(pageShift) }
 }
 
 /// A file's extents, sorted by file page, never overlapping.
 struct ExtentMap: Sendable {
     private(set) var extents: [Extent] = []
-    /// Pages in all extents: kept, not summed, since every stat asks.
+    /// Pages in all runs, and bytes in the fragment: kept, not summed,
+    /// since every stat asks.
     private(set) var pageCount = 0
+    private(set) var fragmentBytes = 0
 
     var isEmpty: Bool { extents.isEmpty }
+    var fragment: Extent? { extents.first.flatMap { $0.isFragment ? $0 : nil } }
+
+    private mutating func count(_ extent: Extent, _ sign: Int) {
+        if extent.isFragment { fragmentBytes += sign * extent.fragmentBytes } else { pageCount += sign * extent.pages }
+    }
 
     /// The index of the first extent that ends after `page`.
     func firstEnding(after page: UInt64) -> Int {
@@ -30,7 +63,7 @@ struct ExtentMap: Sendable {
     }
 
     mutating func insert(_ extent: Extent) {
-        pageCount += extent.pages
+        count(extent, 1)
         if let last = extents.last, last.end <= extent.page {
             extents.append(extent)
             return
@@ -44,7 +77,7 @@ struct ExtentMap: Sendable {
         if start < extents.count, extents[start].page < page { start += 1 }
         let removed = Array(extents[start...])
         extents.removeSubrange(start...)
-        pageCount -= removed.reduce(0) { $0 + $1.pages }
+        for extent in removed { count(extent, -1) }
         return removed
     }
 
@@ -52,14 +85,15 @@ struct ExtentMap: Sendable {
         let index = firstEnding(after: extent.page)
         if index < extents.count, extents[index] == extent {
             extents.remove(at: index)
-            pageCount -= extent.pages
+            count(extent, -1)
         }
     }
 
     /// Cuts the run that straddles `page` to end there; returns it as it was.
     mutating func cut(at page: UInt64) -> Extent? {
         let index = firstEnding(after: page)
-        guard index < extents.count, extents[index].page < page, extents[index].end > page else { return nil }
+        guard index < extents.count, extents[index].page < page, extents[index].end > page,
+              !extents[index].isFragment else { return nil }
         let whole = extents[index]
         extents[index].pages = Int(page - whole.page)
         pageCount -= whole.pages - extents[index].pages
@@ -74,7 +108,7 @@ struct ExtentMap: Sendable {
             removed.append(extent)
             return true
         }
-        pageCount -= removed.reduce(0) { $0 + $1.pages }
+        for extent in removed { count(extent, -1) }
         return removed
     }
 

@@ -89,7 +89,13 @@ extension FileSystem {
             inode.record.ctime = time
 
         case let .extent(number, extent):
-            inodes[number]?.extents.insert(extent)
+            guard let inode = inodes[number] else { break }
+            // A file that outgrew its fragment: its bytes moved to this extent.
+            if let fragment = inode.extents.fragment, extent.page == 0 {
+                inode.extents.remove(fragment)
+                released.append(Release(extent: fragment, heap: inode.record.heap))
+            }
+            inode.extents.insert(extent)
 
         case let .punch(number, from, to, time):
             guard let inode = inodes[number] else { break }

@@ -47,6 +47,7 @@ extension FileSystem {
         } catch {
             report.problems.append("file system: \(error)")
         }
+        report.filePages += fs.fragments.runCount
         return report
     }
 }

@@ -48,7 +48,7 @@ extension FileSystem {
                     while position < end, count < capacity {
                         if index < extents.count, extents[index].page << pageShift <= position {
                             let extent = extents[index]
-                            let runEnd = min(end, extent.end << pageShift)
+                            let runEnd = min(end, extent.byteEnd(pageShift))
                             segments[count] = pages.segment(extent.address, at: position - extent.page << pageShift,
                                                             count: Int(runEnd - position))
                             count += 1
@@ -90,6 +90,7 @@ extension FileSystem {
             let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
             guard !overflow, end <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
             return try inode.lock.writing {
+                try makeRoom(in: inode, upTo: end)
                 let oldSize = inode.record.size
                 let grows = end > oldSize
                 // Room to log the new size (and the frees that make room again).
@@ -105,7 +106,7 @@ extension FileSystem {
                     var position = offset
                     while position < end {
                         let extent = extents[index]
-                        let runEnd = min(end, extent.end << pageShift)
+                        let runEnd = min(end, extent.byteEnd(pageShift))
                         try fill(pages.bytes(extent.address, at: position - extent.page << pageShift, count: Int(runEnd - position)))
                         position = runEnd
                         index += 1
@@ -139,7 +140,7 @@ extension FileSystem {
         var logged = 0
         do {
             for extent in fresh {
-                try pool.persist(at: extent.address, count: extent.pages * Int(pageSize))
+                try pool.persist(at: extent.address, count: Int(extent.byteCount(pageShift)))
                 try log.append(.extent(inode: inode.number, extent))
                 logged += 1
             }
@@ -166,7 +167,8 @@ extension FileSystem {
     /// written further) a run is left as it was: bytes past a file's size
     /// are zeroed only when the size grows over them (`zeroGrowing`), so a
     /// small file does not clear a whole page. A full pool leaves the file
-    /// as it was and throws ENOSPC. The inode's lock held.
+    /// as it was and throws ENOSPC. A file that stays small gets a fragment
+    /// (FragmentRuns.swift) instead of a page. The inode's lock held.
     func allocate(_ inode: Inode, pages range: Range<UInt64>, keeping: Range<UInt64>,
                   visibleTo: UInt64 = .max, logReserved: Bool = false) throws -> [Extent] {
         let holes = inode.extents.holes(in: range)
@@ -175,7 +177,11 @@ extension FileSystem {
         var fresh: [Extent] = []
         do {
             if !logReserved { try reserveLog() }
-            for hole in holes {
+            if inode.extents.isEmpty, range == 0..<1,
+               let bytes = fragments.capacity(for: max(keeping.upperBound, visibleTo)) {
+                fresh.append(try fragments.allocate(bytes: bytes, from: heap))
+            }
+            for hole in holes where fresh.isEmpty {
                 var page = hole.lowerBound
                 var longest = FileSystem.maximumRun
                 while page < hole.upperBound {
@@ -190,11 +196,11 @@ extension FileSystem {
                 }
             }
         } catch {
-            for extent in fresh { try? heap.freeFilePages(at: extent.address, count: extent.pages) }
+            free(fresh.map { Release(extent: $0, heap: heap.id) })
             throw FileSystemError.noSpace
         }
         for extent in fresh {
-            let start = extent.page << pageShift, end = extent.end << pageShift
+            let start = extent.page << pageShift, end = extent.byteEnd(pageShift)
             if keeping.lowerBound > start {
                 pages.zero(extent.address, at: 0, count: Int(min(keeping.lowerBound, end) - start))
             }
@@ -208,13 +214,12 @@ extension FileSystem {
     /// Undoes `allocate` for runs a failed change made: the first `logged`
     /// stay, as zeros (a hole reads the same); the others are freed.
     func takeBack(_ fresh: [Extent], logged: Int, of inode: Inode) {
-        let heap = self.heap(inode.record.heap)
         for (index, extent) in fresh.enumerated() {
             if index < logged {
-                pages.zero(extent.address, at: 0, count: extent.pages * Int(pageSize))
+                pages.zero(extent.address, at: 0, count: Int(extent.byteCount(pageShift)))
             } else {
                 inode.extents.remove(extent)
-                try? heap.freeFilePages(at: extent.address, count: extent.pages)
+                free([Release(extent: extent, heap: inode.record.heap)])
             }
         }
     }
@@ -266,7 +271,7 @@ extension FileSystem {
         while index < extents.count, extents[index].page << pageShift < to {
             let extent = extents[index]
             let start = extent.page << pageShift
-            let low = max(from, start), high = min(to, extent.end << pageShift)
+            let low = max(from, start), high = min(to, extent.byteEnd(pageShift))
             try body(extent, low - start, Int(high - low))
             index += 1
         }
@@ -376,6 +381,7 @@ extension FileSystem {
             guard inode.isRegular else { throw inode.isDirectory ? FileSystemError.isDirectory : FileSystemError.notSupported }
             switch mode {
             case 0, keepSize:
+                try makeRoom(in: inode, upTo: end)
                 if mode == 0, end > inode.record.size { try zeroGrowing(inode, from: inode.record.size, to: end) }
                 let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: 0..<0)
                 try name(fresh, of: inode, growingTo: mode == 0 && end > inode.record.size ? end : nil, time: .now())

@@ -142,7 +142,10 @@ extension FileSystem {
             }
             if inode.dirty { logWritten(inode) }
             let oldSize = inode.record.size
-            if let size = change.size, size > oldSize { try zeroGrowing(inode, from: oldSize, to: size) }
+            if let size = change.size, size > oldSize {
+                try makeRoom(in: inode, upTo: size)
+                try zeroGrowing(inode, from: oldSize, to: size)
+            }
             try commit(.setAttributes(inode: number, change))
             if let size = change.size, size < oldSize { zeroBeyondSize(inode) }
             return attributes(inode)

@@ -23,14 +23,33 @@ extension FileSystem {
 
     /// The file system's runs (or their ends) that no file and no log chunk
     /// names; throws when a file names pages that are not the file system's.
+    /// Also finds which slots of its shared runs the files' fragments take.
     func unreferencedRuns() throws -> [Release] {
         var named: [GlobalAddress: (pages: Int, owner: UInt64)] = [:]
         for address in log.runs { named[address] = (log.chunkPages, 0) }
+        let runs = pool.fileRuns()
+        var heapOfRun: [GlobalAddress: Int] = [:]
+        for run in runs where run.pages == 1 { heapOfRun[run.address] = run.heap }
+        var fragments: [(owner: UInt64, extent: Extent)] = []
         for inode in inodes.values {
-            for extent in inode.extents.extents { named[extent.address] = (extent.pages, inode.number) }
+            for extent in inode.extents.extents {
+                if extent.isFragment {
+                    fragments.append((inode.number, extent))
+                    if let (run, _) = self.fragments.locate(extent, in: { heapOfRun[$0] != nil }) {
+                        named[run] = (1, inode.number)
+                    }
+                } else {
+                    named[extent.address] = (extent.pages, inode.number)
+                }
+            }
+        }
+        do {
+            try self.fragments.rebuild(fragments, heapOfRun: heapOfRun)
+        } catch let damage as FragmentDamage {
+            throw PoolError.damaged(path: pool.path, reason: damage.description)
         }
         var unreferenced: [Release] = []
-        for run in pool.fileRuns() {
+        for run in runs {
             let extent = Extent(page: 0, address: run.address, pages: run.pages)
             if let name = named.removeValue(forKey: run.address) {
                 guard name.pages <= run.pages else {

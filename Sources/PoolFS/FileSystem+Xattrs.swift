@@ -24,7 +24,10 @@ extension FileSystem {
         case FileSystem.heapAttribute:
             return Array(heap(inode.record.heap).name.utf8)
         case FileSystem.runsAttribute:
-            let runs = inode.extents.extents.map { "\($0.address.shelf):0x\(String($0.address.offset, radix: 16))+\($0.pages)" }
+            // shelf:offset+pages; a fragment's length in bytes (+4096B).
+            let runs = inode.extents.extents.map {
+                "\($0.address.shelf):0x\(String($0.address.offset, radix: 16))+" + ($0.isFragment ? "\($0.fragmentBytes)B" : "\($0.pages)")
+            }
             return Array(runs.joined(separator: " ").utf8)
         default:
             let runs = inode.extents.extents.map { FileRun(address: $0.address, pages: $0.pages, heap: inode.record.heap) }

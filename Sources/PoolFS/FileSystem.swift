@@ -19,6 +19,7 @@ public final class FileSystem: @unchecked Sendable {
     public static let maximumNameLength = 255
 
     let log: MetadataLog
+    let fragments: FragmentRuns
     let defaultHeap: Heap
     let pageSize: UInt64
     let pageShift: UInt64
@@ -57,6 +58,7 @@ public final class FileSystem: @unchecked Sendable {
         self.pool = pool
         pageSize = UInt64(pool.pageSize)
         pageShift = UInt64(pool.pageSize.trailingZeroBitCount)
+        fragments = FragmentRuns(pageSize: pool.pageSize)
         defaultHeap = try pool.openHeap(name: "default", create: !inspecting)
         log = MetadataLog(pool: pool, heap: defaultHeap)
         let clean: Bool
@@ -126,7 +128,7 @@ public final class FileSystem: @unchecked Sendable {
         st.st_rdev = UInt(r.rdev)
         st.st_size = inode.isDirectory ? Int(4096) : Int(r.size)
         st.st_blksize = 1 << 20
-        st.st_blocks = inode.extents.pageCount * Int(pageSize) / 512
+        st.st_blocks = (inode.extents.pageCount * Int(pageSize) + inode.extents.fragmentBytes) / 512
         st.st_atim = r.atime.timespec
         st.st_mtim = r.mtime.timespec
         st.st_ctim = r.ctime.timespec
@@ -174,7 +176,13 @@ public final class FileSystem: @unchecked Sendable {
 
     func free(_ released: [Release]) {
         for release in released {
-            let extent = release.extent, heap = heap(release.heap)
+            let extent = release.extent
+            if extent.isFragment {
+                // The run goes when its last fragment does, to the heap it came from.
+                if let (run, heap) = fragments.release(extent) { try? self.heap(heap).freeFilePages(at: run, count: 1) }
+                continue
+            }
+            let heap = heap(release.heap)
             if release.keep > 0 {
                 try? heap.shortenFilePages(at: extent.address, count: extent.pages, keep: release.keep)
             } else {

@@ -259,6 +259,7 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
             .rename(from: 1, name: "a", to: 2, newName: "b", exchange: true, time: time),
             .setAttributes(inode: 9, AttributeChange(mode: 0o600, size: 7, mtime: time, ctime: time)),
             .written(inode: 9, size: 99, time: time), .extent(inode: 9, extent),
+            .extent(inode: 9, .fragment(GlobalAddress(shelf: 1, offset: 0x13000), bytes: 8192)),
             .punch(inode: 9, from: 1, to: 3, time: time), .setXattr(inode: 9, name: "user.x", value: [0, 1, 255], time: time),
             .removeXattr(inode: 9, name: "user.x", time: time), .setHeap(inode: 9, heap: 5, time: time), .drop(inode: 9),
         ]
@@ -272,5 +273,63 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         var truncated = RecordWriter.encode(changes[2])
         truncated.removeLast()
         #expect(throws: (any Error).self) { try truncated.withUnsafeBytes { try RecordReader.decode($0) } }
+    }
+
+    /// Small files share pages: each takes slots of 4 KiB in a page the
+    /// file system splits (a page of 64 KiB here), moves to more slots or
+    /// a page of its own as it grows, and keeps its bytes across a crash;
+    /// the shared pages go back to the pool with their last file.
+    @Test func smallFilesShareAPageAndMoveOutAsTheyGrow() throws {
+        let scratch = Scratch()
+        var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 64 << 10, at: scratch.path)
+        var fs = try FileSystem(pool: pool)
+        var files: [UInt64] = []
+        for index in 0..<16 {
+            let file = try makeFile(fs, "small\(index)")
+            try write(fs, file, Array(repeating: UInt8(index + 1), count: 4000))
+            files.append(file)
+        }
+        #expect(pool.fileRuns().count == fs.log.runs.count + 1, "16 files of 4,000 bytes in one page")
+        #expect(try fs.attributes(of: files[0]).st_blocks == 8, "4 KiB, as tmpfs counts it")
+
+        // One file grows in steps: through larger fragments to pages of its own.
+        let grown = try makeFile(fs, "grown")
+        var expected: [UInt8] = []
+        for (offset, count) in [(0, 100), (3000, 3000), (9000, 2), (20_000, 1000), (40_000, 10), (70_000, 5)] {
+            let chunk = (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ offset) }
+            try write(fs, grown, chunk, at: UInt64(offset))
+            if expected.count < offset { expected += Array(repeating: 0, count: offset - expected.count) }
+            expected.replaceSubrange(offset..<min(expected.count, offset + count), with: chunk)
+            #expect(try bytes(fs, grown) == expected, "after \(count) bytes at \(offset)")
+        }
+        // A fragment freed and taken again shows zeros when its new file grows.
+        try fs.remove(parent: 1, name: "small3", directory: false)
+        let reused = try makeFile(fs, "reused")
+        try write(fs, reused, [42])
+        _ = try fs.setAttributes(reused, AttributeChange(size: 4000))
+        #expect(try bytes(fs, reused) == [42] + Array(repeating: 0, count: 3999))
+
+        // Killed (no unmount): every byte comes back, and nothing leaks.
+        let before = try describe(fs)
+        fs = try remount(&pool, scratch)
+        #expect(try describe(fs) == before)
+        #expect(try bytes(fs, grown) == expected)
+        let again = try makeFile(fs, "after-mount")
+        try write(fs, again, Array(repeating: 5, count: 10))
+        for (index, file) in files.enumerated() where index != 3 {
+            #expect(try bytes(fs, file) == Array(repeating: UInt8(index + 1), count: 4000), "a slot in use is not given again")
+        }
+        fs.unmount()
+        pool.close()
+        pool = try Pool.open(name: "model", at: scratch.path)
+        let report = try #require(FileSystem.check(pool: pool, repair: false))
+        #expect(report.problems.isEmpty && report.unreferencedPages == 0)
+        fs = try FileSystem(pool: pool)
+        for name in (0..<16).filter({ $0 != 3 }).map({ "small\($0)" }) + ["grown", "reused", "after-mount"] {
+            try fs.remove(parent: 1, name: name, directory: false)
+        }
+        #expect(pool.fileRuns().count == fs.log.runs.count, "the shared pages went back with their last files")
+        fs.unmount()
+        pool.close()
     }
 }

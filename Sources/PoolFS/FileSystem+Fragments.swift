@@ -1,0 +1,38 @@
+import PoolCore
+
+/// Small files in fragments (FragmentRuns.swift): a file gets one when its
+/// first bytes are written and it stays within half a page; a change that
+/// needs more room moves it first.
+extension FileSystem {
+    /// Before a change makes a file in a fragment reach `end`: moves its
+    /// bytes to a fragment that holds `end`, or past the largest fragment
+    /// to a page of its own, whose bytes past the file's size are whatever
+    /// they were (the change zeroes what it uncovers). Logged as the file's
+    /// new extent, which replaces the fragment, live and on replay. The
+    /// inode's lock held.
+    func makeRoom(in inode: Inode, upTo end: UInt64) throws {
+        guard let old = inode.extents.fragment, end > UInt64(old.fragmentBytes) else { return }
+        let heap = self.heap(inode.record.heap)
+        let new: Extent
+        do {
+            if let bytes = fragments.capacity(for: end) {
+                new = try fragments.allocate(bytes: bytes, from: heap)
+            } else {
+                new = Extent(page: 0, address: try heap.allocateFilePages(count: 1), pages: 1)
+            }
+        } catch {
+            throw FileSystemError.noSpace
+        }
+        let size = Int(min(inode.record.size, UInt64(old.fragmentBytes)))
+        pages.bytes(new.address, at: 0, count: size)
+            .copyMemory(from: UnsafeRawBufferPointer(pages.bytes(old.address, at: 0, count: size)))
+        do {
+            // Durable before the log names them in place of the old ones.
+            try pool.persist(at: new.address, count: size)
+            try commit(.extent(inode: inode.number, new))
+        } catch {
+            free([Release(extent: new, heap: heap.id)])
+            throw FileSystemError.noSpace
+        }
+    }
+}

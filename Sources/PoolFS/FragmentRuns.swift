@@ -1,0 +1,139 @@
+import PoolCore
+
+/// One-page runs that the file system shares among small files, so that a
+/// file of a few bytes does not take a whole page (64 KiB by default; tmpfs
+/// takes 4 KiB). A run is cut into slots of `slotBytes`; a file of at most
+/// half a page holds its bytes in contiguous slots of one run, a fragment
+/// (Extent.swift), and moves when it outgrows them.
+///
+/// Which slots are taken is not logged: a mount rebuilds it from the files
+/// that name fragments, and a run that none names is one of the runs the
+/// recovery frees. A run goes back to its heap when its last slot does,
+/// which is after the change that freed the slot was logged.
+final class FragmentRuns: @unchecked Sendable {
+    static let slotBytes = 4096
+    /// Slots per run (at most 64: a run's slots are one word).
+    let slots: Int
+    /// The largest fragment, in bytes; 0 where pages are too small to share.
+    let largest: Int
+
+    private struct Run {
+        let heap: Int
+        var used: UInt64
+    }
+    private var runs: [GlobalAddress: Run] = [:]
+    /// Runs with a free slot, by heap.
+    private var partial: [Int: Set<GlobalAddress>] = [:]
+    private let mutex = ProcessMutex()
+    /// How many partial runs a request looks at before it takes a new run.
+    static let probes = 32
+
+    init(pageSize: Int) {
+        slots = min(64, pageSize / FragmentRuns.slotBytes)
+        largest = slots >= 2 ? slots / 2 * FragmentRuns.slotBytes : 0
+    }
+
+    /// The fragment size a file of `bytes` gets, nil if it gets pages.
+    func capacity(for bytes: UInt64) -> Int? {
+        guard bytes <= UInt64(largest) else { return nil }
+        let slotBytes = UInt64(FragmentRuns.slotBytes)
+        return Int(max(1, (bytes + slotBytes - 1) / slotBytes) * slotBytes)
+    }
+
+    /// A fragment of `bytes` (a multiple of `slotBytes`) from a run of
+    /// `heap`, which gives a new run when none has room. Its bytes are as
+    /// the last owner left them.
+    func allocate(bytes: Int, from heap: Heap) throws -> Extent {
+        let count = bytes / FragmentRuns.slotBytes
+        let mask: UInt64 = count == 64 ? .max : (1 << count) - 1
+        return try mutex.withLock {
+            for address in (partial[heap.id] ?? []).prefix(FragmentRuns.probes) {
+                guard let run = runs[address] else { continue }
+                for slot in 0...(slots - count) where run.used & mask << slot == 0 {
+                    take(address, mask << slot)
+                    return .fragment(address.advanced(by: UInt64(slot * FragmentRuns.slotBytes)), bytes: bytes)
+                }
+            }
+            let address = try heap.allocateFilePages(count: 1)
+            runs[address] = Run(heap: heap.id, used: 0)
+            partial[heap.id, default: []].insert(address)
+            take(address, mask)
+            return .fragment(address, bytes: bytes)
+        }
+    }
+
+    /// `mutex` held.
+    private func take(_ address: GlobalAddress, _ bits: UInt64) {
+        runs[address]!.used |= bits
+        if runs[address]!.used == fullMask { partial[runs[address]!.heap]?.remove(address) }
+    }
+
+    private var fullMask: UInt64 { slots == 64 ? .max : (1 << slots) - 1 }
+
+    /// Gives `fragment`'s slots back; returns its run and the run's heap if
+    /// the run is now empty, for the caller to free.
+    func release(_ fragment: Extent) -> (address: GlobalAddress, heap: Int)? {
+        mutex.withLock {
+            guard let (address, bits) = locate(fragment, in: { runs[$0] != nil }) else { return nil }
+            runs[address]!.used &= ~bits
+            let run = runs[address]!
+            guard run.used == 0 else {
+                partial[run.heap, default: []].insert(address)
+                return nil
+            }
+            runs.removeValue(forKey: address)
+            partial[run.heap]?.remove(address)
+            return (address, run.heap)
+        }
+    }
+
+    /// The run holding `fragment` (the one `isRun` accepts among the runs
+    /// that could), and the bits of its slots.
+    func locate(_ fragment: Extent, in isRun: (GlobalAddress) -> Bool) -> (GlobalAddress, UInt64)? {
+        let slotBytes = UInt64(FragmentRuns.slotBytes)
+        let count = fragment.fragmentBytes / FragmentRuns.slotBytes
+        let offset = fragment.address.offset
+        guard fragment.fragmentBytes % FragmentRuns.slotBytes == 0, count >= 1, count <= slots, offset % slotBytes == 0
+        else { return nil }
+        for slot in 0...(slots - count) where UInt64(slot) * slotBytes <= offset {
+            let address = GlobalAddress(shelf: fragment.address.shelf, offset: offset - UInt64(slot) * slotBytes)
+            if isRun(address) {
+                let mask: UInt64 = count == 64 ? .max : (1 << count) - 1
+                return (address, mask << slot)
+            }
+        }
+        return nil
+    }
+
+    /// After a mount's replay: the slots the files' fragments take, in runs
+    /// the pool holds (`heapOfRun`: each one-page run of the file system,
+    /// with its heap). Throws on a fragment outside them or two that overlap.
+    func rebuild(_ fragments: [(owner: UInt64, extent: Extent)], heapOfRun: [GlobalAddress: Int]) throws {
+        try mutex.withLock {
+            runs = [:]
+            partial = [:]
+            for (owner, fragment) in fragments {
+                guard let (address, bits) = locate(fragment, in: { heapOfRun[$0] != nil }) else {
+                    throw FragmentDamage(owner: owner, address: fragment.address, reason: "in no run of the file system")
+                }
+                var run = runs[address] ?? Run(heap: heapOfRun[address]!, used: 0)
+                guard run.used & bits == 0 else {
+                    throw FragmentDamage(owner: owner, address: fragment.address, reason: "overlapping another file's")
+                }
+                run.used |= bits
+                runs[address] = run
+            }
+            for (address, run) in runs where run.used != fullMask { partial[run.heap, default: []].insert(address) }
+        }
+    }
+
+    /// The runs holding fragments.
+    var runCount: Int { mutex.withLock { runs.count } }
+}
+
+struct FragmentDamage: Error, CustomStringConvertible {
+    let owner: UInt64
+    let address: GlobalAddress
+    let reason: String
+    var description: String { "inode \(owner) names a fragment at \(address) \(reason)" }
+}
