@@ -177,11 +177,10 @@ extension FileSystem {
         var fresh: [Extent] = []
         do {
             if !logReserved { try reserveLog() }
-            if inode.extents.isEmpty, range == 0..<1,
-               let bytes = fragments.capacity(for: max(keeping.upperBound, visibleTo)) {
-                fresh.append(try fragments.allocate(bytes: bytes, from: heap))
-            }
-            for hole in holes where fresh.isEmpty {
+            let fragment = inode.extents.isEmpty && range == 0..<1
+                ? fragments.capacity(for: max(keeping.upperBound, visibleTo)) : nil
+            if let fragment { fresh.append(try fragments.allocate(bytes: fragment, from: heap)) }
+            for hole in holes where fragment == nil {
                 var page = hole.lowerBound
                 var longest = FileSystem.maximumRun
                 while page < hole.upperBound {
