@@ -18,9 +18,11 @@ extension Heap {
         try freePages(at: address, count: count, tag: .files(index))
     }
 
-    /// Frees a file run's pages after its first `keep` (a file cut short).
-    public func shortenFilePages(at address: GlobalAddress, count: Int, keep: Int) throws {
-        try pool.core.shortenRun(address, count: count, keep: keep, tag: .files(index))
+    /// Cuts a file run into the pieces it keeps (page ranges in it, in
+    /// order), each a run of its own after, and frees the rest: a file cut
+    /// short, or with a hole punched in it.
+    public func carveFilePages(at address: GlobalAddress, count: Int, keeping pieces: [Range<Int>]) throws {
+        try pool.core.carveRun(address, count: count, keeping: pieces, tag: .files(index))
     }
 
     /// This heap's number in the pool's table: stable while the heap lives.

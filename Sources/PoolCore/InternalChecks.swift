@@ -16,6 +16,19 @@ extension Shelf {
         (0..<length).allSatisfy { !bitIsSet(page + $0) && (entry(page + $0).kind == .free || entry(page + $0).kind == .tail) }
     }
 
+    /// `[page, page+length)` is a run that a carve (Shelf.carveRun) left
+    /// half done: what lies under its head is tails and the heads of pieces
+    /// inside it.
+    func isHalfCarvedRun(_ page: Int, _ length: Int) -> Bool {
+        let outer = entry(page)
+        guard length >= 1, page >= 0, page + length <= pageCount, outer.isHead, outer.length == length else { return false }
+        return (1..<max(1, length)).allSatisfy { i in
+            let e = entry(page + i)
+            return (e.kind == .tail && e.length >= 1 && e.length <= i)
+                || (e.isHead && e.kind == outer.kind && e.tag == outer.tag && e.length >= 1 && e.length <= length - i)
+        }
+    }
+
     /// `[page, page+length)` is exactly one run, inside the shelf.
     func isWholeRun(_ page: Int, _ length: Int) -> Bool {
         length >= 1 && page >= 0 && page + length <= pageCount && entry(page).isHead && entry(page).length == length

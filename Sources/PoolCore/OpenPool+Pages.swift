@@ -105,11 +105,17 @@ extension OpenPool {
         return table.entry(page) == .cached(length: count, owner: slot)
     }
 
-    /// Frees the pages of an allocated run after its first `keep`.
-    func shortenRun(_ address: GlobalAddress, count: Int, keep: Int, tag: PageEntry.Tag) throws {
+    /// Cuts an allocated run into the `pieces` it keeps (page ranges in
+    /// it, in order, not overlapping), each a run of its own after, and
+    /// frees its other pages.
+    func carveRun(_ address: GlobalAddress, count: Int, keeping pieces: [Range<Int>], tag: PageEntry.Tag) throws {
         try checkCount(count)
-        guard keep >= 1, keep < count else {
-            throw PoolError.invalidSize("\(keep) pages", reason: "a run of \(count) keeps 1 to \(count - 1) pages")
+        var end = 0
+        for piece in pieces {
+            guard piece.lowerBound >= end, !piece.isEmpty, piece.upperBound <= count, pieces != [0..<count] else {
+                throw PoolError.invalidSize("pages \(pieces)", reason: "a run of \(count) keeps pieces of itself, in order")
+            }
+            end = piece.upperBound
         }
         guard let shelf = shelf(address.shelf), let page = shelf.page(at: address.offset) else {
             throw PoolError.invalidFree(address, reason: "not the start of a data page")
@@ -119,7 +125,7 @@ extension OpenPool {
             guard actual == .allocated(length: count, tag: tag) else {
                 throw PoolError.invalidFree(address, reason: describeMismatch(actual, count: count))
             }
-            shelf.shortenRun(at: page, to: keep, from: count, head: .allocated(length: keep, tag: tag))
+            shelf.carveRun(at: page, length: count, keeping: pieces) { .allocated(length: $0, tag: tag) }
         }
     }
 

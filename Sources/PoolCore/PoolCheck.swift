@@ -128,10 +128,13 @@ struct PoolChecker {
                     continue
                 }
                 let length = entry.length
-                guard shelf.isWholeRun(page, length) else {
-                    report.problems.append("shelf \(shelf.index) page \(page): a run of \(length) pages with damaged entries")
-                    page += 1
-                    continue
+                if !shelf.isWholeRun(page, length) {
+                    guard torn, shelf.isHalfCarvedRun(page, length) else {
+                        report.problems.append("shelf \(shelf.index) page \(page): a run of \(length) pages with damaged entries")
+                        page += 1
+                        continue
+                    }
+                    report.recoverable.append("shelf \(shelf.index) page \(page): a run of \(length) pages half cut into pieces (its owner's next mount finishes the cut)")
                 }
                 if !bitsAreSet(shelf, page, length) { bitmapWrong += 1 }
                 switch (entry.kind, entry.tag) {

@@ -74,14 +74,24 @@ final class Shelf: @unchecked Sendable {
         if page < searchHint { searchHint = page }
     }
 
-    /// Cuts a run headed at `page` to its first `keep` pages and frees the
-    /// rest: the head shrinks first, so a crash leaves only uncovered
+    /// Cuts a run headed at `page` into the `pieces` it keeps, each a run
+    /// headed by `head(its length)`, and frees the pages between. Pieces
+    /// past the first page get their tails, then their heads, while the
+    /// old head still covers them: a crash leaves the old run whole (its
+    /// owner carves it again). Then the old head shrinks to the first
+    /// piece, or goes, so a crash leaves the pages between as uncovered
     /// tails, which count as free.
-    func shortenRun(at page: Int, to keep: Int, from length: Int, head: PageEntry) {
-        setEntry(page, head)
-        for i in keep..<length { setEntry(page + i, .free) }
-        setBits(page + keep, length - keep, used: false)
-        if page + keep < searchHint { searchHint = page + keep }
+    func carveRun(at page: Int, length: Int, keeping pieces: [Range<Int>], head: (Int) -> PageEntry) {
+        for piece in pieces.reversed() where piece.lowerBound > 0 {
+            for i in 1..<piece.count { setEntry(page + piece.lowerBound + i, .tail(distance: i)) }
+            setEntry(page + piece.lowerBound, head(piece.count))
+        }
+        if let first = pieces.first, first.lowerBound == 0 { setEntry(page, head(first.count)) } else { setEntry(page, .free) }
+        for gap in zip([0] + pieces.map(\.upperBound), pieces.map(\.lowerBound) + [length]) where gap.0 < gap.1 {
+            for i in gap.0..<gap.1 where i > 0 { setEntry(page + i, .free) }
+            setBits(page + gap.0, gap.1 - gap.0, used: false)
+            if page + gap.0 < searchHint { searchHint = page + gap.0 }
+        }
     }
 
     /// The first page of `length` free pages, next-fit from the last claim.

@@ -100,16 +100,33 @@ struct ExtentMap: Sendable {
         return whole
     }
 
-    /// Removes the runs that lie wholly inside `pages`.
-    mutating func removeAll(inside pages: Range<UInt64>) -> [Extent] {
-        var removed: [Extent] = []
-        extents.removeAll { extent in
-            guard extent.page >= pages.lowerBound, extent.end <= pages.upperBound else { return false }
-            removed.append(extent)
-            return true
+    /// Takes `pages` out of the runs under them: a run inside goes, one
+    /// across an end keeps its pieces outside, each a run of its own
+    /// (a fragment goes only whole). Returns each run as it was, with the
+    /// pieces of it that stay (page ranges in it).
+    mutating func punch(_ pages: Range<UInt64>, pageShift: UInt64) -> [(extent: Extent, kept: [Range<Int>])] {
+        var punched: [(extent: Extent, kept: [Range<Int>])] = []
+        var index = firstEnding(after: pages.lowerBound)
+        while index < extents.count, extents[index].page < pages.upperBound {
+            let extent = extents[index]
+            guard !extent.isFragment || (extent.page >= pages.lowerBound && extent.end <= pages.upperBound) else {
+                index += 1
+                continue
+            }
+            var kept: [Range<Int>] = []
+            if extent.page < pages.lowerBound { kept.append(0..<Int(pages.lowerBound - extent.page)) }
+            if extent.end > pages.upperBound { kept.append(Int(pages.upperBound - extent.page)..<extent.pages) }
+            let pieces = kept.map {
+                Extent(page: extent.page + UInt64($0.lowerBound),
+                       address: extent.address.advanced(by: UInt64($0.lowerBound) << pageShift), pages: $0.count)
+            }
+            count(extent, -1)
+            extents.replaceSubrange(index...index, with: pieces)
+            for piece in pieces { count(piece, 1) }
+            index += pieces.count
+            punched.append((extent, kept))
         }
-        for extent in removed { count(extent, -1) }
-        return removed
+        return punched
     }
 
     /// The holes inside `pages`, in order.
@@ -131,10 +148,14 @@ struct ExtentMap: Sendable {
     }
 }
 
-/// Pages a change gave back: a whole run (`keep` 0) or a run's pages after
-/// its first `keep`. Freed after the change is logged.
+/// Pages a change gave back: a whole run, or the pages of a run outside
+/// the pieces it keeps (page ranges in it, in order: the start of a file
+/// cut short, the two sides of a punched hole). Freed after the change is
+/// logged.
 struct Release {
     let extent: Extent
     let heap: Int
-    var keep = 0
+    var kept: [Range<Int>] = []
+
+    var freedPages: Int { extent.pages - kept.reduce(0) { $0 + $1.count } }
 }

@@ -74,7 +74,7 @@ extension FileSystem {
                 let kept = (size + pageSize - 1) >> pageShift
                 released += inode.extents.removeAll(from: kept).map { Release(extent: $0, heap: inode.record.heap) }
                 if let cut = inode.extents.cut(at: kept) {
-                    released.append(Release(extent: cut, heap: inode.record.heap, keep: Int(kept - cut.page)))
+                    released.append(Release(extent: cut, heap: inode.record.heap, kept: [0..<Int(kept - cut.page)]))
                 }
                 inode.record.size = size
             }
@@ -99,7 +99,9 @@ extension FileSystem {
 
         case let .punch(number, from, to, time):
             guard let inode = inodes[number] else { break }
-            released += inode.extents.removeAll(inside: from..<to).map { Release(extent: $0, heap: inode.record.heap) }
+            released += inode.extents.punch(from..<to, pageShift: pageShift).map {
+                Release(extent: $0.extent, heap: inode.record.heap, kept: $0.kept)
+            }
             inode.record.mtime = time
             inode.record.ctime = time
 

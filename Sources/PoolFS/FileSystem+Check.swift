@@ -35,7 +35,7 @@ extension FileSystem {
         report.logPages = fs.log.runs.count * fs.log.chunkPages
         do {
             let unreferenced = try fs.unreferencedRuns()
-            let pages = unreferenced.reduce(0) { $0 + $1.extent.pages - $1.keep }
+            let pages = unreferenced.reduce(0) { $0 + $1.freedPages }
             report.unreferencedPages = pages
             if pages > 0 {
                 report.leftByCrash.append("file system: \(pages) pages in \(unreferenced.count) runs that no file names (the next mount frees them)")

@@ -21,13 +21,15 @@ extension FileSystem {
         for inode in inodes.values where inode.isRegular { inode.wholeUnsynced = true }
     }
 
-    /// The file system's runs (or their ends) that no file and no log chunk
-    /// names; throws when a file names pages that are not the file system's.
-    /// Also finds which slots of its shared runs the files' fragments take.
+    /// The file system's runs, or their pages, that no file and no log
+    /// chunk names: a run with a piece named is carved to its pieces (a
+    /// cut or punch logged, killed before the pool's run was cut). Throws
+    /// when a file names pages that are not the file system's. Also finds
+    /// which slots of its shared runs the files' fragments take.
     func unreferencedRuns() throws -> [Release] {
-        var named: [GlobalAddress: (pages: Int, owner: UInt64)] = [:]
-        for address in log.runs { named[address] = (log.chunkPages, 0) }
-        let runs = pool.fileRuns()
+        var named: [(address: GlobalAddress, pages: Int, owner: UInt64)] = log.runs.map { ($0, log.chunkPages, 0) }
+        var namedFragmentRuns: Set<GlobalAddress> = []
+        let runs = pool.fileRuns().sorted { $0.address < $1.address }
         var heapOfRun: [GlobalAddress: Int] = [:]
         for run in runs where run.pages == 1 { heapOfRun[run.address] = run.heap }
         var fragments: [(owner: UInt64, extent: Extent)] = []
@@ -35,11 +37,12 @@ extension FileSystem {
             for extent in inode.extents.extents {
                 if extent.isFragment {
                     fragments.append((inode.number, extent))
-                    if let (run, _) = self.fragments.locate(extent, in: { heapOfRun[$0] != nil }) {
-                        named[run] = (1, inode.number)
+                    if let (run, _) = self.fragments.locate(extent, in: { heapOfRun[$0] != nil }),
+                       namedFragmentRuns.insert(run).inserted {
+                        named.append((run, 1, inode.number))
                     }
                 } else {
-                    named[extent.address] = (extent.pages, inode.number)
+                    named.append((extent.address, extent.pages, inode.number))
                 }
             }
         }
@@ -48,22 +51,32 @@ extension FileSystem {
         } catch let damage as FragmentDamage {
             throw PoolError.damaged(path: pool.path, reason: damage.description)
         }
+        named.sort { $0.address < $1.address }
+        func damaged(_ name: (address: GlobalAddress, pages: Int, owner: UInt64), _ what: String) -> Error {
+            PoolError.damaged(path: pool.path, reason: "inode \(name.owner) names \(name.pages) pages at \(name.address)\(what)")
+        }
         var unreferenced: [Release] = []
+        var next = 0
         for run in runs {
-            let extent = Extent(page: 0, address: run.address, pages: run.pages)
-            if let name = named.removeValue(forKey: run.address) {
-                guard name.pages <= run.pages else {
-                    throw PoolError.damaged(path: pool.path, reason: "inode \(name.owner) names \(name.pages) pages at \(run.address), a run of \(run.pages)")
+            if next < named.count, named[next].address < run.address {
+                throw damaged(named[next], ", which the file system does not hold")
+            }
+            let end = run.address.offset + UInt64(run.pages) << pageShift
+            var pieces: [Range<Int>] = []
+            while next < named.count, named[next].address.shelf == run.address.shelf, named[next].address.offset < end {
+                let name = named[next], distance = name.address.offset - run.address.offset
+                let first = Int(distance >> pageShift)
+                guard distance & (pageSize - 1) == 0, first >= (pieces.last?.upperBound ?? 0), name.pages <= run.pages - first else {
+                    throw damaged(name, " in a run of \(run.pages) at \(run.address), across another's pages or its end")
                 }
-                // Cut short in the log, killed before the pool's run was.
-                if name.pages < run.pages { unreferenced.append(Release(extent: extent, heap: run.heap, keep: name.pages)) }
-            } else {
-                unreferenced.append(Release(extent: extent, heap: run.heap))
+                pieces.append(first..<(first + name.pages))
+                next += 1
+            }
+            if pieces != [0..<run.pages] {
+                unreferenced.append(Release(extent: Extent(page: 0, address: run.address, pages: run.pages), heap: run.heap, kept: pieces))
             }
         }
-        if let (address, name) = named.first {
-            throw PoolError.damaged(path: pool.path, reason: "inode \(name.owner) names pages at \(address) that the file system does not hold")
-        }
+        if next < named.count { throw damaged(named[next], ", which the file system does not hold") }
         return unreferenced
     }
 

@@ -183,8 +183,8 @@ public final class FileSystem: @unchecked Sendable {
                 continue
             }
             let heap = heap(release.heap)
-            if release.keep > 0 {
-                try? heap.shortenFilePages(at: extent.address, count: extent.pages, keep: release.keep)
+            if !release.kept.isEmpty {
+                try? heap.carveFilePages(at: extent.address, count: extent.pages, keeping: release.kept)
             } else {
                 try? heap.freeFilePages(at: extent.address, count: extent.pages)
             }

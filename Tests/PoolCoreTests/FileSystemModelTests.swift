@@ -348,4 +348,39 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         fs.unmount()
         pool.close()
     }
+
+    /// A hole punched inside a run frees the whole pages under it (the run
+    /// is cut into the pieces on either side); killed after the punch was
+    /// logged and before the run was cut, the next mount cuts it.
+    @Test func aHolePunchedInsideARunFreesItsPages() throws {
+        let scratch = Scratch()
+        var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
+        var fs = try FileSystem(pool: pool)
+        func filePages() -> Int {
+            let log = Set(fs.log.runs)
+            return pool.fileRuns().filter { !log.contains($0.address) }.reduce(0) { $0 + $1.pages }
+        }
+        let file = try makeFile(fs, "f")
+        var expected = (0..<(16 * 4096)).map { UInt8(truncatingIfNeeded: $0 / 3 + 1) }
+        try write(fs, file, expected)
+        #expect(filePages() == 16 && fs.inodes[file]?.extents.extents.count == 1)
+        try fs.allocateSpace(file, mode: 3, offset: 4 * 4096 - 100, length: 4 * 4096 + 200)
+        expected.replaceSubrange((4 * 4096 - 100)..<(8 * 4096 + 100), with: repeatElement(0, count: 4 * 4096 + 200))
+        #expect(try bytes(fs, file) == expected)
+        #expect(filePages() == 12)
+        #expect(try fs.attributes(of: file).st_blocks == 12 * 8)
+        // Logged, then killed before the pool's run was cut.
+        try fs.log.append(.punch(inode: file, from: 10, to: 12, time: .now()))
+        fs = try remount(&pool, scratch)
+        expected.replaceSubrange((10 * 4096)..<(12 * 4096), with: repeatElement(0, count: 2 * 4096))
+        #expect(try bytes(fs, file) == expected)
+        #expect(filePages() == 10)
+        fs.unmount()
+        pool.close()
+        pool = try Pool.open(name: "model", at: scratch.path)
+        let report = try #require(FileSystem.check(pool: pool, repair: false))
+        #expect(report.problems.isEmpty && report.unreferencedPages == 0 && report.filePages == 10)
+        pool.close()
+        #expect(try Pool.check(name: "model", at: scratch.path).isClean)
+    }
 }

@@ -36,6 +36,29 @@ import Glibc
         #expect(pool.usedPages == 0)
     }
 
+    /// A file run cut into pieces (a hole punched in a file): each piece a
+    /// run of its own, the pages between free, bad pieces refused.
+    @Test func aCarvedRunKeepsItsPiecesAndFreesTheRest() throws {
+        let scratch = Scratch()
+        let pool = try Pool.create(name: "carve", size: 16 << 20, pageSize: 4096, at: scratch.path)
+        let heap = try pool.openHeap(name: "files", create: true)
+        let free0 = pool.freePageCount
+        let run = try heap.allocateFilePages(count: 10)
+        for bad in [[3..<5, 4..<6], [0..<10], [8..<11], [2..<2]] {
+            #expect(throws: PoolError.self, "\(bad)") { try heap.carveFilePages(at: run, count: 10, keeping: bad) }
+        }
+        let pieces = [0..<2, 5..<7, 9..<10]
+        try heap.carveFilePages(at: run, count: 10, keeping: pieces)
+        #expect(pool.freePageCount == free0 - 5)
+        let runs = pool.fileRuns().map { Int($0.address.offset - run.offset) / 4096 ..< Int($0.address.offset - run.offset) / 4096 + $0.pages }
+        #expect(runs.sorted { $0.lowerBound < $1.lowerBound } == pieces)
+        #expect(throws: PoolError.self) { try heap.freeFilePages(at: run, count: 10) }
+        for piece in pieces { try heap.freeFilePages(at: run.advanced(by: UInt64(piece.lowerBound) * 4096), count: piece.count) }
+        #expect(pool.freePageCount == free0)
+        pool.close()
+        #expect(try Pool.check(name: "carve", at: scratch.path).isClean)
+    }
+
     @Test func wrongFreesAreRefusedWithTheCause() throws {
         let scratch = Scratch()
         let pool = try Pool.create(name: "bad", size: 16 << 20, pageSize: 4096, at: scratch.path)
