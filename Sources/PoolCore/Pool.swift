@@ -92,6 +92,27 @@ public final class Pool: @unchecked Sendable {
         return Pool(core: core)
     }
 
+    /// Runs `body` with the pool mapped but not joined, while no process
+    /// may open it: no slot is claimed and nothing that dead processes left
+    /// is recovered, so a check in `body` sees the pool as it is. `body`
+    /// only reads (it cannot allocate or free).
+    public static func inspecting<R>(name: String, at home: String? = nil, _ body: (Pool) throws -> R) throws -> R {
+        try withNoOtherOpener(name: name, at: home) { try body(Pool(core: $0)) }
+    }
+
+    /// Runs `body` with the pool mapped, holding off every opener; fails if
+    /// a process has it open.
+    static func withNoOtherOpener<R>(name: String, at home: String?, _ body: (OpenPool) throws -> R) throws -> R {
+        try Names.check(name, what: "pool")
+        let core = try OpenPool.map(name: name, directory: directory(name, home))
+        let fd = core.metadata.descriptor
+        guard FileLock.tryLock(fd, byte: Layout.LockByte.openers, .exclusive) else {
+            throw PoolError.inUse(name: name, pids: recordedPids(core.metadata))
+        }
+        defer { FileLock.unlock(fd, byte: Layout.LockByte.openers) }
+        return try body(core)
+    }
+
     /// Removes a pool that no process has open.
     public static func destroy(name: String, at home: String? = nil) throws {
         try Names.check(name, what: "pool")

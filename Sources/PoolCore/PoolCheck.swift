@@ -27,20 +27,15 @@ extension Pool {
     /// when asked. `progress` is called with (done, total) pages.
     public static func check(name: String, at home: String? = nil, repair: Bool = false,
                              progress: ((Int, Int) -> Void)? = nil) throws -> CheckReport {
-        try Names.check(name, what: "pool")
-        let core = try OpenPool.map(name: name, directory: directory(name, home))
-        let fd = core.metadata.descriptor
-        guard FileLock.tryLock(fd, byte: Layout.LockByte.openers, .exclusive) else {
-            throw PoolError.inUse(name: name, pids: recordedPids(core.metadata))
+        try withNoOtherOpener(name: name, at: home) { core in
+            var report = PoolChecker(core: core, progress: progress).inspect()
+            if repair && !report.isClean {
+                let repaired = try PoolChecker(core: core, progress: nil).repair()
+                report = PoolChecker(core: core, progress: progress).inspect()
+                report.repaired = repaired
+            }
+            return report
         }
-        defer { FileLock.unlock(fd, byte: Layout.LockByte.openers) }
-        var report = PoolChecker(core: core, progress: progress).inspect()
-        if repair && !report.isClean {
-            let repaired = try PoolChecker(core: core, progress: nil).repair()
-            report = PoolChecker(core: core, progress: progress).inspect()
-            report.repaired = repaired
-        }
-        return report
     }
 }
 

@@ -45,11 +45,18 @@ struct CheckCommand: ParsableCommand {
     }
 
     /// Whether the file system in the pool (if it was ever mounted) has
-    /// nothing to repair.
+    /// nothing to repair. Only a repair joins the pool (which recovers what
+    /// dead processes left): a check leaves it as it found it.
     private func checkFileSystem() throws -> Bool {
-        let opened = try Pool.open(name: pool.name, at: pool.path)
-        defer { opened.close() }
-        guard let report = FileSystem.check(pool: opened, repair: repair) else { return true }
+        let found: FileSystemReport?
+        if repair {
+            let opened = try Pool.open(name: pool.name, at: pool.path)
+            defer { opened.close() }
+            found = FileSystem.check(pool: opened, repair: true)
+        } else {
+            found = try Pool.inspecting(name: pool.name, at: pool.path) { FileSystem.check(pool: $0, repair: false) }
+        }
+        guard let report = found else { return true }
         for line in report.repaired { print("repaired: \(line)") }
         for line in report.problems { print("problem: \(line)") }
         if !repair { for line in report.leftByCrash { print("left by a dead mount: \(line)") } }

@@ -115,6 +115,24 @@ import Testing
         #expect(try poolfs("destroy", "busy", in: scratch).status == 0)
     }
 
+    /// check reports what a killed process left and leaves it there (the
+    /// next open, or --repair, recovers it): a second check says the same.
+    @Test func checkLeavesThePoolAsItFoundIt() throws {
+        let scratch = Scratch()
+        _ = try poolfs("create", "dead", "--size", "8M", "--page-size", "4K", in: scratch)
+        let holder = try Child(builtExecutable("PoolTestHelper"), ["hold", scratch.path, "dead"])
+        #expect(holder.readLine()?.hasPrefix("open") == true)
+        #expect(holder.ask("alloc 3").hasPrefix("0:0x"))
+        holder.kill9()
+        let first = try poolfs("check", "dead", in: scratch)
+        #expect(first.status == 0 && first.output.contains("left by a dead process: process "), "\(first.output)")
+        let second = try poolfs("check", "dead", in: scratch)
+        #expect(second.output == first.output)
+        let repaired = try poolfs("check", "dead", "--repair", in: scratch)
+        #expect(repaired.status == 0 && repaired.output.contains("repaired: "), "\(repaired.output)")
+        #expect(try poolfs("check", "dead", in: scratch).output.hasSuffix("clean"))
+    }
+
     @Test func heapsFromTheCommandLine() throws {
         let scratch = Scratch()
         _ = try poolfs("create", "hp", "--size", "32M", in: scratch)
