@@ -19,7 +19,8 @@ enum Change: Sendable {
     /// A new run (or fragment) of the file; at page 0 it replaces the
     /// file's fragment, if it has one.
     case extent(inode: UInt64, Extent)
-    /// Frees the runs lying wholly inside file pages `from ..< to`.
+    /// Frees file pages `from ..< to`: runs inside go, a run across an end
+    /// keeps its pieces outside.
     case punch(inode: UInt64, from: UInt64, to: UInt64, time: Timestamp)
     case setXattr(inode: UInt64, name: String, value: [UInt8], time: Timestamp)
     case removeXattr(inode: UInt64, name: String, time: Timestamp)

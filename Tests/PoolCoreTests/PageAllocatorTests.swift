@@ -59,6 +59,32 @@ import Glibc
         #expect(try Pool.check(name: "carve", at: scratch.path).isClean)
     }
 
+    /// Killed mid-cut (inner pieces made, the old head not yet shrunk),
+    /// the run stays whole for every opener, check calls it recoverable,
+    /// and its owner can cut it again.
+    @Test func aCutAKillInterruptedLeavesTheRunWhole() throws {
+        let scratch = Scratch()
+        var pool = try Pool.create(name: "halfcut", size: 16 << 20, pageSize: 4096, at: scratch.path)
+        var heap = try pool.openHeap(name: "files", create: true)
+        let run = try heap.allocateFilePages(count: 8)
+        let shelf = try #require(pool.core.shelf(run.shelf))
+        let page = try #require(shelf.page(at: run.offset))
+        // What Shelf.carveRun writes first, for a piece 5..<8.
+        shelf.setEntry(page + 6, .tail(distance: 1))
+        shelf.setEntry(page + 7, .tail(distance: 2))
+        shelf.setEntry(page + 5, .allocated(length: 3, tag: .files(heap.id)))
+        pool.close()
+        let report = try Pool.check(name: "halfcut", at: scratch.path)
+        #expect(report.problems.isEmpty && report.recoverable.contains { $0.contains("half cut into pieces") }, "\(report)")
+        pool = try Pool.open(name: "halfcut", at: scratch.path)
+        #expect(pool.fileRuns().map(\.pages) == [8])
+        heap = try pool.openHeap(name: "files")
+        try heap.carveFilePages(at: run, count: 8, keeping: [0..<2, 5..<8])
+        #expect(pool.fileRuns().map(\.pages).sorted() == [2, 3])
+        pool.close()
+        #expect(try Pool.check(name: "halfcut", at: scratch.path).isClean)
+    }
+
     @Test func wrongFreesAreRefusedWithTheCause() throws {
         let scratch = Scratch()
         let pool = try Pool.create(name: "bad", size: 16 << 20, pageSize: 4096, at: scratch.path)
