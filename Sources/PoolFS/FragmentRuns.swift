@@ -35,7 +35,7 @@ final class FragmentRuns: @unchecked Sendable {
 
     /// The fragment size a file of `bytes` gets, nil if it gets pages.
     func capacity(for bytes: UInt64) -> Int? {
-        guard bytes <= UInt64(largest) else { return nil }
+        guard largest > 0, bytes <= UInt64(largest) else { return nil }
         let slotBytes = UInt64(FragmentRuns.slotBytes)
         return Int(max(1, (bytes + slotBytes - 1) / slotBytes) * slotBytes)
     }
