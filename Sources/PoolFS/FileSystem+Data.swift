@@ -371,27 +371,34 @@ extension FileSystem {
 
     /// fallocate(2): mode 0 and KEEP_SIZE allocate; PUNCH_HOLE frees.
     public func allocateSpace(_ number: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws {
-        let keepSize: Int32 = 0x01, punchHole: Int32 = 0x02
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard length > 0, !overflow else { throw FileSystemError.invalid }
         guard end <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
-        try tree.writing {
+        // Like a write, under the file's lock alone: allocating and zeroing
+        // gigabytes holds up no other file.
+        try tree.reading {
             let inode = try inode(number)
             guard inode.isRegular else { throw inode.isDirectory ? FileSystemError.isDirectory : FileSystemError.notSupported }
-            switch mode {
-            case 0, keepSize:
-                try makeRoom(in: inode, upTo: end)
-                if mode == 0, end > inode.record.size { try zeroGrowing(inode, from: inode.record.size, to: end) }
-                let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: 0..<0)
-                try name(fresh, of: inode, growingTo: mode == 0 && end > inode.record.size ? end : nil, time: .now())
-            case punchHole | keepSize:
-                let first = (offset + pageSize - 1) >> pageShift, last = end >> pageShift
-                try commit(.punch(inode: number, from: min(first, last), to: last, time: .now()))
-                zero(inode, from: offset, to: min(end, inode.record.size))
-                inode.noteUnsynced(offset..<max(offset, min(end, inode.record.size)))
-            default:
-                throw FileSystemError.notSupported
-            }
+            try inode.lock.writing { try allocateSpaceLocked(inode, mode: mode, offset: offset, end: end) }
+        }
+    }
+
+    /// The inode's lock held.
+    private func allocateSpaceLocked(_ inode: Inode, mode: Int32, offset: UInt64, end: UInt64) throws {
+        let keepSize: Int32 = 0x01, punchHole: Int32 = 0x02
+        switch mode {
+        case 0, keepSize:
+            try makeRoom(in: inode, upTo: end)
+            if mode == 0, end > inode.record.size { try zeroGrowing(inode, from: inode.record.size, to: end) }
+            let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: 0..<0)
+            try name(fresh, of: inode, growingTo: mode == 0 && end > inode.record.size ? end : nil, time: .now())
+        case punchHole | keepSize:
+            let first = (offset + pageSize - 1) >> pageShift, last = end >> pageShift
+            try commit(.punch(inode: inode.number, from: min(first, last), to: last, time: .now()))
+            zero(inode, from: offset, to: min(end, inode.record.size))
+            inode.noteUnsynced(offset..<max(offset, min(end, inode.record.size)))
+        default:
+            throw FileSystemError.notSupported
         }
     }
 }
