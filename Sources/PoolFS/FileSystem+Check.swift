@@ -35,6 +35,7 @@ extension FileSystem {
         report.logPages = fs.log.runs.count * fs.log.chunkPages
         do {
             let unreferenced = try fs.unreferencedRuns()
+            report.filePages += fs.fragments.runCount
             let pages = unreferenced.reduce(0) { $0 + $1.freedPages }
             report.unreferencedPages = pages
             if pages > 0 {
@@ -47,7 +48,6 @@ extension FileSystem {
         } catch {
             report.problems.append("file system: \(error)")
         }
-        report.filePages += fs.fragments.runCount
         return report
     }
 }

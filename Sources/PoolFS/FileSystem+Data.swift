@@ -271,7 +271,8 @@ extension FileSystem {
             let extent = extents[index]
             let start = extent.page << pageShift
             let low = max(from, start), high = min(to, extent.byteEnd(pageShift))
-            try body(extent, low - start, Int(high - low))
+            // A fragment stands for page 0 but may end before `from`.
+            if low < high { try body(extent, low - start, Int(high - low)) }
             index += 1
         }
     }

@@ -147,7 +147,10 @@ extension FileSystem {
                 try zeroGrowing(inode, from: oldSize, to: size)
             }
             try commit(.setAttributes(inode: number, change))
-            if let size = change.size, size < oldSize { zeroBeyondSize(inode) }
+            if let size = change.size, size < oldSize {
+                zeroBeyondSize(inode)
+                inode.unsynced = inode.unsynced.map { $0.clamped(to: 0..<size) }.filter { !$0.isEmpty }
+            }
             return attributes(inode)
         }
     }

@@ -10,11 +10,13 @@ import Glibc
 extension FileSystem {
     func recover(afterCrash: Bool) throws {
         for inode in inodes.values where inode.record.nlink == 0 { inodes.removeValue(forKey: inode.number) }
+        // Every file's pages are checked to be its own before any is zeroed.
+        let unreferenced = try unreferencedRuns()
         if afterCrash {
             for inode in inodes.values where inode.isRegular { zeroBeyondSize(inode) }
         }
         // What the crash left unnamed goes first: the rewrite may need the room.
-        free(try unreferencedRuns())
+        free(unreferenced)
         try? compact()
         // What earlier mounts wrote may not be durable yet: the first fsync
         // of each file flushes all of it.

@@ -22,11 +22,10 @@ final class FragmentRuns: @unchecked Sendable {
         var used: UInt64
     }
     private var runs: [GlobalAddress: Run] = [:]
-    /// Runs with a free slot, by heap.
-    private var partial: [Int: Set<GlobalAddress>] = [:]
+    /// Runs with room, by heap and by their longest stretch of free slots
+    /// (index 1 up to `slots`), so a request for n slots finds one at once.
+    private var roomy: [Int: [Set<GlobalAddress>]] = [:]
     private let mutex = ProcessMutex()
-    /// How many partial runs a request looks at before it takes a new run.
-    static let probes = 32
 
     init(pageSize: Int) {
         slots = min(64, pageSize / FragmentRuns.slotBytes)
@@ -40,32 +39,57 @@ final class FragmentRuns: @unchecked Sendable {
         return Int(max(1, (bytes + slotBytes - 1) / slotBytes) * slotBytes)
     }
 
-    /// A fragment of `bytes` (a multiple of `slotBytes`) from a run of
-    /// `heap`, which gives a new run when none has room. Its bytes are as
-    /// the last owner left them.
+    /// A fragment of `bytes` (as `capacity` gives) from a run of `heap`,
+    /// which gives a new run when none has room. Its bytes are as the last
+    /// owner left them.
     func allocate(bytes: Int, from heap: Heap) throws -> Extent {
         let count = bytes / FragmentRuns.slotBytes
-        let mask: UInt64 = count == 64 ? .max : (1 << count) - 1
-        return try mutex.withLock {
-            for address in (partial[heap.id] ?? []).prefix(FragmentRuns.probes) {
-                guard let run = runs[address] else { continue }
-                for slot in 0...(slots - count) where run.used & mask << slot == 0 {
-                    take(address, mask << slot)
-                    return .fragment(address.advanced(by: UInt64(slot * FragmentRuns.slotBytes)), bytes: bytes)
-                }
-            }
-            let address = try heap.allocateFilePages(count: 1)
+        guard bytes % FragmentRuns.slotBytes == 0, count >= 1, count <= slots / 2 else {
+            throw FileSystemError.invalid
+        }
+        if let fragment = mutex.withLock({ take(count, bytes: bytes, heap: heap.id) }) { return fragment }
+        // A page of its own, taken outside the lock (the pool's slow path
+        // may wait), for this request or, if a free gets in first, the next.
+        let address = try heap.allocateFilePages(count: 1)
+        return mutex.withLock {
             runs[address] = Run(heap: heap.id, used: 0)
-            partial[heap.id, default: []].insert(address)
-            take(address, mask)
-            return .fragment(address, bytes: bytes)
+            file(address, of: heap.id, from: nil)
+            return take(count, bytes: bytes, heap: heap.id)!
         }
     }
 
-    /// `mutex` held.
-    private func take(_ address: GlobalAddress, _ bits: UInt64) {
-        runs[address]!.used |= bits
-        if runs[address]!.used == fullMask { partial[runs[address]!.heap]?.remove(address) }
+    /// `count` slots from a run of `heap` with room; `mutex` held.
+    private func take(_ count: Int, bytes: Int, heap: Int) -> Extent? {
+        guard let buckets = roomy[heap],
+              let address = (count...slots).lazy.compactMap({ buckets[$0].first }).first,
+              let before = runs[address]
+        else { return nil }
+        let mask: UInt64 = (1 << count) - 1
+        let slot = (0...(slots - count)).first { before.used & mask << $0 == 0 }!
+        runs[address]!.used |= mask << slot
+        file(address, of: heap, from: before.used)
+        return .fragment(address.advanced(by: UInt64(slot * FragmentRuns.slotBytes)), bytes: bytes)
+    }
+
+    /// Moves a run of `heap` from the bucket for `used` (what its slots
+    /// were) to the one for what they are (to none when it is full or
+    /// gone); `mutex` held.
+    private func file(_ address: GlobalAddress, of heap: Int, from used: UInt64?) {
+        if let used { roomy[heap]?[longestFree(used)].remove(address) }
+        guard let run = runs[address] else { return }
+        let longest = longestFree(run.used)
+        if longest > 0 { roomy[heap, default: Array(repeating: [], count: slots + 1)][longest].insert(address) }
+    }
+
+    private func longestFree(_ used: UInt64) -> Int {
+        var free = ~used & fullMask, longest = 0
+        while free != 0 {
+            let start = free.trailingZeroBitCount
+            let length = (~(free >> UInt64(start))).trailingZeroBitCount
+            longest = max(longest, length)
+            free &= start + length >= 64 ? 0 : ~UInt64(0) << UInt64(start + length)
+        }
+        return longest
     }
 
     private var fullMask: UInt64 { slots == 64 ? .max : (1 << slots) - 1 }
@@ -74,17 +98,20 @@ final class FragmentRuns: @unchecked Sendable {
     /// the run is now empty, for the caller to free.
     func release(_ fragment: Extent) -> (address: GlobalAddress, heap: Int)? {
         mutex.withLock {
-            guard let (address, bits) = locate(fragment, in: { runs[$0] != nil }) else { return nil }
-            runs[address]!.used &= ~bits
-            let run = runs[address]!
-            guard run.used == 0 else {
-                partial[run.heap, default: []].insert(address)
+            guard let (address, bits) = locate(fragment, in: { runs[$0] != nil }), let before = runs[address] else {
                 return nil
             }
-            runs.removeValue(forKey: address)
-            partial[run.heap]?.remove(address)
-            return (address, run.heap)
+            runs[address]!.used &= ~bits
+            let run = runs[address]!
+            if run.used == 0 { runs.removeValue(forKey: address) }
+            file(address, of: run.heap, from: before.used)
+            return run.used == 0 ? (address, run.heap) : nil
         }
+    }
+
+    /// The run holding `fragment`, while it is in use.
+    func run(of fragment: Extent) -> GlobalAddress? {
+        mutex.withLock { locate(fragment, in: { runs[$0] != nil })?.0 }
     }
 
     /// The run holding `fragment` (the one `isRun` accepts among the runs
@@ -111,7 +138,7 @@ final class FragmentRuns: @unchecked Sendable {
     func rebuild(_ fragments: [(owner: UInt64, extent: Extent)], heapOfRun: [GlobalAddress: Int]) throws {
         try mutex.withLock {
             runs = [:]
-            partial = [:]
+            roomy = [:]
             for (owner, fragment) in fragments {
                 guard let (address, bits) = locate(fragment, in: { heapOfRun[$0] != nil }) else {
                     throw FragmentDamage(owner: owner, address: fragment.address, reason: "in no run of the file system")
@@ -123,7 +150,7 @@ final class FragmentRuns: @unchecked Sendable {
                 run.used |= bits
                 runs[address] = run
             }
-            for (address, run) in runs where run.used != fullMask { partial[run.heap, default: []].insert(address) }
+            for (address, run) in runs { file(address, of: run.heap, from: nil) }
         }
     }
 

@@ -270,6 +270,9 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
             // A field swapped alike in writer and reader would pass the line above.
             #expect("\(decoded)" == "\(change)")
         }
+        // A fragment that is not whole slots would reach into its neighbours' bytes.
+        let ragged = RecordWriter.encode(.extent(inode: 9, .fragment(GlobalAddress(shelf: 1, offset: 0x13000), bytes: 100)))
+        #expect(throws: (any Error).self) { try ragged.withUnsafeBytes { try RecordReader.decode($0) } }
         var truncated = RecordWriter.encode(changes[2])
         truncated.removeLast()
         #expect(throws: (any Error).self) { try truncated.withUnsafeBytes { try RecordReader.decode($0) } }
@@ -382,5 +385,86 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         #expect(report.problems.isEmpty && report.unreferencedPages == 0 && report.filePages == 10)
         pool.close()
         #expect(try Pool.check(name: "model", at: scratch.path).isClean)
+    }
+
+    /// A small file through each change that can reach its fragment: fsync
+    /// after it shrank, O_TRUNC, truncate past the fragment, punch, and a
+    /// write across holes once it has pages of its own.
+    @Test func smallFilesThroughEveryChange() throws {
+        let scratch = Scratch()
+        var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 64 << 10, at: scratch.path)
+        var fs = try FileSystem(pool: pool)
+        // Written far into a fragment, shrunk, written again into a smaller one: fsync.
+        let shrunk = try makeFile(fs, "shrunk")
+        try write(fs, shrunk, Array(repeating: 9, count: 10), at: 20_000)
+        _ = try fs.setAttributes(shrunk, AttributeChange(size: 0))
+        try write(fs, shrunk, [1])
+        try fs.sync(shrunk)
+        #expect(try bytes(fs, shrunk) == [1])
+        // O_TRUNC frees the fragment; the next write takes one again.
+        _ = try fs.open(shrunk, truncate: true, writeOnly: true)
+        #expect(try fs.attributes(of: shrunk).st_blocks == 0)
+        try write(fs, shrunk, [2, 3])
+        fs.release(shrunk)
+        #expect(try bytes(fs, shrunk) == [2, 3])
+        // Truncated past its fragment: into a larger one, then a page.
+        let grown = try makeFile(fs, "grown")
+        try write(fs, grown, Array(repeating: 4, count: 100))
+        _ = try fs.setAttributes(grown, AttributeChange(size: 30_000))
+        #expect(fs.inodes[grown]?.extents.fragment?.fragmentBytes == 32_768)
+        _ = try fs.setAttributes(grown, AttributeChange(size: 50_000))
+        #expect(fs.inodes[grown]?.extents.fragment == nil && fs.inodes[grown]?.extents.pageCount == 1)
+        #expect(try bytes(fs, grown) == Array(repeating: 4, count: 100) + Array(repeating: 0, count: 49_900))
+        // Punched: inside, the bytes go; over its whole page, the fragment does.
+        let punched = try makeFile(fs, "punched")
+        try write(fs, punched, Array(repeating: 5, count: 3000))
+        try fs.allocateSpace(punched, mode: 3, offset: 1000, length: 1000)
+        #expect(try bytes(fs, punched) == Array(repeating: 5, count: 1000) + Array(repeating: 0, count: 1000)
+            + Array(repeating: 5, count: 1000))
+        try fs.allocateSpace(punched, mode: 3, offset: 0, length: 64 << 10)
+        #expect(try fs.attributes(of: punched).st_blocks == 0)
+        #expect(try bytes(fs, punched) == Array(repeating: 0, count: 3000))
+        // From a fragment to pages with holes between, then one write across them all.
+        let spanned = try makeFile(fs, "spanned")
+        try write(fs, spanned, [6])
+        try write(fs, spanned, [7], at: 3 << 16)
+        let all = (0..<(5 << 16)).map { UInt8(truncatingIfNeeded: $0 / 7) }
+        try write(fs, spanned, all)
+        #expect(try bytes(fs, spanned, size: 6 << 16) == all)
+        #expect(try fs.attributes(of: spanned).st_blocks == 5 << 7)
+        let before = try describe(fs)
+        fs = try remount(&pool, scratch)
+        #expect(try describe(fs) == before)
+        fs.unmount()
+        pool.close()
+        pool = try Pool.open(name: "model", at: scratch.path)
+        let report = try #require(FileSystem.check(pool: pool, repair: false))
+        #expect(report.problems.isEmpty && report.unreferencedPages == 0)
+        pool.close()
+    }
+
+    /// A request for n slots takes a run with n free side by side (the
+    /// fullest that has them), else a new page; an emptied run goes back.
+    @Test func fragmentsFindRoomByTheLongestFreeStretch() throws {
+        let scratch = Scratch()
+        let pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 64 << 10, at: scratch.path)
+        let heap = try pool.openHeap(name: "default", create: true)
+        let runs = FragmentRuns(pageSize: 64 << 10)
+        let ones = try (0..<16).map { _ in try runs.allocate(bytes: 4096, from: heap) }
+        #expect(runs.runCount == 1 && Set(ones.map(\.address)).count == 16)
+        for index in stride(from: 0, to: 16, by: 2) { #expect(runs.release(ones[index]) == nil) }
+        let pair = try runs.allocate(bytes: 8192, from: heap)
+        #expect(runs.runCount == 2, "no two free slots side by side in the first run")
+        #expect(runs.release(ones[3]) == nil)
+        let again = try runs.allocate(bytes: 8192, from: heap)
+        #expect(runs.run(of: again) == runs.run(of: ones[1]), "slots 2 to 4 are free there now")
+        let first = try #require(runs.run(of: ones[1]))
+        var emptied: [GlobalAddress] = []
+        for fragment in [pair, again] + stride(from: 1, to: 16, by: 2).filter({ $0 != 3 }).map({ ones[$0] }) {
+            if let (run, _) = runs.release(fragment) { emptied.append(run) }
+        }
+        #expect(emptied.count == 2 && emptied.contains(first) && runs.runCount == 0)
+        #expect(throws: (any Error).self) { try runs.allocate(bytes: 64 << 10, from: heap) }
+        pool.close()
     }
 }
