@@ -17,16 +17,27 @@ extension Shelf {
     }
 
     /// `[page, page+length)` is a run that a carve (Shelf.carveRun) left
-    /// half done: what lies under its head is tails and the heads of pieces
-    /// inside it.
+    /// half done: under its head lie heads of pieces inside it, of its kind
+    /// and tag, each followed by its own tails, and elsewhere the old run's
+    /// tails (or, in a piece whose head is not yet written, tails that
+    /// count from where that head will be).
     func isHalfCarvedRun(_ page: Int, _ length: Int) -> Bool {
         let outer = entry(page)
         guard length >= 1, page >= 0, page + length <= pageCount, outer.isHead, outer.length == length else { return false }
-        return (1..<max(1, length)).allSatisfy { i in
+        var piece = 0..<length
+        for i in 1..<max(1, length) {
             let e = entry(page + i)
-            return (e.kind == .tail && e.length >= 1 && e.length <= i)
-                || (e.isHead && e.kind == outer.kind && e.tag == outer.tag && e.length >= 1 && e.length <= length - i)
+            if e.isHead, e.kind == outer.kind, e.tag == outer.tag, e.length >= 1, e.length <= length - i {
+                piece = i..<(i + e.length)
+            } else if e.kind == .tail, e.length >= 1, e.length <= i {
+                let head = i - e.length
+                guard head == 0 || (piece.contains(i) && head == piece.lowerBound)
+                    || entry(page + head).kind == .tail else { return false }
+            } else {
+                return false
+            }
         }
+        return true
     }
 
     /// `[page, page+length)` is exactly one run, inside the shelf.

@@ -67,7 +67,9 @@ final class Shelf: @unchecked Sendable {
     /// Returns a run to the free space: head first, so a crash leaves only
     /// uncovered tails, which count as free.
     func releaseRun(at page: Int, length: Int) {
-        internalCheck(isWholeRun(page, length), "releasing pages \(page)..<\(page + length) of shelf \(index), not one run")
+        // A run a kill left half cut is freed whole too: every entry is rewritten.
+        internalCheck(isWholeRun(page, length) || isHalfCarvedRun(page, length),
+                      "releasing pages \(page)..<\(page + length) of shelf \(index), not one run")
         setEntry(page, .free)
         for i in 1..<max(length, 1) { setEntry(page + i, .free) }
         setBits(page, length, used: false)

@@ -106,6 +106,8 @@ struct ExtentMap: Sendable {
     /// pieces of it that stay (page ranges in it).
     mutating func punch(_ pages: Range<UInt64>, pageShift: UInt64) -> [(extent: Extent, kept: [Range<Int>])] {
         var punched: [(extent: Extent, kept: [Range<Int>])] = []
+        // No whole page: nothing to free, and no run to cut for nothing.
+        guard !pages.isEmpty else { return punched }
         var index = firstEnding(after: pages.lowerBound)
         while index < extents.count, extents[index].page < pages.upperBound {
             let extent = extents[index]
@@ -151,11 +153,14 @@ struct ExtentMap: Sendable {
 /// Pages a change gave back: a whole run, or the pages of a run outside
 /// the pieces it keeps (page ranges in it, in order: the start of a file
 /// cut short, the two sides of a punched hole). Freed after the change is
-/// logged.
+/// logged. `foundAtMount`: a run the recovery found, which a kill may have
+/// left half cut: freed entry by entry under the pool's lock, never into a
+/// thread's cache of runs with stale entries inside.
 struct Release {
     let extent: Extent
     let heap: Int
     var kept: [Range<Int>] = []
+    var foundAtMount = false
 
     var freedPages: Int { extent.pages - kept.reduce(0) { $0 + $1.count } }
 }

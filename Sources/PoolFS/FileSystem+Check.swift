@@ -38,8 +38,9 @@ extension FileSystem {
             report.filePages += fs.fragments.runCount
             let pages = unreferenced.reduce(0) { $0 + $1.freedPages }
             report.unreferencedPages = pages
-            if pages > 0 {
-                report.leftByCrash.append("file system: \(pages) pages in \(unreferenced.count) runs that no file names (the next mount frees them)")
+            if !unreferenced.isEmpty {
+                // A run whose pieces are all named, but not yet cut, frees no page.
+                report.leftByCrash.append("file system: \(pages) pages that no file names, in \(unreferenced.count) runs (the next mount frees them)")
                 if repair {
                     fs.free(unreferenced)
                     report.repaired.append("file system: freed \(pages) unreferenced pages")

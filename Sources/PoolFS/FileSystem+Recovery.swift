@@ -75,7 +75,8 @@ extension FileSystem {
                 next += 1
             }
             if pieces != [0..<run.pages] {
-                unreferenced.append(Release(extent: Extent(page: 0, address: run.address, pages: run.pages), heap: run.heap, kept: pieces))
+                unreferenced.append(Release(extent: Extent(page: 0, address: run.address, pages: run.pages), heap: run.heap,
+                                            kept: pieces, foundAtMount: true))
             }
         }
         if next < named.count { throw damaged(named[next], ", which the file system does not hold") }

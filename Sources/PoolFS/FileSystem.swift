@@ -183,7 +183,7 @@ public final class FileSystem: @unchecked Sendable {
                 continue
             }
             let heap = heap(release.heap)
-            if !release.kept.isEmpty {
+            if !release.kept.isEmpty || release.foundAtMount {
                 try? heap.carveFilePages(at: extent.address, count: extent.pages, keeping: release.kept)
             } else {
                 try? heap.freeFilePages(at: extent.address, count: extent.pages)
