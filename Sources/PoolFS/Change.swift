@@ -167,9 +167,9 @@ struct RecordReader {
         case 14: change = .drop(inode: try r.u64())
         case 15:
             let inode = try r.u64(), address = GlobalAddress(rawValue: try r.u64()), bytes = Int(try r.u32())
-            let slot = UInt64(FragmentRuns.slotBytes)
-            guard bytes > 0, bytes <= 32 * FragmentRuns.slotBytes, bytes % FragmentRuns.slotBytes == 0,
-                  address.offset % slot == 0 else { throw Malformed() }
+            // Whole slots, in a run of at most 64 (FragmentRuns.swift).
+            let slot = FragmentRuns.smallestSlot
+            guard bytes > 0, bytes % slot == 0, address.offset % UInt64(slot) == 0 else { throw Malformed() }
             change = .extent(inode: inode, .fragment(address, bytes: bytes))
         default: throw Malformed()
         }

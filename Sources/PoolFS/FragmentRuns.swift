@@ -11,7 +11,9 @@ import PoolCore
 /// recovery frees. A run goes back to its heap when its last slot does,
 /// which is after the change that freed the slot was logged.
 final class FragmentRuns: @unchecked Sendable {
-    static let slotBytes = 4096
+    /// 4 KiB, as tmpfs's pages; a 64th of a larger page than 256 KiB.
+    let slotBytes: Int
+    static let smallestSlot = 4096
     /// Slots per run (at most 64: a run's slots are one word).
     let slots: Int
     /// The largest fragment, in bytes; 0 where pages are too small to share.
@@ -28,14 +30,15 @@ final class FragmentRuns: @unchecked Sendable {
     private let mutex = ProcessMutex()
 
     init(pageSize: Int) {
-        slots = min(64, pageSize / FragmentRuns.slotBytes)
-        largest = slots >= 2 ? slots / 2 * FragmentRuns.slotBytes : 0
+        slotBytes = max(FragmentRuns.smallestSlot, pageSize / 64)
+        slots = pageSize / slotBytes
+        largest = slots >= 2 ? slots / 2 * slotBytes : 0
     }
 
     /// The fragment size a file of `bytes` gets, nil if it gets pages.
     func capacity(for bytes: UInt64) -> Int? {
         guard largest > 0, bytes <= UInt64(largest) else { return nil }
-        let slotBytes = UInt64(FragmentRuns.slotBytes)
+        let slotBytes = UInt64(self.slotBytes)
         return Int(max(1, (bytes + slotBytes - 1) / slotBytes) * slotBytes)
     }
 
@@ -43,8 +46,8 @@ final class FragmentRuns: @unchecked Sendable {
     /// which gives a new run when none has room. Its bytes are as the last
     /// owner left them.
     func allocate(bytes: Int, from heap: Heap) throws -> Extent {
-        let count = bytes / FragmentRuns.slotBytes
-        guard bytes % FragmentRuns.slotBytes == 0, count >= 1, count <= slots / 2 else {
+        let count = bytes / slotBytes
+        guard bytes % slotBytes == 0, count >= 1, count <= slots / 2 else {
             throw FileSystemError.invalid
         }
         if let fragment = mutex.withLock({ take(count, bytes: bytes, heap: heap.id) }) { return fragment }
@@ -68,7 +71,7 @@ final class FragmentRuns: @unchecked Sendable {
         let slot = (0...(slots - count)).first { before.used & mask << $0 == 0 }!
         runs[address]!.used |= mask << slot
         file(address, of: heap, from: before.used)
-        return .fragment(address.advanced(by: UInt64(slot * FragmentRuns.slotBytes)), bytes: bytes)
+        return .fragment(address.advanced(by: UInt64(slot * slotBytes)), bytes: bytes)
     }
 
     /// Moves a run of `heap` from the bucket for `used` (what its slots
@@ -117,10 +120,10 @@ final class FragmentRuns: @unchecked Sendable {
     /// The run holding `fragment` (the one `isRun` accepts among the runs
     /// that could), and the bits of its slots.
     func locate(_ fragment: Extent, in isRun: (GlobalAddress) -> Bool) -> (GlobalAddress, UInt64)? {
-        let slotBytes = UInt64(FragmentRuns.slotBytes)
-        let count = fragment.fragmentBytes / FragmentRuns.slotBytes
+        let slotBytes = UInt64(self.slotBytes)
+        let count = fragment.fragmentBytes / self.slotBytes
         let offset = fragment.address.offset
-        guard fragment.fragmentBytes % FragmentRuns.slotBytes == 0, count >= 1, count <= slots, offset % slotBytes == 0
+        guard fragment.fragmentBytes % self.slotBytes == 0, count >= 1, count <= slots, offset % slotBytes == 0
         else { return nil }
         for slot in 0...(slots - count) where UInt64(slot) * slotBytes <= offset {
             let address = GlobalAddress(shelf: fragment.address.shelf, offset: offset - UInt64(slot) * slotBytes)
