@@ -337,22 +337,6 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         pool.close()
     }
 
-    /// One write across several holes between runs fills each of them.
-    @Test func aWriteFillsEveryHoleItSpans() throws {
-        let scratch = Scratch()
-        let pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
-        let fs = try FileSystem(pool: pool)
-        let file = try makeFile(fs, "f")
-        try write(fs, file, [1], at: 4096)
-        try write(fs, file, [3], at: 3 * 4096)
-        let all = (0..<(5 * 4096)).map { UInt8(truncatingIfNeeded: $0 / 7) }
-        try write(fs, file, all)
-        #expect(try bytes(fs, file) == all)
-        #expect(try fs.attributes(of: file).st_blocks == 5 * 8)
-        fs.unmount()
-        pool.close()
-    }
-
     /// A hole punched inside a run frees the whole pages under it (the run
     /// is cut into the pieces on either side); killed after the punch was
     /// logged and before the run was cut, the next mount cuts it.
