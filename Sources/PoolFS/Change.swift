@@ -17,7 +17,8 @@ enum Change: Sendable {
     /// Size and modification time after writes.
     case written(inode: UInt64, size: UInt64, time: Timestamp)
     /// A new run (or fragment) of the file; at page 0 it replaces the
-    /// file's fragment, if it has one.
+    /// file's fragment, if it has one, and a fragment replaces the file's
+    /// only page.
     case extent(inode: UInt64, Extent)
     /// Frees file pages `from ..< to`: runs inside go, a run across an end
     /// keeps its pieces outside.

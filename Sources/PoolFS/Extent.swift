@@ -6,7 +6,8 @@ import PoolCore
 /// Or a fragment (`fragmentBytes` > 0): a small file's bytes, in slots of a
 /// page the file system shares among small files (FragmentRuns.swift). It
 /// stands for file page 0 but holds only its first `fragmentBytes` bytes;
-/// such a file has no other extent and is never larger.
+/// such a file has no other extent and is never larger. A file moves into a
+/// larger fragment or a page as it grows, into a smaller one when cut.
 public struct Extent: Hashable, Sendable {
     /// The file page (offset / page size) where the run starts.
     public var page: UInt64

@@ -90,10 +90,12 @@ extension FileSystem {
 
         case let .extent(number, extent):
             guard let inode = inodes[number] else { break }
-            // A file that outgrew its fragment: its bytes moved to this extent.
-            if let fragment = inode.extents.fragment, extent.page == 0 {
-                inode.extents.remove(fragment)
-                released.append(Release(extent: fragment, heap: inode.record.heap))
+            // A file that outgrew its fragment, or shrank into one: its
+            // bytes moved to this extent.
+            if extent.page == 0, let first = inode.extents.extents.first, first.page == 0,
+               first.isFragment || extent.isFragment {
+                inode.extents.remove(first)
+                released.append(Release(extent: first, heap: inode.record.heap))
             }
             inode.extents.insert(extent)
 

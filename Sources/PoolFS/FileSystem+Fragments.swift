@@ -12,6 +12,24 @@ extension FileSystem {
     /// inode's lock held.
     func makeRoom(in inode: Inode, upTo end: UInt64) throws {
         guard let old = inode.extents.fragment, end > UInt64(old.fragmentBytes) else { return }
+        try move(inode, from: old, toHold: end)
+    }
+
+    /// After a cut: a file whose bytes now fit a smaller fragment than
+    /// what holds them (its fragment, or its only page) moves into it.
+    /// The inode's lock held.
+    func shrinkToFit(_ inode: Inode) throws {
+        let size = inode.record.size
+        guard size > 0, inode.extents.extents.count == 1, let only = inode.extents.extents.first,
+              only.page == 0, only.isFragment || only.pages == 1,
+              let bytes = fragments.capacity(for: size), UInt64(bytes) < only.byteCount(pageShift)
+        else { return }
+        try move(inode, from: only, toHold: size)
+    }
+
+    /// Moves the file's first `size` bytes from `old` (its fragment, or
+    /// its only page) into a fragment that holds `end` bytes, or a page.
+    private func move(_ inode: Inode, from old: Extent, toHold end: UInt64) throws {
         let heap = self.heap(inode.record.heap)
         let new: Extent
         do {
@@ -23,7 +41,7 @@ extension FileSystem {
         } catch {
             throw FileSystemError.noSpace
         }
-        let size = Int(min(inode.record.size, UInt64(old.fragmentBytes)))
+        let size = Int(min(inode.record.size, old.byteCount(pageShift), end))
         pages.bytes(new.address, at: 0, count: size)
             .copyMemory(from: UnsafeRawBufferPointer(pages.bytes(old.address, at: 0, count: size)))
         do {

@@ -150,6 +150,8 @@ extension FileSystem {
             if let size = change.size, size < oldSize {
                 zeroBeyondSize(inode)
                 inode.unsynced = inode.unsynced.map { $0.clamped(to: 0..<size) }.filter { !$0.isEmpty }
+                // The cut is done; a full pool only leaves the bytes where they are.
+                try? shrinkToFit(inode)
             }
             return attributes(inode)
         }

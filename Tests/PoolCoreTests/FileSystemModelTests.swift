@@ -379,8 +379,8 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
     }
 
     /// A small file through each change that can reach its fragment: fsync
-    /// after it shrank, O_TRUNC, truncate past the fragment, punch, and a
-    /// write across holes once it has pages of its own.
+    /// after it shrank, O_TRUNC, truncate past the fragment and back, punch,
+    /// and a write across holes once it has pages of its own.
     @Test func smallFilesThroughEveryChange() throws {
         let scratch = Scratch()
         var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 64 << 10, at: scratch.path)
@@ -406,6 +406,14 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         _ = try fs.setAttributes(grown, AttributeChange(size: 50_000))
         #expect(fs.inodes[grown]?.extents.fragment == nil && fs.inodes[grown]?.extents.pageCount == 1)
         #expect(try bytes(fs, grown) == Array(repeating: 4, count: 100) + Array(repeating: 0, count: 49_900))
+        // Cut back: into the smallest fragment that holds it, and its page goes.
+        let pages = pool.fileRuns().count
+        _ = try fs.setAttributes(grown, AttributeChange(size: 5000))
+        #expect(fs.inodes[grown]?.extents.fragment?.fragmentBytes == 8192 && fs.inodes[grown]?.extents.pageCount == 0)
+        #expect(pool.fileRuns().count < pages)
+        _ = try fs.setAttributes(grown, AttributeChange(size: 101))
+        #expect(fs.inodes[grown]?.extents.fragment?.fragmentBytes == 4096)
+        #expect(try bytes(fs, grown) == Array(repeating: 4, count: 100) + [0])
         // Punched: inside, the bytes go; over its whole page, the fragment does.
         let punched = try makeFile(fs, "punched")
         try write(fs, punched, Array(repeating: 5, count: 3000))
