@@ -74,10 +74,17 @@ extension OpenPool {
 /// and back.
 extension OpenPool {
     func pointer(to address: GlobalAddress) -> UnsafeMutableRawPointer? {
-        guard let table = shelves.table(address.shelf) ?? shelf(address.shelf)?.table,
-              table.page(containing: address.offset) != nil
-        else { return nil }
+        guard let table = table(holding: address), table.page(containing: address.offset) != nil else { return nil }
         return table.pages + Int(address.offset - table.dataOffset)
+    }
+
+    func pageStart(containing address: GlobalAddress) -> GlobalAddress? {
+        guard let table = table(holding: address), let page = table.page(containing: address.offset) else { return nil }
+        return table.address(ofPage: page)
+    }
+
+    private func table(holding address: GlobalAddress) -> UnsafePageTable? {
+        shelves.table(address.shelf) ?? shelf(address.shelf)?.table
     }
 
     func address(of pointer: UnsafeRawPointer) -> GlobalAddress? {

@@ -111,11 +111,12 @@ extension OpenPool {
     func carveRun(_ address: GlobalAddress, count: Int, keeping pieces: [Range<Int>], tag: PageEntry.Tag) throws {
         try checkCount(count)
         var end = 0
-        for piece in pieces {
-            guard piece.lowerBound >= end, !piece.isEmpty, piece.upperBound <= count, pieces != [0..<count] else {
-                throw PoolError.invalidSize("pages \(pieces)", reason: "a run of \(count) keeps pieces of itself, in order")
-            }
-            end = piece.upperBound
+        let inOrder = pieces.allSatisfy { piece in
+            defer { end = piece.upperBound }
+            return piece.lowerBound >= end && !piece.isEmpty && piece.upperBound <= count
+        }
+        guard inOrder, pieces != [0..<count] else {
+            throw PoolError.invalidSize("pages \(pieces)", reason: "a run of \(count) keeps pieces of itself, in order")
         }
         guard let shelf = shelf(address.shelf), let page = shelf.page(at: address.offset) else {
             throw PoolError.invalidFree(address, reason: "not the start of a data page")

@@ -234,6 +234,11 @@ public final class Pool: @unchecked Sendable {
         try core.withBytes(at: address, count: count, body)
     }
 
+    /// The start of the data page that `address` lies in; nil outside them.
+    public func pageStart(containing address: GlobalAddress) -> GlobalAddress? {
+        core.pageStart(containing: address)
+    }
+
     /// Where `address` is mapped in this process (valid while the pool is open).
     public func unsafePointer(to address: GlobalAddress) -> UnsafeMutableRawPointer? {
         core.pointer(to: address)

@@ -41,16 +41,15 @@ public struct Extent: Hashable, Sendable {
 /// A file's extents, sorted by file page, never overlapping.
 struct ExtentMap: Sendable {
     private(set) var extents: [Extent] = []
-    /// Pages in all runs, and bytes in the fragment: kept, not summed,
-    /// since every stat asks.
+    /// Pages in all runs (not the fragment): kept, not summed, since every
+    /// stat asks.
     private(set) var pageCount = 0
-    private(set) var fragmentBytes = 0
 
     var isEmpty: Bool { extents.isEmpty }
     var fragment: Extent? { extents.first.flatMap { $0.isFragment ? $0 : nil } }
 
     private mutating func count(_ extent: Extent, _ sign: Int) {
-        if extent.isFragment { fragmentBytes += sign * extent.fragmentBytes } else { pageCount += sign * extent.pages }
+        if !extent.isFragment { pageCount += sign * extent.pages }
     }
 
     /// The index of the first extent that ends after `page`.

@@ -177,22 +177,11 @@ extension FileSystem {
         var fresh: [Extent] = []
         do {
             if !logReserved { try reserveLog() }
-            let fragment = inode.extents.isEmpty && range == 0..<1
-                ? fragments.capacity(for: max(keeping.upperBound, visibleTo)) : nil
-            if let fragment { fresh.append(try fragments.allocate(bytes: fragment, from: heap)) }
-            for hole in holes where fragment == nil {
-                var page = hole.lowerBound
-                var longest = FileSystem.maximumRun
-                while page < hole.upperBound {
-                    let count = Int(min(hole.upperBound - page, longest))
-                    do {
-                        fresh.append(Extent(page: page, address: try heap.allocateFilePages(count: count), pages: count))
-                        page += UInt64(count)
-                    } catch PoolError.poolFull where count > 1 {
-                        // No free run that long: shorter runs may still fit.
-                        longest = UInt64(count / 2)
-                    }
-                }
+            if inode.extents.isEmpty, range == 0..<1,
+               let bytes = fragments.capacity(for: max(keeping.upperBound, visibleTo)) {
+                fresh.append(try fragments.allocate(bytes: bytes, from: heap))
+            } else {
+                for hole in holes { try allocateRuns(hole, from: heap, into: &fresh) }
             }
         } catch {
             free(fresh.map { Release(extent: $0, heap: heap.id) })
@@ -208,6 +197,22 @@ extension FileSystem {
             inode.extents.insert(extent)
         }
         return fresh
+    }
+
+    /// Runs of `heap` for the file pages `hole`, as long as the pool has them.
+    private func allocateRuns(_ hole: Range<UInt64>, from heap: Heap, into fresh: inout [Extent]) throws {
+        var page = hole.lowerBound
+        var longest = FileSystem.maximumRun
+        while page < hole.upperBound {
+            let count = Int(min(hole.upperBound - page, longest))
+            do {
+                fresh.append(Extent(page: page, address: try heap.allocateFilePages(count: count), pages: count))
+                page += UInt64(count)
+            } catch PoolError.poolFull where count > 1 {
+                // No free run that long: shorter runs may still fit.
+                longest = UInt64(count / 2)
+            }
+        }
     }
 
     /// Undoes `allocate` for runs a failed change made: the first `logged`

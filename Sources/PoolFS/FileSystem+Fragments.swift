@@ -41,7 +41,7 @@ extension FileSystem {
         } catch {
             throw FileSystemError.noSpace
         }
-        let size = Int(min(inode.record.size, old.byteCount(pageShift), end))
+        let size = Int(min(inode.record.size, old.byteCount(pageShift)))
         pages.bytes(new.address, at: 0, count: size)
             .copyMemory(from: UnsafeRawBufferPointer(pages.bytes(old.address, at: 0, count: size)))
         do {

@@ -39,8 +39,7 @@ extension FileSystem {
             for extent in inode.extents.extents {
                 if extent.isFragment {
                     fragments.append((inode.number, extent))
-                    if let (run, _) = self.fragments.locate(extent, in: { heapOfRun[$0] != nil }),
-                       namedFragmentRuns.insert(run).inserted {
+                    if let (run, _) = self.fragments.position(of: extent), namedFragmentRuns.insert(run).inserted {
                         named.append((run, 1, inode.number))
                     }
                 } else {

@@ -32,8 +32,8 @@ extension FileSystem {
         default:
             // A fragment counts as the page it lies in.
             let runs = inode.extents.extents.map {
-                FileRun(address: $0.isFragment ? fragments.run(of: $0) ?? $0.address : $0.address, pages: $0.pages,
-                        heap: inode.record.heap)
+                FileRun(address: $0.isFragment ? pool.pageStart(containing: $0.address) ?? $0.address : $0.address,
+                        pages: $0.pages, heap: inode.record.heap)
             }
             let counts = pool.pagesPerNode(of: runs).sorted { $0.key < $1.key }
             return Array(counts.map { "\($0.key):\($0.value)" }.joined(separator: " ").utf8)

@@ -58,7 +58,7 @@ public final class FileSystem: @unchecked Sendable {
         self.pool = pool
         pageSize = UInt64(pool.pageSize)
         pageShift = UInt64(pool.pageSize.trailingZeroBitCount)
-        fragments = FragmentRuns(pageSize: pool.pageSize)
+        fragments = FragmentRuns(pool: pool)
         defaultHeap = try pool.openHeap(name: "default", create: !inspecting)
         log = MetadataLog(pool: pool, heap: defaultHeap)
         let clean: Bool
@@ -128,7 +128,7 @@ public final class FileSystem: @unchecked Sendable {
         st.st_rdev = UInt(r.rdev)
         st.st_size = inode.isDirectory ? Int(4096) : Int(r.size)
         st.st_blksize = 1 << 20
-        st.st_blocks = (inode.extents.pageCount * Int(pageSize) + inode.extents.fragmentBytes) / 512
+        st.st_blocks = (inode.extents.pageCount * Int(pageSize) + (inode.extents.fragment?.fragmentBytes ?? 0)) / 512
         st.st_atim = r.atime.timespec
         st.st_mtim = r.mtime.timespec
         st.st_ctim = r.ctime.timespec

@@ -28,10 +28,12 @@ final class FragmentRuns: @unchecked Sendable {
     /// (index 1 up to `slots`), so a request for n slots finds one at once.
     private var roomy: [Int: [Set<GlobalAddress>]] = [:]
     private let mutex = ProcessMutex()
+    private let pool: Pool
 
-    init(pageSize: Int) {
-        slotBytes = max(FragmentRuns.smallestSlot, pageSize / 64)
-        slots = pageSize / slotBytes
+    init(pool: Pool) {
+        self.pool = pool
+        slotBytes = max(FragmentRuns.smallestSlot, pool.pageSize / 64)
+        slots = pool.pageSize / slotBytes
         largest = slots >= 2 ? slots / 2 * slotBytes : 0
     }
 
@@ -67,7 +69,7 @@ final class FragmentRuns: @unchecked Sendable {
               let address = (count...slots).lazy.compactMap({ buckets[$0].first }).first,
               let before = runs[address]
         else { return nil }
-        let mask: UInt64 = (1 << count) - 1
+        let mask = FragmentRuns.mask(count)
         let slot = (0...(slots - count)).first { before.used & mask << $0 == 0 }!
         runs[address]!.used |= mask << slot
         file(address, of: heap, from: before.used)
@@ -95,15 +97,15 @@ final class FragmentRuns: @unchecked Sendable {
         return longest
     }
 
-    private var fullMask: UInt64 { slots == 64 ? .max : (1 << slots) - 1 }
+    private var fullMask: UInt64 { FragmentRuns.mask(slots) }
+
+    private static func mask(_ count: Int) -> UInt64 { count == 64 ? .max : (1 << count) - 1 }
 
     /// Gives `fragment`'s slots back; returns its run and the run's heap if
     /// the run is now empty, for the caller to free.
     func release(_ fragment: Extent) -> (address: GlobalAddress, heap: Int)? {
         mutex.withLock {
-            guard let (address, bits) = locate(fragment, in: { runs[$0] != nil }), let before = runs[address] else {
-                return nil
-            }
+            guard let (address, bits) = position(of: fragment), let before = runs[address] else { return nil }
             runs[address]!.used &= ~bits
             let run = runs[address]!
             if run.used == 0 { runs.removeValue(forKey: address) }
@@ -112,27 +114,15 @@ final class FragmentRuns: @unchecked Sendable {
         }
     }
 
-    /// The run holding `fragment`, while it is in use.
-    func run(of fragment: Extent) -> GlobalAddress? {
-        mutex.withLock { locate(fragment, in: { runs[$0] != nil })?.0 }
-    }
-
-    /// The run holding `fragment` (the one `isRun` accepts among the runs
-    /// that could), and the bits of its slots.
-    func locate(_ fragment: Extent, in isRun: (GlobalAddress) -> Bool) -> (GlobalAddress, UInt64)? {
-        let slotBytes = UInt64(self.slotBytes)
-        let count = fragment.fragmentBytes / self.slotBytes
-        let offset = fragment.address.offset
-        guard fragment.fragmentBytes % self.slotBytes == 0, count >= 1, count <= slots, offset % slotBytes == 0
-        else { return nil }
-        for slot in 0...(slots - count) where UInt64(slot) * slotBytes <= offset {
-            let address = GlobalAddress(shelf: fragment.address.shelf, offset: offset - UInt64(slot) * slotBytes)
-            if isRun(address) {
-                let mask: UInt64 = count == 64 ? .max : (1 << count) - 1
-                return (address, mask << slot)
-            }
-        }
-        return nil
+    /// The page (the run) that `fragment` lies in, and the bits of its
+    /// slots; nil when it is not whole slots inside one page.
+    func position(of fragment: Extent) -> (run: GlobalAddress, bits: UInt64)? {
+        let count = fragment.fragmentBytes / slotBytes
+        guard fragment.fragmentBytes % slotBytes == 0, count >= 1,
+              let run = pool.pageStart(containing: fragment.address) else { return nil }
+        let offset = Int(fragment.address.offset - run.offset)
+        guard offset % slotBytes == 0, offset / slotBytes + count <= slots else { return nil }
+        return (run, FragmentRuns.mask(count) << (offset / slotBytes))
     }
 
     /// After a mount's replay: the slots the files' fragments take, in runs
@@ -143,7 +133,7 @@ final class FragmentRuns: @unchecked Sendable {
             runs = [:]
             roomy = [:]
             for (owner, fragment) in fragments {
-                guard let (address, bits) = locate(fragment, in: { heapOfRun[$0] != nil }) else {
+                guard let (address, bits) = position(of: fragment), heapOfRun[address] != nil else {
                     throw FragmentDamage(owner: owner, address: fragment.address, reason: "in no run of the file system")
                 }
                 var run = runs[address] ?? Run(heap: heapOfRun[address]!, used: 0)

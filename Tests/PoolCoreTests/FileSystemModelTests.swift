@@ -46,6 +46,14 @@ private func remount(_ pool: inout Pool, _ scratch: Scratch) throws -> FileSyste
     return try FileSystem(pool: pool)
 }
 
+/// The file system unmounted in order and its pool closed, then checked as
+/// `poolfs check` does: on the pool mapped, not joined.
+private func unmountAndCheck(_ fs: FileSystem, _ pool: Pool, _ scratch: Scratch) throws -> FileSystemReport {
+    fs.unmount()
+    pool.close()
+    return try #require(try Pool.inspecting(name: "model", at: scratch.path) { FileSystem.check(pool: $0, repair: false) })
+}
+
 @discardableResult
 private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offset: UInt64 = 0) throws -> Int {
     try bytes.withUnsafeBytes { try fs.write(inode, offset: offset, from: $0) }
@@ -131,14 +139,10 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         #expect(before.contains { $0.hasPrefix("/a-too") && $0.contains(" u1000 g2000 ") && $0.contains(" m7.8 ") })
         fs = try remount(&pool, scratch)
         #expect(try describe(fs) == before)
-        fs.unmount()
-        pool.close()
-        pool = try Pool.open(name: "model", at: scratch.path)
-        let report = try #require(FileSystem.check(pool: pool, repair: false))
+        let report = try unmountAndCheck(fs, pool, scratch)
         #expect(report.problems.isEmpty && report.leftByCrash.isEmpty && report.unreferencedPages == 0)
         #expect(report.files == 4 && report.directories == 2, "a (two names), b, link, null; the root and docs")
         #expect(report.filePages == 6, "a: 3 pages and 1 at 50,000; b: 2 after its cut")
-        pool.close()
     }
 
     @Test func runsNoFileNamesAreFreedAtTheNextMount() throws {
@@ -323,11 +327,9 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         for (index, file) in files.enumerated() where index != 3 {
             #expect(try bytes(fs, file) == Array(repeating: UInt8(index + 1), count: 4000), "a slot in use is not given again")
         }
-        fs.unmount()
-        pool.close()
-        pool = try Pool.open(name: "model", at: scratch.path)
-        let report = try #require(FileSystem.check(pool: pool, repair: false))
+        let report = try unmountAndCheck(fs, pool, scratch)
         #expect(report.problems.isEmpty && report.unreferencedPages == 0)
+        pool = try Pool.open(name: "model", at: scratch.path)
         fs = try FileSystem(pool: pool)
         for name in (0..<16).filter({ $0 != 3 }).map({ "small\($0)" }) + ["grown", "reused", "after-mount"] {
             try fs.remove(parent: 1, name: name, directory: false)
@@ -369,12 +371,8 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         expected.replaceSubrange((10 * 4096)..<(12 * 4096), with: repeatElement(0, count: 2 * 4096))
         #expect(try bytes(fs, file) == expected)
         #expect(filePages() == 10)
-        fs.unmount()
-        pool.close()
-        pool = try Pool.open(name: "model", at: scratch.path)
-        let report = try #require(FileSystem.check(pool: pool, repair: false))
+        let report = try unmountAndCheck(fs, pool, scratch)
         #expect(report.problems.isEmpty && report.unreferencedPages == 0 && report.filePages == 10)
-        pool.close()
         #expect(try Pool.check(name: "model", at: scratch.path).isClean)
     }
 
@@ -434,12 +432,8 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         let before = try describe(fs)
         fs = try remount(&pool, scratch)
         #expect(try describe(fs) == before)
-        fs.unmount()
-        pool.close()
-        pool = try Pool.open(name: "model", at: scratch.path)
-        let report = try #require(FileSystem.check(pool: pool, repair: false))
+        let report = try unmountAndCheck(fs, pool, scratch)
         #expect(report.problems.isEmpty && report.unreferencedPages == 0)
-        pool.close()
     }
 
     /// A request for n slots takes a run with n free side by side (the
@@ -448,7 +442,7 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         let scratch = Scratch()
         let pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 64 << 10, at: scratch.path)
         let heap = try pool.openHeap(name: "default", create: true)
-        let runs = FragmentRuns(pageSize: 64 << 10)
+        let runs = FragmentRuns(pool: pool)
         let ones = try (0..<16).map { _ in try runs.allocate(bytes: 4096, from: heap) }
         #expect(runs.runCount == 1 && Set(ones.map(\.address)).count == 16)
         for index in stride(from: 0, to: 16, by: 2) { #expect(runs.release(ones[index]) == nil) }
@@ -456,8 +450,9 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         #expect(runs.runCount == 2, "no two free slots side by side in the first run")
         #expect(runs.release(ones[3]) == nil)
         let again = try runs.allocate(bytes: 8192, from: heap)
-        #expect(runs.run(of: again) == runs.run(of: ones[1]), "slots 2 to 4 are free there now")
-        let first = try #require(runs.run(of: ones[1]))
+        #expect(pool.pageStart(containing: again.address) == pool.pageStart(containing: ones[1].address),
+                "slots 2 to 4 are free there now")
+        let first = try #require(pool.pageStart(containing: ones[1].address))
         var emptied: [GlobalAddress] = []
         for fragment in [pair, again] + stride(from: 1, to: 16, by: 2).filter({ $0 != 3 }).map({ ones[$0] }) {
             if let (run, _) = runs.release(fragment) { emptied.append(run) }

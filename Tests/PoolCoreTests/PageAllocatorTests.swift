@@ -69,7 +69,22 @@ import Glibc
         let run = try heap.allocateFilePages(count: 8)
         let shelf = try #require(pool.core.shelf(run.shelf))
         let page = try #require(shelf.page(at: run.offset))
-        // What Shelf.carveRun writes first, for a piece 5..<8.
+        // The order a cut writes in: as each piece's head is made, the old
+        // head still covers the run, and what is written so far reads as a
+        // half cut (so a kill at any step leaves it so).
+        let other = try heap.allocateFilePages(count: 8)
+        let otherPage = try #require(shelf.page(at: other.offset))
+        let pieces = [0..<1, 3..<4, 5..<8]
+        var heads = 0
+        shelf.carveRun(at: otherPage, length: 8, keeping: pieces) { length in
+            heads += 1
+            #expect(shelf.entry(otherPage) == .allocated(length: 8, tag: .files(heap.id)))
+            #expect(shelf.isHalfCarvedRun(otherPage, 8))
+            return .allocated(length: length, tag: .files(heap.id))
+        }
+        #expect(heads == 3)
+        for piece in pieces { try heap.freeFilePages(at: other.advanced(by: UInt64(piece.lowerBound) * 4096), count: piece.count) }
+        // What it writes first for a piece 5..<8, then killed.
         shelf.setEntry(page + 6, .tail(distance: 1))
         shelf.setEntry(page + 7, .tail(distance: 2))
         shelf.setEntry(page + 5, .allocated(length: 3, tag: .files(heap.id)))
