@@ -294,7 +294,7 @@ func writerBytes(_ index: Int) -> [UInt8] {
         let before = freeBytes(mounted.mountpoint)
         #expect(try run("cp", ["-a", source, mounted.path("cp")]).status == 0)
         #expect(try run("diff", ["-r", source, mounted.path("cp")]).status == 0)
-        // Small files share pages (a page of 64 KiB each would take 16 times
+        // Small files share pages (a page of 64 KiB each took 13 times
         // their bytes); the log's spare chunk of 1 MiB comes with the first write.
         let sourceBytes = try #require(Int(try run("du", ["-sb", source]).output.prefix { $0.isNumber }))
         #expect(before - freeBytes(mounted.mountpoint) < 2 * sourceBytes + (2 << 20))
