@@ -196,6 +196,39 @@ extension FUSESession {
         }
     }
 
+    /// A read that came on a ring (RingEntry.swift), copied into the
+    /// ring's buffer; false for those libfuse must see: control files,
+    /// and reads that first move the file's atime.
+    func ringRead(_ entry: RingEntry, node: UInt64, offset: UInt64, size: Int) -> Bool {
+        guard FUSESession.control(node) == nil else { return false }
+        do {
+            guard offset <= UInt64(Int64.max) else { throw FileSystemError.invalid }
+            return try fs.withReadSegmentsUnlessAccessDue(node, offset: offset, size: size) { entry.reply($0) }
+        } catch {
+            entry.fail(FUSESession.errno(error))
+            return true
+        }
+    }
+
+    /// A write that came on a ring, copied from the ring's buffer into pool
+    /// pages; false for control files.
+    func ringWrite(_ entry: RingEntry, node: UInt64, offset: UInt64, _ data: UnsafeRawBufferPointer) -> Bool {
+        guard FUSESession.control(node) == nil else { return false }
+        do {
+            guard offset <= UInt64(Int64.max) else { throw FileSystemError.invalid }
+            // linux/fuse.h struct fuse_write_out: size, padding.
+            var written = (UInt32(try fs.write(node, offset: offset, from: data)), UInt32(0))
+            _ = withUnsafeBytes(of: &written) { bytes in
+                withUnsafePointer(to: iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)) {
+                    entry.reply(UnsafeBufferPointer(start: $0, count: 1))
+                }
+            }
+        } catch {
+            entry.fail(FUSESession.errno(error))
+        }
+        return true
+    }
+
     /// After a read of bytes or entries: relatime (FileSystem+Access.swift),
     /// and the kernel told when its cached atime went stale.
     func noteAccess(_ inode: fuse_ino_t) {

@@ -54,7 +54,7 @@ public final class FUSESession: @unchecked Sendable {
     func prepareRings(device: Int32) -> Bool {
         guard let fuseSession else { return false }
         let tree = self.tree
-        let queues = RingQueue.prepare(device: device, session: fuseSession, payloadSize: FUSESession.ringPayload) { error in
+        let queues = RingQueue.prepare(device: device, session: fuseSession, owner: self, payloadSize: FUSESession.ringPayload) { error in
             tree.requests.withLock { $0 = "/dev/fuse (the kernel refused a ring: \(String(cString: strerror(error))))" }
         }
         guard !queues.isEmpty else {
@@ -111,14 +111,17 @@ public final class FUSESession: @unchecked Sendable {
     static func replying(_ req: fuse_req_t?, _ body: () throws -> Void) {
         do {
             try body()
-        } catch let error as FileSystemError {
-            fuse_reply_err(req, error.code)
-        } catch let refusal as ControlTree.Refusal {
-            fuse_reply_err(req, errno(refusal))
-        } catch PoolError.poolFull {
-            fuse_reply_err(req, ENOSPC)
         } catch {
-            fuse_reply_err(req, EIO)
+            fuse_reply_err(req, errno(error))
+        }
+    }
+
+    static func errno(_ error: any Error) -> Int32 {
+        switch error {
+        case let error as FileSystemError: error.code
+        case let refusal as ControlTree.Refusal: errno(refusal)
+        case PoolError.poolFull: ENOSPC
+        default: EIO
         }
     }
 

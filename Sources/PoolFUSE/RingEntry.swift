@@ -25,6 +25,10 @@ final class RingEntry {
     static let headersSize = 4096, room = 4096
     static let operationHeader = 128
     static let entInOut = 256, commitOffset = entInOut + 8, payloadSizeOffset = entInOut + 16
+    /// linux/fuse.h: FUSE_READ and FUSE_WRITE, and the bytes of struct
+    /// fuse_read_in and fuse_write_in up to the end of their common
+    /// fields (fh, offset, size).
+    static let readOpcode: UInt32 = 15, writeOpcode: UInt32 = 16, ioArguments = 20
 
     var payload: UnsafeMutableRawPointer { buffer + RingEntry.room }
 
@@ -60,6 +64,7 @@ final class RingEntry {
             fail(EIO)
             return
         }
+        if servedDirectly(operation: operation, payloadCount: payloadCount) { return }
         let start = payload - DeviceIO.inHeader - operation
         start.copyMemory(from: headers, byteCount: DeviceIO.inHeader)
         (start + DeviceIO.inHeader).copyMemory(from: headers + RingEntry.operationHeader, byteCount: operation)
@@ -70,21 +75,47 @@ final class RingEntry {
         if !answered { fail(EIO) }
     }
 
+    /// Reads and writes of files, the requests that come most often,
+    /// answered without libfuse (which allocates a request and a reply
+    /// vector for each); false for the rest, which libfuse dispatches.
+    private func servedDirectly(operation: Int, payloadCount: Int) -> Bool {
+        guard operation >= RingEntry.ioArguments else { return false }
+        let node = headers.load(fromByteOffset: 16, as: UInt64.self)
+        let arguments = headers + RingEntry.operationHeader
+        let offset = arguments.load(fromByteOffset: 8, as: UInt64.self)
+        let size = Int(arguments.load(fromByteOffset: 16, as: UInt32.self))
+        switch headers.load(fromByteOffset: 4, as: UInt32.self) {
+        case RingEntry.readOpcode:
+            return queue.owner.ringRead(self, node: node, offset: offset, size: size)
+        case RingEntry.writeOpcode where size == payloadCount:
+            return queue.owner.ringWrite(self, node: node, offset: offset, UnsafeRawBufferPointer(start: payload, count: size))
+        default:
+            return false
+        }
+    }
+
     /// Takes libfuse's reply (out header, then the reply's pieces) if it is
     /// for this entry's request; returns the bytes taken, or nil.
     func answer(_ vector: UnsafePointer<iovec>, _ count: Int) -> Int? {
         guard !answered, count >= 1, let header = vector[0].iov_base, vector[0].iov_len >= DeviceIO.outHeader,
               header.load(fromByteOffset: 8, as: UInt64.self) == unique
         else { return nil }
+        return reply(UnsafeBufferPointer(start: vector + 1, count: count - 1),
+                     error: header.load(fromByteOffset: 4, as: Int32.self))
+    }
+
+    /// Answers the request with `pieces`, copied into the payload.
+    @discardableResult
+    func reply(_ pieces: UnsafeBufferPointer<iovec>, error: Int32 = 0) -> Int {
         var total = 0
-        for index in 1..<max(1, count) {
-            let piece = vector[index]
+        for piece in pieces {
             guard total + piece.iov_len <= payloadSize else { return fail(EINVAL) }
             if let base = piece.iov_base { (payload + total).copyMemory(from: base, byteCount: piece.iov_len) }
             total += piece.iov_len
         }
-        headers.copyMemory(from: header, byteCount: DeviceIO.outHeader)
         headers.storeBytes(of: UInt32(DeviceIO.outHeader + total), as: UInt32.self)
+        headers.storeBytes(of: error, toByteOffset: 4, as: Int32.self)
+        headers.storeBytes(of: unique, toByteOffset: 8, as: UInt64.self)
         headers.storeBytes(of: UInt32(total), toByteOffset: RingEntry.payloadSizeOffset, as: UInt32.self)
         send()
         return DeviceIO.outHeader + total
@@ -92,13 +123,8 @@ final class RingEntry {
 
     /// Answers the request with an error alone.
     @discardableResult
-    private func fail(_ error: Int32) -> Int? {
-        headers.storeBytes(of: UInt32(DeviceIO.outHeader), as: UInt32.self)
-        headers.storeBytes(of: -error, toByteOffset: 4, as: Int32.self)
-        headers.storeBytes(of: unique, toByteOffset: 8, as: UInt64.self)
-        headers.storeBytes(of: UInt32(0), toByteOffset: RingEntry.payloadSizeOffset, as: UInt32.self)
-        send()
-        return DeviceIO.outHeader
+    func fail(_ error: Int32) -> Int {
+        reply(UnsafeBufferPointer(start: nil, count: 0), error: -error)
     }
 
     private func send() {

@@ -22,7 +22,10 @@ import Glibc
 final class RingQueue: @unchecked Sendable {
     let index: Int
     let device: Int32
+    /// libfuse's session (its requests go there) and the handlers that
+    /// answer reads without it.
     let session: OpaquePointer
+    unowned let owner: FUSESession
     /// Told when the kernel refuses an entry (with its errno).
     let refused: @Sendable (Int32) -> Void
     private let ring = UnsafeMutablePointer<io_uring>.allocate(capacity: 1)
@@ -54,10 +57,12 @@ final class RingQueue: @unchecked Sendable {
     // linux/fuse.h enum fuse_uring_cmd
     static let register: UInt32 = 1, commitAndFetch: UInt32 = 2
 
-    private init(index: Int, device: Int32, session: OpaquePointer, refused: @escaping @Sendable (Int32) -> Void) {
+    private init(index: Int, device: Int32, session: OpaquePointer, owner: FUSESession,
+                 refused: @escaping @Sendable (Int32) -> Void) {
         self.index = index
         self.device = device
         self.session = session
+        self.owner = owner
         self.refused = refused
         wake = eventfd(0, Int32(EFD_CLOEXEC))
         sem_init(started, 0, 0)
@@ -75,11 +80,11 @@ final class RingQueue: @unchecked Sendable {
     /// the kernel has been told to use rings it holds every request until
     /// each queue has registered, so rings are asked for only if all are
     /// ready (empty otherwise).
-    static func prepare(device: Int32, session: OpaquePointer, payloadSize: Int,
+    static func prepare(device: Int32, session: OpaquePointer, owner: FUSESession, payloadSize: Int,
                         refused: @escaping @Sendable (Int32) -> Void) -> [RingQueue] {
         var queues: [RingQueue] = []
         for index in 0..<RingQueue.possibleCPUs() {
-            let queue = RingQueue(index: index, device: device, session: session, refused: refused)
+            let queue = RingQueue(index: index, device: device, session: session, owner: owner, refused: refused)
             for _ in 0..<depth {
                 guard let entry = RingEntry(queue: queue, payloadSize: payloadSize) else { break }
                 queue.entries.append(entry)
