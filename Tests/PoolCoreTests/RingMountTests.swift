@@ -75,6 +75,45 @@ import Testing
         #expect(mounted.text(".pool/info.json")?.contains("\"requests\" : \"io_uring, a ring per CPU\"") == true)
     }
 
+    /// The thread of ring `cpu`, by its name.
+    static func ringThread(of pid: pid_t, cpu: Int) -> pid_t? {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.first { task in
+            (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines) == "poolfs-ring-\(cpu)"
+        }.flatMap { pid_t($0) }
+    }
+
+    /// A ring's thread waits at idle priority, so a CPU busy with other
+    /// work would keep its requests waiting; the watchdog gives it normal
+    /// priority while a request waits. Here a busy loop holds CPU 0 and a
+    /// reader bound there reads until ring 0's thread is seen raised.
+    @Test(.enabled(if: RingMountTests.ringsAllowed, "the fuse module's enable_uring is not Y"))
+    func theWatchdogRaisesARingThreadItsBusyCPUStarves() throws {
+        let mounted = try MountedPool()
+        let bytes = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2_246_822_519 >> 9) }
+        #expect(FileManager.default.createFile(atPath: mounted.path("blocks"), contents: Data(bytes)))
+        let thread = try #require(RingMountTests.ringThread(of: mounted.daemon.pid, cpu: 0))
+        // linux/sched.h SCHED_IDLE (hidden without _GNU_SOURCE).
+        let idle: Int32 = 5
+        #expect(sched_getscheduler(thread) == idle)
+        let busy = try Child("taskset", ["-c", "0", "sh", "-c", "while :; do :; done"])
+        defer { busy.kill9() }
+        var raised = false
+        for _ in 0..<30 where !raised {
+            let reader = try run("taskset", ["-c", "0", "dd", "if=\(mounted.path("blocks"))", "of=/dev/null",
+                                             "bs=4k", "count=64"])
+            #expect(reader.status == 0, "\(reader.output)")
+            // Raised for a second at least: still raised when the reader is done.
+            raised = sched_getscheduler(thread) == SCHED_OTHER
+        }
+        #expect(raised, "ring 0's thread stayed at idle priority under a busy CPU")
+        busy.kill9()
+        busy.wait()
+        // Every block still reads back right, and nothing was left waiting.
+        try RingMountTests.readBlocks(mounted.path("blocks"), bytes, count: 256)
+    }
+
     @Test func devFuseAloneNeedsNoRings() throws {
         let mounted = try MountedPool(options: ["-o", "no_io_uring"])
         let bytes = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 40503 >> 3) }
