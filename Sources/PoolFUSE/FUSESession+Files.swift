@@ -216,13 +216,7 @@ extension FUSESession {
         guard FUSESession.control(node) == nil else { return false }
         do {
             guard offset <= UInt64(Int64.max) else { throw FileSystemError.invalid }
-            // linux/fuse.h struct fuse_write_out: size, padding.
-            var written = (UInt32(try fs.write(node, offset: offset, from: data)), UInt32(0))
-            _ = withUnsafeBytes(of: &written) { bytes in
-                withUnsafePointer(to: iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)) {
-                    entry.reply(UnsafeBufferPointer(start: $0, count: 1))
-                }
-            }
+            entry.replyWritten(try fs.write(node, offset: offset, from: data))
         } catch {
             entry.fail(FUSESession.errno(error))
         }

@@ -52,9 +52,8 @@ public final class FUSESession: @unchecked Sendable {
     /// Before the INIT reply: a ring for every CPU, or none (then the
     /// reply does not ask for rings).
     func prepareRings(device: Int32) -> Bool {
-        guard let fuseSession else { return false }
         let tree = self.tree
-        let queues = RingQueue.prepare(device: device, session: fuseSession, owner: self, payloadSize: FUSESession.ringPayload) { error in
+        let queues = RingQueue.prepare(device: device, owner: self, payloadSize: FUSESession.ringPayload) { error in
             tree.requests.withLock { $0 = "/dev/fuse (the kernel refused a ring: \(String(cString: strerror(error))))" }
         }
         guard !queues.isEmpty else {

@@ -113,22 +113,31 @@ final class RingEntry {
             if let base = piece.iov_base { (payload + total).copyMemory(from: base, byteCount: piece.iov_len) }
             total += piece.iov_len
         }
-        headers.storeBytes(of: UInt32(DeviceIO.outHeader + total), as: UInt32.self)
-        headers.storeBytes(of: error, toByteOffset: 4, as: Int32.self)
-        headers.storeBytes(of: unique, toByteOffset: 8, as: UInt64.self)
-        headers.storeBytes(of: UInt32(total), toByteOffset: RingEntry.payloadSizeOffset, as: UInt32.self)
-        send()
-        return DeviceIO.outHeader + total
+        return send(total, error: error)
+    }
+
+    /// Answers a write: linux/fuse.h struct fuse_write_out (size, padding).
+    func replyWritten(_ count: Int) {
+        payload.storeBytes(of: UInt32(count), as: UInt32.self)
+        payload.storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
+        send(8, error: 0)
     }
 
     /// Answers the request with an error alone.
     @discardableResult
     func fail(_ error: Int32) -> Int {
-        reply(UnsafeBufferPointer(start: nil, count: 0), error: -error)
+        send(0, error: -error)
     }
 
-    private func send() {
+    /// Sends the reply whose first `count` bytes of payload are in place.
+    @discardableResult
+    private func send(_ count: Int, error: Int32) -> Int {
+        headers.storeBytes(of: UInt32(DeviceIO.outHeader + count), as: UInt32.self)
+        headers.storeBytes(of: error, toByteOffset: 4, as: Int32.self)
+        headers.storeBytes(of: unique, toByteOffset: 8, as: UInt64.self)
+        headers.storeBytes(of: UInt32(count), toByteOffset: RingEntry.payloadSizeOffset, as: UInt32.self)
         answered = true
         queue.commit(self, id: commit)
+        return DeviceIO.outHeader + count
     }
 }

@@ -22,8 +22,8 @@ import Glibc
 final class RingQueue: @unchecked Sendable {
     let index: Int
     let device: Int32
-    /// libfuse's session (its requests go there) and the handlers that
-    /// answer reads without it.
+    /// libfuse's session, which dispatches requests, and the adapter that
+    /// answers reads and writes without it (RingEntry.swift).
     let session: OpaquePointer
     unowned let owner: FUSESession
     /// Told when the kernel refuses an entry (with its errno).
@@ -80,8 +80,9 @@ final class RingQueue: @unchecked Sendable {
     /// the kernel has been told to use rings it holds every request until
     /// each queue has registered, so rings are asked for only if all are
     /// ready (empty otherwise).
-    static func prepare(device: Int32, session: OpaquePointer, owner: FUSESession, payloadSize: Int,
+    static func prepare(device: Int32, owner: FUSESession, payloadSize: Int,
                         refused: @escaping @Sendable (Int32) -> Void) -> [RingQueue] {
+        guard let session = owner.fuseSession else { return [] }
         var queues: [RingQueue] = []
         for index in 0..<RingQueue.possibleCPUs() {
             let queue = RingQueue(index: index, device: device, session: session, owner: owner, refused: refused)
