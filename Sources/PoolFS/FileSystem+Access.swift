@@ -24,13 +24,18 @@ extension FileSystem {
             return inode.lock.reading { FileSystem.accessDue(inode.record, now: now) }
         }) ?? false
         guard due else { return false }
-        return (try? tree.writing {
+        // The file's lock, as a write's: a read that moves the atime waits
+        // for no other file (a fallocate of gigabytes holds the tree shared
+        // for seconds).
+        return (try? tree.reading {
             let inode = try inode(number)
-            guard FileSystem.accessDue(inode.record, now: now) else { return false }
-            if inode.dirty { logWritten(inode) }
-            // A read changes no ctime.
-            try commit(.setAttributes(inode: number, AttributeChange(atime: now, ctime: inode.record.ctime)))
-            return true
+            return try inode.lock.writing {
+                guard FileSystem.accessDue(inode.record, now: now) else { return false }
+                if inode.dirty { logWritten(inode) }
+                // A read changes no ctime.
+                try commit(.setAttributes(inode: number, AttributeChange(atime: now, ctime: inode.record.ctime)))
+                return true
+            }
         }) ?? false
     }
 }

@@ -380,18 +380,43 @@ extension FileSystem {
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard length > 0, !overflow else { throw FileSystemError.invalid }
         guard end <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
-        // Like a write, under the file's lock alone: allocating and zeroing
-        // gigabytes holds up no other file.
-        try tree.reading {
-            let inode = try inode(number)
-            guard inode.isRegular else { throw inode.isDirectory ? FileSystemError.isDirectory : FileSystemError.notSupported }
-            try inode.lock.writing { try allocateSpaceLocked(inode, mode: mode, offset: offset, end: end) }
-        }
+        // Like a write, under the file's lock and the tree's shared: no
+        // other file waits. Space is allocated a chunk at a time, the tree's
+        // lock let go in between, so that zeroing gigabytes keeps a create
+        // or a rename (which take the tree's lock alone) waiting no longer
+        // than a chunk takes.
+        let allocating = mode == 0 || mode == FileSystem.keepSize
+        var start = offset
+        repeat {
+            let stop = allocating ? min(end, (start / FileSystem.allocationChunk + 1) * FileSystem.allocationChunk) : end
+            try tree.reading {
+                let inode = try inode(number)
+                guard inode.isRegular else { throw inode.isDirectory ? FileSystemError.isDirectory : FileSystemError.notSupported }
+                try inode.lock.writing {
+                    if allocating, start == offset { try checkRoom(inode, offset: offset, end: end) }
+                    try allocateSpaceLocked(inode, mode: mode, offset: start, end: stop)
+                }
+            }
+            start = stop
+        } while start < end
+    }
+
+    /// linux/falloc.h
+    static let keepSize: Int32 = 0x01, punchHole: Int32 = 0x02
+    static let allocationChunk: UInt64 = 64 << 20
+
+    /// Before the first chunk: ENOSPC with nothing allocated when the pool
+    /// has fewer free pages than the range has unallocated. (One that runs
+    /// out later, racing other writers, keeps the chunks it allocated, as
+    /// ext4's does.)
+    private func checkRoom(_ inode: Inode, offset: UInt64, end: UInt64) throws {
+        let missing = inode.extents.holes(in: (offset >> pageShift)..<((end - 1) >> pageShift + 1)).reduce(0) { $0 + $1.count }
+        guard UInt64(missing) <= pool.usage().freeBytes >> pageShift else { throw FileSystemError.noSpace }
     }
 
     /// The inode's lock held.
     private func allocateSpaceLocked(_ inode: Inode, mode: Int32, offset: UInt64, end: UInt64) throws {
-        let keepSize: Int32 = 0x01, punchHole: Int32 = 0x02
+        let keepSize = FileSystem.keepSize, punchHole = FileSystem.punchHole
         switch mode {
         case 0, keepSize:
             try makeRoom(in: inode, upTo: end)

@@ -21,10 +21,17 @@ final class RingEntry {
     private(set) var unique: UInt64 = 0
     private var commit: UInt64 = 0
     private(set) var answered = true
+    /// Set while a helper serves the request (RingHelper.swift): the reply
+    /// waits for the ring's thread to send it.
+    private var handedOff = false
+    /// The request as /dev/fuse would have delivered it, for libfuse.
+    private var laidOut = fuse_buf()
 
     static let headersSize = 4096, room = 4096
     static let operationHeader = 128
     static let entInOut = 256, commitOffset = entInOut + 8, payloadSizeOffset = entInOut + 16
+    /// linux/fuse.h: FUSE_FSYNC and FUSE_FALLOCATE, which may take seconds.
+    static let slowOpcodes: [UInt32] = [20, 43]
     /// linux/fuse.h: FUSE_READ and FUSE_WRITE, and the bytes of struct
     /// fuse_read_in and fuse_write_in up to the end of their common
     /// fields (fh, offset, size).
@@ -51,9 +58,10 @@ final class RingEntry {
         vector.deallocate()
     }
 
-    /// Hands the request the kernel put here to libfuse, which calls the
-    /// file system's handler; its reply comes back through `answer`.
-    func serve(_ session: OpaquePointer) {
+    /// Serves the request the kernel put here: reads and writes itself,
+    /// slow requests through the helper, the rest through libfuse, which
+    /// calls the file system's handler; its reply comes back through `answer`.
+    func serve() {
         let length = Int(headers.load(as: UInt32.self))
         let payloadCount = Int(headers.load(fromByteOffset: RingEntry.payloadSizeOffset, as: UInt32.self))
         unique = headers.load(fromByteOffset: 8, as: UInt64.self)
@@ -68,11 +76,30 @@ final class RingEntry {
         let start = payload - DeviceIO.inHeader - operation
         start.copyMemory(from: headers, byteCount: DeviceIO.inHeader)
         (start + DeviceIO.inHeader).copyMemory(from: headers + RingEntry.operationHeader, byteCount: operation)
-        var request = fuse_buf(size: length, flags: fuse_buf_flags(rawValue: 0), mem: start, fd: -1, pos: 0)
-        fuse_session_process_buf(session, &request)
+        laidOut = fuse_buf(size: length, flags: fuse_buf_flags(rawValue: 0), mem: start, fd: -1, pos: 0)
+        if RingEntry.slowOpcodes.contains(headers.load(fromByteOffset: 4, as: UInt32.self)) {
+            handedOff = true
+            if queue.handOff(self) { return }
+            handedOff = false
+        }
+        dispatch()
+    }
+
+    /// libfuse dispatches the laid-out request, on the ring's thread or
+    /// the helper's.
+    func dispatch() {
+        pthread_setspecific(RingQueue.key, Unmanaged.passUnretained(self).toOpaque())
+        fuse_session_process_buf(queue.session, &laidOut)
+        pthread_setspecific(RingQueue.key, nil)
         // libfuse answers every request it dispatches; should one slip
         // through, the kernel must still hear back.
         if !answered { fail(EIO) }
+    }
+
+    /// On the ring's thread: sends the reply the helper left.
+    func sendHandedBack() {
+        handedOff = false
+        queue.commit(self, id: commit)
     }
 
     /// Reads and writes of files, the requests that come most often,
@@ -137,7 +164,7 @@ final class RingEntry {
         headers.storeBytes(of: unique, toByteOffset: 8, as: UInt64.self)
         headers.storeBytes(of: UInt32(count), toByteOffset: RingEntry.payloadSizeOffset, as: UInt32.self)
         answered = true
-        queue.commit(self, id: commit)
+        if !handedOff { queue.commit(self, id: commit) }
         return DeviceIO.outHeader + count
     }
 }

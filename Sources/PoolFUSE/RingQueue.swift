@@ -91,7 +91,7 @@ final class RingQueue: @unchecked Sendable {
                 queue.entries.append(entry)
             }
             guard queue.wake >= 0, queue.entries.count == depth,
-                  poolfs_ring_init(queue.ring, UInt32(depth + 1)) == 0
+                  poolfs_ring_init(queue.ring, UInt32(depth + 2)) == 0
             else {
                 stop(queues)
                 return []
@@ -150,6 +150,32 @@ final class RingQueue: @unchecked Sendable {
         signal(RingQueue.leave)
         thread.join()
         self.thread = nil
+        helper?.stop()
+        helper = nil
+    }
+
+    /// Serves the slow requests, once there has been one (RingHelper.swift).
+    private var helper: RingHelper?
+
+    /// Gives `entry`'s request to the helper; false if it is busy (or
+    /// cannot be made), and the ring's thread serves it.
+    func handOff(_ entry: RingEntry) -> Bool {
+        if helper == nil {
+            guard let made = RingHelper(name: "poolfs-slow-\(index)") else { return false }
+            helper = made
+            waitForHelper()
+        }
+        return helper!.take(entry)
+    }
+
+    /// Has the ring wake this thread when the helper has a reply.
+    private func waitForHelper() {
+        guard let helper else { return }
+        let tag = Unmanaged.passUnretained(helper).toOpaque()
+        if poolfs_ring_poll(ring, helper.done, tag) != 0 {
+            _ = io_uring_submit(ring)
+            _ = poolfs_ring_poll(ring, helper.done, tag)
+        }
     }
 
     /// The entry whose request this thread is serving, for DeviceIO's writev.
@@ -157,7 +183,7 @@ final class RingQueue: @unchecked Sendable {
         pthread_getspecific(key).map { Unmanaged<RingEntry>.fromOpaque($0).takeUnretainedValue() }
     }
 
-    private static let key: pthread_key_t = {
+    static let key: pthread_key_t = {
         var key = pthread_key_t()
         pthread_key_create(&key, nil)
         return key
@@ -217,6 +243,12 @@ final class RingQueue: @unchecked Sendable {
                     _ = io_uring_submit(ring)
                     return
                 }
+                if let helper, data == Unmanaged.passUnretained(helper).toOpaque() {
+                    guard outcome >= 0 else { continue }
+                    helper.served()?.sendHandedBack()
+                    waitForHelper()
+                    continue
+                }
                 guard outcome >= 0 else {
                     if outcome == -ENOTCONN || outcome == -ECONNABORTED || outcome == -ENODEV { return }
                     // The kernel refused this entry (a refused registration:
@@ -226,9 +258,7 @@ final class RingQueue: @unchecked Sendable {
                 }
                 let entry = Unmanaged<RingEntry>.fromOpaque(data).takeUnretainedValue()
                 served.add(1, ordering: .relaxed)
-                pthread_setspecific(RingQueue.key, data)
-                entry.serve(session)
-                pthread_setspecific(RingQueue.key, nil)
+                entry.serve()
             }
         }
     }
@@ -237,8 +267,8 @@ final class RingQueue: @unchecked Sendable {
     /// when the thread next waits.
     func commit(_ entry: RingEntry, id: UInt64) {
         let data = Unmanaged.passUnretained(entry).toOpaque()
-        // The ring has a slot per entry, so it is full only if others wait
-        // unsent: send them, then this.
+        // The ring has a slot per entry and per poll, so it is full only if
+        // others wait unsent: send them, then this.
         if poolfs_ring_fuse_command(ring, device, RingQueue.commitAndFetch, UInt16(index), id, nil, data) != 0 {
             _ = io_uring_submit(ring)
             _ = poolfs_ring_fuse_command(ring, device, RingQueue.commitAndFetch, UInt16(index), id, nil, data)

@@ -206,6 +206,39 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         pool.close()
     }
 
+    /// fallocate allocates a chunk at a time, letting go of the tree in
+    /// between (FileSystem+Data.swift); across chunks it ends as one step
+    /// would: the size, zeros, a page for every page. One the pool cannot
+    /// hold fails before it allocates anything.
+    @Test func fallocateAcrossChunksEndsAsOneStepAndTooLargeAllocatesNothing() throws {
+        let scratch = Scratch()
+        let pool = try Pool.create(name: "model", size: 256 << 20, pageSize: 65536, at: scratch.path)
+        let fs = try FileSystem(pool: pool)
+        let file = try makeFile(fs, "f")
+        try write(fs, file, [9], at: 0)
+        let free = pool.usage().freeBytes
+        #expect(throws: FileSystemError.noSpace) { try fs.allocateSpace(file, mode: 0, offset: 0, length: 300 << 20) }
+        #expect(pool.usage().freeBytes == free)
+        #expect(try fs.attributes(of: file).st_size == 1)
+        let end = 2 * FileSystem.allocationChunk + 12345
+        try fs.allocateSpace(file, mode: 0, offset: 1000, length: end - 1000)
+        #expect(try fs.attributes(of: file).st_size == Int(end))
+        #expect(try fs.attributes(of: file).st_blocks == Int((end + 65535) / 65536 * 65536 / 512))
+        #expect(free - pool.usage().freeBytes == (end + 65535) / 65536 * 65536 - 65536, "the first page was there")
+        for at in [0, 1, 999, 1000, FileSystem.allocationChunk - 1, FileSystem.allocationChunk, end - 1] {
+            let byte = try fs.withReadSegments(file, offset: at, size: 1) { segments in
+                UnsafeRawBufferPointer(start: segments[0].iov_base, count: 1)[0]
+            }
+            #expect(byte == (at == 0 ? 9 : 0), "byte \(at)")
+        }
+        // KEEP_SIZE across chunks: pages past the end, the size as it was.
+        try fs.allocateSpace(file, mode: FileSystem.keepSize, offset: end, length: FileSystem.allocationChunk + 1)
+        #expect(try fs.attributes(of: file).st_size == Int(end))
+        let report = try unmountAndCheck(fs, pool, scratch)
+        #expect(report.problems.isEmpty && report.unreferencedPages == 0)
+        #expect(report.filePages == (end + FileSystem.allocationChunk + 1 + 65535) / 65536)
+    }
+
     /// fsync makes durable what was written since the last one (on pmem a
     /// flush costs per byte), and after a mount all of each file once.
     @Test func fsyncFlushesWhatWasWrittenSinceTheLastOne() throws {

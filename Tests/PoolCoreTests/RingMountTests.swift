@@ -114,6 +114,48 @@ import Testing
         try RingMountTests.readBlocks(mounted.path("blocks"), bytes, count: 256)
     }
 
+    /// A fallocate of a gigabyte takes a second here (zeroing fresh memory,
+    /// slow to touch on this VM). A ring's thread answers one request at a
+    /// time: its helper serves the fallocate, and the file system lets go
+    /// of its tree between chunks, so that a process on the same CPU reads
+    /// a file, creates one and removes it while the fallocate still waits
+    /// in its system call.
+    @Test(.enabled(if: RingMountTests.ringsAllowed, "the fuse module's enable_uring is not Y"))
+    func aSlowRequestDoesNotHoldUpTheOthersOfItsCPU() throws {
+        let mounted = try MountedPool(size: 1536 << 20, pageSize: 64 << 10)
+        let bytes = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 3_266_489_917 >> 11) }
+        #expect(FileManager.default.createFile(atPath: mounted.path("blocks"), contents: Data(bytes)))
+        // A process bound to CPU 0, started first: it reads, creates and removes when told.
+        let reader = try Child("taskset", ["-c", "0", "sh", "-c",
+                                           "read go; dd if=\"$0\" of=/dev/null bs=4k count=16 2>/dev/null && echo new > \"$0.new\" && rm \"$0.new\" && echo done",
+                                           mounted.path("blocks")])
+        let slow = try Child("taskset", ["-c", "0", "fallocate", "-l", "1G", mounted.path("big")])
+        // linux/unistd.h __NR_fallocate.
+        #if arch(x86_64)
+        let fallocateCall = "285 "
+        #else
+        let fallocateCall = "47 "
+        #endif
+        func inFallocate() -> Bool {
+            (try? String(contentsOfFile: "/proc/\(slow.pid)/syscall", encoding: .utf8))?.hasPrefix(fallocateCall) == true
+        }
+        func ended() -> Bool {
+            (try? String(contentsOfFile: "/proc/\(slow.pid)/stat", encoding: .utf8))?.contains(") Z ") != false
+        }
+        // Until the fallocate waits for its reply (or has ended: then the test fails below).
+        while !inFallocate() && !ended() {}
+        #expect(inFallocate(), "fallocate was never seen waiting")
+        // A millisecond or two, where zeroing the gigabyte takes a tenth
+        // of a second or more.
+        #expect(reader.ask("go") == "done")
+        #expect(inFallocate(), "the process on CPU 0 was answered only after the fallocate")
+        #expect(RingMountTests.threads(of: mounted.daemon.pid).contains { $0.name == "poolfs-slow-0" })
+        #expect(slow.wait() == 0)
+        var attributes = stat()
+        #expect(stat(mounted.path("big"), &attributes) == 0 && attributes.st_size == 1 << 30 && attributes.st_blocks == (1 << 30) / 512)
+        try RingMountTests.readBlocks(mounted.path("blocks"), bytes, count: 64)
+    }
+
     @Test func devFuseAloneNeedsNoRings() throws {
         let mounted = try MountedPool(options: ["-o", "no_io_uring"])
         let bytes = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 40503 >> 3) }
