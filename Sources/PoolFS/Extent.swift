@@ -131,6 +131,23 @@ struct ExtentMap: Sendable {
         return punched
     }
 
+    /// Where, from `from` toward `to`, the runs have covered `budget`
+    /// bytes (holes cost nothing); `to` if they cover fewer. Past `from`
+    /// whenever a run lies between.
+    func position(covering budget: UInt64, from: UInt64, to: UInt64, pageShift: UInt64) -> UInt64 {
+        var left = budget
+        var index = firstEnding(after: from >> pageShift)
+        while index < extents.count, extents[index].page << pageShift < to {
+            let low = max(from, extents[index].page << pageShift), high = min(to, extents[index].byteEnd(pageShift))
+            if low < high {
+                if high - low >= left { return low + left }
+                left -= high - low
+            }
+            index += 1
+        }
+        return to
+    }
+
     /// The holes inside `pages`, in order.
     func holes(in pages: Range<UInt64>) -> [Range<UInt64>] {
         var holes: [Range<UInt64>] = []

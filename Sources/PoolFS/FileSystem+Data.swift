@@ -334,17 +334,46 @@ extension FileSystem {
         return CachePolicy(direct: false, keepCache: !inode.cacheStale)
     }
 
-    /// fsync(2): what was written is durable (flushed to pmem too).
+    /// fsync(2): what was written is durable (flushed to pmem too). The
+    /// flush goes `allocationChunk` bytes at a time, the tree's lock let go
+    /// in between: on a pool kept on disk, flushing gigabytes takes seconds,
+    /// and a create or a rename waits for one chunk at most.
     public func sync(_ number: UInt64) throws {
-        try tree.reading {
+        let (ranges, whole) = try tree.reading {
             let inode = try inode(number)
-            try inode.lock.writing {
+            return inode.lock.writing {
                 if inode.dirty { logWritten(inode) }
-                for range in inode.wholeUnsynced ? [0..<UInt64.max] : inode.unsynced {
-                    try persist(inode, from: range.lowerBound, to: range.upperBound, except: [])
+                defer {
+                    inode.unsynced = []
+                    inode.wholeUnsynced = false
                 }
-                inode.unsynced = []
-                inode.wholeUnsynced = false
+                return (inode.wholeUnsynced ? [0..<UInt64.max] : inode.unsynced, inode.wholeUnsynced)
+            }
+        }
+        for (index, range) in ranges.enumerated() {
+            var start = range.lowerBound
+            while start < range.upperBound {
+                do {
+                    start = try tree.reading {
+                        let inode = try inode(number)
+                        return try inode.lock.reading {
+                            let stop = inode.extents.position(covering: FileSystem.allocationChunk, from: start,
+                                                              to: range.upperBound, pageShift: pageShift)
+                            try persist(inode, from: start, to: stop, except: [])
+                            return stop
+                        }
+                    }
+                } catch {
+                    // Not durable yet: the next fsync flushes it.
+                    _ = try? tree.reading {
+                        let inode = try inode(number)
+                        inode.lock.writing {
+                            inode.wholeUnsynced = inode.wholeUnsynced || whole
+                            for left in [start..<range.upperBound] + ranges[(index + 1)...] { inode.noteUnsynced(left) }
+                        }
+                    }
+                    throw error
+                }
             }
         }
     }
@@ -403,6 +432,8 @@ extension FileSystem {
 
     /// linux/falloc.h
     static let keepSize: Int32 = 0x01, punchHole: Int32 = 0x02
+    /// What a fallocate allocates, or an fsync flushes, under one hold of
+    /// the tree's lock.
     static let allocationChunk: UInt64 = 64 << 20
 
     /// Before the first chunk: ENOSPC with nothing allocated when the pool

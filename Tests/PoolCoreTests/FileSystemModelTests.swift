@@ -209,11 +209,12 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
     /// fallocate allocates a chunk at a time, letting go of the tree in
     /// between (FileSystem+Data.swift); across chunks it ends as one step
     /// would: the size, zeros, a page for every page. One the pool cannot
-    /// hold fails before it allocates anything.
+    /// hold fails before it allocates anything. An fsync of it flushes a
+    /// chunk at a time too.
     @Test func fallocateAcrossChunksEndsAsOneStepAndTooLargeAllocatesNothing() throws {
         let scratch = Scratch()
-        let pool = try Pool.create(name: "model", size: 256 << 20, pageSize: 65536, at: scratch.path)
-        let fs = try FileSystem(pool: pool)
+        var pool = try Pool.create(name: "model", size: 256 << 20, pageSize: 65536, at: scratch.path)
+        var fs = try FileSystem(pool: pool)
         let file = try makeFile(fs, "f")
         try write(fs, file, [9], at: 0)
         let free = pool.usage().freeBytes
@@ -234,6 +235,11 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         // KEEP_SIZE across chunks: pages past the end, the size as it was.
         try fs.allocateSpace(file, mode: FileSystem.keepSize, offset: end, length: FileSystem.allocationChunk + 1)
         #expect(try fs.attributes(of: file).st_size == Int(end))
+        // After a mount the first fsync flushes the whole file, a chunk at a time.
+        fs = try remount(&pool, scratch)
+        #expect(try fs.tree.reading { try fs.inode(file).wholeUnsynced })
+        try fs.sync(file)
+        #expect(try fs.tree.reading { try !fs.inode(file).wholeUnsynced && fs.inode(file).unsynced.isEmpty })
         let report = try unmountAndCheck(fs, pool, scratch)
         #expect(report.problems.isEmpty && report.unreferencedPages == 0)
         #expect(report.filePages == (end + FileSystem.allocationChunk + 1 + 65535) / 65536)
@@ -284,6 +290,27 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         #expect(try describe(fs) == before)
         fs.unmount()
         pool.close()
+    }
+
+    /// fsync flushes a chunk at a time: where a chunk ends counts the bytes
+    /// of runs only, so a sparse file's holes cost nothing.
+    @Test func aFlushChunkEndsWhereTheRunsHaveCoveredItsBytes() {
+        var map = ExtentMap()
+        // 4 KiB pages: runs at pages 2..<4 and 10..<11, holes around them.
+        map.insert(Extent(page: 2, address: GlobalAddress(shelf: 1, offset: 0x10000), pages: 2))
+        map.insert(Extent(page: 10, address: GlobalAddress(shelf: 1, offset: 0x40000), pages: 1))
+        func position(_ budget: UInt64, _ from: UInt64, _ to: UInt64 = .max) -> UInt64 {
+            map.position(covering: budget, from: from, to: to, pageShift: 12)
+        }
+        #expect(position(100, 0) == 8192 + 100, "the hole before the first run is free")
+        #expect(position(8192, 0) == 16384, "the first run, whole")
+        #expect(position(8193, 0) == 40960 + 1, "over the hole to the second run")
+        #expect(position(4096, 9000) == 9000 + 4096, "from inside a run")
+        #expect(position(8000, 9000) == 40960 + 8000 - (16384 - 9000), "the rest of a run, then the next")
+        #expect(position(1 << 20, 0) == .max, "fewer bytes than the budget: to the end")
+        #expect(position(1 << 20, 0, 12000) == 12000)
+        #expect(position(1, 50000) == .max, "no run past the start")
+        #expect(ExtentMap().position(covering: 1, from: 0, to: .max, pageShift: 12) == .max)
     }
 
     @Test func everyRecordDecodesToWhatWasEncoded() throws {
