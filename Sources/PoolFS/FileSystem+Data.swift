@@ -97,8 +97,9 @@ extension FileSystem {
                 if grows { try reserveLog() }
                 // A write past the end shows the bytes between: zeros, not what the runs held.
                 if offset > oldSize { try zeroGrowing(inode, from: oldSize, to: offset) }
-                let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: offset..<end,
-                                         visibleTo: oldSize, logReserved: grows)
+                let lastPage = (end - 1) >> pageShift + 1
+                let fresh = try allocate(inode, pages: (offset >> pageShift)..<lastPage, keeping: offset..<end,
+                                         visibleTo: oldSize, logReserved: grows, ahead: offset <= oldSize ? ahead(of: inode) : 0)
                 let now = Timestamp.now()
                 do {
                     let extents = inode.extents.extents
@@ -120,7 +121,8 @@ extension FileSystem {
                     takeBack(fresh, logged: 0, of: inode)
                     throw error is FileSystemError ? error : FileSystemError.noSpace
                 }
-                try name(fresh, of: inode, growingTo: grows ? end : nil, time: now)
+                try name(fresh, of: inode, growingTo: grows ? end : nil, time: now, durableTo: end)
+                if let last = fresh.last, last.end > lastPage { inode.aheadOfSize = true }
                 inode.record.mtime = now
                 inode.record.ctime = now
                 // Times not yet logged (a growing write logged them with its size).
@@ -136,11 +138,15 @@ extension FileSystem {
     /// shows some old file's bytes. Then logs the size the file grows to,
     /// if it does, with its times: a close needs no round trip. On failure
     /// the runs are taken back and the file keeps its size (ENOSPC).
-    func name(_ fresh: [Extent], of inode: Inode, growingTo size: UInt64?, time: Timestamp) throws {
+    func name(_ fresh: [Extent], of inode: Inode, growingTo size: UInt64?, time: Timestamp,
+              durableTo: UInt64 = .max) throws {
         var logged = 0
         do {
             for extent in fresh {
-                try pool.persist(at: extent.address, count: Int(extent.byteCount(pageShift)))
+                // Pages taken ahead (past `durableTo`) show nothing until
+                // the size grows over them, which zeroes them durably.
+                let bytes = min(extent.byteEnd(pageShift), max(durableTo, extent.page << pageShift)) - extent.page << pageShift
+                try pool.persist(at: extent.address, count: Int(bytes))
                 try log.append(.extent(inode: inode.number, extent))
                 logged += 1
             }
@@ -169,8 +175,12 @@ extension FileSystem {
     /// small file does not clear a whole page. A full pool leaves the file
     /// as it was and throws ENOSPC. A file that stays small gets a fragment
     /// (FragmentRuns.swift) instead of a page. The inode's lock held.
+    ///
+    /// With `ahead`, the last hole's run, when no run follows it, takes that
+    /// many pages more, where the pool has them: a file that grows by small
+    /// appends gets a few long runs, not a run per write.
     func allocate(_ inode: Inode, pages range: Range<UInt64>, keeping: Range<UInt64>,
-                  visibleTo: UInt64 = .max, logReserved: Bool = false) throws -> [Extent] {
+                  visibleTo: UInt64 = .max, logReserved: Bool = false, ahead: UInt64 = 0) throws -> [Extent] {
         let holes = inode.extents.holes(in: range)
         guard !holes.isEmpty else { return [] }
         let heap = self.heap(inode.record.heap)
@@ -181,7 +191,15 @@ extension FileSystem {
                let bytes = fragments.capacity(for: max(keeping.upperBound, visibleTo)) {
                 fresh.append(try fragments.allocate(bytes: bytes, from: heap))
             } else {
-                for hole in holes { try allocateRuns(hole, from: heap, into: &fresh) }
+                for hole in holes.dropLast() { try allocateRuns(hole, from: heap, into: &fresh) }
+                let last = holes[holes.count - 1]
+                let length = min(UInt64(last.count) + ahead, max(FileSystem.maximumRun, UInt64(last.count)))
+                if length > UInt64(last.count), inode.extents.extents.last.map({ $0.end <= last.lowerBound }) ?? true,
+                   let run = try? heap.allocateFilePages(count: Int(length)) {
+                    fresh.append(Extent(page: last.lowerBound, address: run, pages: Int(length)))
+                } else {
+                    try allocateRuns(last, from: heap, into: &fresh)
+                }
             }
         } catch {
             free(fresh.map { Release(extent: $0, heap: heap.id) })
@@ -229,6 +247,25 @@ extension FileSystem {
     }
 
     static let maximumRun: UInt64 = 1 << 15
+    static let maximumAhead: UInt64 = 64 << 20
+
+    /// Pages to take past an append: as many as the file has, so that its
+    /// runs double as it grows, up to `maximumAhead`.
+    func ahead(of inode: Inode) -> UInt64 {
+        min(UInt64(inode.extents.pageCount), FileSystem.maximumAhead >> pageShift)
+    }
+
+    /// At a file's last close: the pages taken ahead of its appends that it
+    /// did not come to use go back (a size change that keeps the size and
+    /// times cuts every run past the size; there are no others while
+    /// `aheadOfSize` holds). The inode's lock held.
+    func giveBackAhead(_ inode: Inode) {
+        guard inode.aheadOfSize else { return }
+        inode.aheadOfSize = false
+        let kept = (inode.record.size + pageSize - 1) >> pageShift
+        guard inode.record.nlink > 0, let last = inode.extents.extents.last, last.end > kept else { return }
+        try? commit(.setAttributes(inode: inode.number, AttributeChange(size: inode.record.size, ctime: inode.record.ctime)))
+    }
 
     /// Zeroes the bytes past the end of the file inside its last run (and
     /// in runs wholly past it), so that growing the file reads zeros.
@@ -386,6 +423,7 @@ extension FileSystem {
                 inode.opens -= 1
                 if direct { inode.directOpens -= 1 }
                 if inode.dirty { logWritten(inode) }
+                if inode.opens == 0 { giveBackAhead(inode) }
                 return inode.opens == 0 && (inode.record.nlink == 0 || inode.directory?.isSparse == true)
             }
         }
@@ -450,6 +488,8 @@ extension FileSystem {
         let keepSize = FileSystem.keepSize, punchHole = FileSystem.punchHole
         switch mode {
         case 0, keepSize:
+            // Pages asked for stay, and so do those taken ahead.
+            inode.aheadOfSize = false
             try makeRoom(in: inode, upTo: end)
             if mode == 0, end > inode.record.size { try zeroGrowing(inode, from: inode.record.size, to: end) }
             let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: 0..<0)

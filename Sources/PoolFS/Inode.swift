@@ -49,6 +49,10 @@ final class Inode: @unchecked Sendable {
     var unsynced: [Range<UInt64>] = []
     var wholeUnsynced = false
     static let maximumUnsynced = 16
+    /// Whether the pages of its last run past its size were taken ahead of
+    /// its appends (FileSystem+Data.swift), to go back at its last close.
+    /// In memory only: after a kill they stay until a truncate or removal.
+    var aheadOfSize = false
     let lock = ReadWriteLock()
 
     init(_ record: InodeRecord) {

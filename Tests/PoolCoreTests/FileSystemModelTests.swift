@@ -245,6 +245,54 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         #expect(report.filePages == (end + FileSystem.allocationChunk + 1 + 65535) / 65536)
     }
 
+    /// A file grown by small appends gets a few long runs, not one per
+    /// write: an append that needs a new run takes as many pages again as
+    /// the file has. Those it does not come to use go back at its last
+    /// close; pages a KEEP_SIZE fallocate asked for stay; after a kill they
+    /// stay named (nothing leaks) until the file is cut.
+    @Test func appendsTakePagesAheadAndTheLastCloseGivesThemBack() throws {
+        let scratch = Scratch()
+        var pool = try Pool.create(name: "model", size: 64 << 20, pageSize: 4096, at: scratch.path)
+        var fs = try FileSystem(pool: pool)
+        let file = try makeFile(fs, "log")
+        func runs() throws -> Int { try fs.tree.reading { try fs.inode(file).extents.extents.count } }
+        func blocks() throws -> Int { try fs.attributes(of: file).st_blocks }
+        var expected: [UInt8] = []
+        func append(_ count: Int) throws {
+            for _ in 0..<count {
+                let line = [UInt8](repeating: UInt8(truncatingIfNeeded: expected.count / 1000 + 1), count: 1000)
+                try write(fs, file, line, at: UInt64(expected.count))
+                expected += line
+            }
+        }
+        _ = try fs.open(file, truncate: false, writeOnly: true)
+        try append(1000)
+        // 245 pages: a fragment, then runs of 1 (the page it moved to), 2, 4, … 128.
+        #expect(try runs() == 8)
+        #expect(try blocks() == 255 * 8)
+        #expect(try bytes(fs, file, size: 2 << 20) == expected)
+        fs.release(file)
+        #expect(try blocks() == 245 * 8)
+        #expect(try runs() == 8)
+        // Asked for past the end: kept at the close.
+        _ = try fs.open(file, truncate: false, writeOnly: true)
+        try fs.allocateSpace(file, mode: FileSystem.keepSize, offset: UInt64(expected.count), length: 40960)
+        fs.release(file)
+        #expect(try blocks() == 255 * 8)
+        // A kill while pages are taken ahead: they stay, named.
+        _ = try fs.open(file, truncate: false, writeOnly: true)
+        try append(100)
+        #expect(try blocks() > 269 * 8)
+        let held = try blocks()
+        fs = try remount(&pool, scratch)
+        #expect(try blocks() == held)
+        #expect(try bytes(fs, file, size: 2 << 20) == expected)
+        _ = try fs.setAttributes(file, AttributeChange(size: UInt64(expected.count)))
+        #expect(try blocks() == 269 * 8, "a truncate to the size cuts them")
+        let report = try unmountAndCheck(fs, pool, scratch)
+        #expect(report.problems.isEmpty && report.unreferencedPages == 0 && report.filePages == 269)
+    }
+
     /// fsync makes durable what was written since the last one (on pmem a
     /// flush costs per byte), and after a mount all of each file once.
     @Test func fsyncFlushesWhatWasWrittenSinceTheLastOne() throws {
@@ -483,10 +531,14 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         #expect(try bytes(fs, punched) == Array(repeating: 0, count: 3000))
         // From a fragment to pages with holes between, then one write across them all.
         let spanned = try makeFile(fs, "spanned")
+        _ = try fs.open(spanned, truncate: false, writeOnly: false)
         try write(fs, spanned, [6])
         try write(fs, spanned, [7], at: 3 << 16)
         let all = (0..<(5 << 16)).map { UInt8(truncatingIfNeeded: $0 / 7) }
         try write(fs, spanned, all)
+        // The last write appended: its run took pages ahead, back at the close.
+        #expect(try fs.attributes(of: spanned).st_blocks > 5 << 7)
+        fs.release(spanned)
         #expect(try bytes(fs, spanned, size: 6 << 16) == all)
         #expect(try fs.attributes(of: spanned).st_blocks == 5 << 7)
         let before = try describe(fs)
