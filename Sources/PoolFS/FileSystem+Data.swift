@@ -99,7 +99,7 @@ extension FileSystem {
                 if offset > oldSize { try zeroGrowing(inode, from: oldSize, to: offset) }
                 let lastPage = (end - 1) >> pageShift + 1
                 let fresh = try allocate(inode, pages: (offset >> pageShift)..<lastPage, keeping: offset..<end,
-                                         visibleTo: oldSize, logReserved: grows, ahead: offset <= oldSize ? ahead(of: inode) : 0)
+                                         visibleTo: oldSize, logReserved: grows, ahead: grows && offset <= oldSize ? ahead(of: inode) : 0)
                 let now = Timestamp.now()
                 do {
                     let extents = inode.extents.extents

@@ -289,8 +289,14 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         #expect(try bytes(fs, file, size: 2 << 20) == expected)
         _ = try fs.setAttributes(file, AttributeChange(size: UInt64(expected.count)))
         #expect(try blocks() == 269 * 8, "a truncate to the size cuts them")
+        // Writes inside a sparse file's size append nothing: it stays sparse.
+        let sparse = try makeFile(fs, "sparse")
+        _ = try fs.setAttributes(sparse, AttributeChange(size: 1 << 20))
+        try write(fs, sparse, Array(repeating: 1, count: 4096), at: 4096)
+        try write(fs, sparse, Array(repeating: 2, count: 4096), at: 8192)
+        #expect(try fs.attributes(of: sparse).st_blocks == 2 * 8)
         let report = try unmountAndCheck(fs, pool, scratch)
-        #expect(report.problems.isEmpty && report.unreferencedPages == 0 && report.filePages == 269)
+        #expect(report.problems.isEmpty && report.unreferencedPages == 0 && report.filePages == 269 + 2)
     }
 
     /// fsync makes durable what was written since the last one (on pmem a
