@@ -108,6 +108,13 @@ static inline int poolfs_may_leave_idle_priority(void) {
     return geteuid() == 0 || (getrlimit((__rlimit_resource_t)13, &limit) == 0 && limit.rlim_cur >= 20);
 }
 
+// Every CPU the kernel has (it keeps the ones that exist).
+static inline int poolfs_unpin(void) {
+    cpu_set_t set;
+    memset(&set, 0xff, sizeof set);
+    return sched_setaffinity(0, sizeof set, &set);
+}
+
 static inline int poolfs_pin_to_cpu(int cpu) {
     // CPU_SET needs _GNU_SOURCE before the first sched.h: set the bit by hand.
     cpu_set_t set;

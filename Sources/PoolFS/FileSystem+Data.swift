@@ -250,9 +250,29 @@ extension FileSystem {
     static let maximumAhead: UInt64 = 64 << 20
 
     /// Pages to take past an append: as many as the file has, so that its
-    /// runs double as it grows, up to `maximumAhead`.
+    /// runs double as it grows, up to `maximumAhead`; and at most half of
+    /// what the pool has free beyond a sixteenth of its capacity, so that
+    /// pages held ahead leave other files their room.
     func ahead(of inode: Inode) -> UInt64 {
-        min(UInt64(inode.extents.pageCount), FileSystem.maximumAhead >> pageShift)
+        let wanted = min(UInt64(inode.extents.pageCount), FileSystem.maximumAhead >> pageShift)
+        guard wanted > 0 else { return 0 }
+        let (free, capacity) = freePages()
+        return free > capacity / 16 ? min(wanted, (free - capacity / 16) / 2) : 0
+    }
+
+    /// The pool's free and total pages, counted again at most every 100 ms
+    /// (a count walks every run of the pool).
+    private func freePages() -> (free: UInt64, capacity: UInt64) {
+        spaceCount.withLock { count in
+            var time = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &time)
+            let now = UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+            if count.time == 0 || now - count.time > 100_000_000 {
+                let usage = pool.usage()
+                count = (now, usage.freeBytes >> pageShift, usage.capacityBytes >> pageShift)
+            }
+            return (count.free, count.capacity)
+        }
     }
 
     /// At a file's last close: the pages taken ahead of its appends that it
@@ -376,6 +396,10 @@ extension FileSystem {
     /// in between: on a pool kept on disk, flushing gigabytes takes seconds,
     /// and a create or a rename waits for one chunk at most.
     public func sync(_ number: UInt64) throws {
+        try tree.reading { try inode(number) }.syncing.writing { try syncLocked(number) }
+    }
+
+    private func syncLocked(_ number: UInt64) throws {
         let (ranges, whole) = try tree.reading {
             let inode = try inode(number)
             return inode.lock.writing {
@@ -488,8 +512,8 @@ extension FileSystem {
         let keepSize = FileSystem.keepSize, punchHole = FileSystem.punchHole
         switch mode {
         case 0, keepSize:
-            // Pages asked for stay, and so do those taken ahead.
-            inode.aheadOfSize = false
+            // Pages asked for past the size stay, and so do those taken ahead.
+            if mode == keepSize, end > inode.record.size { inode.aheadOfSize = false }
             try makeRoom(in: inode, upTo: end)
             if mode == 0, end > inode.record.size { try zeroGrowing(inode, from: inode.record.size, to: end) }
             let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: 0..<0)

@@ -11,10 +11,11 @@ extension FileSystem {
                               attributes wanted: Bool = true, _ visit: (String, stat, Int64) -> Bool) throws {
         try tree.reading {
             let directory = try directory(number)
-            if offset < 1, !visit(".", attributes(directory), 1) { return }
+            // Under their locks: an atime moves under an inode's lock alone.
+            if offset < 1, !visit(".", directory.lock.reading { attributes(directory) }, 1) { return }
             if offset < 2 {
                 let parent = inodes[directory.record.parent] ?? directory
-                if !visit("..", attributes(parent), 2) { return }
+                if !visit("..", parent.lock.reading { attributes(parent) }, 2) { return }
             }
             if offset < 3, let extra, !visit(extra.name, extra.attributes, 3) { return }
             for (entry, next) in directory.directory!.entries(from: Int(max(offset, 3) - 3)) {

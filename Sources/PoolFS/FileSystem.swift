@@ -8,7 +8,8 @@ import Glibc
 /// extents and xattrs in memory, made durable as records of a metadata log
 /// in the pool. No FUSE here: the adapter calls these methods.
 ///
-/// Lock order: `tree`, then an inode's `lock`, then the log's mutex.
+/// Lock order: an inode's `syncing` (fsync alone takes it), `tree`, then an
+/// inode's `lock`, then the log's mutex.
 /// Namespace changes hold `tree` for writing; data operations hold it for
 /// reading plus their inode's lock.
 public final class FileSystem: @unchecked Sendable {
@@ -32,6 +33,8 @@ public final class FileSystem: @unchecked Sendable {
     /// Reads move access times (FileSystem+Access.swift); off for `noatime`.
     public let accessTimes = Atomic<Bool>(true)
     let tree = ReadWriteLock()
+    /// When the pool's pages were last counted, and what was found.
+    let spaceCount = Mutex<(time: UInt64, free: UInt64, capacity: UInt64)>((0, 0, 0))
     /// Heaps by table number, opened once.
     private var heaps: [Int: Heap] = [:]
     private let heapsMutex = ProcessMutex()

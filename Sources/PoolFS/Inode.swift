@@ -49,6 +49,10 @@ final class Inode: @unchecked Sendable {
     var unsynced: [Range<UInt64>] = []
     var wholeUnsynced = false
     static let maximumUnsynced = 16
+    /// Held by an fsync from start to end (outside `tree`): a second fsync
+    /// must not find the ranges the first took and has yet to flush gone,
+    /// and return before they are durable.
+    let syncing = ReadWriteLock()
     /// Whether the pages of its last run past its size were taken ahead of
     /// its appends (FileSystem+Data.swift), to go back at its last close.
     /// In memory only: after a kill they stay until a truncate or removal.

@@ -285,7 +285,14 @@ extension FUSESession {
         FUSESession.replying(req) {
             guard FUSESession.control(inode) == nil else { throw FileSystemError.notSupported }
             guard offset >= 0, length > 0 else { throw FileSystemError.invalid }
-            try fs.allocateSpace(inode, mode: mode, offset: UInt64(offset), length: UInt64(length))
+            do {
+                try fs.allocateSpace(inode, mode: mode, offset: UInt64(offset), length: UInt64(length))
+            } catch {
+                // One that ran out midway keeps the chunks it allocated and
+                // the size they reach, which the kernel does not take on a failure.
+                if let fuseSession { _ = fuse_lowlevel_notify_inval_inode(fuseSession, inode, -1, 0) }
+                throw error
+            }
             fuse_reply_err(req, 0)
         }
     }

@@ -29,6 +29,10 @@ final class RingHelper: @unchecked Sendable {
         guard done >= 0 else { return nil }
         thread = JoinableThread { [unowned self] in
             poolfs_name_thread(name)
+            // Made by the ring's thread, it starts bound to that CPU and
+            // maybe at idle priority: it is to run beside it, at the normal one.
+            _ = poolfs_unpin()
+            _ = poolfs_set_idle_priority(poolfs_thread_id(), 0)
             self.serve()
         }
         guard thread != nil else { return nil }

@@ -244,9 +244,9 @@ final class RingQueue: @unchecked Sendable {
                     return
                 }
                 if let helper, data == Unmanaged.passUnretained(helper).toOpaque() {
-                    guard outcome >= 0 else { continue }
                     helper.served()?.sendHandedBack()
-                    waitForHelper()
+                    // A poll the ring cancels (it is ending) is not asked again.
+                    if outcome != -ECANCELED { waitForHelper() }
                     continue
                 }
                 guard outcome >= 0 else {

@@ -299,6 +299,26 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         #expect(report.problems.isEmpty && report.unreferencedPages == 0 && report.filePages == 269 + 2)
     }
 
+    /// No pages are taken ahead from a pool nearly full: they would leave
+    /// other files short.
+    @Test func aNearlyFullPoolTakesNoPagesAhead() throws {
+        let scratch = Scratch()
+        var pool = try Pool.create(name: "model", size: 8 << 20, pageSize: 4096, at: scratch.path)
+        var fs = try FileSystem(pool: pool)
+        let big = try makeFile(fs, "big")
+        // Two steps: the first makes the log take its spare chunk.
+        try fs.allocateSpace(big, mode: 0, offset: 0, length: pool.usage().freeBytes - (2 << 20))
+        try fs.allocateSpace(big, mode: 0, offset: pool.usage().capacityBytes, length: pool.usage().freeBytes - (400 << 10))
+        // A fresh count of the pool's pages.
+        fs = try remount(&pool, scratch)
+        let file = try makeFile(fs, "log")
+        for index in 0..<16 { try write(fs, file, Array(repeating: 1, count: 4096), at: UInt64(index) * 4096) }
+        #expect(try fs.tree.reading { try fs.inode(file).extents.extents.count } == 16)
+        #expect(try fs.attributes(of: file).st_blocks == 16 * 8)
+        let report = try unmountAndCheck(fs, pool, scratch)
+        #expect(report.problems.isEmpty && report.unreferencedPages == 0)
+    }
+
     /// fsync makes durable what was written since the last one (on pmem a
     /// flush costs per byte), and after a mount all of each file once.
     @Test func fsyncFlushesWhatWasWrittenSinceTheLastOne() throws {
