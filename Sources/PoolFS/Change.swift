@@ -28,6 +28,10 @@ enum Change: Sendable {
     case setHeap(inode: UInt64, heap: Int, time: Timestamp)
     /// An unlinked inode's last close.
     case drop(inode: UInt64)
+    /// Whether the pages of the file's last run past its size were taken
+    /// ahead of its appends (FileSystem+Data.swift): a mount gives back
+    /// those that a kill kept from the file's last close.
+    case ahead(inode: UInt64, taken: Bool)
 }
 
 /// The fields setattr changes; nil leaves one as it is.
@@ -98,6 +102,7 @@ struct RecordWriter {
         case let .removeXattr(inode, name, time): w.u8(12); w.u64(inode); w.string(name); w.time(time)
         case let .setHeap(inode, heap, time): w.u8(13); w.u64(inode); w.u32(UInt32(heap)); w.time(time)
         case let .drop(inode): w.u8(14); w.u64(inode)
+        case let .ahead(inode, taken): w.u8(16); w.u64(inode); w.u8(taken ? 1 : 0)
         }
         let length = UInt32(w.bytes.count).littleEndian
         withUnsafeBytes(of: length) { w.bytes.replaceSubrange(0..<4, with: $0) }
@@ -172,6 +177,7 @@ struct RecordReader {
             let slot = FragmentRuns.smallestSlot
             guard bytes > 0, bytes % slot == 0, address.offset % UInt64(slot) == 0 else { throw Malformed() }
             change = .extent(inode: inode, .fragment(address, bytes: bytes))
+        case 16: change = .ahead(inode: try r.u64(), taken: try r.u8() != 0)
         default: throw Malformed()
         }
         guard r.position == bytes.count else { throw Malformed() }

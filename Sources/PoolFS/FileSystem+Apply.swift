@@ -115,6 +115,9 @@ extension FileSystem {
             inodes[number]?.xattrs.removeValue(forKey: name)
             inodes[number]?.record.ctime = time
 
+        case let .ahead(number, taken):
+            inodes[number]?.aheadOfSize = taken
+
         case let .setHeap(number, heap, time):
             inodes[number]?.record.heap = heap
             inodes[number]?.record.ctime = time

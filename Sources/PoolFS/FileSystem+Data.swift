@@ -122,7 +122,7 @@ extension FileSystem {
                     throw error is FileSystemError ? error : FileSystemError.noSpace
                 }
                 try name(fresh, of: inode, growingTo: grows ? end : nil, time: now, durableTo: end)
-                if let last = fresh.last, last.end > lastPage { inode.aheadOfSize = true }
+                if let last = fresh.last, last.end > lastPage, !inode.aheadOfSize { noteAhead(inode, true) }
                 inode.record.mtime = now
                 inode.record.ctime = now
                 // Times not yet logged (a growing write logged them with its size).
@@ -280,11 +280,19 @@ extension FileSystem {
     /// times cuts every run past the size; there are no others while
     /// `aheadOfSize` holds). The inode's lock held.
     func giveBackAhead(_ inode: Inode) {
-        guard inode.aheadOfSize else { return }
-        inode.aheadOfSize = false
+        guard inode.aheadOfSize, inode.record.nlink > 0 else { return }
         let kept = (inode.record.size + pageSize - 1) >> pageShift
-        guard inode.record.nlink > 0, let last = inode.extents.extents.last, last.end > kept else { return }
-        try? commit(.setAttributes(inode: inode.number, AttributeChange(size: inode.record.size, ctime: inode.record.ctime)))
+        if let last = inode.extents.extents.last, last.end > kept {
+            try? commit(.setAttributes(inode: inode.number, AttributeChange(size: inode.record.size, ctime: inode.record.ctime)))
+        }
+        noteAhead(inode, false)
+    }
+
+    /// Logged, so that a mount after a kill knows which pages to give back
+    /// (where the log is full, the note is kept in memory alone).
+    func noteAhead(_ inode: Inode, _ taken: Bool) {
+        try? log.append(.ahead(inode: inode.number, taken: taken))
+        inode.aheadOfSize = taken
     }
 
     /// Zeroes the bytes past the end of the file inside its last run (and
@@ -513,7 +521,7 @@ extension FileSystem {
         switch mode {
         case 0, keepSize:
             // Pages asked for past the size stay, and so do those taken ahead.
-            if mode == keepSize, end > inode.record.size { inode.aheadOfSize = false }
+            if mode == keepSize, end > inode.record.size, inode.aheadOfSize { noteAhead(inode, false) }
             try makeRoom(in: inode, upTo: end)
             if mode == 0, end > inode.record.size { try zeroGrowing(inode, from: inode.record.size, to: end) }
             let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: 0..<0)

@@ -4,14 +4,18 @@ import Glibc
 #endif
 
 /// What a mount does before it serves: after a crash, inodes that were
-/// unlinked while open are dropped and bytes past each file's logged size
-/// are zeroed; then the log is rewritten to the current state, and every
-/// run of the file system that nothing names is freed.
+/// unlinked while open are dropped, pages taken ahead of appends are given
+/// back and bytes past each file's logged size are zeroed; then the log is
+/// rewritten to the current state, and every run of the file system that
+/// nothing names is freed.
 extension FileSystem {
     func recover(afterCrash: Bool) throws {
         for inode in inodes.values where inode.record.nlink == 0 { inodes.removeValue(forKey: inode.number) }
         // Every file's pages are checked to be its own before any is zeroed.
         let unreferenced = try unreferencedRuns()
+        // Pages taken ahead of appends that a kill kept from their file's
+        // last close (before the zeroing, which would clear them for nothing).
+        for inode in inodes.values where inode.aheadOfSize { giveBackAhead(inode) }
         if afterCrash {
             for inode in inodes.values where inode.isRegular { zeroBeyondSize(inode) }
         }
@@ -89,6 +93,7 @@ extension FileSystem {
         for inode in all {
             changes.append(.inode(inode.record))
             for extent in inode.extents.extents { changes.append(.extent(inode: inode.number, extent)) }
+            if inode.aheadOfSize { changes.append(.ahead(inode: inode.number, taken: true)) }
             for (name, value) in inode.xattrs.sorted(by: { $0.key < $1.key }) {
                 changes.append(.setXattr(inode: inode.number, name: name, value: value, time: inode.record.ctime))
             }
