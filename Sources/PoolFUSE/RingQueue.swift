@@ -38,10 +38,8 @@ final class RingQueue: @unchecked Sendable {
     private let enabled = Atomic<Int32>(0)
     /// The thread's id, for the watchdog to raise its priority.
     let threadID = Atomic<Int32>(0)
-    /// Requests answered so far (the watchdog sees progress in it), and
-    /// whether the thread is asleep in the ring.
+    /// Requests answered so far: once one is, the kernel uses the rings.
     let served = Atomic<UInt64>(0)
-    let asleep = Atomic<Bool>(true)
     /// Whether the thread runs at idle priority: only where it may leave
     /// it again (root, or an RLIMIT_NICE that allows nice 0).
     let idlePriority = poolfs_may_leave_idle_priority() != 0
@@ -221,9 +219,7 @@ final class RingQueue: @unchecked Sendable {
                 _ = poolfs_set_idle_priority(me, 1)
                 raisedUntil.store(0, ordering: .relaxed)
             }
-            asleep.store(true, ordering: .relaxed)
             let result = poolfs_ring_next(ring, &completion)
-            asleep.store(false, ordering: .relaxed)
             if result == -EINTR || result == -EAGAIN { continue }
             guard result == 0 else {
                 // The kernel would go on queueing this CPU's requests here:

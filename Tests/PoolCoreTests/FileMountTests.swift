@@ -399,6 +399,11 @@ func writerBytes(_ index: Int) -> [UInt8] {
         #expect(written > 16 << 20)
         #expect(contents(mounted.path("keep")) == keep)
         #expect(unlink(mounted.path("filler")) == 0)
+        // The kernel sends a close's release without waiting for it, so the
+        // filler's pages may go a moment after the unlink: wait for them
+        // (another test's busy CPU can hold the release up).
+        for _ in 0..<10_000 where freeBytes(mounted.mountpoint) < written { usleep(1000) }
+        #expect(freeBytes(mounted.mountpoint) >= written)
         #expect(store(chunk + chunk, mounted.path("after")))
         #expect(contents(mounted.path("after")) == chunk + chunk)
     }
