@@ -99,7 +99,7 @@ extension FileSystem {
                 if offset > oldSize { try zeroGrowing(inode, from: oldSize, to: offset) }
                 let lastPage = (end - 1) >> pageShift + 1
                 let fresh = try allocate(inode, pages: (offset >> pageShift)..<lastPage, keeping: offset..<end,
-                                         visibleTo: oldSize, logReserved: grows, ahead: grows && offset <= oldSize ? ahead(of: inode) : 0)
+                                         visibleTo: oldSize, logReserved: grows, appending: grows && offset <= oldSize)
                 let now = Timestamp.now()
                 do {
                     let extents = inode.extents.extents
@@ -176,11 +176,11 @@ extension FileSystem {
     /// as it was and throws ENOSPC. A file that stays small gets a fragment
     /// (FragmentRuns.swift) instead of a page. The inode's lock held.
     ///
-    /// With `ahead`, the last hole's run, when no run follows it, takes that
-    /// many pages more, where the pool has them: a file that grows by small
-    /// appends gets a few long runs, not a run per write.
+    /// `appending`: the last hole's run, when no run follows it, takes pages
+    /// ahead (`ahead(of:)`), where the pool has them: a file that grows by
+    /// small appends gets a few long runs, not a run per write.
     func allocate(_ inode: Inode, pages range: Range<UInt64>, keeping: Range<UInt64>,
-                  visibleTo: UInt64 = .max, logReserved: Bool = false, ahead: UInt64 = 0) throws -> [Extent] {
+                  visibleTo: UInt64 = .max, logReserved: Bool = false, appending: Bool = false) throws -> [Extent] {
         let holes = inode.extents.holes(in: range)
         guard !holes.isEmpty else { return [] }
         let heap = self.heap(inode.record.heap)
@@ -193,9 +193,10 @@ extension FileSystem {
             } else {
                 for hole in holes.dropLast() { try allocateRuns(hole, from: heap, into: &fresh) }
                 let last = holes[holes.count - 1]
+                let atTheEnd = inode.extents.extents.last.map { $0.end <= last.lowerBound } ?? true
+                let ahead = appending && atTheEnd ? self.ahead(of: inode) : 0
                 let length = min(UInt64(last.count) + ahead, max(FileSystem.maximumRun, UInt64(last.count)))
-                if length > UInt64(last.count), inode.extents.extents.last.map({ $0.end <= last.lowerBound }) ?? true,
-                   let run = try? heap.allocateFilePages(count: Int(length)) {
+                if length > UInt64(last.count), let run = try? heap.allocateFilePages(count: Int(length)) {
                     fresh.append(Extent(page: last.lowerBound, address: run, pages: Int(length)))
                 } else {
                     try allocateRuns(last, from: heap, into: &fresh)
@@ -264,9 +265,7 @@ extension FileSystem {
     /// (a count walks every run of the pool).
     private func freePages() -> (free: UInt64, capacity: UInt64) {
         spaceCount.withLock { count in
-            var time = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &time)
-            let now = UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+            let now = Timestamp.monotonicNanoseconds()
             if count.time == 0 || now - count.time > 100_000_000 {
                 let usage = pool.usage()
                 count = (now, usage.freeBytes >> pageShift, usage.capacityBytes >> pageShift)
@@ -399,10 +398,9 @@ extension FileSystem {
         return CachePolicy(direct: false, keepCache: !inode.cacheStale)
     }
 
-    /// fsync(2): what was written is durable (flushed to pmem too). The
-    /// flush goes `allocationChunk` bytes at a time, the tree's lock let go
-    /// in between: on a pool kept on disk, flushing gigabytes takes seconds,
-    /// and a create or a rename waits for one chunk at most.
+    /// fsync(2): what was written is durable (flushed to pmem too), in
+    /// steps of `stepBytes` of the file's runs: on a pool kept on disk,
+    /// flushing gigabytes takes seconds.
     public func sync(_ number: UInt64) throws {
         try tree.reading { try inode(number) }.syncing.writing { try syncLocked(number) }
     }
@@ -420,31 +418,44 @@ extension FileSystem {
             }
         }
         for (index, range) in ranges.enumerated() {
-            var start = range.lowerBound
-            while start < range.upperBound {
-                do {
-                    start = try tree.reading {
-                        let inode = try inode(number)
-                        return try inode.lock.reading {
-                            let stop = inode.extents.position(covering: FileSystem.allocationChunk, from: start,
-                                                              to: range.upperBound, pageShift: pageShift)
-                            try persist(inode, from: start, to: stop, except: [])
-                            return stop
-                        }
-                    }
-                } catch {
-                    // Not durable yet: the next fsync flushes it.
-                    _ = try? tree.reading {
-                        let inode = try inode(number)
-                        inode.lock.writing {
-                            inode.wholeUnsynced = inode.wholeUnsynced || whole
-                            for left in [start..<range.upperBound] + ranges[(index + 1)...] { inode.noteUnsynced(left) }
-                        }
-                    }
-                    throw error
+            var flushed = range.lowerBound
+            do {
+                try stepping(number, from: range.lowerBound, to: range.upperBound) { inode, at in
+                    // Holes cost nothing: a step is so many bytes of runs.
+                    let stop = inode.extents.position(covering: FileSystem.stepBytes, from: at,
+                                                      to: range.upperBound, pageShift: pageShift)
+                    try persist(inode, from: at, to: stop, except: [])
+                    flushed = stop
+                    return stop
                 }
+            } catch {
+                // Not durable yet: the next fsync flushes it.
+                _ = try? tree.reading {
+                    let inode = try inode(number)
+                    inode.lock.writing {
+                        inode.wholeUnsynced = inode.wholeUnsynced || whole
+                        for left in [flushed..<range.upperBound] + ranges[(index + 1)...] { inode.noteUnsynced(left) }
+                    }
+                }
+                throw error
             }
         }
+    }
+
+    /// Runs `step` from `start` until it reaches `end` (once at least), each
+    /// step under the tree's lock shared and the file's lock, both let go in
+    /// between: work of seconds (zeroing or flushing gigabytes) keeps a
+    /// create or a rename, which take the tree's lock alone, waiting one
+    /// step at most. `step` returns where it stopped.
+    private func stepping(_ number: UInt64, from start: UInt64, to end: UInt64,
+                          _ step: (Inode, UInt64) throws -> UInt64) throws {
+        var at = start
+        repeat {
+            at = try tree.reading {
+                let inode = try inode(number)
+                return try inode.lock.writing { try step(inode, at) }
+            }
+        } while at < end
     }
 
     /// The last close of a handle; an unlinked inode's last one frees it.
@@ -479,32 +490,23 @@ extension FileSystem {
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard length > 0, !overflow else { throw FileSystemError.invalid }
         guard end <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
-        // Like a write, under the file's lock and the tree's shared: no
-        // other file waits. Space is allocated a chunk at a time, the tree's
-        // lock let go in between, so that zeroing gigabytes keeps a create
-        // or a rename (which take the tree's lock alone) waiting no longer
-        // than a chunk takes.
+        // Like a write, under the file's lock: no other file waits. Space
+        // is allocated `stepBytes` at a time.
         let allocating = mode == 0 || mode == FileSystem.keepSize
-        var start = offset
-        repeat {
-            let stop = allocating ? min(end, (start / FileSystem.allocationChunk + 1) * FileSystem.allocationChunk) : end
-            try tree.reading {
-                let inode = try inode(number)
-                guard inode.isRegular else { throw inode.isDirectory ? FileSystemError.isDirectory : FileSystemError.notSupported }
-                try inode.lock.writing {
-                    if allocating, start == offset { try checkRoom(inode, offset: offset, end: end) }
-                    try allocateSpaceLocked(inode, mode: mode, offset: start, end: stop)
-                }
-            }
-            start = stop
-        } while start < end
+        try stepping(number, from: offset, to: end) { inode, at in
+            guard inode.isRegular else { throw inode.isDirectory ? FileSystemError.isDirectory : FileSystemError.notSupported }
+            if allocating, at == offset { try checkRoom(inode, offset: offset, end: end) }
+            let stop = allocating ? min(end, (at / FileSystem.stepBytes + 1) * FileSystem.stepBytes) : end
+            try allocateSpaceLocked(inode, mode: mode, offset: at, end: stop)
+            return stop
+        }
     }
 
     /// linux/falloc.h
     static let keepSize: Int32 = 0x01, punchHole: Int32 = 0x02
-    /// What a fallocate allocates, or an fsync flushes, under one hold of
-    /// the tree's lock.
-    static let allocationChunk: UInt64 = 64 << 20
+    /// What a fallocate allocates, or an fsync flushes, in one step
+    /// (`stepping`).
+    static let stepBytes: UInt64 = 64 << 20
 
     /// Before the first chunk: ENOSPC with nothing allocated when the pool
     /// has fewer free pages than the range has unallocated. (One that runs

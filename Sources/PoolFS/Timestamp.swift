@@ -22,6 +22,13 @@ public struct Timestamp: Hashable, Sendable {
         return Timestamp(time)
     }
 
+    /// Nanoseconds of the monotonic clock, for intervals (not a file time).
+    public static func monotonicNanoseconds() -> UInt64 {
+        var time = Glibc.timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+
     public var timespec: Glibc.timespec { Glibc.timespec(tv_sec: Int(seconds), tv_nsec: Int(nanoseconds)) }
 }
 

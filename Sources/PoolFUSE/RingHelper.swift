@@ -14,10 +14,9 @@ import Glibc
 final class RingHelper: @unchecked Sendable {
     /// Readable once the request handed over has its reply; the ring polls it.
     let done: Int32
-    /// The entry handed over: written by the ring's thread while `busy` is
-    /// false, read by the helper after `posted`.
+    /// The entry handed over (nil: none), set and cleared by the ring's
+    /// thread alone; the helper reads it after `posted`.
     private var entry: RingEntry?
-    private let busy = Atomic<Bool>(false)
     private let leaving = Atomic<Bool>(false)
     private let posted = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
     private var thread: JoinableThread?
@@ -46,8 +45,7 @@ final class RingHelper: @unchecked Sendable {
 
     /// Takes `entry`'s request, unless one is already being served.
     func take(_ entry: RingEntry) -> Bool {
-        guard !busy.load(ordering: .acquiring) else { return false }
-        busy.store(true, ordering: .relaxed)
+        guard self.entry == nil else { return false }
         self.entry = entry
         sem_post(posted)
         return true
@@ -58,10 +56,7 @@ final class RingHelper: @unchecked Sendable {
     func served() -> RingEntry? {
         var count: UInt64 = 0
         guard read(done, &count, MemoryLayout<UInt64>.size) == MemoryLayout<UInt64>.size else { return nil }
-        defer {
-            entry = nil
-            busy.store(false, ordering: .releasing)
-        }
+        defer { entry = nil }
         return entry
     }
 

@@ -1,4 +1,5 @@
 import CFuse
+import PoolFS
 import PoolCore
 import Synchronization
 #if canImport(Glibc)
@@ -213,7 +214,7 @@ final class RingQueue: @unchecked Sendable {
         while true {
             // Answers go to the kernel as the thread waits for the next request.
             let raised = raisedUntil.load(ordering: .relaxed)
-            if raised != 0, RingWatchdog.now() > raised {
+            if raised != 0, Timestamp.monotonicNanoseconds() > raised {
                 // Idle first, then say so: the watchdog raises only threads
                 // it sees at idle priority.
                 _ = poolfs_set_idle_priority(me, 1)

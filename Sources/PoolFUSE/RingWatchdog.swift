@@ -1,4 +1,5 @@
 import CFuse
+import PoolFS
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -48,18 +49,12 @@ final class RingWatchdog: @unchecked Sendable {
         self.thread = nil
     }
 
-    static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-    }
-
     private func watch() {
         var stop = pollfd(fd: stopping, events: Int16(POLLIN), revents: 0)
         while true {
             let ready = poll(&stop, 1, RingWatchdog.periodMilliseconds)
             if ready > 0 || (ready < 0 && errno != EINTR) { return }
-            let now = RingWatchdog.now()
+            let now = Timestamp.monotonicNanoseconds()
             for (index, queue) in queues.enumerated() {
                 let thread = queue.threadID.load(ordering: .relaxed)
                 guard let delay = waitingTime(thread, index) else { continue }

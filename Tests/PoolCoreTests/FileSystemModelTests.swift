@@ -221,19 +221,19 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         #expect(throws: FileSystemError.noSpace) { try fs.allocateSpace(file, mode: 0, offset: 0, length: 300 << 20) }
         #expect(pool.usage().freeBytes == free)
         #expect(try fs.attributes(of: file).st_size == 1)
-        let end = 2 * FileSystem.allocationChunk + 12345
+        let end = 2 * FileSystem.stepBytes + 12345
         try fs.allocateSpace(file, mode: 0, offset: 1000, length: end - 1000)
         #expect(try fs.attributes(of: file).st_size == Int(end))
         #expect(try fs.attributes(of: file).st_blocks == Int((end + 65535) / 65536 * 65536 / 512))
         #expect(free - pool.usage().freeBytes == (end + 65535) / 65536 * 65536 - 65536, "the first page was there")
-        for at in [0, 1, 999, 1000, FileSystem.allocationChunk - 1, FileSystem.allocationChunk, end - 1] {
+        for at in [0, 1, 999, 1000, FileSystem.stepBytes - 1, FileSystem.stepBytes, end - 1] {
             let byte = try fs.withReadSegments(file, offset: at, size: 1) { segments in
                 UnsafeRawBufferPointer(start: segments[0].iov_base, count: 1)[0]
             }
             #expect(byte == (at == 0 ? 9 : 0), "byte \(at)")
         }
         // KEEP_SIZE across chunks: pages past the end, the size as it was.
-        try fs.allocateSpace(file, mode: FileSystem.keepSize, offset: end, length: FileSystem.allocationChunk + 1)
+        try fs.allocateSpace(file, mode: FileSystem.keepSize, offset: end, length: FileSystem.stepBytes + 1)
         #expect(try fs.attributes(of: file).st_size == Int(end))
         // After a mount the first fsync flushes the whole file, a chunk at a time.
         fs = try remount(&pool, scratch)
@@ -242,7 +242,7 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         #expect(try fs.tree.reading { try !fs.inode(file).wholeUnsynced && fs.inode(file).unsynced.isEmpty })
         let report = try unmountAndCheck(fs, pool, scratch)
         #expect(report.problems.isEmpty && report.unreferencedPages == 0)
-        #expect(report.filePages == (end + FileSystem.allocationChunk + 1 + 65535) / 65536)
+        #expect(report.filePages == (end + FileSystem.stepBytes + 1 + 65535) / 65536)
     }
 
     /// A file grown by small appends gets a few long runs, not one per
