@@ -452,28 +452,36 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
             expected.replaceSubrange(offset..<min(expected.count, offset + count), with: chunk)
             #expect(try bytes(fs, grown) == expected, "after \(count) bytes at \(offset)")
         }
+        func fragment(_ file: UInt64) -> GlobalAddress? { fs.inodes[file]?.extents.fragment?.address }
         // A fragment freed and taken again shows zeros when its new file grows.
+        let freed = try #require(fragment(files[3]))
         try fs.remove(parent: 1, name: "small3", directory: false)
         let reused = try makeFile(fs, "reused")
         try write(fs, reused, [42])
+        #expect(fragment(reused) == freed, "small3's slot, the only free one")
         _ = try fs.setAttributes(reused, AttributeChange(size: 4000))
         #expect(try bytes(fs, reused) == [42] + Array(repeating: 0, count: 3999))
 
-        // Killed (no unmount): every byte comes back, and nothing leaks.
+        // Killed (no unmount): every byte comes back, nothing leaks, and the
+        // mount knows which slots are taken: the one slot small5 left is the
+        // one a new file gets.
+        let left = try #require(fragment(files[5]))
+        try fs.remove(parent: 1, name: "small5", directory: false)
         let before = try describe(fs)
         fs = try remount(&pool, scratch)
         #expect(try describe(fs) == before)
         #expect(try bytes(fs, grown) == expected)
         let again = try makeFile(fs, "after-mount")
         try write(fs, again, Array(repeating: 5, count: 10))
-        for (index, file) in files.enumerated() where index != 3 {
+        #expect(fragment(again) == left)
+        for (index, file) in files.enumerated() where index != 3 && index != 5 {
             #expect(try bytes(fs, file) == Array(repeating: UInt8(index + 1), count: 4000), "a slot in use is not given again")
         }
         let report = try unmountAndCheck(fs, pool, scratch)
         #expect(report.problems.isEmpty && report.unreferencedPages == 0)
         pool = try Pool.open(name: "model", at: scratch.path)
         fs = try FileSystem(pool: pool)
-        for name in (0..<16).filter({ $0 != 3 }).map({ "small\($0)" }) + ["grown", "reused", "after-mount"] {
+        for name in (0..<16).filter({ $0 != 3 && $0 != 5 }).map({ "small\($0)" }) + ["grown", "reused", "after-mount"] {
             try fs.remove(parent: 1, name: name, directory: false)
         }
         #expect(pool.fileRuns().count == fs.log.runs.count, "the shared pages went back with their last files")
@@ -626,8 +634,8 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         // Free, or under a run taken since (the mount's new log): no stale head.
         shelf = try #require(pool.core.shelf(stray.shelf))
         #expect(shelf.entry(page + 5) != .allocated(length: 2, tag: .files(heap.id)))
-        fs.unmount()
-        pool.close()
+        let report = try unmountAndCheck(fs, pool, scratch)
+        #expect(report.problems.isEmpty && report.unreferencedPages == 0)
         #expect(try Pool.check(name: "model", at: scratch.path).isClean)
     }
 }
