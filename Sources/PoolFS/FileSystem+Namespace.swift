@@ -149,7 +149,6 @@ extension FileSystem {
             try commit(.setAttributes(inode: number, change))
             if let size = change.size, size < oldSize {
                 zeroBeyondSize(inode)
-                inode.unsynced = inode.unsynced.map { $0.clamped(to: 0..<size) }.filter { !$0.isEmpty }
                 // The cut is done; a full pool only leaves the bytes where they are.
                 try? shrinkToFit(inode)
             }
