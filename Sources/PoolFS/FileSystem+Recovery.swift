@@ -34,7 +34,6 @@ extension FileSystem {
     /// which slots of its shared runs the files' fragments take.
     func unreferencedRuns() throws -> [Release] {
         var named: [(address: GlobalAddress, pages: Int, owner: UInt64)] = log.runs.map { ($0, log.chunkPages, 0) }
-        var namedFragmentRuns: Set<GlobalAddress> = []
         let runs = pool.fileRuns().sorted { $0.address < $1.address }
         var heapOfRun: [GlobalAddress: Int] = [:]
         for run in runs where run.pages == 1 { heapOfRun[run.address] = run.heap }
@@ -43,19 +42,12 @@ extension FileSystem {
             for extent in inode.extents.extents {
                 if extent.isFragment {
                     fragments.append((inode.number, extent))
-                    if let (run, _) = self.fragments.position(of: extent), namedFragmentRuns.insert(run).inserted {
-                        named.append((run, 1, inode.number))
-                    }
                 } else {
                     named.append((extent.address, extent.pages, inode.number))
                 }
             }
         }
-        do {
-            try self.fragments.rebuild(fragments, heapOfRun: heapOfRun)
-        } catch let damage as FragmentDamage {
-            throw PoolError.damaged(path: pool.path, reason: damage.description)
-        }
+        for (run, owner) in try self.fragments.rebuild(fragments, heapOfRun: heapOfRun) { named.append((run, 1, owner)) }
         named.sort { $0.address < $1.address }
         func damaged(_ name: (address: GlobalAddress, pages: Int, owner: UInt64), _ what: String) -> Error {
             PoolError.damaged(path: pool.path, reason: "inode \(name.owner) names \(name.pages) pages at \(name.address)\(what)")

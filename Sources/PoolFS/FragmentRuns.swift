@@ -127,33 +127,33 @@ final class FragmentRuns: @unchecked Sendable {
 
     /// After a mount's replay: the slots the files' fragments take, in runs
     /// the pool holds (`heapOfRun`: each one-page run of the file system,
-    /// with its heap). Throws on a fragment outside them or two that overlap.
-    func rebuild(_ fragments: [(owner: UInt64, extent: Extent)], heapOfRun: [GlobalAddress: Int]) throws {
+    /// with its heap). Returns the runs, each with a file it holds (for the
+    /// recovery's list of named runs). Throws on a fragment outside them or
+    /// two that overlap.
+    func rebuild(_ fragments: [(owner: UInt64, extent: Extent)],
+                 heapOfRun: [GlobalAddress: Int]) throws -> [(run: GlobalAddress, owner: UInt64)] {
         try mutex.withLock {
             runs = [:]
             roomy = [:]
+            var named: [(run: GlobalAddress, owner: UInt64)] = []
+            func damaged(_ owner: UInt64, _ fragment: Extent, _ reason: String) -> Error {
+                PoolError.damaged(path: pool.path, reason: "inode \(owner) names a fragment at \(fragment.address) \(reason)")
+            }
             for (owner, fragment) in fragments {
-                guard let (address, bits) = position(of: fragment), heapOfRun[address] != nil else {
-                    throw FragmentDamage(owner: owner, address: fragment.address, reason: "in no run of the file system")
+                guard let (address, bits) = position(of: fragment), let heap = heapOfRun[address] else {
+                    throw damaged(owner, fragment, "in no run of the file system")
                 }
-                var run = runs[address] ?? Run(heap: heapOfRun[address]!, used: 0)
-                guard run.used & bits == 0 else {
-                    throw FragmentDamage(owner: owner, address: fragment.address, reason: "overlapping another file's")
-                }
+                if runs[address] == nil { named.append((address, owner)) }
+                var run = runs[address] ?? Run(heap: heap, used: 0)
+                guard run.used & bits == 0 else { throw damaged(owner, fragment, "overlapping another file's") }
                 run.used |= bits
                 runs[address] = run
             }
             for (address, run) in runs { file(address, of: run.heap, from: nil) }
+            return named
         }
     }
 
     /// The runs holding fragments.
     var runCount: Int { mutex.withLock { runs.count } }
-}
-
-struct FragmentDamage: Error, CustomStringConvertible {
-    let owner: UInt64
-    let address: GlobalAddress
-    let reason: String
-    var description: String { "inode \(owner) names a fragment at \(address) \(reason)" }
 }

@@ -489,6 +489,24 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         pool.close()
     }
 
+    /// A log whose fragments overlap (two files naming one slot) is
+    /// refused at mount with a one-line reason, and the pool left alone.
+    @Test func overlappingFragmentsAreRefusedAtMount() throws {
+        let scratch = Scratch()
+        var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 64 << 10, at: scratch.path)
+        let fs = try FileSystem(pool: pool)
+        let a = try makeFile(fs, "a"), b = try makeFile(fs, "b")
+        try write(fs, a, [1])
+        try write(fs, b, [2])
+        let slot = try #require(fs.inodes[a]?.extents.fragment?.address)
+        try fs.log.append(.extent(inode: b, .fragment(slot, bytes: 4096)))
+        #expect(throws: PoolError.self) { _ = try remount(&pool, scratch) }
+        do { _ = try remount(&pool, scratch) } catch {
+            #expect("\(error)".contains("names a fragment at \(slot) overlapping another file's"), "\(error)")
+        }
+        pool.close()
+    }
+
     /// A hole punched inside a run frees the whole pages under it (the run
     /// is cut into the pieces on either side); killed after the punch was
     /// logged and before the run was cut, the next mount cuts it.
