@@ -170,14 +170,11 @@ struct ExtentMap: Sendable {
 /// Pages a change gave back: a whole run, or the pages of a run outside
 /// the pieces it keeps (page ranges in it, in order: the start of a file
 /// cut short, the two sides of a punched hole). Freed after the change is
-/// logged. `foundAtMount`: a run the recovery found, which a kill may have
-/// left half cut: freed entry by entry under the pool's lock, never into a
-/// thread's cache of runs with stale entries inside.
+/// logged.
 struct Release {
     let extent: Extent
     let heap: Int
     var kept: [Range<Int>] = []
-    var foundAtMount = false
 
     var freedPages: Int { extent.pages - kept.reduce(0) { $0 + $1.count } }
 }

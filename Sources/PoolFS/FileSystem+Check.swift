@@ -42,7 +42,7 @@ extension FileSystem {
                 // A run whose pieces are all named, but not yet cut, frees no page.
                 report.leftByCrash.append("file system: \(pages) pages that no file names, in \(unreferenced.count) runs (the next mount frees them)")
                 if repair {
-                    fs.free(unreferenced)
+                    fs.freeFound(unreferenced)
                     report.repaired.append("file system: freed \(pages) unreferenced pages")
                 }
             }

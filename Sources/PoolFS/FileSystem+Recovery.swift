@@ -20,7 +20,7 @@ extension FileSystem {
             for inode in inodes.values where inode.isRegular { zeroBeyondSize(inode) }
         }
         // What the crash left unnamed goes first: the rewrite may need the room.
-        free(unreferenced)
+        freeFound(unreferenced)
         try? compact()
         // What earlier mounts wrote may not be durable yet: the first fsync
         // of each file flushes all of it.
@@ -71,7 +71,7 @@ extension FileSystem {
             }
             if pieces != [0..<run.pages] {
                 unreferenced.append(Release(extent: Extent(page: 0, address: run.address, pages: run.pages), heap: run.heap,
-                                            kept: pieces, foundAtMount: true))
+                                            kept: pieces))
             }
         }
         if next < named.count { throw damaged(named[next], ", which the file system does not hold") }

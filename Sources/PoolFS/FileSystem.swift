@@ -186,11 +186,20 @@ public final class FileSystem: @unchecked Sendable {
                 continue
             }
             let heap = heap(release.heap)
-            if !release.kept.isEmpty || release.foundAtMount {
+            if !release.kept.isEmpty {
                 try? heap.carveFilePages(at: extent.address, count: extent.pages, keeping: release.kept)
             } else {
                 try? heap.freeFilePages(at: extent.address, count: extent.pages)
             }
+        }
+    }
+
+    /// Frees the runs `unreferencedRuns` found, each cut entry by entry under
+    /// the pool's lock: a kill may have left one half cut, which must never
+    /// go into a thread's cache of runs with stale entries inside.
+    func freeFound(_ found: [Release]) {
+        for release in found {
+            try? heap(release.heap).carveFilePages(at: release.extent.address, count: release.extent.pages, keeping: release.kept)
         }
     }
 
