@@ -15,7 +15,7 @@ public final class Pool: @unchecked Sendable {
     public static let defaultPageSize: UInt64 = 64 << 10
     public static let defaultSize: UInt64 = 4 << 30
 
-    private init(core: OpenPool) { self.core = core }
+    init(core: OpenPool) { self.core = core }
 
     deinit { core.close() }
 

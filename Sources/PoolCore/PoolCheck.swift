@@ -27,6 +27,14 @@ extension Pool {
     /// when asked. `progress` is called with (done, total) pages.
     public static func check(name: String, at home: String? = nil, repair: Bool = false,
                              progress: ((Int, Int) -> Void)? = nil) throws -> CheckReport {
+        try check(name: name, at: home, repair: repair, progress: progress) { _ in () }.report
+    }
+
+    /// The same, then `then` on the pool as the check left it (mapped, not
+    /// joined), under the same hold: no opener comes between the two.
+    public static func check<R>(name: String, at home: String? = nil, repair: Bool = false,
+                                progress: ((Int, Int) -> Void)? = nil,
+                                then: (Pool) throws -> R) throws -> (report: CheckReport, then: R) {
         try withNoOtherOpener(name: name, at: home) { core in
             var report = PoolChecker(core: core, progress: progress).inspect()
             if repair && !report.isClean {
@@ -34,7 +42,7 @@ extension Pool {
                 report = PoolChecker(core: core, progress: progress).inspect()
                 report.repaired = repaired
             }
-            return report
+            return (report, try then(Pool(core: core)))
         }
     }
 }

@@ -22,18 +22,20 @@ struct CheckCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let terminal = FileOutput.standardError.isTerminal
-            let report = try Pool.check(name: pool.name, at: pool.path, repair: repair) { done, total in
+            // A check's file system is inspected under the pool's same hold;
+            // a repair's is opened after it (the repair joins the pool).
+            let (report, inspected) = try Pool.check(name: pool.name, at: pool.path, repair: repair, progress: { done, total in
                 guard terminal, total > 1 << 20 else { return }
                 FileOutput.standardError.write("\rchecking \(done * 100 / max(total, 1))% ")
                 if done == total { FileOutput.standardError.write("\r") }
-            }
+            }, then: { repair ? nil : FileSystem.check(pool: $0, repair: false) })
             for line in report.repaired { print("repaired: \(line)") }
             for line in report.problems { print("problem: \(line)") }
             for line in report.recoverable { print("left by a dead process: \(line)") }
             print("pool '\(pool.name)': \(report.pages) pages, \(report.allocatedPages) in \(report.allocatedRuns) "
                 + "allocated runs, \(report.regionPages) in regions, \(report.heapPages) in heaps "
                 + "(\(report.heapObjects) objects), \(report.leakedPages) leaked")
-            let files = try checkFileSystem()
+            let files = try checkFileSystem(inspected)
             if report.isClean && files {
                 print("clean")
             } else if report.problems.isEmpty {
@@ -47,14 +49,14 @@ struct CheckCommand: ParsableCommand {
     /// Whether the file system in the pool (if it was ever mounted) has
     /// nothing to repair. Only a repair joins the pool (which recovers what
     /// dead processes left): a check leaves it as it found it.
-    private func checkFileSystem() throws -> Bool {
+    private func checkFileSystem(_ inspected: FileSystemReport?) throws -> Bool {
         let found: FileSystemReport?
         if repair {
             let opened = try Pool.open(name: pool.name, at: pool.path)
             defer { opened.close() }
             found = FileSystem.check(pool: opened, repair: true)
         } else {
-            found = try Pool.inspecting(name: pool.name, at: pool.path) { FileSystem.check(pool: $0, repair: false) }
+            found = inspected
         }
         guard let report = found else { return true }
         for line in report.repaired { print("repaired: \(line)") }
