@@ -7,12 +7,12 @@ enum Change: Sendable {
     /// An inode's whole state (snapshots); no names change.
     case inode(InodeRecord)
     /// A name in a directory (snapshots); no counts or times change.
-    case entry(parent: UInt64, name: String, inode: UInt64)
+    case entry(parent: UInt64, name: FileName, inode: UInt64)
     /// A new inode under `name` in `parent`.
-    case create(parent: UInt64, name: String, InodeRecord)
-    case link(parent: UInt64, name: String, inode: UInt64, time: Timestamp)
-    case unlink(parent: UInt64, name: String, time: Timestamp)
-    case rename(from: UInt64, name: String, to: UInt64, newName: String, exchange: Bool, time: Timestamp)
+    case create(parent: UInt64, name: FileName, InodeRecord)
+    case link(parent: UInt64, name: FileName, inode: UInt64, time: Timestamp)
+    case unlink(parent: UInt64, name: FileName, time: Timestamp)
+    case rename(from: UInt64, name: FileName, to: UInt64, newName: FileName, exchange: Bool, time: Timestamp)
     case setAttributes(inode: UInt64, AttributeChange)
     /// Size and modification time after writes.
     case written(inode: UInt64, size: UInt64, time: Timestamp)
@@ -23,8 +23,8 @@ enum Change: Sendable {
     /// Frees file pages `from ..< to`: runs inside go, a run across an end
     /// keeps its pieces outside.
     case punch(inode: UInt64, from: UInt64, to: UInt64, time: Timestamp)
-    case setXattr(inode: UInt64, name: String, value: [UInt8], time: Timestamp)
-    case removeXattr(inode: UInt64, name: String, time: Timestamp)
+    case setXattr(inode: UInt64, name: FileName, value: [UInt8], time: Timestamp)
+    case removeXattr(inode: UInt64, name: FileName, time: Timestamp)
     case setHeap(inode: UInt64, heap: Int, time: Timestamp)
     /// An unlinked inode's last close.
     case drop(inode: UInt64)
@@ -68,13 +68,13 @@ struct RecordWriter {
     mutating func i64(_ v: Int64) { u64(UInt64(bitPattern: v)) }
     mutating func time(_ t: Timestamp) { i64(t.seconds); i64(t.nanoseconds) }
     mutating func data(_ v: [UInt8]) { u32(UInt32(v.count)); bytes.append(contentsOf: v) }
-    mutating func string(_ v: String) { data(Array(v.utf8)) }
+    mutating func name(_ v: FileName) { data(v.bytes) }
     mutating func optional(_ v: UInt64?) { u8(v == nil ? 0 : 1); u64(v ?? 0) }
     mutating func optional(_ t: Timestamp?) { u8(t == nil ? 0 : 1); time(t ?? Timestamp(seconds: 0, nanoseconds: 0)) }
 
     mutating func inode(_ r: InodeRecord) {
         u64(r.number); u32(r.mode); u32(r.uid); u32(r.gid); u32(r.nlink); u64(r.rdev); u64(r.size)
-        time(r.atime); time(r.mtime); time(r.ctime); u32(UInt32(r.heap)); u64(r.parent); string(r.target)
+        time(r.atime); time(r.mtime); time(r.ctime); u32(UInt32(r.heap)); u64(r.parent); data(r.target)
     }
 
     static func encode(_ change: Change) -> [UInt8] {
@@ -83,12 +83,12 @@ struct RecordWriter {
         w.u32(0)
         switch change {
         case .inode(let r): w.u8(1); w.inode(r)
-        case let .entry(parent, name, inode): w.u8(2); w.u64(parent); w.string(name); w.u64(inode)
-        case let .create(parent, name, r): w.u8(3); w.u64(parent); w.string(name); w.inode(r)
-        case let .link(parent, name, inode, time): w.u8(4); w.u64(parent); w.string(name); w.u64(inode); w.time(time)
-        case let .unlink(parent, name, time): w.u8(5); w.u64(parent); w.string(name); w.time(time)
+        case let .entry(parent, name, inode): w.u8(2); w.u64(parent); w.name(name); w.u64(inode)
+        case let .create(parent, name, r): w.u8(3); w.u64(parent); w.name(name); w.inode(r)
+        case let .link(parent, name, inode, time): w.u8(4); w.u64(parent); w.name(name); w.u64(inode); w.time(time)
+        case let .unlink(parent, name, time): w.u8(5); w.u64(parent); w.name(name); w.time(time)
         case let .rename(from, name, to, newName, exchange, time):
-            w.u8(6); w.u64(from); w.string(name); w.u64(to); w.string(newName); w.u8(exchange ? 1 : 0); w.time(time)
+            w.u8(6); w.u64(from); w.name(name); w.u64(to); w.name(newName); w.u8(exchange ? 1 : 0); w.time(time)
         case let .setAttributes(inode, c):
             w.u8(7); w.u64(inode)
             w.optional(c.mode.map(UInt64.init)); w.optional(c.uid.map(UInt64.init)); w.optional(c.gid.map(UInt64.init))
@@ -98,8 +98,8 @@ struct RecordWriter {
             w.u8(15); w.u64(inode); w.u64(e.address.rawValue); w.u32(UInt32(e.fragmentBytes))
         case let .extent(inode, e): w.u8(9); w.u64(inode); w.u64(e.page); w.u64(e.address.rawValue); w.u64(UInt64(e.pages))
         case let .punch(inode, from, to, time): w.u8(10); w.u64(inode); w.u64(from); w.u64(to); w.time(time)
-        case let .setXattr(inode, name, value, time): w.u8(11); w.u64(inode); w.string(name); w.data(value); w.time(time)
-        case let .removeXattr(inode, name, time): w.u8(12); w.u64(inode); w.string(name); w.time(time)
+        case let .setXattr(inode, name, value, time): w.u8(11); w.u64(inode); w.name(name); w.data(value); w.time(time)
+        case let .removeXattr(inode, name, time): w.u8(12); w.u64(inode); w.name(name); w.time(time)
         case let .setHeap(inode, heap, time): w.u8(13); w.u64(inode); w.u32(UInt32(heap)); w.time(time)
         case let .drop(inode): w.u8(14); w.u64(inode)
         case let .ahead(inode, taken): w.u8(16); w.u64(inode); w.u8(taken ? 1 : 0)
@@ -131,14 +131,14 @@ struct RecordReader {
     mutating func i64() throws -> Int64 { Int64(bitPattern: try u64()) }
     mutating func time() throws -> Timestamp { Timestamp(seconds: try i64(), nanoseconds: try i64()) }
     mutating func data() throws -> [UInt8] { Array(try take(Int(try u32()))) }
-    mutating func string() throws -> String { String(decoding: try data(), as: UTF8.self) }
+    mutating func name() throws -> FileName { FileName(try data()) }
     mutating func optional() throws -> UInt64? { let present = try u8(); let v = try u64(); return present == 0 ? nil : v }
     mutating func optionalTime() throws -> Timestamp? { let present = try u8(); let t = try time(); return present == 0 ? nil : t }
 
     mutating func inode() throws -> InodeRecord {
         InodeRecord(number: try u64(), mode: try u32(), uid: try u32(), gid: try u32(), nlink: try u32(),
                     rdev: try u64(), size: try u64(), atime: try time(), mtime: try time(), ctime: try time(),
-                    heap: Int(try u32()), parent: try u64(), target: try string())
+                    heap: Int(try u32()), parent: try u64(), target: try data())
     }
 
     /// The change in `bytes`, which hold exactly one record.
@@ -148,12 +148,12 @@ struct RecordReader {
         let change: Change
         switch try r.u8() {
         case 1: change = .inode(try r.inode())
-        case 2: change = .entry(parent: try r.u64(), name: try r.string(), inode: try r.u64())
-        case 3: change = .create(parent: try r.u64(), name: try r.string(), try r.inode())
-        case 4: change = .link(parent: try r.u64(), name: try r.string(), inode: try r.u64(), time: try r.time())
-        case 5: change = .unlink(parent: try r.u64(), name: try r.string(), time: try r.time())
+        case 2: change = .entry(parent: try r.u64(), name: try r.name(), inode: try r.u64())
+        case 3: change = .create(parent: try r.u64(), name: try r.name(), try r.inode())
+        case 4: change = .link(parent: try r.u64(), name: try r.name(), inode: try r.u64(), time: try r.time())
+        case 5: change = .unlink(parent: try r.u64(), name: try r.name(), time: try r.time())
         case 6:
-            change = .rename(from: try r.u64(), name: try r.string(), to: try r.u64(), newName: try r.string(),
+            change = .rename(from: try r.u64(), name: try r.name(), to: try r.u64(), newName: try r.name(),
                              exchange: try r.u8() != 0, time: try r.time())
         case 7:
             let inode = try r.u64()
@@ -167,8 +167,8 @@ struct RecordReader {
             change = .extent(inode: inode, Extent(page: try r.u64(), address: GlobalAddress(rawValue: try r.u64()),
                                                   pages: Int(try r.u64())))
         case 10: change = .punch(inode: try r.u64(), from: try r.u64(), to: try r.u64(), time: try r.time())
-        case 11: change = .setXattr(inode: try r.u64(), name: try r.string(), value: try r.data(), time: try r.time())
-        case 12: change = .removeXattr(inode: try r.u64(), name: try r.string(), time: try r.time())
+        case 11: change = .setXattr(inode: try r.u64(), name: try r.name(), value: try r.data(), time: try r.time())
+        case 12: change = .removeXattr(inode: try r.u64(), name: try r.name(), time: try r.time())
         case 13: change = .setHeap(inode: try r.u64(), heap: Int(try r.u32()), time: try r.time())
         case 14: change = .drop(inode: try r.u64())
         case 15:

@@ -4,32 +4,32 @@
 /// while nobody has the directory open.
 struct Directory: Sendable {
     struct Entry: Sendable {
-        let name: String
+        let name: FileName
         var inode: UInt64
     }
 
     private(set) var slots: [Entry?] = []
-    private var byName: [String: Int] = [:]
+    private var byName: [FileName: Int] = [:]
 
     var isEmpty: Bool { byName.isEmpty }
 
-    func inode(named name: String) -> UInt64? {
+    func inode(named name: FileName) -> UInt64? {
         byName[name].flatMap { slots[$0]?.inode }
     }
 
-    mutating func add(_ name: String, _ inode: UInt64) {
+    mutating func add(_ name: FileName, _ inode: UInt64) {
         byName[name] = slots.count
         slots.append(Entry(name: name, inode: inode))
     }
 
     /// Points an existing name at another inode, in place.
-    mutating func replace(_ name: String, _ inode: UInt64) {
+    mutating func replace(_ name: FileName, _ inode: UInt64) {
         guard let slot = byName[name] else { return add(name, inode) }
         slots[slot]?.inode = inode
     }
 
     @discardableResult
-    mutating func remove(_ name: String) -> UInt64? {
+    mutating func remove(_ name: FileName) -> UInt64? {
         guard let slot = byName.removeValue(forKey: name) else { return nil }
         let inode = slots[slot]?.inode
         slots[slot] = nil
@@ -52,5 +52,5 @@ struct Directory: Sendable {
         (max(start, 0)..<slots.count).lazy.compactMap { slot in slots[slot].map { ($0, slot + 1) } }
     }
 
-    var names: [(String, UInt64)] { slots.compactMap { $0.map { ($0.name, $0.inode) } } }
+    var names: [(FileName, UInt64)] { slots.compactMap { $0.map { ($0.name, $0.inode) } } }
 }

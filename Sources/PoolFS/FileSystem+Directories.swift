@@ -7,8 +7,8 @@ import Glibc
 /// entry in `slot`: stable while entries come and go. Without `attributes`
 /// (plain readdir) each entry's stat holds just its inode and type.
 extension FileSystem {
-    public func listDirectory(_ number: UInt64, from offset: Int64, extra: (name: String, attributes: stat)? = nil,
-                              attributes wanted: Bool = true, _ visit: (String, stat, Int64) -> Bool) throws {
+    public func listDirectory(_ number: UInt64, from offset: Int64, extra: (name: FileName, attributes: stat)? = nil,
+                              attributes wanted: Bool = true, _ visit: (FileName, stat, Int64) -> Bool) throws {
         try tree.reading {
             let directory = try directory(number)
             // Under their locks: an atime moves under an inode's lock alone.

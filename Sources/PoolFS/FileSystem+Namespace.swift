@@ -7,16 +7,21 @@ import Glibc
 /// first, then commits one record. Permission bits are the kernel's to
 /// check (the mount uses default_permissions).
 extension FileSystem {
-    static func checkName(_ name: String) throws {
-        // Bytes, not Foundation's substring search (this module imports it).
-        guard !name.isEmpty, name != ".", name != "..", !name.utf8.contains(UInt8(ascii: "/")) else {
+    static func checkName(_ name: FileName) throws {
+        guard !name.isEmpty, name != ".", name != "..", !name.bytes.contains(UInt8(ascii: "/")) else {
             throw FileSystemError.invalid
         }
-        guard name.utf8.count <= maximumNameLength else { throw FileSystemError.nameTooLong }
+        try checkLength(name)
+    }
+
+    /// Every call that takes a name refuses one over 255 bytes, as tmpfs
+    /// does: a lookup too, not only a create.
+    static func checkLength(_ name: FileName) throws {
+        guard name.count <= maximumNameLength else { throw FileSystemError.nameTooLong }
     }
 
     /// Makes a file, directory, device node or symlink (`target`).
-    public func create(parent: UInt64, name: String, mode: UInt32, rdev: UInt64 = 0, target: String = "",
+    public func create(parent: UInt64, name: FileName, mode: UInt32, rdev: UInt64 = 0, target: [UInt8] = [],
                        caller: Caller) throws -> stat {
         try createAndOpen(parent: parent, name: name, mode: mode, rdev: rdev, target: target, caller: caller,
                           opening: nil).attributes
@@ -24,7 +29,7 @@ extension FileSystem {
 
     /// create, and with `opening` (whether write-only) the open of the new
     /// file counted in the same step, so that no unlink comes between.
-    public func createAndOpen(parent: UInt64, name: String, mode: UInt32, rdev: UInt64 = 0, target: String = "",
+    public func createAndOpen(parent: UInt64, name: FileName, mode: UInt32, rdev: UInt64 = 0, target: [UInt8] = [],
                               caller: Caller, opening writeOnly: Bool?) throws -> (attributes: stat, policy: CachePolicy?) {
         try FileSystem.checkName(name)
         return try tree.writing {
@@ -42,7 +47,7 @@ extension FileSystem {
             let heap = self.heap(directory.record.heap).id
             let record = InodeRecord(
                 number: nextInode, mode: mode, uid: caller.uid, gid: gid, nlink: mode & S_IFMT == S_IFDIR ? 2 : 1,
-                rdev: rdev, size: mode & S_IFMT == S_IFLNK ? UInt64(target.utf8.count) : 0,
+                rdev: rdev, size: mode & S_IFMT == S_IFLNK ? UInt64(target.count) : 0,
                 atime: now, mtime: now, ctime: now, heap: heap,
                 parent: mode & S_IFMT == S_IFDIR ? parent : 0, target: target)
             // A new directory inherits its parent's heap for its files.
@@ -53,7 +58,7 @@ extension FileSystem {
         }
     }
 
-    public func link(_ number: UInt64, parent: UInt64, name: String) throws -> stat {
+    public func link(_ number: UInt64, parent: UInt64, name: FileName) throws -> stat {
         try FileSystem.checkName(name)
         return try tree.writing {
             let directory = try directory(parent)
@@ -68,7 +73,8 @@ extension FileSystem {
     }
 
     /// unlink (`directory` false) or rmdir (true).
-    public func remove(parent: UInt64, name: String, directory wantDirectory: Bool) throws {
+    public func remove(parent: UInt64, name: FileName, directory wantDirectory: Bool) throws {
+        try FileSystem.checkLength(name)
         try tree.writing {
             let directory = try directory(parent)
             guard let number = directory.directory!.inode(named: name) else { throw FileSystemError.notFound }
@@ -85,8 +91,9 @@ extension FileSystem {
     }
 
     /// rename(2) with RENAME_NOREPLACE and RENAME_EXCHANGE.
-    public func rename(from: UInt64, name: String, to: UInt64, newName: String,
+    public func rename(from: UInt64, name: FileName, to: UInt64, newName: FileName,
                        noReplace: Bool, exchange: Bool) throws {
+        try FileSystem.checkLength(name)
         try FileSystem.checkName(newName)
         guard !(noReplace && exchange) else { throw FileSystemError.invalid }
         try tree.writing {

@@ -8,17 +8,17 @@ import Glibc
 /// directory, for the files made in it, and on an empty file),
 /// `user.poolfs.runs` and `user.poolfs.nodes` (read-only).
 extension FileSystem {
-    public static let heapAttribute = "user.poolfs.heap"
-    public static let runsAttribute = "user.poolfs.runs"
-    public static let nodesAttribute = "user.poolfs.nodes"
+    public static let heapAttribute: FileName = "user.poolfs.heap"
+    public static let runsAttribute: FileName = "user.poolfs.runs"
+    public static let nodesAttribute: FileName = "user.poolfs.nodes"
     static let maximumXattrValue = 64 << 10
 
-    private func shown(_ inode: Inode) -> [String] {
+    private func shown(_ inode: Inode) -> [FileName] {
         inode.isDirectory ? [FileSystem.heapAttribute]
             : inode.isRegular ? [FileSystem.heapAttribute, FileSystem.runsAttribute, FileSystem.nodesAttribute] : []
     }
 
-    private func computed(_ name: String, _ inode: Inode) -> [UInt8]? {
+    private func computed(_ name: FileName, _ inode: Inode) -> [UInt8]? {
         guard shown(inode).contains(name) else { return nil }
         switch name {
         case FileSystem.heapAttribute:
@@ -40,14 +40,14 @@ extension FileSystem {
         }
     }
 
-    private static func checkNamespace(_ name: String) throws {
-        guard !name.isEmpty, name.utf8.count <= 255 else { throw FileSystemError.range }
-        guard ["user.", "trusted.", "security."].contains(where: name.hasPrefix) else {
+    private static func checkNamespace(_ name: FileName) throws {
+        guard !name.isEmpty, name.count <= 255 else { throw FileSystemError.range }
+        guard ["user.", "trusted.", "security."].contains(where: { name.hasPrefix($0) }) else {
             throw FileSystemError.notSupported
         }
     }
 
-    public func xattr(_ number: UInt64, name: String) throws -> [UInt8] {
+    public func xattr(_ number: UInt64, name: FileName) throws -> [UInt8] {
         try tree.reading {
             let inode = try inode(number)
             return try inode.lock.reading {
@@ -58,7 +58,7 @@ extension FileSystem {
         }
     }
 
-    public func xattrNames(_ number: UInt64) throws -> [String] {
+    public func xattrNames(_ number: UInt64) throws -> [FileName] {
         try tree.reading {
             let inode = try inode(number)
             return shown(inode) + inode.xattrs.keys.sorted()
@@ -66,7 +66,7 @@ extension FileSystem {
     }
 
     /// `flags`: XATTR_CREATE (1) or XATTR_REPLACE (2).
-    public func setXattr(_ number: UInt64, name: String, value: [UInt8], flags: Int32) throws {
+    public func setXattr(_ number: UInt64, name: FileName, value: [UInt8], flags: Int32) throws {
         try FileSystem.checkNamespace(name)
         guard value.count <= FileSystem.maximumXattrValue else { throw FileSystemError(E2BIG) }
         try tree.writing {
@@ -91,7 +91,7 @@ extension FileSystem {
         }
     }
 
-    public func removeXattr(_ number: UInt64, name: String) throws {
+    public func removeXattr(_ number: UInt64, name: FileName) throws {
         try tree.writing {
             let inode = try inode(number)
             if shown(inode).contains(name) { throw FileSystemError.notSupported }

@@ -76,7 +76,7 @@ public final class FileSystem: @unchecked Sendable {
             let root = InodeRecord(
                 number: FileSystem.rootInode, mode: S_IFDIR | 0o755, uid: getuid(), gid: getgid(), nlink: 2, rdev: 0,
                 size: 0, atime: now, mtime: now, ctime: now, heap: defaultHeap.id, parent: FileSystem.rootInode,
-                target: "")
+                target: [])
             try log.append(.inode(root))
             inodes[FileSystem.rootInode] = Inode(root)
         }
@@ -145,8 +145,9 @@ public final class FileSystem: @unchecked Sendable {
         }
     }
 
-    public func lookup(parent: UInt64, name: String) throws -> stat {
-        try tree.reading {
+    public func lookup(parent: UInt64, name: FileName) throws -> stat {
+        try FileSystem.checkLength(name)
+        return try tree.reading {
             let directory = try directory(parent)
             guard let number = directory.directory?.inode(named: name) else { throw FileSystemError.notFound }
             let inode = try inode(number)
@@ -154,7 +155,7 @@ public final class FileSystem: @unchecked Sendable {
         }
     }
 
-    public func readLink(_ number: UInt64) throws -> String {
+    public func readLink(_ number: UInt64) throws -> [UInt8] {
         try tree.reading {
             let inode = try inode(number)
             guard inode.record.mode & S_IFMT == S_IFLNK else { throw FileSystemError.invalid }

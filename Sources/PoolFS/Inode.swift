@@ -19,7 +19,7 @@ struct InodeRecord: Sendable {
     /// A directory's parent (its ".."); 0 otherwise.
     var parent: UInt64
     /// A symbolic link's target.
-    var target: String
+    var target: [UInt8]
 }
 
 /// A file, directory or link, in memory. The pool holds its durable form as
@@ -32,7 +32,7 @@ final class Inode: @unchecked Sendable {
     var record: InodeRecord
     var extents = ExtentMap()
     var directory: Directory?
-    var xattrs: [String: [UInt8]] = [:]
+    var xattrs: [FileName: [UInt8]] = [:]
     /// Open file handles (and open directory streams).
     var opens = 0
     /// Of those, handles whose I/O bypasses the kernel's page cache.

@@ -1,4 +1,5 @@
 import CFuse
+import PoolFS
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,15 +23,15 @@ struct DirectoryReply {
 
     /// Adds an entry whose offset is `next`; false once it no longer fits.
     /// readdirplus hands the kernel `attributes` to keep for `timeout` seconds.
-    mutating func add(_ name: String, _ attributes: stat, next: off_t, timeout: Double) -> Bool {
+    mutating func add(_ name: FileName, _ attributes: stat, next: off_t, timeout: Double) -> Bool {
         let room = buffer.count - used
         var st = attributes
         let needed: Int
         if plus {
             var entry = FUSESession.entry(attributes, timeout: timeout)
-            needed = fuse_add_direntry_plus(request, buffer.baseAddress! + used, room, name, &entry, next)
+            needed = name.withCString { fuse_add_direntry_plus(request, buffer.baseAddress! + used, room, $0, &entry, next) }
         } else {
-            needed = fuse_add_direntry(request, buffer.baseAddress! + used, room, name, &st, next)
+            needed = name.withCString { fuse_add_direntry(request, buffer.baseAddress! + used, room, $0, &st, next) }
         }
         guard needed <= room else { return false }
         used += needed

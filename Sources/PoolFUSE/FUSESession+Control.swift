@@ -61,7 +61,7 @@ extension FUSESession {
                 st.st_mode = isDirectory ? S_IFDIR : S_IFREG
                 // readdirplus: attributes made now, kept by nobody.
                 if plus, ino != FUSE_ROOT_ID, let node = tree.node(ino & ~FUSESession.controlBit) { st = controlAttributes(node) }
-                if !reply.add(name, st, next: off_t(index + 1), timeout: 0) { break }
+                if !reply.add(FileName(name), st, next: off_t(index + 1), timeout: 0) { break }
             }
         }
     }

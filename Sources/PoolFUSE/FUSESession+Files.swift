@@ -11,7 +11,7 @@ extension FUSESession {
     func lookup(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
         FUSESession.replying(req) {
             let name = try FUSESession.name(name)
-            if let parent = FUSESession.control(parent) { return controlLookup(req, parent, name) }
+            if let parent = FUSESession.control(parent) { return controlLookup(req, parent, try FUSESession.controlName(name)) }
             if FUSESession.isControlName(parent, name) { return replyEntry(req, controlDirectory, timeout: 0) }
             do {
                 replyEntry(req, try fs.lookup(parent: parent, name: name))
@@ -60,7 +60,7 @@ extension FUSESession {
     func readlink(_ req: fuse_req_t?, _ inode: fuse_ino_t) {
         FUSESession.replying(req) {
             guard FUSESession.control(inode) == nil else { throw FileSystemError.invalid }
-            _ = try fs.readLink(inode).withCString { fuse_reply_readlink(req, $0) }
+            _ = FileName(try fs.readLink(inode)).withCString { fuse_reply_readlink(req, $0) }
         }
     }
 
@@ -69,10 +69,10 @@ extension FUSESession {
             let name = try FUSESession.name(name)
             if let parent = FUSESession.control(parent) {
                 if mode & S_IFMT == S_IFREG {
-                    return replyEntry(req, controlAttributes(try tree.createRegionFile(parent: parent, name: name)), timeout: 0)
+                    return replyEntry(req, controlAttributes(try tree.createRegionFile(parent: parent, name: FUSESession.controlName(name))), timeout: 0)
                 }
                 guard mode & S_IFMT == S_IFDIR else { throw ControlTree.Refusal.notPermitted }
-                return replyEntry(req, controlAttributes(try tree.makeDirectory(parent: parent, name: name)), timeout: 0)
+                return replyEntry(req, controlAttributes(try tree.makeDirectory(parent: parent, name: FUSESession.controlName(name))), timeout: 0)
             }
             try FUSESession.refuseControlName(parent, name)
             replyEntry(req, try fs.create(parent: parent, name: name, mode: mode, rdev: rdev, caller: FUSESession.caller(req)))
@@ -85,7 +85,7 @@ extension FUSESession {
             let name = try FUSESession.name(name)
             try FUSESession.refuseControlName(parent, name)
             replyEntry(req, try fs.create(parent: parent, name: name, mode: S_IFLNK | 0o777,
-                                          target: try FUSESession.name(target), caller: FUSESession.caller(req)))
+                                          target: try FUSESession.name(target).bytes, caller: FUSESession.caller(req)))
         }
     }
 
@@ -93,6 +93,7 @@ extension FUSESession {
         FUSESession.replying(req) {
             let name = try FUSESession.name(name)
             if let parent = FUSESession.control(parent) {
+                let name = try FUSESession.controlName(name)
                 if directory { try tree.removeDirectory(parent: parent, name: name) } else { try tree.remove(parent: parent, name: name) }
             } else {
                 if FUSESession.isControlName(parent, name) { throw FileSystemError(EBUSY) }
@@ -165,7 +166,7 @@ extension FUSESession {
         FUSESession.replying(req) {
             guard let info else { throw FileSystemError.invalid }
             let name = try FUSESession.name(name)
-            if let parent = FUSESession.control(parent) { return controlCreate(req, parent, name, info) }
+            if let parent = FUSESession.control(parent) { return controlCreate(req, parent, try FUSESession.controlName(name), info) }
             try FUSESession.refuseControlName(parent, name)
             let (attributes, policy) = try fs.createAndOpen(parent: parent, name: name, mode: S_IFREG | mode & 0o7777,
                                                             caller: FUSESession.caller(req),
@@ -372,7 +373,7 @@ extension FUSESession {
     func listxattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int) {
         FUSESession.replying(req) {
             let names = FUSESession.control(inode) == nil ? try fs.xattrNames(inode) : []
-            try replyXattr(req, names.flatMap { Array($0.utf8) + [0] }, size)
+            try replyXattr(req, names.flatMap { $0.bytes + [0] }, size)
         }
     }
 

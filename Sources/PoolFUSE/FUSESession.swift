@@ -14,7 +14,7 @@ public final class FUSESession: @unchecked Sendable {
     let fs: FileSystem
     let tree: ControlTree
     static let controlBit: UInt64 = 1 << 62
-    static let controlName = ".pool"
+    static let controlName: FileName = ".pool"
     /// Names and attributes of the file system change only through this
     /// mount, so the kernel may keep them; control files change underneath.
     static let cacheSeconds = 3600.0
@@ -135,17 +135,26 @@ public final class FUSESession: @unchecked Sendable {
         }
     }
 
-    static func name(_ name: UnsafePointer<CChar>?) throws -> String {
+    /// A name, or a symlink's target, as the kernel's bytes.
+    static func name(_ name: UnsafePointer<CChar>?) throws -> FileName {
         guard let name else { throw FileSystemError.invalid }
-        return String(cString: name)
+        return FileName(cString: name)
+    }
+
+    /// A name under `.pool/` as the control tree takes it: heap and region
+    /// names are ASCII, so bytes that are not UTF-8 (shown as U+FFFD) name
+    /// nothing there and make no valid new name.
+    static func controlName(_ name: FileName) throws -> String {
+        guard name.count <= FileSystem.maximumNameLength else { throw FileSystemError.nameTooLong }
+        return name.description
     }
 
     /// The root's ".pool", which is the control tree's, never a file's.
-    static func isControlName(_ parent: fuse_ino_t, _ name: String) -> Bool {
+    static func isControlName(_ parent: fuse_ino_t, _ name: FileName) -> Bool {
         parent == FUSE_ROOT_ID && name == controlName
     }
 
-    static func refuseControlName(_ parent: fuse_ino_t, _ name: String) throws {
+    static func refuseControlName(_ parent: fuse_ino_t, _ name: FileName) throws {
         if isControlName(parent, name) { throw FileSystemError.exists }
     }
 

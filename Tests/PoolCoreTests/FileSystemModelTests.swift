@@ -12,7 +12,7 @@ private let caller = FileSystem.Caller(uid: 0, gid: 0)
 private func describe(_ fs: FileSystem) throws -> [String] {
     var lines: [String] = []
     func walk(_ directory: UInt64, _ path: String) throws {
-        var children: [(String, stat)] = []
+        var children: [(FileName, stat)] = []
         try fs.listDirectory(directory, from: 0) { name, attributes, _ in
             if name != "." && name != ".." { children.append((name, attributes)) }
             return true
@@ -26,7 +26,7 @@ private func describe(_ fs: FileSystem) throws -> [String] {
             if st.st_mode & S_IFMT == S_IFREG {
                 line += " sum\(try bytes(fs, inode, size: Int(st.st_size)).reduce(0) { $0 &* 31 &+ Int($1) })"
             }
-            if st.st_mode & S_IFMT == S_IFLNK { line += " -> " + (try fs.readLink(inode)) }
+            if st.st_mode & S_IFMT == S_IFLNK { line += " -> " + FileName(try fs.readLink(inode)).description }
             for xattr in try fs.xattrNames(inode) where !xattr.hasPrefix("user.poolfs.") {
                 line += " \(xattr)=\(String(decoding: try fs.xattr(inode, name: xattr), as: UTF8.self))"
             }
@@ -59,7 +59,7 @@ private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offse
     try bytes.withUnsafeBytes { try fs.write(inode, offset: offset, from: $0) }
 }
 
-private func makeFile(_ fs: FileSystem, _ name: String) throws -> UInt64 {
+private func makeFile(_ fs: FileSystem, _ name: FileName) throws -> UInt64 {
     UInt64(try fs.create(parent: 1, name: name, mode: S_IFREG | 0o644, caller: caller).st_ino)
 }
 
@@ -124,7 +124,7 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         try write(fs, b, Array(repeating: 9, count: 9000))
         _ = try fs.setAttributes(b, AttributeChange(size: 5000))
         _ = try fs.link(a, parent: 1, name: "a-too")
-        _ = try fs.create(parent: docs, name: "link", mode: S_IFLNK | 0o777, target: "../b", caller: caller)
+        _ = try fs.create(parent: docs, name: "link", mode: S_IFLNK | 0o777, target: Array("../b".utf8), caller: caller)
         try fs.rename(from: 1, name: "b", to: docs, newName: "b", noReplace: true, exchange: false)
         try fs.setXattr(a, name: "user.tag", value: Array("x".utf8), flags: 0)
         // Owners, times and a device number must come back too.
@@ -397,7 +397,7 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
     @Test func everyRecordDecodesToWhatWasEncoded() throws {
         let time = Timestamp(seconds: 1_700_000_000, nanoseconds: 42)
         let record = InodeRecord(number: 9, mode: S_IFREG | 0o640, uid: 1, gid: 2, nlink: 1, rdev: 0, size: 12345,
-                                 atime: time, mtime: time, ctime: time, heap: 3, parent: 0, target: "")
+                                 atime: time, mtime: time, ctime: time, heap: 3, parent: 0, target: [])
         let extent = Extent(page: 4, address: GlobalAddress(shelf: 1, offset: 0x10000), pages: 16)
         let changes: [Change] = [
             .inode(record), .entry(parent: 1, name: "é", inode: 9), .create(parent: 1, name: "n", record),
@@ -481,7 +481,7 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         #expect(report.problems.isEmpty && report.unreferencedPages == 0)
         pool = try Pool.open(name: "model", at: scratch.path)
         fs = try FileSystem(pool: pool)
-        for name in (0..<16).filter({ $0 != 3 && $0 != 5 }).map({ "small\($0)" }) + ["grown", "reused", "after-mount"] {
+        for name in (0..<16).filter({ $0 != 3 && $0 != 5 }).map({ FileName("small\($0)") }) + ["grown", "reused", "after-mount"] {
             try fs.remove(parent: 1, name: name, directory: false)
         }
         #expect(pool.fileRuns().count == fs.log.runs.count, "the shared pages went back with their last files")
