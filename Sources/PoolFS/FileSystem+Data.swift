@@ -69,10 +69,11 @@ extension FileSystem {
     }
 
     /// Writes `source` at `offset`, growing the file; all or nothing.
-    public func write(_ number: UInt64, offset: UInt64, from source: UnsafeRawBufferPointer) throws -> Int {
+    public func write(_ number: UInt64, offset: UInt64, from source: UnsafeRawBufferPointer,
+                      by caller: Caller? = nil) throws -> Int {
         guard let base = source.baseAddress else { return 0 }
         var done = 0
-        return try write(number, offset: offset, count: source.count) { segment in
+        return try write(number, offset: offset, count: source.count, by: caller) { segment in
             segment.copyMemory(from: UnsafeRawBufferPointer(start: base + done, count: segment.count))
             done += segment.count
         }
@@ -81,10 +82,14 @@ extension FileSystem {
     /// Writes `count` bytes at `offset`, growing the file: `fill` copies the
     /// bytes, in order, straight into each run of pool pages they land in.
     /// All or nothing: a full pool leaves the file as it was (ENOSPC).
-    public func write(_ number: UInt64, offset: UInt64, count: Int,
+    /// A write by `caller` drops the file's set-user-ID and set-group-ID
+    /// bits as Linux does (SetIDBits.swift).
+    public func write(_ number: UInt64, offset: UInt64, count: Int, by caller: Caller? = nil,
                       _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws -> Int {
-        try tree.reading {
+        var setIDBits: UInt32 = 0
+        let written = try tree.reading {
             let inode = try inode(number)
+            setIDBits = SetIDBits.droppedByWrite(mode: inode.record.mode, gid: inode.record.gid, by: caller)
             guard inode.isRegular else { throw inode.isDirectory ? FileSystemError.isDirectory : FileSystemError.invalid }
             guard count > 0 else { return 0 }
             let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
@@ -130,6 +135,9 @@ extension FileSystem {
                 return count
             }
         }
+        // Rare, and a change of the namespace's kind: after the write, under the tree's lock.
+        if setIDBits != 0 { try dropSetIDBits(number, setIDBits) }
+        return written
     }
 
     /// Names in the log the runs `allocate` made, once their bytes are in

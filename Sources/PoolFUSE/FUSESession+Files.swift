@@ -213,11 +213,12 @@ extension FUSESession {
 
     /// A write that came on a ring, copied from the ring's buffer into pool
     /// pages; false for control files.
-    func ringWrite(_ entry: RingEntry, node: UInt64, offset: UInt64, _ data: UnsafeRawBufferPointer) -> Bool {
+    func ringWrite(_ entry: RingEntry, node: UInt64, offset: UInt64, _ data: UnsafeRawBufferPointer,
+                   by caller: FileSystem.Caller) -> Bool {
         guard FUSESession.control(node) == nil else { return false }
         do {
             guard offset <= UInt64(Int64.max) else { throw FileSystemError.invalid }
-            entry.replyWritten(try fs.write(node, offset: offset, from: data))
+            entry.replyWritten(try fs.write(node, offset: offset, from: data, by: caller))
         } catch {
             entry.fail(FUSESession.errno(error))
         }
@@ -250,7 +251,7 @@ extension FUSESession {
         }
         FUSESession.replying(req) {
             guard offset >= 0 else { throw FileSystemError.invalid }
-            let written = try fs.write(inode, offset: UInt64(offset), count: size) { segment in
+            let written = try fs.write(inode, offset: UInt64(offset), count: size, by: FUSESession.caller(req)) { segment in
                 var destination = FUSESession.bufferVector(segment)
                 guard fuse_buf_copy(&destination, buffers, fuse_buf_copy_flags(rawValue: 0)) == segment.count else {
                     throw FileSystemError.io

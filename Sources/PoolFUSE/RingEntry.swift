@@ -1,4 +1,5 @@
 import CFuse
+import PoolFS
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -115,7 +116,11 @@ final class RingEntry {
         case RingEntry.readOpcode:
             return queue.owner.ringRead(self, node: node, offset: offset, size: size)
         case RingEntry.writeOpcode where size == payloadCount:
-            return queue.owner.ringWrite(self, node: node, offset: offset, UnsafeRawBufferPointer(start: payload, count: size))
+            // linux/fuse.h struct fuse_in_header: uid and gid follow the nodeid.
+            let caller = FileSystem.Caller(uid: headers.load(fromByteOffset: 24, as: UInt32.self),
+                                           gid: headers.load(fromByteOffset: 28, as: UInt32.self))
+            return queue.owner.ringWrite(self, node: node, offset: offset, UnsafeRawBufferPointer(start: payload, count: size),
+                                         by: caller)
         default:
             return false
         }

@@ -112,3 +112,39 @@ extension Int32 {
         return self
     }
 }
+
+@Suite(.serialized) struct SetIDMountTests {
+    /// A write by anyone but root drops set-user-ID, and set-group-ID where
+    /// group execute is set or the writer is not of the file's group, over
+    /// the rings and over /dev/fuse alone.
+    @Test(arguments: [["-o", "allow_other"], ["-o", "allow_other,no_io_uring"]])
+    func aWriteByAnotherUserDropsSetIDBits(options: [String]) throws {
+        let mounted = try MountedPool(options: options)
+        // mkdtemp's 0700 would keep the other user from the mount point.
+        #expect(chmod(mounted.scratch.path, 0o755) == 0)
+        func writeAs(_ uid: Int, _ file: String) -> Int32 {
+            let ids = uid == 0 ? [] : ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups"]
+            return (try? run("setpriv", ids + ["dd", "of=" + mounted.path(file), "if=/dev/zero", "bs=1", "count=1",
+                                               "conv=notrunc", "status=none"]).status) ?? -1
+        }
+        func mode(_ file: String) -> UInt32 { (status(mounted.path(file))?.st_mode ?? 0) & 0o7777 }
+        let cases: [(file: String, owner: UInt32, mode: UInt32, writer: Int, after: UInt32)] = [
+            ("suid", 0, 0o4777, 65534, 0o777),          // another user's write
+            ("both", 0, 0o6777, 65534, 0o777),
+            ("own", 65534, 0o6777, 65534, 0o777),       // the owner's own write, as on tmpfs
+            ("byroot", 65534, 0o6777, 0, 0o6777),       // CAP_FSETID keeps them
+            ("locking", 65534, 0o2666, 65534, 0o2666),  // mandatory-locking sgid, writer of its group
+            ("locking2", 0, 0o2666, 65534, 0o666),      // … and of another group
+        ]
+        for c in cases {
+            #expect(store([], mounted.path(c.file)))
+            #expect(chown(mounted.path(c.file), c.owner, c.owner) == 0 && chmod(mounted.path(c.file), c.mode) == 0)
+            #expect(writeAs(c.writer, c.file) == 0, "\(c.file)")
+            #expect(mode(c.file) == c.after, "\(c.file): \(String(mode(c.file), radix: 8))")
+            #expect(status(mounted.path(c.file))?.st_size == 1, "\(c.file)")
+        }
+        // Kept in the log too.
+        try mounted.remount()
+        for c in cases { #expect(mode(c.file) == c.after, "\(c.file) after a remount") }
+    }
+}
