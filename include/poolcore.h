@@ -8,7 +8,8 @@
  *
  * Errors: calls that return int return 0 or an errno-style code; calls that
  * return a pointer return NULL and set errno. pool_strerror(code) names a
- * code; pool_last_error() is this thread's last error as one line.
+ * code; pool_last_error() is this thread's last error as one line. A full
+ * pool is ENOSPC, as through the mount.
  */
 #ifndef POOLCORE_H
 #define POOLCORE_H

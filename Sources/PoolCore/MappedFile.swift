@@ -40,7 +40,7 @@ final class MappedFile: @unchecked Sendable {
     /// The file is sparse except for `reserve` leading bytes, whose blocks are
     /// allocated now.
     static func create(path: String, size: UInt64, reserve: UInt64, medium: Medium) throws -> MappedFile {
-        let fd = try SystemCall.open(path, flags: O_RDWR | O_CREAT | O_EXCL)
+        let fd = try SystemCall.open(path, flags: O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW)
         do {
             try SystemCall.truncate(fd, to: size, path: path)
             try SystemCall.allocate(fd, offset: 0, length: reserve, path: path)
@@ -54,7 +54,7 @@ final class MappedFile: @unchecked Sendable {
 
     /// Maps an existing file whole.
     static func open(path: String, medium: Medium) throws -> MappedFile {
-        let fd = try SystemCall.open(path, flags: O_RDWR)
+        let fd = try SystemCall.open(path, flags: O_RDWR | O_NOFOLLOW)
         do {
             let size = try SystemCall.fileSize(fd, path: path)
             guard size > 0 else { throw PoolError.damaged(path: path, reason: "the file is empty") }

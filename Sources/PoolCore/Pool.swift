@@ -51,10 +51,9 @@ public final class Pool: @unchecked Sendable {
             throw PoolError.invalidSize(ByteSize.format(size), reason: "too small for a pool of \(ByteSize.format(pageSize)) pages "
                 + "(at least \(ByteSize.format(UInt64(Layout.shelf0Metadata) + 2 * pageSize)))")
         }
-        let parent = home ?? defaultHome
+        let parent = try PoolHome.checked(home, creating: true)
         let directory = Pool.directory(name, home)
         guard !SystemCall.exists(directory) else { throw PoolError.poolExists(name: name, path: directory) }
-        try SystemCall.makeDirectories(parent)
         try Space.check(parent, needs: size)
 
         // Built under a hidden name and renamed: a crash never leaves half a pool.
@@ -87,7 +86,7 @@ public final class Pool: @unchecked Sendable {
     /// refused without writing anything.
     public static func open(name: String, at home: String? = nil) throws -> Pool {
         try Names.check(name, what: "pool")
-        let core = try OpenPool.map(name: name, directory: directory(name, home))
+        let core = try OpenPool.map(name: name, directory: PoolHome.poolDirectory(name, home))
         try core.attach()
         return Pool(core: core)
     }
@@ -104,7 +103,7 @@ public final class Pool: @unchecked Sendable {
     /// a process has it open.
     static func withNoOtherOpener<R>(name: String, at home: String?, _ body: (OpenPool) throws -> R) throws -> R {
         try Names.check(name, what: "pool")
-        let core = try OpenPool.map(name: name, directory: directory(name, home))
+        let core = try OpenPool.map(name: name, directory: PoolHome.poolDirectory(name, home))
         let fd = core.metadata.descriptor
         guard FileLock.tryLock(fd, byte: Layout.LockByte.openers, .exclusive) else {
             throw PoolError.inUse(name: name, pids: recordedPids(core.metadata))
@@ -116,7 +115,7 @@ public final class Pool: @unchecked Sendable {
     /// Removes a pool that no process has open.
     public static func destroy(name: String, at home: String? = nil) throws {
         try Names.check(name, what: "pool")
-        let directory = Pool.directory(name, home)
+        let directory = try PoolHome.poolDirectory(name, home)
         guard SystemCall.isDirectory(directory) else { throw PoolError.poolNotFound(name: name, path: directory) }
         let files = SystemCall.listDirectory(directory)
         guard files.allSatisfy(isShelfFileName) else {

@@ -2,6 +2,7 @@
 /// names the thing and the cause. Our own bugs are preconditions, not errors.
 public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
     case invalidName(String, reason: String)
+    case invalidMedium(String)
     case invalidSize(String, reason: String)
     case invalidPageSize(String, reason: String)
     case poolExists(name: String, path: String)
@@ -27,12 +28,15 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
     case invalidMountOptions(String, reason: String)
     case mounted(name: String, pid: Int32)
     case closed(name: String)
+    case refusedDirectory(path: String, reason: String)
     case system(call: String, path: String, errno: Int32)
 
     public var description: String {
         switch self {
         case let .invalidName(name, reason):
             return "invalid name '\(name)': \(reason)"
+        case let .invalidMedium(text):
+            return "invalid medium '\(text)': a medium is dram or pmem"
         case let .invalidSize(text, reason):
             return "invalid size '\(text)': \(reason)"
         case let .invalidPageSize(text, reason):
@@ -87,6 +91,8 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
             return "pool '\(name)' is already mounted by pid \(pid)"
         case let .closed(name):
             return "pool '\(name)' is closed"
+        case let .refusedDirectory(path, reason):
+            return "refusing \(path): \(reason)"
         case let .system(call, path, errno):
             return "\(path): \(call) failed: \(SystemCall.message(errno))"
         }

@@ -3,8 +3,7 @@ import PoolCore
 import Glibc
 #endif
 
-/// This thread's last error as a C string, and the errno-style code of each
-/// PoolError.
+/// This thread's last error as a C string, and its code (PoolError.errno).
 enum LastError {
     nonisolated(unsafe) private static var key: pthread_key_t = {
         var key = pthread_key_t()
@@ -23,19 +22,6 @@ enum LastError {
     }
 
     static func code(of error: any Error) -> Int32 {
-        guard let error = error as? PoolError else { return EIO }
-        switch error {
-        case .invalidName, .invalidSize, .invalidPageSize, .invalidAddress, .invalidFree, .invalidPlacement,
-             .invalidMountOptions: return EINVAL
-        case .poolExists, .regionExists, .heapExists, .destinationTaken: return EEXIST
-        case .poolNotFound, .regionNotFound, .heapNotFound: return ENOENT
-        case .notEnoughSpace, .poolFull: return ENOMEM
-        case .damaged: return EIO
-        case .newerVersion: return ENOTSUP
-        case .inUse, .heapInUse, .mounted: return EBUSY
-        case .tooManyShelves, .tooManyRegions, .tooManyProcesses, .tooManyHeaps: return ENOSPC
-        case .closed: return EBADF
-        case .system(_, _, let code): return code
-        }
+        (error as? PoolError)?.errno ?? EIO
     }
 }

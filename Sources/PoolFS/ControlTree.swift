@@ -178,30 +178,19 @@ public final class ControlTree: @unchecked Sendable {
         }
         guard let name = pendingName(inode) else { throw Refusal.notFound }
         guard size > 0 else { return }
-        do {
-            try pool.createRegion(name: name, size: size)
-        } catch PoolError.poolFull {
-            throw Refusal.noSpace
-        } catch {
-            throw Refusal.invalid
-        }
+        // The pool's own errors answer with their errno (PoolError.errno).
+        try pool.createRegion(name: name, size: size)
     }
 
     /// What a change through the tree can fail with, as errno values.
     public enum Refusal: Error, Equatable {
-        case notPermitted, exists, notFound, notEmpty, invalid, noSpace
+        case notPermitted, exists, notFound, notEmpty, invalid
     }
 
     /// `mkdir .pool/heaps/NAME` creates a heap.
     public func makeDirectory(parent: UInt64, name: String) throws -> Node {
         guard parent == ControlTree.heaps else { throw Refusal.notPermitted }
-        do {
-            try pool.createHeap(name: name)
-        } catch PoolError.heapExists {
-            throw Refusal.exists
-        } catch {
-            throw Refusal.invalid
-        }
+        try pool.createHeap(name: name)
         guard let node = lookup(parent: parent, name: name) else { throw Refusal.notFound }
         return node
     }

@@ -119,7 +119,7 @@ public final class FUSESession: @unchecked Sendable {
         switch error {
         case let error as FileSystemError: error.code
         case let refusal as ControlTree.Refusal: errno(refusal)
-        case PoolError.poolFull: ENOSPC
+        case let error as PoolError: error.errno
         default: EIO
         }
     }
@@ -131,7 +131,6 @@ public final class FUSESession: @unchecked Sendable {
         case .notFound: ENOENT
         case .notEmpty: ENOTEMPTY
         case .invalid: EINVAL
-        case .noSpace: ENOSPC
         }
     }
 

@@ -28,7 +28,7 @@ struct CreateCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             guard let medium = Medium(rawValue: medium) else {
-                throw PoolError.invalidName(medium, reason: "a medium is dram or pmem")
+                throw PoolError.invalidMedium(medium)
             }
             let size = try parseSize(size)
             let pageSizeBytes: UInt64

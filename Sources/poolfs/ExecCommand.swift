@@ -26,6 +26,11 @@ struct ExecCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            // The passthrough argument takes --help too, when no -- comes first.
+            if let first = command.first, first == "--help" || first == "-h" {
+                print(PoolfsCommand.helpMessage(for: ExecCommand.self))
+                return
+            }
             let program = command.first == "--" ? Array(command.dropFirst()) : command
             guard let executable = program.first else {
                 throw ValidationError("no program to run: poolfs exec … -- PROGRAM ARGS")

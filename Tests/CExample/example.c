@@ -66,8 +66,8 @@ int main(void) {
     pool_t *missing = NULL;
     CHECK(pool_open("no-such-pool", getenv("POOLFS_PATH"), &missing) == ENOENT);
     CHECK(strstr(pool_last_error(), "no-such-pool") != NULL);
-    CHECK(heap_malloc(heap, (size_t)1 << 40) == NULL && errno == ENOMEM);
-    CHECK(pool_strerror(ENOMEM) != NULL);
+    CHECK(heap_malloc(heap, (size_t)1 << 40) == NULL && errno == ENOSPC);
+    CHECK(pool_strerror(ENOSPC) != NULL);
     heap_close(heap);
 
     printf("kept %llu\n", (unsigned long long)pool_addr(pool, text));

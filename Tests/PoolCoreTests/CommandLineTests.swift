@@ -57,7 +57,7 @@ import Testing
             (["create", "q", "--size", "lots"], "invalid size 'lots'"),
             (["create", "q", "--size", "8M", "--page-size", "3K"], "invalid page size '3K'"),
             (["create", "q", "--size", "8M", "--page-size", "x"], "invalid page size 'x'"),
-            (["create", "q", "--size", "8M", "--medium", "tape"], "a medium is dram or pmem"),
+            (["create", "q", "--size", "8M", "--medium", "tape"], "invalid medium 'tape': a medium is dram or pmem"),
             (["create", "q", "--size", "64K"], "too small"),
             (["create", "q", "--size", "100T"], "not enough space"),
             (["create", "p", "--size", "8M"], "pool 'p' already exists"),
@@ -79,6 +79,52 @@ import Testing
             #expect(result.output.contains(expected), "\(arguments): \(result.output)")
             #expect(!result.output.contains("\n"), "\(arguments): \(result.output)")
         }
+    }
+
+    @Test func aPathThatDoesNotExistIsRefusedNotMade() throws {
+        let scratch = Scratch()
+        let missing = scratch.path + "/no/such/dir"
+        for arguments in [["create", "p", "--size", "8M"], ["info", "p"]] {
+            let result = try run(poolfs, arguments + ["--path", missing])
+            #expect(result.status == 1 && result.output == "poolfs: refusing \(missing): it does not exist "
+                + "(--path takes an existing directory)", "\(result.output)")
+        }
+        #expect(!SystemCall.exists(scratch.path + "/no"))
+    }
+
+    @Test func execHelpPrintsHelp() throws {
+        let result = try run(poolfs, ["exec", "--help"])
+        #expect(result.status == 0 && result.output.contains("USAGE: poolfs exec"), "\(result.output)")
+    }
+
+    /// A home or pool directory that another user could write, own or
+    /// redirect is refused by name, before anything in it is trusted.
+    @Test func aHostileBaseDirectoryIsRefused() throws {
+        let scratch = Scratch()
+        let home = scratch.path + "/home"
+        #expect(mkdir(home, 0o755) == 0)
+        #expect(try run(poolfs, ["create", "p", "--size", "8M", "--path", home]).status == 0)
+        func refused(_ expected: String, _ arguments: [String] = ["info", "p"], sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let result = try run(poolfs, arguments + ["--path", home])
+            #expect(result.status == 1 && result.output.hasPrefix("poolfs: refusing ") && result.output.contains(expected),
+                    "\(result.output)", sourceLocation: sourceLocation)
+        }
+        #expect(chmod(home, 0o777) == 0)
+        try refused("others may write into it (mode 777")
+        try refused("others may write into it", ["create", "q", "--size", "8M"])
+        #expect(chmod(home, 0o1777) == 0)   // sticky, as /tmp: others cannot move what is ours
+        #expect(try run(poolfs, ["info", "p", "--path", home]).status == 0)
+        #expect(chmod(home, 0o755) == 0 && chown(home + "/p", 65534, 65534) == 0)
+        try refused("owned by uid 65534")
+        try refused("owned by uid 65534", ["destroy", "p"])
+        #expect(chown(home + "/p", 0, 0) == 0 && chmod(home + "/p", 0o757) == 0)
+        try refused("others may write into it")
+        #expect(chmod(home + "/p", 0o755) == 0)
+        // A pool directory swapped for a link to someone else's pool.
+        #expect(rename(home + "/p", scratch.path + "/elsewhere") == 0 && symlink(scratch.path + "/elsewhere", home + "/p") == 0)
+        try refused("it is a symbolic link")
+        #expect(unlink(home + "/p") == 0 && rename(scratch.path + "/elsewhere", home + "/p") == 0)
+        #expect(try run(poolfs, ["info", "p", "--path", home]).status == 0)
     }
 
     @Test func aDamagedPoolIsNamedAndLeftAlone() throws {

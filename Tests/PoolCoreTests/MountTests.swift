@@ -156,6 +156,10 @@ final class MountedPool {
         pool.close()
         #expect(rmdir(heaps + "/fast") == 0)
         #expect(mounted.list(".pool/heaps") == ["default"])
+        // A full heap table is a full pool, as through the C API: ENOSPC (it was EINVAL).
+        var made = 1
+        while made < 200, mkdir(heaps + "/h\(made)", 0o755) == 0 { made += 1 }
+        #expect(errno == ENOSPC && made == Layout.Heaps.capacity, "\(made) heaps, errno \(errno)")
     }
 
     @Test func regionsAreWrittenAndRemovedThroughTheTree() throws {
