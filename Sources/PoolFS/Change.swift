@@ -12,7 +12,9 @@ enum Change: Sendable {
     case create(parent: UInt64, name: FileName, InodeRecord)
     case link(parent: UInt64, name: FileName, inode: UInt64, time: Timestamp)
     case unlink(parent: UInt64, name: FileName, time: Timestamp)
-    case rename(from: UInt64, name: FileName, to: UInt64, newName: FileName, exchange: Bool, time: Timestamp)
+    /// With `whiteout` (RENAME_WHITEOUT), that new inode takes `name`'s place in `from`.
+    case rename(from: UInt64, name: FileName, to: UInt64, newName: FileName, exchange: Bool, time: Timestamp,
+                whiteout: InodeRecord? = nil)
     case setAttributes(inode: UInt64, AttributeChange)
     /// Size and modification time after writes.
     case written(inode: UInt64, size: UInt64, time: Timestamp)
@@ -87,8 +89,10 @@ struct RecordWriter {
         case let .create(parent, name, r): w.u8(3); w.u64(parent); w.name(name); w.inode(r)
         case let .link(parent, name, inode, time): w.u8(4); w.u64(parent); w.name(name); w.u64(inode); w.time(time)
         case let .unlink(parent, name, time): w.u8(5); w.u64(parent); w.name(name); w.time(time)
-        case let .rename(from, name, to, newName, exchange, time):
-            w.u8(6); w.u64(from); w.name(name); w.u64(to); w.name(newName); w.u8(exchange ? 1 : 0); w.time(time)
+        case let .rename(from, name, to, newName, exchange, time, whiteout):
+            w.u8(whiteout == nil ? 6 : 17)
+            w.u64(from); w.name(name); w.u64(to); w.name(newName); w.u8(exchange ? 1 : 0); w.time(time)
+            if let whiteout { w.inode(whiteout) }
         case let .setAttributes(inode, c):
             w.u8(7); w.u64(inode)
             w.optional(c.mode.map(UInt64.init)); w.optional(c.uid.map(UInt64.init)); w.optional(c.gid.map(UInt64.init))
@@ -152,9 +156,9 @@ struct RecordReader {
         case 3: change = .create(parent: try r.u64(), name: try r.name(), try r.inode())
         case 4: change = .link(parent: try r.u64(), name: try r.name(), inode: try r.u64(), time: try r.time())
         case 5: change = .unlink(parent: try r.u64(), name: try r.name(), time: try r.time())
-        case 6:
+        case let kind where kind == 6 || kind == 17:
             change = .rename(from: try r.u64(), name: try r.name(), to: try r.u64(), newName: try r.name(),
-                             exchange: try r.u8() != 0, time: try r.time())
+                             exchange: try r.u8() != 0, time: try r.time(), whiteout: kind == 17 ? try r.inode() : nil)
         case 7:
             let inode = try r.u64()
             let c = AttributeChange(mode: try r.optional().map { UInt32($0) }, uid: try r.optional().map { UInt32($0) },

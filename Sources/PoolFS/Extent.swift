@@ -148,6 +148,23 @@ struct ExtentMap: Sendable {
         return to
     }
 
+    /// The first byte at or after `offset` that a run holds (SEEK_DATA).
+    func dataStart(from offset: UInt64, pageShift: UInt64) -> UInt64? {
+        let index = firstEnding(after: offset >> pageShift)
+        return index < extents.count ? max(offset, extents[index].page << pageShift) : nil
+    }
+
+    /// The first byte at or after `offset` that no run holds (SEEK_HOLE).
+    func holeStart(from offset: UInt64, pageShift: UInt64) -> UInt64 {
+        var position = offset
+        var index = firstEnding(after: offset >> pageShift)
+        while index < extents.count, extents[index].page << pageShift <= position {
+            position = max(position, extents[index].byteEnd(pageShift))
+            index += 1
+        }
+        return position
+    }
+
     /// The holes inside `pages`, in order.
     func holes(in pages: Range<UInt64>) -> [Range<UInt64>] {
         var holes: [Range<UInt64>] = []

@@ -39,7 +39,7 @@ extension FileSystem {
             touch(directory, time)
             released += unlinked(number, from: directory, time: time, replaying: replaying)
 
-        case let .rename(from, name, to, newName, exchange, time):
+        case let .rename(from, name, to, newName, exchange, time, whiteout):
             guard let source = inodes[from], let target = inodes[to],
                   let moving = source.directory?.inode(named: name) else { break }
             if exchange {
@@ -62,6 +62,11 @@ extension FileSystem {
             inodes[moving]?.record.ctime = time
             touch(source, time)
             touch(target, time)
+            if let whiteout, !exchange {
+                inodes[whiteout.number] = Inode(whiteout)
+                nextInode = max(nextInode, whiteout.number + 1)
+                source.directory!.add(name, whiteout.number)
+            }
 
         case let .setAttributes(number, c):
             guard let inode = inodes[number] else { break }

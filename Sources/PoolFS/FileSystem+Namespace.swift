@@ -90,12 +90,14 @@ extension FileSystem {
         }
     }
 
-    /// rename(2) with RENAME_NOREPLACE and RENAME_EXCHANGE.
+    /// rename(2) with RENAME_NOREPLACE, RENAME_EXCHANGE and RENAME_WHITEOUT
+    /// (`whiteout`: who asks; a whiteout, the character device 0:0 that
+    /// overlayfs reads as "deleted", takes the old name in the same record).
     public func rename(from: UInt64, name: FileName, to: UInt64, newName: FileName,
-                       noReplace: Bool, exchange: Bool) throws {
+                       noReplace: Bool, exchange: Bool, whiteout: Caller? = nil) throws {
         try FileSystem.checkLength(name)
         try FileSystem.checkName(newName)
-        guard !(noReplace && exchange) else { throw FileSystemError.invalid }
+        guard !(noReplace && exchange), !(exchange && whiteout != nil) else { throw FileSystemError.invalid }
         try tree.writing {
             let source = try directory(from)
             let target = try directory(to)
@@ -118,7 +120,13 @@ extension FileSystem {
                 }
             }
             if movingInode.isDirectory { try refuseLoop(moving: moving, into: to) }
-            try commit(.rename(from: from, name: name, to: to, newName: newName, exchange: exchange, time: .now()))
+            let now = Timestamp.now()
+            let whiteout = whiteout.map {
+                InodeRecord(number: nextInode, mode: S_IFCHR, uid: $0.uid, gid: $0.gid, nlink: 1, rdev: 0, size: 0,
+                            atime: now, mtime: now, ctime: now, heap: source.record.heap, parent: 0, target: [])
+            }
+            try commit(.rename(from: from, name: name, to: to, newName: newName, exchange: exchange, time: now,
+                               whiteout: whiteout))
         }
     }
 

@@ -110,14 +110,14 @@ extension FUSESession {
                 throw FileSystemError(EXDEV)
             }
             let name = try FUSESession.name(name), newName = try FUSESession.name(newName)
-            // RENAME_WHITEOUT and whatever comes later are for overlay file systems.
-            guard flags & ~3 == 0 else { throw FileSystemError.invalid }
+            // linux/fs.h: RENAME_NOREPLACE 1, RENAME_EXCHANGE 2, RENAME_WHITEOUT 4.
+            guard flags & ~7 == 0 else { throw FileSystemError.invalid }
             if FUSESession.isControlName(parent, name) || FUSESession.isControlName(newParent, newName) {
                 throw FileSystemError(EBUSY)
             }
-            // RENAME_NOREPLACE is 1, RENAME_EXCHANGE 2 (linux/fs.h).
             try fs.rename(from: parent, name: name, to: newParent, newName: newName,
-                          noReplace: flags & 1 != 0, exchange: flags & 2 != 0)
+                          noReplace: flags & 1 != 0, exchange: flags & 2 != 0,
+                          whiteout: flags & 4 != 0 ? FUSESession.caller(req) : nil)
             fuse_reply_err(req, 0)
         }
     }
@@ -296,6 +296,16 @@ extension FUSESession {
                 throw error
             }
             fuse_reply_err(req, 0)
+        }
+    }
+
+    /// The kernel asks only for SEEK_DATA and SEEK_HOLE; it answers the rest.
+    func lseek(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ offset: off_t, _ whence: Int32) {
+        FUSESession.replying(req) {
+            guard FUSESession.control(inode) == nil, offset >= 0, whence == SEEK_DATA || whence == SEEK_HOLE else {
+                throw FileSystemError.invalid
+            }
+            fuse_reply_lseek(req, off_t(try fs.seek(inode, from: UInt64(offset), data: whence == SEEK_DATA)))
         }
     }
 

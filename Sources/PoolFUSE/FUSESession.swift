@@ -212,6 +212,7 @@ public final class FUSESession: @unchecked Sendable {
         ops.fallocate = { req, inode, mode, offset, length, _ in
             FUSESession.session(req).fallocate(req, inode, mode, offset, length)
         }
+        ops.lseek = { req, inode, offset, whence, _ in FUSESession.session(req).lseek(req, inode, offset, whence) }
         ops.forget = { req, _, _ in fuse_reply_none(req) }
         ops.forget_multi = { req, _, _ in fuse_reply_none(req) }
         return ops
