@@ -134,13 +134,16 @@ final class OpenPool: @unchecked Sendable {
     }
 
     /// Leaves the pool: every thread cache's runs go back, the slot is freed.
+    /// Once only: a second close (Pool's deinit after close()) must not free
+    /// the slot again, which by then may be another process's.
     func close() {
-        let orphaned: [UnsafeThreadCache] = registryMutex.withLock {
-            guard !isClosed else { return [] }
+        let closing: [UnsafeThreadCache]? = registryMutex.withLock {
+            guard !isClosed else { return nil }
             isClosed = true
             defer { caches.removeAll() }
             return caches
         }
+        guard let orphaned = closing else { return }
         if hasCacheKey { pthread_key_delete(cacheKey) }
         hasCacheKey = false
         guard slot >= 0 else { return }

@@ -27,7 +27,7 @@ public final class Pool: @unchecked Sendable {
     /// Where heaps and regions go when they name no placement of their own.
     public var defaultPlacement: Placement? { core.superblock.placement }
 
-    static func directory(_ name: String, _ home: String?) -> String {
+    public static func directory(_ name: String, _ home: String?) -> String {
         "\(home ?? defaultHome)/\(name)"
     }
 

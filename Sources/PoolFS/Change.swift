@@ -1,4 +1,7 @@
 import PoolCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One record of the metadata log: a change of the file system that is
 /// whole or absent after a crash. The same `apply` makes it happen live and
@@ -60,7 +63,9 @@ public struct AttributeChange: Sendable {
 
 // MARK: Encoding
 
-/// Little-endian bytes of one record: [u32 length][u8 kind][fields].
+/// Little-endian bytes of one record: [u32 length][u8 kind | 0x80][fields]
+/// [u32 CRC-32C of all before it]. Records of the first format (pools
+/// written before checksums) have the kind's top bit clear and no CRC.
 struct RecordWriter {
     var bytes: [UInt8] = []
 
@@ -108,20 +113,34 @@ struct RecordWriter {
         case let .drop(inode): w.u8(14); w.u64(inode)
         case let .ahead(inode, taken): w.u8(16); w.u64(inode); w.u8(taken ? 1 : 0)
         }
-        let length = UInt32(w.bytes.count).littleEndian
+        w.bytes[4] |= RecordReader.checked
+        let length = UInt32(w.bytes.count + 4).littleEndian
         withUnsafeBytes(of: length) { w.bytes.replaceSubrange(0..<4, with: $0) }
+        w.u32(w.bytes.withUnsafeBytes { CRC32C.checksum($0) })
         return w.bytes
     }
 }
 
-/// Reads one record back; nil on anything malformed.
+/// Reads one record back, checking its CRC and that every field is one
+/// the file system could have written: a pool is input, and a value that
+/// passes here is safe to use in arithmetic and as an index.
 struct RecordReader {
     let bytes: UnsafeRawBufferPointer
     var position = 0
 
     init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 
-    struct Malformed: Error {}
+    /// The kind's top bit: the record ends in its CRC.
+    static let checked: UInt8 = 0x80
+
+    struct Malformed: Error {
+        var reason = "malformed"
+    }
+
+    /// Throws unless `condition` holds of a value read.
+    func require(_ condition: Bool, _ reason: @autoclosure () -> String = "a field out of range") throws {
+        if !condition { throw Malformed(reason: reason()) }
+    }
 
     mutating func take(_ count: Int) throws -> UnsafeRawBufferPointer {
         guard count >= 0, position + count <= bytes.count else { throw Malformed() }
@@ -133,24 +152,68 @@ struct RecordReader {
     mutating func u32() throws -> UInt32 { UInt32(littleEndian: try take(4).loadUnaligned(as: UInt32.self)) }
     mutating func u64() throws -> UInt64 { UInt64(littleEndian: try take(8).loadUnaligned(as: UInt64.self)) }
     mutating func i64() throws -> Int64 { Int64(bitPattern: try u64()) }
-    mutating func time() throws -> Timestamp { Timestamp(seconds: try i64(), nanoseconds: try i64()) }
+    mutating func time() throws -> Timestamp {
+        let time = Timestamp(seconds: try i64(), nanoseconds: try i64())
+        try require((0..<1_000_000_000).contains(time.nanoseconds), "a time with \(time.nanoseconds) ns")
+        return time
+    }
     mutating func data() throws -> [UInt8] { Array(try take(Int(try u32()))) }
-    mutating func name() throws -> FileName { FileName(try data()) }
+    /// A name in a directory, or an xattr's.
+    mutating func name() throws -> FileName {
+        let name = FileName(try data())
+        try require((1...FileSystem.maximumNameLength).contains(name.count) && !name.bytes.contains(0), "a name of \(name.count) bytes")
+        return name
+    }
+    mutating func size() throws -> UInt64 {
+        let size = try u64()
+        try require(size <= FileSystem.maximumFileSize, "a size of \(size) bytes")
+        return size
+    }
+    /// A file page: below the largest file's last page of the smallest page size.
+    mutating func page() throws -> UInt64 {
+        let page = try u64()
+        try require(page <= FileSystem.maximumFileSize >> 12, "file page \(page)")
+        return page
+    }
     mutating func optional() throws -> UInt64? { let present = try u8(); let v = try u64(); return present == 0 ? nil : v }
-    mutating func optionalTime() throws -> Timestamp? { let present = try u8(); let t = try time(); return present == 0 ? nil : t }
-
-    mutating func inode() throws -> InodeRecord {
-        InodeRecord(number: try u64(), mode: try u32(), uid: try u32(), gid: try u32(), nlink: try u32(),
-                    rdev: try u64(), size: try u64(), atime: try time(), mtime: try time(), ctime: try time(),
-                    heap: Int(try u32()), parent: try u64(), target: try data())
+    mutating func optionalTime() throws -> Timestamp? {
+        let present = try u8(), seconds = try i64(), nanoseconds = try i64()
+        guard present != 0 else { return nil }
+        try require((0..<1_000_000_000).contains(nanoseconds), "a time with \(nanoseconds) ns")
+        return Timestamp(seconds: seconds, nanoseconds: nanoseconds)
     }
 
-    /// The change in `bytes`, which hold exactly one record.
-    static func decode(_ bytes: UnsafeRawBufferPointer) throws -> Change {
-        var r = RecordReader(bytes)
-        _ = try r.u32()
+    mutating func inode() throws -> InodeRecord {
+        let record = InodeRecord(number: try u64(), mode: try u32(), uid: try u32(), gid: try u32(), nlink: try u32(),
+                                 rdev: try u64(), size: try size(), atime: try time(), mtime: try time(), ctime: try time(),
+                                 heap: Int(try u32()), parent: try u64(), target: try data())
+        try require(record.number >= FileSystem.rootInode && record.number < 1 << 62, "inode number \(record.number)")
+        try require(record.mode & ~(S_IFMT | 0o7777) == 0
+                    && [S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK].contains(record.mode & S_IFMT),
+                    "mode \(String(record.mode, radix: 8))")
+        try require(record.nlink < UInt32(Int32.max) && record.target.count < 4096 && record.heap < 1 << 16)
+        return record
+    }
+
+    /// The change in `bytes`, which hold exactly one record. `unchecked`:
+    /// a record of the first format, without a CRC, is taken too.
+    static func decode(_ bytes: UnsafeRawBufferPointer, unchecked: Bool = false) throws -> Change {
+        guard bytes.count >= 5 else { throw Malformed(reason: "a record of \(bytes.count) bytes") }
+        var kind = bytes[4]
+        var body = bytes
+        if kind & checked != 0 {
+            guard bytes.count >= 9 else { throw Malformed(reason: "a record of \(bytes.count) bytes") }
+            body = UnsafeRawBufferPointer(rebasing: bytes[..<(bytes.count - 4)])
+            let stored = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: bytes.count - 4, as: UInt32.self))
+            guard CRC32C.checksum(body) == stored else { throw Malformed(reason: "its checksum does not match") }
+            kind &= ~checked
+        } else if !unchecked {
+            throw Malformed(reason: "it has no checksum")
+        }
+        var r = RecordReader(body)
+        r.position = 5
         let change: Change
-        switch try r.u8() {
+        switch kind {
         case 1: change = .inode(try r.inode())
         case 2: change = .entry(parent: try r.u64(), name: try r.name(), inode: try r.u64())
         case 3: change = .create(parent: try r.u64(), name: try r.name(), try r.inode())
@@ -161,17 +224,27 @@ struct RecordReader {
                              exchange: try r.u8() != 0, time: try r.time(), whiteout: kind == 17 ? try r.inode() : nil)
         case 7:
             let inode = try r.u64()
-            let c = AttributeChange(mode: try r.optional().map { UInt32($0) }, uid: try r.optional().map { UInt32($0) },
-                                    gid: try r.optional().map { UInt32($0) }, size: try r.optional(),
-                                    atime: try r.optionalTime(), mtime: try r.optionalTime(), ctime: try r.time())
+            let mode = try r.optional(), uid = try r.optional(), gid = try r.optional(), size = try r.optional()
+            // A mode may carry its type bits (setattr passes st_mode whole); apply keeps 0o7777.
+            try r.require((mode ?? 0) <= UInt32.max && (uid ?? 0) <= UInt32.max && (gid ?? 0) <= UInt32.max
+                          && (size ?? 0) <= FileSystem.maximumFileSize)
+            let c = AttributeChange(mode: mode.map { UInt32($0) }, uid: uid.map { UInt32($0) }, gid: gid.map { UInt32($0) },
+                                    size: size, atime: try r.optionalTime(), mtime: try r.optionalTime(), ctime: try r.time())
             change = .setAttributes(inode: inode, c)
-        case 8: change = .written(inode: try r.u64(), size: try r.u64(), time: try r.time())
+        case 8: change = .written(inode: try r.u64(), size: try r.size(), time: try r.time())
         case 9:
-            let inode = try r.u64()
-            change = .extent(inode: inode, Extent(page: try r.u64(), address: GlobalAddress(rawValue: try r.u64()),
-                                                  pages: Int(try r.u64())))
-        case 10: change = .punch(inode: try r.u64(), from: try r.u64(), to: try r.u64(), time: try r.time())
-        case 11: change = .setXattr(inode: try r.u64(), name: try r.name(), value: try r.data(), time: try r.time())
+            let inode = try r.u64(), page = try r.page(), address = GlobalAddress(rawValue: try r.u64()), pages = try r.u64()
+            try r.require(pages >= 1 && page + pages <= FileSystem.maximumFileSize >> 12 + 1 && !address.isNull,
+                          "a run of \(pages) pages at file page \(page)")
+            change = .extent(inode: inode, Extent(page: page, address: address, pages: Int(pages)))
+        case 10:
+            let inode = try r.u64(), from = try r.page(), to = try r.u64()
+            try r.require(from <= to, "a punch of pages \(from) to \(to)")
+            change = .punch(inode: inode, from: from, to: to, time: try r.time())
+        case 11:
+            let inode = try r.u64(), name = try r.name(), value = try r.data()
+            try r.require(value.count <= FileSystem.maximumXattrValue, "an xattr of \(value.count) bytes")
+            change = .setXattr(inode: inode, name: name, value: value, time: try r.time())
         case 12: change = .removeXattr(inode: try r.u64(), name: try r.name(), time: try r.time())
         case 13: change = .setHeap(inode: try r.u64(), heap: Int(try r.u32()), time: try r.time())
         case 14: change = .drop(inode: try r.u64())
@@ -179,12 +252,13 @@ struct RecordReader {
             let inode = try r.u64(), address = GlobalAddress(rawValue: try r.u64()), bytes = Int(try r.u32())
             // Whole slots, in a run of at most 64 (FragmentRuns.swift).
             let slot = FragmentRuns.smallestSlot
-            guard bytes > 0, bytes % slot == 0, address.offset % UInt64(slot) == 0 else { throw Malformed() }
+            try r.require(bytes > 0 && bytes % slot == 0 && address.offset % UInt64(slot) == 0 && !address.isNull,
+                          "a fragment of \(bytes) bytes at \(address)")
             change = .extent(inode: inode, .fragment(address, bytes: bytes))
         case 16: change = .ahead(inode: try r.u64(), taken: try r.u8() != 0)
-        default: throw Malformed()
+        default: throw Malformed(reason: "its kind \(kind) is unknown")
         }
-        guard r.position == bytes.count else { throw Malformed() }
+        try r.require(r.position == body.count, "its length does not match its fields")
         return change
     }
 }

@@ -145,7 +145,7 @@ extension FileSystem {
         inode.record.ctime = time
         if inode.isDirectory {
             inode.record.nlink = 0
-            directory.record.nlink -= 1
+            directory.record.nlink = max(directory.record.nlink, 1) - 1   // a damaged count never traps
         } else if inode.record.nlink > 0 {
             inode.record.nlink -= 1
         }
@@ -157,7 +157,7 @@ extension FileSystem {
     private func reparent(_ number: UInt64, from source: Inode, to target: Inode) {
         guard let inode = inodes[number], inode.isDirectory else { return }
         inode.record.parent = target.number
-        source.record.nlink -= 1
+        source.record.nlink = max(source.record.nlink, 1) - 1
         target.record.nlink += 1
     }
 }

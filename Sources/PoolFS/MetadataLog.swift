@@ -8,11 +8,36 @@ import PoolCore
 /// one store of the pool's `fileSystemLog` word.
 ///
 /// Chunk: magic, next chunk, committed bytes, clean flag (first chunk only),
-/// then records. Chunks are the file system's own page runs, of `heap`.
+/// the chain's id, a check of `next`, then records. Chunks are the file
+/// system's own page runs, of `heap`.
+///
+/// The second format (PFSLOG02) makes damage found, not believed: each
+/// record ends in a CRC-32C (Change.swift); the committed word holds its
+/// count and the count's complement in one 8-byte store; `next` has a
+/// check word, stored before it; every chunk of a chain carries the
+/// chain's random id, so a damaged `next` that lands on a chunk of an old
+/// chain is told apart. Chunks of the first format (PFSLOG01) are still
+/// read, their records without a CRC; a mount rewrites them.
 final class MetadataLog: @unchecked Sendable {
-    static let magic: UInt64 = 0x3130_474f_4c53_4650   // "PFSLOG01"
+    static let firstMagic: UInt64 = 0x3130_474f_4c53_4650   // "PFSLOG01"
+    static let magic: UInt64 = 0x3230_474f_4c53_4650        // "PFSLOG02"
     static let headerSize = 64
-    enum Field { static let magic: UInt64 = 0, next: UInt64 = 8, committed: UInt64 = 16, clean: UInt64 = 24 }
+    enum Field {
+        static let magic: UInt64 = 0, next: UInt64 = 8, committed: UInt64 = 16, clean: UInt64 = 24
+        static let chain: UInt64 = 32, nextCheck: UInt64 = 40
+    }
+
+    /// The committed word: the count, and its complement above it.
+    static func committedWord(_ count: Int) -> UInt64 { UInt64(UInt32(count)) | UInt64(~UInt32(count)) << 32 }
+
+    /// The count a committed word holds; nil if it is neither a checked
+    /// word nor, in a chunk of the first format, a plain count.
+    static func committedCount(_ word: UInt64, firstFormat: Bool) -> Int? {
+        if word >> 32 == UInt64(~UInt32(truncatingIfNeeded: word)) { return Int(UInt32(truncatingIfNeeded: word)) }
+        return firstFormat && word >> 32 == 0 ? Int(word) : nil
+    }
+
+    static func nextCheck(_ next: UInt64) -> UInt64 { ~next &* 0x9E37_79B9_7F4A_7C15 }
 
     let pool: Pool
     let heap: Heap
@@ -21,6 +46,8 @@ final class MetadataLog: @unchecked Sendable {
 
     /// The chain being appended to; `mutex`.
     private(set) var chunks: [GlobalAddress] = []
+    /// The id its chunks carry; `mutex`.
+    private var chain: UInt64 = 0
     private var committed = 0
     /// A chunk kept in hand so that a full pool can still log the frees
     /// that make room; `mutex`.
@@ -62,14 +89,23 @@ final class MetadataLog: @unchecked Sendable {
         var chunks: [GlobalAddress] = []
         var chunk = head
         var seen = Set<GlobalAddress>()
+        var chainID: UInt64?
         while !chunk.isNull {
             guard seen.insert(chunk).inserted else { throw Damaged(description: "its chain loops at \(chunk)") }
-            guard (try? pool.load(at: chunk)) == MetadataLog.magic else {
+            let magic = try? pool.load(at: chunk)
+            guard magic == MetadataLog.magic || magic == MetadataLog.firstMagic else {
                 throw Damaged(description: "chunk \(chunk) has no log header")
             }
-            let committed = Int(try pool.load(at: chunk.advanced(by: Field.committed)))
-            guard committed >= 0, committed <= chunkLimit - MetadataLog.headerSize else {
-                throw Damaged(description: "chunk \(chunk) says it holds \(committed) bytes")
+            let firstFormat = magic == MetadataLog.firstMagic
+            let id = try word(chunk, Field.chain)
+            guard chainID == nil || id == chainID else {
+                throw Damaged(description: "chunk \(chunk) belongs to another chain than the chunk before it")
+            }
+            chainID = id
+            let committedWord = try word(chunk, Field.committed)
+            guard let committed = MetadataLog.committedCount(committedWord, firstFormat: firstFormat),
+                  committed <= chunkLimit - MetadataLog.headerSize else {
+                throw Damaged(description: "chunk \(chunk) has a damaged committed count (0x\(String(committedWord, radix: 16)))")
             }
             chunks.append(chunk)
             try pool.withUnsafeMutableBytes(at: chunk.advanced(by: UInt64(MetadataLog.headerSize)), count: committed) { records -> Void in
@@ -77,18 +113,25 @@ final class MetadataLog: @unchecked Sendable {
                 while position < committed {
                     guard committed - position >= 5 else { throw Damaged(description: "chunk \(chunk) ends inside a record") }
                     let length = Int(UInt32(littleEndian: records.loadUnaligned(fromByteOffset: position, as: UInt32.self)))
-                    guard length >= 5, position + length <= committed else {
+                    guard length >= 5, length <= committed - position else {
                         throw Damaged(description: "a record at \(chunk)+\(position) runs past the chunk")
                     }
                     let record = UnsafeRawBufferPointer(rebasing: records[position..<(position + length)])
-                    guard let change = try? RecordReader.decode(record) else {
-                        throw Damaged(description: "the record at \(chunk)+\(position) is malformed")
+                    let change: Change
+                    do {
+                        change = try RecordReader.decode(record, unchecked: firstFormat)
+                    } catch let malformed as RecordReader.Malformed {
+                        throw Damaged(description: "the record at \(chunk)+\(position) is damaged: \(malformed.reason)")
                     }
                     try body(change)
                     position += length
                 }
             }
-            chunk = GlobalAddress(rawValue: try pool.load(at: chunk.advanced(by: Field.next)))
+            let next = try word(chunk, Field.next)
+            if next != 0, !firstFormat, try word(chunk, Field.nextCheck) != MetadataLog.nextCheck(next) {
+                throw Damaged(description: "chunk \(chunk) has a damaged link to the next (\(GlobalAddress(rawValue: next)))")
+            }
+            chunk = GlobalAddress(rawValue: next)
         }
         return chunks
     }
@@ -99,12 +142,16 @@ final class MetadataLog: @unchecked Sendable {
         let head = pool.fileSystemLog
         if head.isNull {
             guard creating else { return true }
+            chain = UInt64.random(in: 1...UInt64.max)
             chunks = [try newChunk()]
             pool.fileSystemLog = chunks[0]
             return true
         }
         chunks = try walk(from: head, apply)
-        committed = Int(try word(chunks.last!, Field.committed))
+        chain = try word(head, Field.chain)
+        let tail = chunks.last!
+        committed = MetadataLog.committedCount(try word(tail, Field.committed),
+                                               firstFormat: try pool.load(at: tail) == MetadataLog.firstMagic) ?? 0
         return try word(head, Field.clean) == 1
     }
 
@@ -114,6 +161,8 @@ final class MetadataLog: @unchecked Sendable {
             _ = $0.initializeMemory(as: UInt8.self, repeating: 0)
         }
         try pool.store(MetadataLog.magic, at: chunk)
+        try pool.store(chain, at: chunk.advanced(by: Field.chain))
+        try pool.store(MetadataLog.committedWord(0), at: chunk.advanced(by: Field.committed))
         try pool.persist(at: chunk, count: MetadataLog.headerSize)
         return chunk
     }
@@ -127,8 +176,11 @@ final class MetadataLog: @unchecked Sendable {
     private func appendLocked(_ record: [UInt8]) throws {
         guard record.count <= chunkBytes - MetadataLog.headerSize else { throw FileSystemError.tooBig }
         if MetadataLog.headerSize + committed + record.count > chunkBytes {
+            // A spare was made for the chain of its time: it joins this one.
             let chunk = try spare ?? newChunk()
+            try setWord(chunk, Field.chain, chain)
             spare = try? newChunk()
+            try setWord(chunks.last!, Field.nextCheck, MetadataLog.nextCheck(chunk.rawValue))
             try setWord(chunks.last!, Field.next, chunk.rawValue)
             chunks.append(chunk)
             committed = 0
@@ -139,7 +191,7 @@ final class MetadataLog: @unchecked Sendable {
         try record.withUnsafeBytes { try pool.write(at: at, from: $0) }
         committed += record.count
         bytes += record.count
-        try setWord(tail, Field.committed, UInt64(committed))
+        try setWord(tail, Field.committed, MetadataLog.committedWord(committed))
     }
 
     /// Replaces the log by one holding `changes` (the current state): the
@@ -148,8 +200,9 @@ final class MetadataLog: @unchecked Sendable {
     /// chain the pool's word does not name.
     func rewrite(_ changes: [Change]) throws {
         try mutex.withLock {
-            let old = (chunks: chunks, committed: committed, bytes: bytes)
+            let old = (chunks: chunks, committed: committed, bytes: bytes, chain: chain)
             do {
+                chain = UInt64.random(in: 1...UInt64.max)
                 chunks = [try newChunk()]
                 committed = 0
                 bytes = 0
@@ -159,7 +212,7 @@ final class MetadataLog: @unchecked Sendable {
                 for chunk in chunks where !old.chunks.contains(chunk) {
                     try? heap.freeFilePages(at: chunk, count: chunkPages)
                 }
-                (chunks, committed, bytes) = old
+                (chunks, committed, bytes, chain) = old
                 retryAt = bytes + bytes / 2
                 throw error
             }

@@ -15,9 +15,16 @@ struct InfoCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let opened = try Pool.open(name: pool.name, at: pool.path)
-            var info = opened.info()
-            opened.close()
+            // Read without joining, so that info writes nothing to the
+            // pool; while others have it open, by joining it as they do.
+            var info: PoolInfo
+            do {
+                info = try Pool.inspecting(name: pool.name, at: pool.path) { $0.info() }
+            } catch PoolError.inUse {
+                let opened = try Pool.open(name: pool.name, at: pool.path)
+                info = opened.info()
+                opened.close()
+            }
             info.processes.removeAll { $0 == getpid() }
             if json {
                 print(JSONText.encode(info))

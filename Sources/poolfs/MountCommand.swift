@@ -1,5 +1,6 @@
 import ArgumentParser
 import PoolCore
+import PoolFS
 import PoolFUSE
 #if canImport(Glibc)
 import Glibc
@@ -27,6 +28,7 @@ struct MountCommand: ParsableCommand {
     var options: String?
 
     func run() throws {
+        try reportingErrors { try FileSystem.checkBeforeMount(name: pool.name, at: pool.path) }
         try pool.withPool { opened in
             try Mount.run(pool: opened, mountpoint: mountpoint, foreground: foreground,
                           options: options.map { $0.split(separator: ",").map(String.init) } ?? []) {

@@ -9,7 +9,7 @@ import Testing
 private let caller = FileSystem.Caller(uid: 0, gid: 0)
 
 /// Every entry under the root: path, type and mode, links, size, bytes, xattrs.
-private func describe(_ fs: FileSystem) throws -> [String] {
+func describe(_ fs: FileSystem) throws -> [String] {
     var lines: [String] = []
     func walk(_ directory: UInt64, _ path: String) throws {
         var children: [(FileName, stat)] = []
@@ -40,7 +40,7 @@ private func describe(_ fs: FileSystem) throws -> [String] {
 
 /// The pool closed and opened again (as after a kill of the mount when no
 /// unmount came before) and its file system mounted.
-private func remount(_ pool: inout Pool, _ scratch: Scratch) throws -> FileSystem {
+func remount(_ pool: inout Pool, _ scratch: Scratch) throws -> FileSystem {
     pool.close()
     pool = try Pool.open(name: "model", at: scratch.path)
     return try FileSystem(pool: pool)
@@ -364,7 +364,8 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         let before = try describe(fs)
         // A record written but not yet counted by its chunk's committed word.
         let head = pool.fileSystemLog
-        let committed = try pool.load(at: head.advanced(by: MetadataLog.Field.committed))
+        let committed = UInt64(MetadataLog.committedCount(try pool.load(at: head.advanced(by: MetadataLog.Field.committed)),
+                                                          firstFormat: false) ?? -1)
         let torn = RecordWriter.encode(.unlink(parent: 1, name: "kept", time: .now()))
         try pool.write(at: head.advanced(by: UInt64(MetadataLog.headerSize) + committed), bytes: torn)
         fs = try remount(&pool, scratch)

@@ -28,6 +28,22 @@ import Testing
         }
     }
 
+    /// A pool closed, then dropped (its deinit closes again), must not free
+    /// its old slot a second time: by then another process may hold it, and
+    /// would lose its claim on what it caches (seen as leaks after a kill).
+    @Test func aSecondCloseLeavesTheSlotItsNextHolderTook() throws {
+        let scratch = Scratch()
+        var pool: Pool? = try Pool.create(name: "twice", size: 8 << 20, at: scratch.path)
+        pool!.close()
+        let holder = try Child(builtExecutable("PoolTestHelper"), ["hold", scratch.path, "twice"])
+        let opened = holder.readLine() ?? ""
+        #expect(opened.hasPrefix("open"), "\(opened)")
+        pool = nil
+        let reopened = try Pool.open(name: "twice", at: scratch.path)
+        defer { reopened.close() }
+        #expect(reopened.info().processes.contains(holder.pid), "\(reopened.info().processes)")
+    }
+
     @Test func createRefusesAnExistingPoolAndLeavesItAlone() throws {
         let scratch = Scratch()
         let pool = try Pool.create(name: "twice", size: 8 << 20, at: scratch.path)
