@@ -23,13 +23,15 @@ let package = Package(
                        providers: [.apt(["libpmemobj-dev"])]),
         .systemLibrary(name: "CNuma", pkgConfig: "numa",
                        providers: [.apt(["libnuma-dev"])]),
+        // Linux calls that need _GNU_SOURCE (punching holes, SEEK_DATA).
+        .systemLibrary(name: "CLinux"),
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3",
                        providers: [.apt(["libfuse3-dev", "liburing-dev"])]),
 
         .target(
             name: "PoolCore",
             dependencies: [
-                "CPmem", "CNuma",
+                "CPmem", "CNuma", "CLinux",
                 .product(name: "Atomics", package: "swift-atomics"),
             ],
             swiftSettings: internalChecks),

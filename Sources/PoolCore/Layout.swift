@@ -19,6 +19,9 @@ enum Layout {
         static let checksummed = 56
         /// Bytes at the start of the file whose blocks are allocated (mutable).
         static let reservedBytes = 64
+        /// The lowest offset whose blocks were ever given back (0: none);
+        /// runs past it may lie over holes (mutable, global lock).
+        static let givenBackFrom = 72
     }
 
     // Superblock, shelf 0.

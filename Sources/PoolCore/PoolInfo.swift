@@ -9,6 +9,9 @@ public struct PoolInfo: Codable, Sendable {
     public var freeBytes: UInt64
     /// Free pages that processes hold in their thread caches.
     public var cachedBytes: UInt64
+    /// The machine's memory (or disk) the shelf files take now: free pages
+    /// given back take none (OpenPool+GiveBack.swift).
+    public var residentBytes: UInt64
     public var shelves: [ShelfInfo]
     public var regions: [RegionInfo]
     public var heaps: [HeapSummary]
@@ -94,6 +97,6 @@ extension OpenPool {
             name: name, path: directory, uuid: superblock.uuid.description, pageSize: pageSize,
             capacityBytes: UInt64(pages) * pageSize, usedBytes: UInt64(used) * pageSize,
             freeBytes: UInt64(pages - used) * pageSize, cachedBytes: UInt64(cached) * pageSize,
-            shelves: shelfInfos, regions: regions(), heaps: heaps, processes: livePids())
+            residentBytes: residentBytes(), shelves: shelfInfos, regions: regions(), heaps: heaps, processes: livePids())
     }
 }

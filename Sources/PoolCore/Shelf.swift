@@ -146,6 +146,10 @@ final class Shelf: @unchecked Sendable {
 
     func bitIsSet(_ page: Int) -> Bool { bitmap[page >> 6] >> UInt64(page & 63) & 1 == 1 }
 
+    /// The bitmap's words as they are now (racy without the global lock:
+    /// what the give-back finds is checked again under it).
+    func bitmapSnapshot() -> [UInt64] { Array(UnsafeBufferPointer(start: bitmap, count: geometry.bitmapWords)) }
+
     // MARK: Recovery (global lock)
 
     /// Walks the page table, frees tails that no head covers, and rebuilds
@@ -195,6 +199,17 @@ final class Shelf: @unchecked Sendable {
     /// SIGBUS on a full tmpfs. Reserves ahead in 2 MiB steps.
     func reserveBlocks(forPage page: Int, length: Int) throws -> Bool {
         let end = geometry.offset(ofPage: page + length)
+        // Past where memory was given back, the run may lie over holes:
+        // their blocks come back first (one lseek says whether it must).
+        let givenBack = file.load(UInt64.self, at: Layout.ShelfHeader.givenBackFrom)
+        let start = geometry.offset(ofPage: page)
+        if givenBack != 0, end > givenBack, SystemCall.hasHole(file.descriptor, offset: start, length: end - start) {
+            do {
+                try file.reserve(offset: start, length: end - start)
+            } catch PoolError.system(_, _, ENOSPC) {
+                return false
+            }
+        }
         let reserved = file.atomic(at: Layout.ShelfHeader.reservedBytes)
         let current = reserved.load(ordering: .acquiring)
         if end <= current { return true }

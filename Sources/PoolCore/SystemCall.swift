@@ -1,3 +1,4 @@
+import CLinux
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -48,6 +49,30 @@ enum SystemCall {
         var result: Int32
         repeat { result = posix_fallocate(fd, off_t(offset), off_t(length)) } while result == EINTR
         if result != 0 { throw PoolError.system(call: "fallocate", path: path, errno: result) }
+    }
+
+    /// fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): the blocks go
+    /// back to the file system, the bytes read as zeros.
+    static func punchHole(_ fd: Int32, offset: UInt64, length: UInt64, path: String) throws {
+        _ = try retrying("fallocate", path) { CLinux_punch_hole(fd, off_t(offset), off_t(length)) }
+    }
+
+    /// Whether `[offset, offset+length)` of the file has a hole (SEEK_HOLE)
+    /// or data (SEEK_DATA) in it.
+    static func hasHole(_ fd: Int32, offset: UInt64, length: UInt64) -> Bool {
+        let hole = lseek(fd, off_t(offset), CLinux_SEEK_HOLE)
+        return hole < 0 || UInt64(hole) < offset + length
+    }
+
+    static func hasData(_ fd: Int32, offset: UInt64, length: UInt64) -> Bool {
+        let data = lseek(fd, off_t(offset), CLinux_SEEK_DATA)
+        return data >= 0 && UInt64(data) < offset + length
+    }
+
+    /// Bytes of the file in memory or on disk (st_blocks).
+    static func allocatedBytes(_ fd: Int32) -> UInt64 {
+        var info = stat()
+        return fstat(fd, &info) == 0 ? UInt64(info.st_blocks) * 512 : 0
     }
 
     static func exists(_ path: String) -> Bool {

@@ -12,7 +12,8 @@ struct PoolfsCommand: ParsableCommand {
             """,
         subcommands: [
             CreateCommand.self, InfoCommand.self, GrowCommand.self, DestroyCommand.self, MountCommand.self,
-            HeapCommand.self, RegionCommand.self, CheckCommand.self, ExecCommand.self, BenchCommand.self,
+            HeapCommand.self, RegionCommand.self, CheckCommand.self, TrimCommand.self, ExecCommand.self,
+            BenchCommand.self,
         ])
 }
 

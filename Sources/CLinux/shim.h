@@ -1,0 +1,21 @@
+// Linux calls that Glibc's Swift module leaves out, because they need
+// _GNU_SOURCE: each a thin wrapper with the kernel's own names.
+#ifndef POOLFS_CLINUX_SHIM_H
+#define POOLFS_CLINUX_SHIM_H
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <fcntl.h>
+#include <unistd.h>
+
+// fallocate(2) with FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: the range's
+// blocks go back to the file system and read as zeros.
+static inline int CLinux_punch_hole(int fd, off_t offset, off_t length) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+}
+
+// lseek(2)'s SEEK_DATA and SEEK_HOLE.
+static const int CLinux_SEEK_DATA = SEEK_DATA;
+static const int CLinux_SEEK_HOLE = SEEK_HOLE;
+
+#endif
