@@ -39,6 +39,20 @@ enum Change: Sendable {
     case ahead(inode: UInt64, taken: Bool)
 }
 
+extension Change {
+    /// Whether the change removes (or gives back) rather than adds: these
+    /// may use the log's reserve on a full pool (MetadataLog.swift).
+    var makesRoom: Bool {
+        switch self {
+        case .unlink, .punch, .drop, .removeXattr: true
+        case .rename(_, _, _, _, _, _, let whiteout): whiteout == nil
+        case .setAttributes(_, let change): change.size == 0
+        case .ahead(_, let taken): !taken
+        default: false
+        }
+    }
+}
+
 /// The fields setattr changes; nil leaves one as it is.
 public struct AttributeChange: Sendable {
     public var mode: UInt32?

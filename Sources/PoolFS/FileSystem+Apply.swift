@@ -17,6 +17,7 @@ extension FileSystem {
 
         case let .entry(parent, name, number):
             inodes[parent]?.directory?.add(name, number)
+            noteNames(added: name)
 
         case let .create(parent, name, record):
             guard let directory = inodes[parent], directory.directory != nil else { break }
@@ -24,18 +25,21 @@ extension FileSystem {
             inodes[record.number] = inode
             nextInode = max(nextInode, record.number + 1)
             directory.directory!.add(name, record.number)
+            noteNames(added: name)
             if inode.isDirectory { directory.record.nlink += 1 }
             touch(directory, record.ctime)
 
         case let .link(parent, name, number, time):
             guard let directory = inodes[parent], let inode = inodes[number] else { break }
             directory.directory?.add(name, number)
+            noteNames(added: name)
             inode.record.nlink += 1
             inode.record.ctime = time
             touch(directory, time)
 
         case let .unlink(parent, name, time):
             guard let directory = inodes[parent], let number = directory.directory?.remove(name) else { break }
+            noteNames(removed: name)
             touch(directory, time)
             released += unlinked(number, from: directory, time: time, replaying: replaying)
 
@@ -53,10 +57,13 @@ extension FileSystem {
                 inodes[other]?.record.ctime = time
             } else {
                 source.directory!.remove(name)
+                noteNames(removed: name)
                 if let replaced = target.directory?.remove(newName) {
+                    noteNames(removed: newName)
                     released += unlinked(replaced, from: target, time: time, replaying: replaying)
                 }
                 target.directory!.add(newName, moving)
+                noteNames(added: newName)
                 if from != to { reparent(moving, from: source, to: target) }
             }
             inodes[moving]?.record.ctime = time
@@ -66,6 +73,7 @@ extension FileSystem {
                 inodes[whiteout.number] = Inode(whiteout)
                 nextInode = max(nextInode, whiteout.number + 1)
                 source.directory!.add(name, whiteout.number)
+                noteNames(added: name)
             }
 
         case let .setAttributes(number, c):
@@ -113,11 +121,12 @@ extension FileSystem {
             inode.record.ctime = time
 
         case let .setXattr(number, name, value, time):
+            if inodes[number].map({ $0.xattrs[name] == nil }) == true { noteNames(added: name) }
             inodes[number]?.xattrs[name] = value
             inodes[number]?.record.ctime = time
 
         case let .removeXattr(number, name, time):
-            inodes[number]?.xattrs.removeValue(forKey: name)
+            if inodes[number]?.xattrs.removeValue(forKey: name) != nil { noteNames(removed: name) }
             inodes[number]?.record.ctime = time
 
         case let .ahead(number, taken):
@@ -128,10 +137,17 @@ extension FileSystem {
             inodes[number]?.record.ctime = time
 
         case let .drop(number):
-            if let inode = inodes.removeValue(forKey: number) { released += inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) } }
+            if let inode = inodes.removeValue(forKey: number) {
+                for name in inode.xattrs.keys { noteNames(removed: name) }
+                released += inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) }
+            }
         }
         return released
     }
+
+    /// The log's reserve follows the names and xattrs there are to remove.
+    private func noteNames(added name: FileName) { log.noteRemovals(MetadataLog.removalCost(name)) }
+    private func noteNames(removed name: FileName) { log.noteRemovals(-MetadataLog.removalCost(name)) }
 
     private func touch(_ directory: Inode, _ time: Timestamp) {
         directory.record.mtime = time
@@ -151,6 +167,7 @@ extension FileSystem {
         }
         guard inode.record.nlink == 0, inode.opens == 0 || replaying else { return [] }
         inodes.removeValue(forKey: number)
+        for name in inode.xattrs.keys { noteNames(removed: name) }
         return inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) }
     }
 

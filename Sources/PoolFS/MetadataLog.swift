@@ -49,9 +49,16 @@ final class MetadataLog: @unchecked Sendable {
     /// The id its chunks carry; `mutex`.
     private var chain: UInt64 = 0
     private var committed = 0
-    /// A chunk kept in hand so that a full pool can still log the frees
-    /// that make room; `mutex`.
-    private var spare: GlobalAddress?
+    /// Chunks kept in hand so that a full pool can still log the changes
+    /// that make room (unlink, rmdir, rename, truncate to zero, …), as ext4
+    /// and btrfs keep a reserve for deletes: enough for a record removing
+    /// each name and xattr the file system has, and one more. Only those
+    /// changes dip into it; every other change first makes it whole, or
+    /// fails with ENOSPC; `mutex`.
+    private var spares: [GlobalAddress] = []
+    /// What the records removing every name and xattr would take
+    /// (FileSystem+Apply.swift keeps it); `mutex`.
+    private var removalBytes = 0
     private var bytes = 0
     /// Bytes the last rewrite wrote: the state's own size.
     private var rewritten = 0
@@ -60,8 +67,37 @@ final class MetadataLog: @unchecked Sendable {
     /// log has grown this far.
     private var retryAt = 0
 
-    /// Whether the log has grown well past the state it holds.
-    var needsRewrite: Bool { mutex.withLock { bytes > max(64 << 20, 4 * rewritten, retryAt) } }
+    /// Whether the log has grown well past the state it holds, or (on a
+    /// full pool) removals have used its reserve and a rewrite would give
+    /// back what the removed names' records took.
+    var needsRewrite: Bool {
+        mutex.withLock {
+            bytes > max(64 << 20, 4 * rewritten, retryAt)
+                || (spares.count < sparesNeeded && bytes > max(2 * rewritten, retryAt))
+        }
+    }
+
+    /// An unlink (or removexattr) record naming `name`, at most.
+    static func removalCost(_ name: FileName) -> Int { 48 + name.count }
+
+    func noteRemovals(_ delta: Int) { mutex.withLock { removalBytes = max(0, removalBytes + delta) } }
+
+    /// The reserve; `mutex`.
+    private var sparesNeeded: Int {
+        let payload = chunkBytes - MetadataLog.headerSize
+        // Room for one more record of the longest name beyond what there
+        // is, and a chunk for the rewrite that gives back what they took.
+        return (removalBytes + 512 + payload - 1) / payload + 1
+    }
+
+    /// Makes the reserve whole, and `extra` chunks beyond it; `mutex`.
+    private func keepSpares(extra: Int = 0) throws {
+        do {
+            while spares.count < sparesNeeded + extra { spares.append(try newChunk()) }
+        } catch {
+            throw FileSystemError.noSpace
+        }
+    }
     private let mutex = ProcessMutex()
 
     init(pool: Pool, heap: Heap) {
@@ -170,16 +206,21 @@ final class MetadataLog: @unchecked Sendable {
     /// Makes `change` durable: after this returns, a crash replays it.
     func append(_ change: Change) throws {
         let record = RecordWriter.encode(change)
-        try mutex.withLock { try appendLocked(record) }
+        try mutex.withLock {
+            if !change.makesRoom {
+                let startsChunk = MetadataLog.headerSize + committed + record.count > chunkBytes
+                try keepSpares(extra: startsChunk ? 1 : 0)
+            }
+            try appendLocked(record)
+        }
     }
 
     private func appendLocked(_ record: [UInt8]) throws {
         guard record.count <= chunkBytes - MetadataLog.headerSize else { throw FileSystemError.tooBig }
         if MetadataLog.headerSize + committed + record.count > chunkBytes {
             // A spare was made for the chain of its time: it joins this one.
-            let chunk = try spare ?? newChunk()
+            let chunk = try spares.popLast() ?? newChunk()
             try setWord(chunk, Field.chain, chain)
-            spare = try? newChunk()
             try setWord(chunks.last!, Field.nextCheck, MetadataLog.nextCheck(chunk.rawValue))
             try setWord(chunks.last!, Field.next, chunk.rawValue)
             chunks.append(chunk)
@@ -203,15 +244,17 @@ final class MetadataLog: @unchecked Sendable {
             let old = (chunks: chunks, committed: committed, bytes: bytes, chain: chain)
             do {
                 chain = UInt64.random(in: 1...UInt64.max)
-                chunks = [try newChunk()]
+                // From the reserve first: a full pool has no other room.
+                let first = try spares.popLast() ?? newChunk()
+                try setWord(first, Field.chain, chain)
+                chunks = [first]
                 committed = 0
                 bytes = 0
                 for change in changes { try appendLocked(RecordWriter.encode(change)) }
             } catch {
-                // The pool's word still names the old chain: keep appending there.
-                for chunk in chunks where !old.chunks.contains(chunk) {
-                    try? heap.freeFilePages(at: chunk, count: chunkPages)
-                }
+                // The pool's word still names the old chain: keep appending
+                // there; the new chain's chunks go back to the reserve.
+                for chunk in chunks where !old.chunks.contains(chunk) { spares.append(chunk) }
                 (chunks, committed, bytes, chain) = old
                 retryAt = bytes + bytes / 2
                 throw error
@@ -222,14 +265,17 @@ final class MetadataLog: @unchecked Sendable {
         }
     }
 
+    /// Before a write that grows a file: the reserve whole (its records
+    /// are not removals: they refill what they take).
     func reserveSpare() throws {
-        try mutex.withLock { if spare == nil { spare = try newChunk() } }
+        try mutex.withLock { try keepSpares() }
     }
 
+    /// At unmount: the next mount makes its own reserve.
     func releaseSpare() {
         mutex.withLock {
-            if let spare { try? heap.freeFilePages(at: spare, count: chunkPages) }
-            spare = nil
+            for spare in spares { try? heap.freeFilePages(at: spare, count: chunkPages) }
+            spares = []
         }
     }
 
@@ -238,6 +284,6 @@ final class MetadataLog: @unchecked Sendable {
         mutex.withLock { try? setWord(chunks[0], Field.clean, clean ? 1 : 0) }
     }
 
-    /// The runs the log holds (its chain and its spare).
-    var runs: [GlobalAddress] { mutex.withLock { chunks + (spare.map { [$0] } ?? []) } }
+    /// The runs the log holds (its chain and its reserve).
+    var runs: [GlobalAddress] { mutex.withLock { chunks + spares } }
 }

@@ -1,0 +1,51 @@
+import Testing
+@testable import PoolCore
+@testable import PoolFS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A full pool can always be emptied: the log keeps a reserve for the
+/// changes that make room, as ext4 and btrfs keep one for deletes.
+@Suite struct FullPoolTests {
+    @Test func aPoolFullOfEmptyFilesEmptiesAgain() throws {
+        let scratch = Scratch()
+        let pool = try Pool.create(name: "full", size: 6 << 20, pageSize: 4096, at: scratch.path)
+        defer { pool.close() }
+        let fs = try FileSystem(pool: pool)
+        defer { fs.unmount() }
+        let caller = FileSystem.Caller(uid: 0, gid: 0)
+        let directory = UInt64(try fs.create(parent: 1, name: "d", mode: S_IFDIR | 0o755, caller: caller).st_ino)
+        // Metadata only, with xattrs and long names, until the pool says no.
+        var names: [FileName] = []
+        var refusal: Error?
+        while names.count < 200_000 {
+            let name = FileName("file-\(names.count)-" + String(repeating: "x", count: names.count % 200))
+            do {
+                let file = UInt64(try fs.create(parent: directory, name: name, mode: S_IFREG | 0o644, caller: caller).st_ino)
+                names.append(name)
+                if names.count % 3 == 0 { try fs.setXattr(file, name: "user.tag", value: [1, 2, 3], flags: 0) }
+            } catch {
+                refusal = error
+                break
+            }
+        }
+        #expect(refusal as? FileSystemError == .noSpace, "\(String(describing: refusal))")
+        #expect(names.count > 1000)
+        // Full: every kind of removal still goes through.
+        if let first = names.first {
+            let renamed: FileName = "renamed"
+            try fs.rename(from: directory, name: first, to: 1, newName: renamed, noReplace: false, exchange: false)
+            names[0] = renamed
+        }
+        var failed: [Int] = []
+        for (index, name) in names.enumerated() {
+            do { try fs.remove(parent: index == 0 ? 1 : directory, name: name, directory: false) } catch { failed.append(index) }
+        }
+        #expect(failed.isEmpty, "\(failed.count) of \(names.count) removals failed, from \(failed.first ?? -1)")
+        try fs.remove(parent: 1, name: "d", directory: true)
+        // And the room they took is the pool's again.
+        let file = UInt64(try fs.create(parent: 1, name: "after", mode: S_IFREG | 0o644, caller: caller).st_ino)
+        _ = try [UInt8](repeating: 5, count: 1 << 20).withUnsafeBytes { try fs.write(file, offset: 0, from: $0) }
+    }
+}
