@@ -11,7 +11,16 @@ public final class ControlTree: @unchecked Sendable {
     /// How the mount's requests arrive, for `info`: the adapter says.
     public let requests = Mutex("/dev/fuse")
 
-    public init(pool: Pool) { self.pool = pool }
+    /// The mounted file system, whose state `info` shows.
+    public let fileSystem: FileSystem?
+
+    public init(pool: Pool, fileSystem: FileSystem? = nil) {
+        self.pool = pool
+        self.fileSystem = fileSystem
+    }
+
+    /// "ok", or why the file system refuses changes (FileSystem.failure).
+    var state: String { fileSystem?.failure.map { "failed: \($0)" } ?? "ok" }
 
     public enum Kind: Sendable { case directory, file }
 
@@ -122,9 +131,10 @@ public final class ControlTree: @unchecked Sendable {
     /// A file's text, made now.
     public func contents(_ inode: UInt64) -> [UInt8]? {
         switch inode {
-        case ControlTree.info: return Array((pool.info().report + "requests   \(requests.withLock { $0 })\n").utf8)
+        case ControlTree.info:
+            return Array((pool.info().report + "requests   \(requests.withLock { $0 })\nstate      \(state)\n").utf8)
         case ControlTree.infoJSON:
-            return Array((JSONText.encode(MountInfo(pool: pool.info(), requests: requests.withLock { $0 })) + "\n").utf8)
+            return Array((JSONText.encode(MountInfo(pool: pool.info(), requests: requests.withLock { $0 }, state: state)) + "\n").utf8)
         case ControlTree.heapBase..<ControlTree.regionBase:
             guard let heap = pool.heap(id: Int((inode - ControlTree.heapBase) / 4)) else { return nil }
             switch (inode - ControlTree.heapBase) % 4 {
@@ -253,11 +263,13 @@ public final class ControlTree: @unchecked Sendable {
 struct MountInfo: Encodable {
     let pool: PoolInfo
     let requests: String
+    let state: String
 
     func encode(to encoder: Encoder) throws {
         try pool.encode(to: encoder)
         var container = encoder.container(keyedBy: Key.self)
         try container.encode(requests, forKey: Key(stringValue: "requests"))
+        try container.encode(state, forKey: Key(stringValue: "state"))
     }
 
     struct Key: CodingKey {

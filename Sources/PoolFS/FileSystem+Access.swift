@@ -31,7 +31,7 @@ extension FileSystem {
             let inode = try inode(number)
             return try inode.lock.writing {
                 guard FileSystem.accessDue(inode.record, now: now) else { return false }
-                if inode.dirty { logWritten(inode) }
+                if inode.dirty { try logWritten(inode) }
                 // A read changes no ctime.
                 try commit(.setAttributes(inode: number, AttributeChange(atime: now, ctime: inode.record.ctime)))
                 return true

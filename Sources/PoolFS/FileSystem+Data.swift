@@ -86,6 +86,7 @@ extension FileSystem {
     /// bits as Linux does (SetIDBits.swift).
     public func write(_ number: UInt64, offset: UInt64, count: Int, by caller: Caller? = nil,
                       _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws -> Int {
+        try refuseIfFailed()
         var setIDBits: UInt32 = 0
         let written = try tree.reading {
             let inode = try inode(number)
@@ -410,14 +411,16 @@ extension FileSystem {
     /// steps of `stepBytes` of the file's runs: on a pool kept on disk,
     /// flushing gigabytes takes seconds.
     public func sync(_ number: UInt64) throws {
+        try refuseIfFailed()
         try tree.reading { try inode(number) }.syncing.writing { try syncLocked(number) }
     }
 
     private func syncLocked(_ number: UInt64) throws {
         let (ranges, whole) = try tree.reading {
             let inode = try inode(number)
-            return inode.lock.writing {
-                if inode.dirty { logWritten(inode) }
+            return try inode.lock.writing {
+                // The size and mtime first: fsync fails while they are not logged.
+                if inode.dirty { try logWritten(inode) }
                 defer {
                     inode.unsynced = []
                     inode.wholeUnsynced = false
@@ -473,7 +476,9 @@ extension FileSystem {
             return inode.lock.writing {
                 inode.opens -= 1
                 if direct { inode.directOpens -= 1 }
-                if inode.dirty { logWritten(inode) }
+                // A close cannot fail: on a full pool the size stays to be
+                // logged by the next fsync, change or unmount.
+                if inode.dirty { try? logWritten(inode) }
                 if inode.opens == 0 { giveBackAhead(inode) }
                 return inode.opens == 0 && (inode.record.nlink == 0 || inode.directory?.isSparse == true)
             }

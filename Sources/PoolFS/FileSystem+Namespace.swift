@@ -155,7 +155,7 @@ extension FileSystem {
                 guard inode.isRegular else { throw FileSystemError.invalid }
                 guard size <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
             }
-            if inode.dirty { logWritten(inode) }
+            if inode.dirty { try logWritten(inode) }
             let oldSize = inode.record.size
             if let size = change.size, size > oldSize {
                 try makeRoom(in: inode, upTo: size)

@@ -21,6 +21,11 @@ extension FileSystem {
         }
         // What the crash left unnamed goes first: the rewrite may need the room.
         freeFound(unreferenced)
+        if afterCrash {
+            let pages = unreferenced.reduce(0) { $0 + $1.freedPages }
+            SystemLog.write(.notice, pool: pool.name, "the last mount did not end in order: bytes past each file's size "
+                + "zeroed, \(pages) pages that no file named freed")
+        }
         try? compact()
         // What earlier mounts wrote may not be durable yet: the first fsync
         // of each file flushes all of it.

@@ -87,9 +87,14 @@ public final class FileSystem: @unchecked Sendable {
     /// Ends the mount in order: the next mount need not repair anything.
     public func unmount() {
         tree.writing {
-            for inode in inodes.values where inode.dirty { logWritten(inode) }
+            var lost = 0
+            for inode in inodes.values where inode.dirty {
+                do { try logWritten(inode) } catch { lost += 1 }
+            }
             log.releaseSpare()
-            log.setClean(true)
+            // Marked clean only when nothing was left unlogged: the next
+            // mount then repairs as after a crash.
+            if lost == 0 { log.setClean(true) }
         }
     }
 
@@ -174,7 +179,7 @@ public final class FileSystem: @unchecked Sendable {
     /// freed once no reader can be copying from them (the caller holds the
     /// locks that readers of those runs take).
     func commit(_ change: Change) throws {
-        try log.append(change)
+        try commitLogOnly(change)
         free(apply(change, replaying: false))
     }
 
@@ -204,8 +209,53 @@ public final class FileSystem: @unchecked Sendable {
         }
     }
 
-    func logWritten(_ inode: Inode) {
+    /// Logs the size and mtime that writes left unlogged. On failure the
+    /// inode stays dirty (the next close, fsync or change tries again) and
+    /// the caller hears of it: a fsync must not return before they are
+    /// durable.
+    func logWritten(_ inode: Inode) throws {
+        try commitLogOnly(.written(inode: inode.number, size: inode.record.size, time: inode.record.mtime))
         inode.dirty = false
-        try? log.append(.written(inode: inode.number, size: inode.record.size, time: inode.record.mtime))
+    }
+
+    // MARK: Failure
+
+    /// Set by the first change the log could not take for another reason
+    /// than a full pool (damage, an I/O error): from then on changes and
+    /// fsync fail with EIO, as ext4's errors=remount-ro; reads go on.
+    /// `.pool/info` and the system log say why.
+    public var failure: String? { failureMessage.withLock { $0 } }
+    let failed = Atomic<Bool>(false)
+    private let failureMessage = Mutex<String?>(nil)
+
+    func noteFailure(_ what: String, _ error: any Error) {
+        let first = failureMessage.withLock { message -> Bool in
+            guard message == nil else { return false }
+            message = "\(what): \(error)"
+            return true
+        }
+        guard first else { return }
+        failed.store(true, ordering: .releasing)
+        SystemLog.write(.error, pool: pool.name, "\(what) failed (\(error)); the file system refuses changes (EIO) until it is mounted again")
+    }
+
+    /// EIO once the file system has failed.
+    @inline(__always)
+    func refuseIfFailed() throws {
+        if failed.load(ordering: .relaxed) { throw FileSystemError.io }
+    }
+
+    /// Appends `change` to the log; a failure other than a full pool puts
+    /// the file system in its failed state.
+    func commitLogOnly(_ change: Change) throws {
+        try refuseIfFailed()
+        do {
+            try log.append(change)
+        } catch let error as FileSystemError where error == .noSpace || error == .tooBig {
+            throw error
+        } catch {
+            noteFailure("logging a change", error)
+            throw FileSystemError.io
+        }
     }
 }

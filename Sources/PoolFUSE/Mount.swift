@@ -71,7 +71,7 @@ public enum Mount {
         try checkMountPoint(mountpoint)
         try pool.lockForMount()
         let fs = try FileSystem(pool: pool)
-        let session = FUSESession(fs: fs, tree: ControlTree(pool: pool))
+        let session = FUSESession(fs: fs, tree: ControlTree(pool: pool, fileSystem: fs))
         // Ours, not libfuse's: requests through /dev/fuse only.
         var options = options
         if options.contains(noIOUring) {

@@ -28,7 +28,15 @@ struct MountCommand: ParsableCommand {
     var options: String?
 
     func run() throws {
-        try reportingErrors { try FileSystem.checkBeforeMount(name: pool.name, at: pool.path) }
+        try reportingErrors {
+            do {
+                try FileSystem.checkBeforeMount(name: pool.name, at: pool.path)
+            } catch {
+                // A mount started at boot has no one to read its terminal.
+                SystemLog.write(.error, pool: pool.name, "mount refused: \(error)")
+                throw error
+            }
+        }
         try pool.withPool { opened in
             try Mount.run(pool: opened, mountpoint: mountpoint, foreground: foreground,
                           options: options.map { $0.split(separator: ",").map(String.init) } ?? []) {

@@ -49,3 +49,32 @@ import Glibc
         _ = try [UInt8](repeating: 5, count: 1 << 20).withUnsafeBytes { try fs.write(file, offset: 0, from: $0) }
     }
 }
+
+/// A change the log could not take for a reason other than a full pool
+/// puts the file system in a failed state, as ext4's errors=remount-ro:
+/// writes, changes and fsync fail with EIO, reads go on, info says why.
+@Suite struct FailedStateTests {
+    @Test func afterALogFailureChangesAndFsyncFailWithEIOAndReadsGoOn() throws {
+        let scratch = Scratch()
+        let pool = try Pool.create(name: "failing", size: 16 << 20, pageSize: 4096, at: scratch.path)
+        defer { pool.close() }
+        let fs = try FileSystem(pool: pool)
+        defer { fs.unmount() }
+        let caller = FileSystem.Caller(uid: 0, gid: 0)
+        let file = UInt64(try fs.create(parent: 1, name: "f", mode: S_IFREG | 0o644, caller: caller).st_ino)
+        _ = try [UInt8](repeating: 1, count: 100).withUnsafeBytes { try fs.write(file, offset: 0, from: $0) }
+        let tree = ControlTree(pool: pool, fileSystem: fs)
+        #expect(String(decoding: tree.contents(ControlTree.info) ?? [], as: UTF8.self).contains("state      ok"))
+        fs.noteFailure("logging a change", PoolError.damaged(path: pool.path, reason: "a test"))
+        #expect(throws: FileSystemError.io) { _ = try [UInt8](repeating: 2, count: 10).withUnsafeBytes { try fs.write(file, offset: 0, from: $0) } }
+        #expect(throws: FileSystemError.io) { try fs.sync(file) }
+        #expect(throws: FileSystemError.io) { _ = try fs.create(parent: 1, name: "g", mode: S_IFREG | 0o644, caller: caller) }
+        #expect(throws: FileSystemError.io) { try fs.remove(parent: 1, name: "f", directory: false) }
+        let bytes = try fs.withReadSegments(file, offset: 0, size: 100) { segments in
+            segments.flatMap { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) }
+        }
+        #expect(bytes == [UInt8](repeating: 1, count: 100))
+        let info = String(decoding: tree.contents(ControlTree.info) ?? [], as: UTF8.self)
+        #expect(info.contains("state      failed: logging a change: ") && info.contains("a test"), "\(info)")
+    }
+}
