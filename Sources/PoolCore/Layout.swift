@@ -91,6 +91,9 @@ enum Layout {
         static let entrySize = 128
         static let state = 0, address = 8, size = 16, pages = 24, createdAt = 32
         static let name = 48, nameCapacity = 64
+        /// Owner and permission bits (u32 each); a mode of 0 is a row
+        /// written before regions had them: root's, 0600.
+        static let uid = 112, gid = 116, mode = 120
         static func entry(_ index: Int) -> Int { offset + index * entrySize }
     }
 

@@ -34,7 +34,31 @@ extension OpenPool {
             address: GlobalAddress(rawValue: metadata.load(UInt64.self, at: row + R.address)),
             size: metadata.load(UInt64.self, at: row + R.size),
             pages: Int(metadata.load(UInt64.self, at: row + R.pages)),
-            createdAt: metadata.load(UInt64.self, at: row + R.createdAt))
+            createdAt: metadata.load(UInt64.self, at: row + R.createdAt),
+            access: regionAccess(row))
+    }
+
+    private func regionAccess(_ row: Int) -> RegionAccess {
+        let mode = metadata.load(UInt32.self, at: row + R.mode)
+        guard mode != 0 else { return RegionAccess(uid: 0, gid: 0, mode: 0o600) }
+        return RegionAccess(uid: metadata.load(UInt32.self, at: row + R.uid), gid: metadata.load(UInt32.self, at: row + R.gid),
+                            mode: mode)
+    }
+
+    private func storeAccess(_ access: RegionAccess, row: Int) {
+        metadata.store(access.uid, at: row + R.uid)
+        metadata.store(access.gid, at: row + R.gid)
+        // The file-type bit keeps a mode of 0 apart from a row of before.
+        metadata.store(access.mode | S_IFREG, at: row + R.mode)
+    }
+
+    /// chmod and chown of a region (its file under the mount, `poolfs region`).
+    func setRegionAccess(name: String, _ access: RegionAccess) throws {
+        try withGlobalLock {
+            guard let index = liveRegionIndex(name) else { throw PoolError.regionNotFound(name) }
+            storeAccess(access, row: R.entry(index))
+            metadata.persist(offset: R.entry(index), count: R.entrySize)
+        }
     }
 
     func liveRegionIndex(_ name: String) -> Int? {
@@ -53,7 +77,7 @@ extension OpenPool {
         metadata.persist(offset: R.entry(index), count: R.entrySize)
     }
 
-    func createRegion(name: String, size: UInt64, placement: Placement?) throws -> RegionInfo {
+    func createRegion(name: String, size: UInt64, placement: Placement?, access: RegionAccess) throws -> RegionInfo {
         try Names.check(name, what: "region")
         guard size > 0 else { throw PoolError.invalidSize("0", reason: "a region needs at least one byte") }
         let pages64 = size / pageSize + (size % pageSize == 0 ? 0 : 1)
@@ -86,6 +110,7 @@ extension OpenPool {
             metadata.store(size, at: row + R.size)
             metadata.store(UInt64(pages), at: row + R.pages)
             metadata.store(UInt64(time(nil)), at: row + R.createdAt)
+            storeAccess(access, row: row)
             setRowState(index, .creating)
             shelf.claimRun(at: page, length: pages, head: .allocated(length: pages, tag: .region(index)))
             if let placement {

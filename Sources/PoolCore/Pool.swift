@@ -265,11 +265,18 @@ public final class Pool: @unchecked Sendable {
 
     // MARK: Regions
 
-    /// A zero-filled region, its pages placed by `placement` (or the pool's default).
+    /// A zero-filled region, its pages placed by `placement` (or the
+    /// pool's default), owned as `access` says (the creator's, 0600).
     @discardableResult
-    public func createRegion(name: String, size: UInt64, placement: Placement? = nil) throws -> Region {
-        let info = try core.createRegion(name: name, size: size, placement: placement ?? defaultPlacement)
+    public func createRegion(name: String, size: UInt64, placement: Placement? = nil,
+                             access: RegionAccess = .creators) throws -> Region {
+        let info = try core.createRegion(name: name, size: size, placement: placement ?? defaultPlacement, access: access)
         return Region(pool: self, info: info)
+    }
+
+    /// A region's new owner and mode.
+    public func setRegionAccess(name: String, _ access: RegionAccess) throws {
+        try core.setRegionAccess(name: name, access)
     }
 
     public func openRegion(name: String) throws -> Region {
@@ -326,6 +333,8 @@ public final class Region: @unchecked Sendable {
     /// The size asked for; the run is rounded up to whole pages.
     public let size: UInt64
     public let pages: Int
+    /// Its owner and mode when opened.
+    public let access: RegionAccess
 
     init(pool: Pool, info: RegionInfo) {
         self.pool = pool
@@ -333,6 +342,7 @@ public final class Region: @unchecked Sendable {
         address = info.address
         size = info.size
         pages = info.pages
+        access = info.access
     }
 
     public func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What `poolfs info` shows: capacity, use and layout, read live.
 public struct PoolInfo: Codable, Sendable {
     public var name: String
@@ -44,6 +48,26 @@ public struct RegionInfo: Codable, Sendable, Equatable {
     public var size: UInt64
     public var pages: Int
     public var createdAt: UInt64
+    public var access: RegionAccess
+}
+
+/// Who may map a region, as a file's owner and mode say who may open it:
+/// the mount shows them on `.pool/regions/NAME` and the kernel checks them.
+public struct RegionAccess: Codable, Sendable, Equatable {
+    public var uid: UInt32
+    public var gid: UInt32
+    /// Permission bits (0o7777 at most).
+    public var mode: UInt32
+
+    public init(uid: UInt32, gid: UInt32, mode: UInt32) {
+        self.uid = uid
+        self.gid = gid
+        self.mode = mode & 0o7777
+    }
+
+    /// The creator's, readable and writable by them alone: a region is
+    /// memory, often a process's private state.
+    public static var creators: RegionAccess { RegionAccess(uid: getuid(), gid: getgid(), mode: 0o600) }
 }
 
 extension GlobalAddress: Codable {

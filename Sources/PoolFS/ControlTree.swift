@@ -32,6 +32,13 @@ public final class ControlTree: @unchecked Sendable {
         public let mode: UInt32
         /// Bytes, for files whose size is known without making their text.
         public let size: UInt64?
+        /// A region's owner; nil: the mount's owner's.
+        public var owner: (uid: UInt32, gid: UInt32)? = nil
+
+        public static func == (a: Node, b: Node) -> Bool {
+            a.inode == b.inode && a.name == b.name && a.kind == b.kind && a.mode == b.mode && a.size == b.size
+                && a.owner?.uid == b.owner?.uid && a.owner?.gid == b.owner?.gid
+        }
     }
 
     // Inode numbers: fixed ones, then a range per kind of entry.
@@ -42,7 +49,7 @@ public final class ControlTree: @unchecked Sendable {
     /// Region files made by create and not yet sized: the pool has no
     /// region until a truncate gives one its size.
     static let pendingBase: UInt64 = 0x4_0000
-    private var pending: [String?] = []
+    private var pending: [(name: String, access: RegionAccess)?] = []
     private let pendingMutex = ProcessMutex()
 
     private func directory(_ inode: UInt64, _ name: String) -> Node {
@@ -51,6 +58,11 @@ public final class ControlTree: @unchecked Sendable {
 
     private func file(_ inode: UInt64, _ name: String, mode: UInt32 = 0o444, size: UInt64? = nil) -> Node {
         Node(inode: inode, name: name, kind: .file, mode: mode, size: size)
+    }
+
+    /// A region's file: its owner and mode are the region's.
+    private func regionFile(_ inode: UInt64, _ name: String, _ access: RegionAccess, size: UInt64) -> Node {
+        Node(inode: inode, name: name, kind: .file, mode: access.mode, size: size, owner: (access.uid, access.gid))
     }
 
     /// The entry an inode number names, if it exists now.
@@ -74,23 +86,25 @@ public final class ControlTree: @unchecked Sendable {
             }
         case ControlTree.regionBase..<ControlTree.shelfBase:
             guard let region = pool.openRegion(id: Int(inode - ControlTree.regionBase)) else { return nil }
-            return file(inode, region.name, mode: 0o644, size: region.size)
+            return regionFile(inode, region.name, region.access, size: region.size)
         case ControlTree.shelfBase..<(ControlTree.shelfBase + 64):
             let index = Int(inode - ControlTree.shelfBase)
             guard index < pool.shelfCount else { return nil }
             return file(inode, "\(index)")
         case ControlTree.pendingBase...:
-            guard let name = pendingName(inode) else { return nil }
+            guard let (name, access) = pendingEntry(inode) else { return nil }
             let region = try? pool.openRegion(name: name)
-            return file(inode, name, mode: 0o644, size: region?.size ?? 0)
+            return regionFile(inode, name, region?.access ?? access, size: region?.size ?? 0)
         default: return nil
         }
     }
 
-    private func pendingName(_ inode: UInt64) -> String? {
+    private func pendingEntry(_ inode: UInt64) -> (name: String, access: RegionAccess)? {
         let index = Int(inode - ControlTree.pendingBase)
         return pendingMutex.withLock { index < pending.count ? pending[index] : nil }
     }
+
+    private func pendingName(_ inode: UInt64) -> String? { pendingEntry(inode)?.name }
 
     /// The region behind a region file (a sized pending one included).
     func region(_ inode: UInt64) -> Region? {
@@ -109,10 +123,14 @@ public final class ControlTree: @unchecked Sendable {
         case ControlTree.heaps:
             return pool.heapList().map { directory(ControlTree.heapBase + UInt64($0.id) * 4, $0.name) }
         case ControlTree.regions:
-            let live = pool.regionList().map { file(ControlTree.regionBase + UInt64($0.id), $0.info.name, mode: 0o644, size: $0.info.size) }
+            let live = pool.regionList().map {
+                regionFile(ControlTree.regionBase + UInt64($0.id), $0.info.name, $0.info.access, size: $0.info.size)
+            }
             let names = Set(live.map(\.name))
-            let waiting = pendingMutex.withLock { pending.enumerated() }.compactMap { index, name in
-                name.flatMap { names.contains($0) ? nil : file(ControlTree.pendingBase + UInt64(index), $0, mode: 0o644, size: 0) }
+            let waiting = pendingMutex.withLock { pending.enumerated() }.compactMap { index, entry in
+                entry.flatMap {
+                    names.contains($0.name) ? nil : regionFile(ControlTree.pendingBase + UInt64(index), $0.name, $0.access, size: 0)
+                }
             }
             return live + waiting
         case ControlTree.shelves:
@@ -168,15 +186,30 @@ public final class ControlTree: @unchecked Sendable {
 
     /// `touch .pool/regions/NAME` (or open with O_CREAT): a region file
     /// with no size yet; a truncate makes the region.
-    public func createRegionFile(parent: UInt64, name: String) throws -> Node {
+    /// The region will be `access`'s (its creator's, 0600).
+    public func createRegionFile(parent: UInt64, name: String, access: RegionAccess) throws -> Node {
         guard parent == ControlTree.regions else { throw Refusal.notPermitted }
         guard (try? Names.check(name, what: "region")) != nil else { throw Refusal.invalid }
         guard lookup(parent: parent, name: name) == nil else { throw Refusal.exists }
         let inode = pendingMutex.withLock {
-            pending.append(name)
+            pending.append((name, access))
             return ControlTree.pendingBase + UInt64(pending.count - 1)
         }
-        return file(inode, name, mode: 0o644, size: 0)
+        return regionFile(inode, name, access, size: 0)
+    }
+
+    /// chmod and chown of a region's file (the kernel checked who may).
+    public func setRegionAccess(_ inode: UInt64, mode: UInt32?, uid: UInt32?, gid: UInt32?) throws {
+        guard isRegion(inode), let node = node(inode) else { throw Refusal.notPermitted }
+        var access = RegionAccess(uid: uid ?? node.owner?.uid ?? 0, gid: gid ?? node.owner?.gid ?? 0, mode: mode ?? node.mode)
+        access.mode &= 0o7777
+        if let region = region(inode) {
+            try pool.setRegionAccess(name: region.name, access)
+            return
+        }
+        // Not sized yet: the region will be made so.
+        let index = Int(inode - ControlTree.pendingBase)
+        pendingMutex.withLock { if index < pending.count, pending[index] != nil { pending[index]!.access = access } }
     }
 
     /// `truncate -s SIZE` of a region file: gives a new region its size. A
@@ -186,10 +219,10 @@ public final class ControlTree: @unchecked Sendable {
             guard region.size == size else { throw Refusal.invalid }
             return
         }
-        guard let name = pendingName(inode) else { throw Refusal.notFound }
+        guard let (name, access) = pendingEntry(inode) else { throw Refusal.notFound }
         guard size > 0 else { return }
         // The pool's own errors answer with their errno (PoolError.errno).
-        try pool.createRegion(name: name, size: size)
+        try pool.createRegion(name: name, size: size, access: access)
     }
 
     /// What a change through the tree can fail with, as errno values.
@@ -228,7 +261,7 @@ public final class ControlTree: @unchecked Sendable {
     public func remove(parent: UInt64, name: String) throws {
         guard parent == ControlTree.regions else { throw Refusal.notPermitted }
         let unsized = pendingMutex.withLock { () -> Bool in
-            guard let index = pending.firstIndex(of: name) else { return false }
+            guard let index = pending.firstIndex(where: { $0?.name == name }) else { return false }
             pending[index] = nil
             return true
         }

@@ -14,8 +14,8 @@ extension FUSESession {
         st.st_ino = UInt(node.inode | FUSESession.controlBit)
         st.st_mode = (node.kind == .directory ? S_IFDIR : S_IFREG) | node.mode
         st.st_nlink = node.kind == .directory ? 2 : 1
-        st.st_uid = owner.uid
-        st.st_gid = owner.gid
+        st.st_uid = node.owner?.uid ?? owner.uid
+        st.st_gid = node.owner?.gid ?? owner.gid
         st.st_size = Int(node.size ?? 0)
         st.st_blksize = 4096
         var now = timespec()
@@ -147,18 +147,26 @@ extension FUSESession {
         }
     }
 
-    func controlSetattr(_ req: fuse_req_t?, _ inode: UInt64, _ size: Int, _ fields: Int32) {
-        // Only truncation: a region file's sizing, or a policy's emptying.
+    /// Truncation (a region file's sizing, or a policy's emptying), and a
+    /// region's chmod and chown.
+    func controlSetattr(_ req: fuse_req_t?, _ inode: UInt64, _ new: stat, _ fields: Int32) {
         FUSESession.replying(req) {
             guard tree.node(inode) != nil else { throw ControlTree.Refusal.notFound }
             let times = FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW
                 | FUSE_SET_ATTR_CTIME
-            guard fields & ~(FUSE_SET_ATTR_SIZE | times) == 0, tree.isWritable(inode) else {
+            let access = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID
+            guard fields & ~(FUSE_SET_ATTR_SIZE | times | access) == 0, tree.isWritable(inode),
+                  fields & access == 0 || tree.isRegion(inode) else {
                 throw ControlTree.Refusal.notPermitted
             }
+            if fields & access != 0 {
+                try tree.setRegionAccess(inode, mode: fields & FUSE_SET_ATTR_MODE != 0 ? new.st_mode : nil,
+                                         uid: fields & FUSE_SET_ATTR_UID != 0 ? new.st_uid : nil,
+                                         gid: fields & FUSE_SET_ATTR_GID != 0 ? new.st_gid : nil)
+            }
             if fields & FUSE_SET_ATTR_SIZE != 0, tree.isRegion(inode) {
-                guard size >= 0 else { throw ControlTree.Refusal.invalid }
-                try tree.resizeRegion(inode, to: UInt64(size))
+                guard new.st_size >= 0 else { throw ControlTree.Refusal.invalid }
+                try tree.resizeRegion(inode, to: UInt64(new.st_size))
             }
             var st = controlAttributes(tree.node(inode)!)
             fuse_reply_attr(req, &st, 0)
@@ -167,11 +175,19 @@ extension FUSESession {
 
     func controlCreate(_ req: fuse_req_t?, _ parent: UInt64, _ name: String, _ info: UnsafeMutablePointer<fuse_file_info>) {
         FUSESession.replying(req) {
-            var entry = FUSESession.entry(controlAttributes(try tree.createRegionFile(parent: parent, name: name)), timeout: 0)
+            let node = try tree.createRegionFile(parent: parent, name: name, access: FUSESession.creatorsRegion(req))
+            var entry = FUSESession.entry(controlAttributes(node), timeout: 0)
             info.pointee.direct_io = 0
             info.pointee.fh = 0
             fuse_reply_create(req, &entry, info)
         }
+    }
+
+    /// A new region: its creator's, 0600, whatever mode the create asked
+    /// (a region is memory, often private; chmod opens it up).
+    static func creatorsRegion(_ req: fuse_req_t?) -> RegionAccess {
+        let caller = caller(req)
+        return RegionAccess(uid: caller.uid, gid: caller.gid, mode: 0o600)
     }
 
     func controlRelease(_ handle: UInt64) {

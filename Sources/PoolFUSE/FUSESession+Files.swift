@@ -33,7 +33,7 @@ extension FUSESession {
     }
 
     func setattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ attributes: UnsafeMutablePointer<stat>?, _ fields: Int32) {
-        if let inode = FUSESession.control(inode) { return controlSetattr(req, inode, attributes?.pointee.st_size ?? 0, fields) }
+        if let inode = FUSESession.control(inode) { return controlSetattr(req, inode, attributes?.pointee ?? stat(), fields) }
         FUSESession.replying(req) {
             guard let new = attributes?.pointee else { throw FileSystemError.invalid }
             let now = Timestamp.now()
@@ -69,7 +69,8 @@ extension FUSESession {
             let name = try FUSESession.name(name)
             if let parent = FUSESession.control(parent) {
                 if mode & S_IFMT == S_IFREG {
-                    return replyEntry(req, controlAttributes(try tree.createRegionFile(parent: parent, name: FUSESession.controlName(name))), timeout: 0)
+                    return replyEntry(req, controlAttributes(try tree.createRegionFile(parent: parent, name: FUSESession.controlName(name),
+                                                                                     access: FUSESession.creatorsRegion(req))), timeout: 0)
                 }
                 guard mode & S_IFMT == S_IFDIR else { throw ControlTree.Refusal.notPermitted }
                 return replyEntry(req, controlAttributes(try tree.makeDirectory(parent: parent, name: FUSESession.controlName(name))), timeout: 0)

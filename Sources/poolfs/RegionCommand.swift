@@ -5,7 +5,7 @@ struct RegionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "region",
         abstract: "Create, list and destroy regions: named runs of pages mapped as plain memory.",
-        subcommands: [Create.self, List.self, Destroy.self])
+        subcommands: [Create.self, List.self, Destroy.self, Chmod.self, Chown.self])
 
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a zero-filled region.")
@@ -13,12 +13,15 @@ struct RegionCommand: ParsableCommand {
         @Argument(help: "The region's name.") var region: String
         @Option(help: "Its size; rounded up to whole pages.") var size: String
         @Option(help: "Where its pages live (as for `heap policy`); the pool's default otherwise.") var policy: String?
+        @Option(help: "Its permission bits, in octal (who may map it, as for a file).") var mode = "600"
 
         func run() throws {
             try pool.withPool { opened in
                 let size = try parseSize(size)
                 let placement = try policy.map(Placement.init(parsing:))
-                let created = try opened.createRegion(name: region, size: size, placement: placement)
+                var access = RegionAccess.creators
+                access.mode = try parseMode(mode)
+                let created = try opened.createRegion(name: region, size: size, placement: placement, access: access)
                 print("created region '\(created.name)' (\(ByteSize.format(created.size))) at \(created.address)")
             }
         }
@@ -31,7 +34,9 @@ struct RegionCommand: ParsableCommand {
         func run() throws {
             try pool.withPool { opened in
                 for region in opened.regions() {
-                    print("\(region.name)\t\(ByteSize.format(region.size))\t\(region.address)")
+                    let access = region.access
+                    print("\(region.name)\t\(ByteSize.format(region.size))\t\(region.address)\t"
+                        + "\(String(access.mode, radix: 8)) \(access.uid):\(access.gid)")
                 }
             }
         }
@@ -49,4 +54,50 @@ struct RegionCommand: ParsableCommand {
             }
         }
     }
+
+    struct Chmod: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change who may map a region: its permission bits.")
+        @OptionGroup var pool: PoolLocation
+        @Argument(help: "The region's name.") var region: String
+        @Argument(help: "Permission bits, in octal (600, 640, …).") var mode: String
+
+        func run() throws {
+            try pool.withPool { opened in
+                var access = try opened.openRegion(name: region).access
+                access.mode = try parseMode(mode)
+                try opened.setRegionAccess(name: region, access)
+                print("region '\(region)': mode \(String(access.mode, radix: 8))")
+            }
+        }
+    }
+
+    struct Chown: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change a region's owner (and group).")
+        @OptionGroup var pool: PoolLocation
+        @Argument(help: "The region's name.") var region: String
+        @Argument(help: "UID or UID:GID, numbers.") var owner: String
+
+        func run() throws {
+            try pool.withPool { opened in
+                var access = try opened.openRegion(name: region).access
+                let parts = owner.split(separator: ":", omittingEmptySubsequences: false)
+                guard (1...2).contains(parts.count), let uid = UInt32(parts[0]),
+                      parts.count == 1 || UInt32(parts[1]) != nil else {
+                    throw PoolError.invalidName(owner, reason: "an owner is UID or UID:GID, in numbers")
+                }
+                access.uid = uid
+                if parts.count == 2 { access.gid = UInt32(parts[1])! }
+                try opened.setRegionAccess(name: region, access)
+                print("region '\(region)': owner \(access.uid):\(access.gid)")
+            }
+        }
+    }
+}
+
+/// Octal permission bits, 0 to 7777.
+func parseMode(_ text: String) throws -> UInt32 {
+    guard let mode = UInt32(text, radix: 8), mode <= 0o7777 else {
+        throw PoolError.invalidName(text, reason: "a mode is octal permission bits, 0 to 7777")
+    }
+    return mode
 }
