@@ -146,6 +146,14 @@ final class Shelf: @unchecked Sendable {
 
     func bitIsSet(_ page: Int) -> Bool { bitmap[page >> 6] >> UInt64(page & 63) & 1 == 1 }
 
+    /// Pages that are not free, by the bitmap (racy without the global
+    /// lock, as statistics may be).
+    func usedPageCount() -> Int {
+        var used = 0
+        for index in 0..<geometry.bitmapWords { used += bitmap[index].nonzeroBitCount }
+        return used
+    }
+
     /// The bitmap's words as they are now (racy without the global lock:
     /// what the give-back finds is checked again under it).
     func bitmapSnapshot() -> [UInt64] { Array(UnsafeBufferPointer(start: bitmap, count: geometry.bitmapWords)) }
