@@ -59,6 +59,14 @@ extension Pool {
         id >= 0 && id < Layout.Heaps.capacity && core.heapIsLive(id)
     }
 
+    /// The heap whose file-system run starts at `address` (the log's first
+    /// chunk names the file system's own heap), if the page table says so.
+    public func heapOfFileRun(at address: GlobalAddress) -> Int? {
+        guard let shelf = core.shelves[address.shelf], let page = shelf.page(at: address.offset),
+              shelf.entry(page).kind == .allocated, case .files(let heap)? = shelf.entry(page).tag else { return nil }
+        return heap
+    }
+
     /// The heap with table number `id`, if it lives.
     public func heap(id: Int) -> Heap? {
         guard heapExists(id: id) else { return nil }

@@ -122,8 +122,8 @@ final class MappedFile: @unchecked Sendable {
     /// Copies `source` to `offset`. Where a dram page there is not resident
     /// (fresh, or given back), the bytes go in with pwrite: the kernel fills
     /// a page it hands the file whole without zeroing it first, where a
-    /// store through the mapping faults each page in zeroed (twice the
-    /// speed on a cold write, BENCHMARKS.md); a resident page takes memcpy.
+    /// store through the mapping faults each page in zeroed (the cold
+    /// write in BENCHMARKS.md); a resident page takes memcpy, faster there.
     func copy(to offset: Int, from source: UnsafeRawBufferPointer) {
         precondition(offset >= 0 && offset + source.count <= length)
         guard let from = source.baseAddress, source.count > 0 else { return }

@@ -15,8 +15,8 @@ extension OpenPool {
     /// Gives back the blocks of free runs of `media` shelves; with `decay`,
     /// only pages also free at the pass before (`previous`, updated), as
     /// jemalloc's decay spares what is about to be used again. Each run is
-    /// checked free and punched under the global lock, one at a time, so
-    /// allocations wait for one punch at most. Returns the bytes punched
+    /// checked free and punched under the global lock, a piece at a time,
+    /// so allocations wait for one punch at most. Returns the bytes punched
     /// (those that held data).
     func giveBackFreeMemory(media: Set<Medium>, previous: inout [Int: [UInt64]], decay: Bool) -> UInt64 {
         var given: UInt64 = 0
@@ -35,7 +35,13 @@ extension OpenPool {
                 var end = page
                 while end < shelf.pageCount,
                       (now[end >> 6] | (decay ? before[end >> 6] : 0)) >> UInt64(end & 63) & 1 == 0 { end += 1 }
-                if end - page >= minimumPages { given += giveBack(shelf, pages: page..<end) }
+                if end - page >= minimumPages {
+                    // A piece at a time under the lock: allocations wait for one punch of 64 MiB at most.
+                    let piece = max(minimumPages, Int((64 << 20) / pageSize))
+                    for start in stride(from: page, to: end, by: piece) {
+                        given += giveBack(shelf, pages: start..<min(end, start + piece))
+                    }
+                }
                 page = end
             }
         }

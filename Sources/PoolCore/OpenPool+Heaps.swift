@@ -44,6 +44,23 @@ extension OpenPool {
         }
     }
 
+    /// Makes heap row `index` live again, for `check --repair`: the file
+    /// system's runs say it is in use, whatever its damaged state word says.
+    /// A name that is no longer one (or taken) becomes `recovered-N`.
+    /// Global lock held. Returns the name it goes by.
+    func reviveHeapRow(_ index: Int) -> String {
+        let row = H.row(index)
+        var name = heapName(index)
+        if (try? Names.check(name, what: "heap")) == nil || heapIndex(named: name) != nil {
+            name = heapIndex(named: "default") == nil ? "default" : "recovered-\(index)"
+            metadata.storeText(name, at: row + H.name, capacity: H.nameCapacity)
+        }
+        metadata.persist(offset: row, count: H.rowSize)
+        metadata.atomic(at: row + H.state).store(1, ordering: .releasing)
+        metadata.persist(offset: row, count: 8)
+        return name
+    }
+
     /// Destroys an empty heap that no other thread or process is using.
     func destroyHeap(name: String) throws {
         guard let index = heapIndex(named: name) else { throw PoolError.heapNotFound(name) }

@@ -309,10 +309,10 @@ public final class Pool: @unchecked Sendable {
 
     public func info() -> PoolInfo { core.info() }
 
-    /// Capacity and free bytes alone (what `df` asks, on every call): the
-    /// free-page bitmaps counted, a bit a page, not the page tables walked
-    /// (a word a page: 29 ms a statfs on a 2 GiB pool of 4K pages, debug
-    /// build). Runs held in thread caches count as used here.
+    /// Capacity and free bytes alone (what `df` asks, on every call, and
+    /// some programs around every unlink): the free-page bitmaps counted, a
+    /// bit a page, not the page tables walked, a word a page. Runs held in
+    /// thread caches count as used here (info counts them free).
     public func usage() -> (capacityBytes: UInt64, freeBytes: UInt64) {
         let shelves = core.shelves.all
         let pages = shelves.reduce(0) { $0 + $1.pageCount }

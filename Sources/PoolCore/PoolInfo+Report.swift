@@ -14,7 +14,7 @@ extension PoolInfo {
             capacity   \(ByteSize.format(info.capacityBytes))
             used       \(ByteSize.format(info.usedBytes)) (\(PoolInfo.percent(info.usedBytes, info.capacityBytes)))
             free       \(ByteSize.format(info.freeBytes)) (\(ByteSize.format(info.cachedBytes)) of it held in process caches)
-            resident   \(ByteSize.format(info.residentBytes)) (memory the shelves take now; free pages go back within seconds)
+            resident   \(ByteSize.format(info.residentBytes)) (memory the shelves take now; a mount gives back free pages within seconds)
 
             """
         out += "shelves    \(info.shelves.count)\n"

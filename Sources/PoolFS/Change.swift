@@ -248,7 +248,7 @@ struct RecordReader {
         case 8: change = .written(inode: try r.u64(), size: try r.size(), time: try r.time())
         case 9:
             let inode = try r.u64(), page = try r.page(), address = GlobalAddress(rawValue: try r.u64()), pages = try r.u64()
-            try r.require(pages >= 1 && page + pages <= FileSystem.maximumFileSize >> 12 + 1 && !address.isNull,
+            try r.require(pages >= 1 && pages <= FileSystem.maximumFileSize >> 12 + 1 - page && !address.isNull,
                           "a run of \(pages) pages at file page \(page)")
             change = .extent(inode: inode, Extent(page: page, address: address, pages: Int(pages)))
         case 10:

@@ -23,10 +23,6 @@ public struct FileName: Hashable, Sendable, Comparable, ExpressibleByStringInter
         self.bytes = bytes
     }
 
-    /// The name as text, where it is UTF-8 (the control tree's names are
-    /// heap and region names, which are).
-    public var string: String? { String(validating: bytes, as: UTF8.self) }
-
     /// For messages only: bytes that are not UTF-8 show as U+FFFD.
     public var description: String { String(decoding: bytes, as: UTF8.self) }
 

@@ -172,7 +172,7 @@ extension FileSystem {
     }
 
     func reserveLog() throws {
-        do { try log.reserveSpare() } catch { throw FileSystemError.noSpace }
+        do { try log.reserveSpares() } catch { throw FileSystemError.noSpace }
     }
 
     /// Fills the holes in `range` with new runs, zeroed outside `keeping`

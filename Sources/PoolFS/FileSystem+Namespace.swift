@@ -155,13 +155,23 @@ extension FileSystem {
                 guard inode.isRegular else { throw FileSystemError.invalid }
                 guard size <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
             }
-            if inode.dirty { try logWritten(inode) }
+            // Sizes and times writes left unlogged go first; a truncate to
+            // zero carries the mtime in its own record instead, so that on a
+            // full pool it needs only the reserve for removals.
+            var change = change
+            let folded = inode.dirty && change.size == 0
+            if folded {
+                change.mtime = change.mtime ?? inode.record.mtime
+            } else if inode.dirty {
+                try logWritten(inode)
+            }
             let oldSize = inode.record.size
             if let size = change.size, size > oldSize {
                 try makeRoom(in: inode, upTo: size)
                 try zeroGrowing(inode, from: oldSize, to: size)
             }
             try commit(.setAttributes(inode: number, change))
+            if folded { inode.dirty = false }
             if let size = change.size, size < oldSize {
                 zeroBeyondSize(inode)
                 // The cut is done; a full pool only leaves the bytes where they are.

@@ -111,6 +111,7 @@ extension FileSystem {
     }
 
     func compact() throws {
+        try refuseIfFailed()
         try log.rewrite(snapshot())
         for inode in inodes.values where inode.dirty { inode.dirty = false }
     }

@@ -62,7 +62,18 @@ public final class FileSystem: @unchecked Sendable {
         pageSize = UInt64(pool.pageSize)
         pageShift = UInt64(pool.pageSize.trailingZeroBitCount)
         fragments = FragmentRuns(pool: pool)
-        defaultHeap = try pool.openHeap(name: "default", create: !inspecting)
+        // The heap its log lies in, by number: the page table proves it,
+        // where a name in a damaged heap row could mislead.
+        let logHead = pool.fileSystemLog
+        if !logHead.isNull {
+            guard let id = pool.heapOfFileRun(at: logHead), let heap = pool.heap(id: id) else {
+                throw PoolError.damaged(path: pool.path, reason: "the heap of the file system's log (at \(logHead)) "
+                    + "is not live; `poolfs check --repair` makes it live again")
+            }
+            defaultHeap = heap
+        } else {
+            defaultHeap = try pool.openHeap(name: "default", create: !inspecting)
+        }
         log = MetadataLog(pool: pool, heap: defaultHeap)
         let clean: Bool
         do {
@@ -91,9 +102,11 @@ public final class FileSystem: @unchecked Sendable {
             for inode in inodes.values where inode.dirty {
                 do { try logWritten(inode) } catch { lost += 1 }
             }
-            log.releaseSpare()
-            // Marked clean only when nothing was left unlogged: the next
-            // mount then repairs as after a crash.
+            // A failed file system writes no more: the next mount repairs
+            // as after a crash. Nor is a log marked clean that left a size
+            // unlogged.
+            guard !failed.load(ordering: .acquiring) else { return }
+            log.releaseSpares()
             if lost == 0 { log.setClean(true) }
         }
     }

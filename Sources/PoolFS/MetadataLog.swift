@@ -94,7 +94,7 @@ final class MetadataLog: @unchecked Sendable {
     private func keepSpares(extra: Int = 0) throws {
         do {
             while spares.count < sparesNeeded + extra { spares.append(try newChunk()) }
-        } catch {
+        } catch PoolError.poolFull {
             throw FileSystemError.noSpace
         }
     }
@@ -193,6 +193,12 @@ final class MetadataLog: @unchecked Sendable {
 
     private func newChunk() throws -> GlobalAddress {
         let chunk = try heap.allocateFilePages(count: chunkPages)
+        try clearHeader(chunk)
+        return chunk
+    }
+
+    /// An empty chunk of the current chain: no records, no next.
+    private func clearHeader(_ chunk: GlobalAddress) throws {
         try pool.withUnsafeMutableBytes(at: chunk, count: MetadataLog.headerSize) {
             _ = $0.initializeMemory(as: UInt8.self, repeating: 0)
         }
@@ -200,7 +206,6 @@ final class MetadataLog: @unchecked Sendable {
         try pool.store(chain, at: chunk.advanced(by: Field.chain))
         try pool.store(MetadataLog.committedWord(0), at: chunk.advanced(by: Field.committed))
         try pool.persist(at: chunk, count: MetadataLog.headerSize)
-        return chunk
     }
 
     /// Makes `change` durable: after this returns, a crash replays it.
@@ -253,8 +258,11 @@ final class MetadataLog: @unchecked Sendable {
                 for change in changes { try appendLocked(RecordWriter.encode(change)) }
             } catch {
                 // The pool's word still names the old chain: keep appending
-                // there; the new chain's chunks go back to the reserve.
-                for chunk in chunks where !old.chunks.contains(chunk) { spares.append(chunk) }
+                // there; the new chain's chunks go back to the reserve, their
+                // headers as new (records and a link of a chain never named).
+                for chunk in chunks where !old.chunks.contains(chunk) {
+                    if (try? clearHeader(chunk)) != nil { spares.append(chunk) } else { try? heap.freeFilePages(at: chunk, count: chunkPages) }
+                }
                 (chunks, committed, bytes, chain) = old
                 retryAt = bytes + bytes / 2
                 throw error
@@ -267,12 +275,12 @@ final class MetadataLog: @unchecked Sendable {
 
     /// Before a write that grows a file: the reserve whole (its records
     /// are not removals: they refill what they take).
-    func reserveSpare() throws {
+    func reserveSpares() throws {
         try mutex.withLock { try keepSpares() }
     }
 
     /// At unmount: the next mount makes its own reserve.
-    func releaseSpare() {
+    func releaseSpares() {
         mutex.withLock {
             for spare in spares { try? heap.freeFilePages(at: spare, count: chunkPages) }
             spares = []

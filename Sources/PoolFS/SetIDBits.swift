@@ -15,7 +15,9 @@ enum SetIDBits {
         guard mode & (S_ISUID | S_ISGID) != 0, let caller, caller.uid != 0, mode & S_IFMT == S_IFREG else { return 0 }
         var dropped = mode & S_ISUID
         // Set-group-ID without group execute marks mandatory locking, kept
-        // for a writer of the file's group.
+        // for a writer of the file's group: by its primary group here (a
+        // request carries no supplementary groups; the kernel would also
+        // keep it for those, so this drops it more often, never less).
         if mode & S_ISGID != 0, mode & S_IXGRP != 0 || caller.gid != gid { dropped |= S_ISGID }
         return dropped
     }
