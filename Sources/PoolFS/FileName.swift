@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A name in a directory, or an extended attribute's name: bytes, kept and
 /// compared exactly as the kernel gave them. Linux names are any bytes but
 /// `/` and NUL, not text: a `String` would turn bytes that are not UTF-8
@@ -12,16 +16,18 @@ public struct FileName: Hashable, Sendable, Comparable, ExpressibleByStringInter
     public init(stringLiteral value: String) { self.init(value) }
     public init(stringInterpolation: DefaultStringInterpolation) { self.init(String(stringInterpolation: stringInterpolation)) }
 
-    /// The bytes up to a C string's NUL.
+    /// The bytes up to a C string's NUL, copied at once (every request
+    /// that names an entry makes one).
     public init(cString: UnsafePointer<CChar>) {
-        var bytes: [UInt8] = []
-        var at = cString
-        while at.pointee != 0 {
-            bytes.append(UInt8(bitPattern: at.pointee))
-            at += 1
-        }
-        self.bytes = bytes
+        bytes = Array(UnsafeRawBufferPointer(start: cString, count: strlen(cString)))
     }
+
+    /// The bytes in one call, not one call a byte as Array's hash does.
+    public func hash(into hasher: inout Hasher) {
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+
+    public static func == (a: FileName, b: FileName) -> Bool { a.bytes == b.bytes }
 
     /// For messages only: bytes that are not UTF-8 show as U+FFFD.
     public var description: String { String(decoding: bytes, as: UTF8.self) }
