@@ -1,8 +1,4 @@
-import CFuse
 import PoolCore
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The mount's background give-back (OpenPool+GiveBack.swift): once a
 /// second, the dram shelves' runs that stayed free since the pass before
@@ -10,34 +6,15 @@ import Glibc
 /// seconds, as on tmpfs.
 final class FreeMemoryReturner: @unchecked Sendable {
     static let periodMilliseconds: Int32 = 1000
-    private let pool: Pool
-    /// Written once to stop the thread at once, not at its next pass.
-    private let stopping = eventfd(0, Int32(EFD_CLOEXEC))
-    private var thread: JoinableThread?
+    private var thread: PeriodicThread?
 
     init(pool: Pool) {
-        self.pool = pool
-        guard stopping >= 0 else { return }
-        thread = JoinableThread { self.run() }
-    }
-
-    deinit { if stopping >= 0 { close(stopping) } }
-
-    func stop() {
-        guard let thread else { return }
-        var one: UInt64 = 1
-        _ = write(stopping, &one, MemoryLayout<UInt64>.size)
-        thread.join()
-        self.thread = nil
-    }
-
-    private func run() {
-        var decay = FreeMemoryDecay()
-        var stop = pollfd(fd: stopping, events: Int16(POLLIN), revents: 0)
-        while true {
-            let ready = poll(&stop, 1, FreeMemoryReturner.periodMilliseconds)
-            if ready > 0 || (ready < 0 && errno != EINTR) { return }
+        // Touched by the thread alone.
+        nonisolated(unsafe) var decay = FreeMemoryDecay()
+        thread = PeriodicThread(periodMilliseconds: FreeMemoryReturner.periodMilliseconds) {
             pool.giveBackFreeMemory(&decay)
         }
     }
+
+    func stop() { thread?.stop() }
 }

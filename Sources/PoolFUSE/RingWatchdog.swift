@@ -16,9 +16,7 @@ import Glibc
 /// it, and answers a request now and then.
 final class RingWatchdog: @unchecked Sendable {
     private let queues: [RingQueue]
-    /// Written once to stop the watchdog at once, not at its next look.
-    private let stopping = eventfd(0, Int32(EFD_CLOEXEC))
-    private var thread: JoinableThread?
+    private var thread: PeriodicThread?
     /// Each queue's thread's /proc schedstat file, opened once (-1 until
     /// then), and how long the thread had waited to run at the last look.
     private var statFiles: [Int32]
@@ -32,38 +30,29 @@ final class RingWatchdog: @unchecked Sendable {
         self.queues = queues
         statFiles = Array(repeating: -1, count: queues.count)
         waited = Array(repeating: nil, count: queues.count)
-        guard stopping >= 0 else { return }
-        thread = JoinableThread { self.watch() }
+        // Holds the watchdog until stop(), as the thread did before.
+        thread = PeriodicThread(periodMilliseconds: RingWatchdog.periodMilliseconds) { self.look() }
     }
 
     deinit {
-        if stopping >= 0 { close(stopping) }
         for file in statFiles where file >= 0 { close(file) }
     }
 
     func stop() {
-        guard let thread else { return }
-        var one: UInt64 = 1
-        _ = write(stopping, &one, MemoryLayout<UInt64>.size)
-        thread.join()
-        self.thread = nil
+        thread?.stop()
+        thread = nil
     }
 
-    private func watch() {
-        var stop = pollfd(fd: stopping, events: Int16(POLLIN), revents: 0)
-        while true {
-            let ready = poll(&stop, 1, RingWatchdog.periodMilliseconds)
-            if ready > 0 || (ready < 0 && errno != EINTR) { return }
-            let now = Timestamp.monotonicNanoseconds()
-            for (index, queue) in queues.enumerated() {
-                let thread = queue.threadID.load(ordering: .relaxed)
-                guard let delay = waitingTime(thread, index) else { continue }
-                defer { waited[index] = delay }
-                guard let before = waited[index], delay > before + RingWatchdog.patienceNanoseconds,
-                      queue.raisedUntil.load(ordering: .relaxed) == 0 else { continue }
-                queue.raisedUntil.store(now + RingWatchdog.raiseNanoseconds, ordering: .relaxed)
-                _ = poolfs_set_idle_priority(thread, 0)
-            }
+    private func look() {
+        let now = Timestamp.monotonicNanoseconds()
+        for (index, queue) in queues.enumerated() {
+            let thread = queue.threadID.load(ordering: .relaxed)
+            guard let delay = waitingTime(thread, index) else { continue }
+            defer { waited[index] = delay }
+            guard let before = waited[index], delay > before + RingWatchdog.patienceNanoseconds,
+                  queue.raisedUntil.load(ordering: .relaxed) == 0 else { continue }
+            queue.raisedUntil.store(now + RingWatchdog.raiseNanoseconds, ordering: .relaxed)
+            _ = poolfs_set_idle_priority(thread, 0)
         }
     }
 
