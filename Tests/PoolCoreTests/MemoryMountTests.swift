@@ -52,7 +52,7 @@ import PoolFS
         let scratch = Scratch()
         var pool = try Pool.create(name: "trim", size: 64 << 20, pageSize: 64 << 10, medium: medium, at: scratch.path)
         let run = try pool.allocatePages(count: 256)
-        try pool.withUnsafeMutableBytes(at: run, count: 256 << 16) { $0.initializeMemory(as: UInt8.self, repeating: 7) }
+        _ = try pool.withUnsafeMutableBytes(at: run, count: 256 << 16) { $0.initializeMemory(as: UInt8.self, repeating: 7) }
         let held = pool.residentBytes
         try pool.freePages(at: run, count: 256)
         pool.close()
