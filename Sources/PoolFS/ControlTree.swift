@@ -53,11 +53,31 @@ public final class ControlTree: @unchecked Sendable {
     private let pendingMutex = ProcessMutex()
 
     private func directory(_ inode: UInt64, _ name: String) -> Node {
-        Node(inode: inode, name: name, kind: .directory, mode: 0o755, size: nil)
+        withAccess(Node(inode: inode, name: name, kind: .directory, mode: 0o755, size: nil))
     }
 
     private func file(_ inode: UInt64, _ name: String, mode: UInt32 = 0o444, size: UInt64? = nil) -> Node {
-        Node(inode: inode, name: name, kind: .file, mode: mode, size: size)
+        withAccess(Node(inode: inode, name: name, kind: .file, mode: mode, size: size))
+    }
+
+    /// `.pool/` and its fixed entries take chmod and chown like any file;
+    /// what they were given is kept by the file system.
+    static let fixed: Set<UInt64> = [control, info, infoJSON, heaps, regions, shelves]
+
+    public func hasOwnAccess(_ inode: UInt64) -> Bool { ControlTree.fixed.contains(inode) && fileSystem != nil }
+
+    private func withAccess(_ node: Node) -> Node {
+        guard ControlTree.fixed.contains(node.inode), let access = fileSystem?.controlAccess()[node.inode] else { return node }
+        return Node(inode: node.inode, name: node.name, kind: node.kind, mode: access.mode, size: node.size,
+                    owner: (access.uid, access.gid))
+    }
+
+    /// chmod and chown of `.pool/` or one of its fixed entries.
+    public func setAccess(_ inode: UInt64, mode: UInt32?, uid: UInt32?, gid: UInt32?, owner: (uid: UInt32, gid: UInt32)) throws {
+        guard hasOwnAccess(inode), let fileSystem, let node = node(inode) else { throw Refusal.notPermitted }
+        let current = node.owner ?? owner
+        try fileSystem.setControlAccess(inode, FileSystem.ControlAccess(mode: (mode ?? node.mode) & 0o7777,
+                                                                          uid: uid ?? current.uid, gid: gid ?? current.gid))
     }
 
     /// A region's file: its owner and mode are the region's.
@@ -72,7 +92,7 @@ public final class ControlTree: @unchecked Sendable {
         case ControlTree.control: return directory(inode, ".pool")
         case ControlTree.info: return file(inode, "info")
         case ControlTree.infoJSON: return file(inode, "info.json")
-        case ControlTree.heaps: return Node(inode: inode, name: "heaps", kind: .directory, mode: 0o755, size: nil)
+        case ControlTree.heaps: return directory(inode, "heaps")
         case ControlTree.regions: return directory(inode, "regions")
         case ControlTree.shelves: return directory(inode, "shelves")
         case ControlTree.heapBase..<ControlTree.regionBase:

@@ -52,7 +52,7 @@ extension FileSystem {
             let inode = try inode(number)
             return try inode.lock.reading {
                 if let value = computed(name, inode) { return value }
-                guard let value = inode.xattrs[name] else { throw FileSystemError.noAttribute }
+                guard !FileSystem.isHiddenXattr(name), let value = inode.xattrs[name] else { throw FileSystemError.noAttribute }
                 return value
             }
         }
@@ -61,13 +61,14 @@ extension FileSystem {
     public func xattrNames(_ number: UInt64) throws -> [FileName] {
         try tree.reading {
             let inode = try inode(number)
-            return shown(inode) + inode.xattrs.keys.sorted()
+            return shown(inode) + inode.xattrs.keys.filter { !FileSystem.isHiddenXattr($0) }.sorted()
         }
     }
 
     /// `flags`: XATTR_CREATE (1) or XATTR_REPLACE (2).
     public func setXattr(_ number: UInt64, name: FileName, value: [UInt8], flags: Int32) throws {
         try FileSystem.checkNamespace(name)
+        guard !FileSystem.isHiddenXattr(name) else { throw FileSystemError.notPermitted }
         guard value.count <= FileSystem.maximumXattrValue else { throw FileSystemError(E2BIG) }
         try tree.writing {
             let inode = try inode(number)
@@ -92,7 +93,8 @@ extension FileSystem {
     }
 
     public func removeXattr(_ number: UInt64, name: FileName) throws {
-        try tree.writing {
+        guard !FileSystem.isHiddenXattr(name) else { throw FileSystemError.noAttribute }
+        return try tree.writing {
             let inode = try inode(number)
             if shown(inode).contains(name) { throw FileSystemError.notSupported }
             guard inode.xattrs[name] != nil else { throw FileSystemError.noAttribute }

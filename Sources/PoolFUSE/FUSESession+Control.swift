@@ -155,14 +155,21 @@ extension FUSESession {
             let times = FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW
                 | FUSE_SET_ATTR_CTIME
             let access = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID
-            guard fields & ~(FUSE_SET_ATTR_SIZE | times | access) == 0, tree.isWritable(inode),
-                  fields & access == 0 || tree.isRegion(inode) else {
+            // chmod and chown: regions, and .pool/ with its fixed entries.
+            let changesAccess = fields & access != 0 && (tree.isRegion(inode) || tree.hasOwnAccess(inode))
+            guard fields & ~(FUSE_SET_ATTR_SIZE | times | access) == 0, fields & access == 0 || changesAccess,
+                  changesAccess || tree.isWritable(inode), fields & FUSE_SET_ATTR_SIZE == 0 || tree.isWritable(inode) else {
                 throw ControlTree.Refusal.notPermitted
             }
-            if fields & access != 0 {
-                try tree.setRegionAccess(inode, mode: fields & FUSE_SET_ATTR_MODE != 0 ? new.st_mode : nil,
-                                         uid: fields & FUSE_SET_ATTR_UID != 0 ? new.st_uid : nil,
-                                         gid: fields & FUSE_SET_ATTR_GID != 0 ? new.st_gid : nil)
+            if changesAccess {
+                let mode = fields & FUSE_SET_ATTR_MODE != 0 ? new.st_mode : nil
+                let uid = fields & FUSE_SET_ATTR_UID != 0 ? new.st_uid : nil
+                let gid = fields & FUSE_SET_ATTR_GID != 0 ? new.st_gid : nil
+                if tree.isRegion(inode) {
+                    try tree.setRegionAccess(inode, mode: mode, uid: uid, gid: gid)
+                } else {
+                    try tree.setAccess(inode, mode: mode, uid: uid, gid: gid, owner: owner)
+                }
             }
             if fields & FUSE_SET_ATTR_SIZE != 0, tree.isRegion(inode) {
                 guard new.st_size >= 0 else { throw ControlTree.Refusal.invalid }

@@ -41,3 +41,30 @@ import Glibc
                 .map { $0 == (7, 8, 0o640) } == true)
     }
 }
+
+/// `.pool/` takes permission bits like any directory: chmod and chown of
+/// it and its fixed entries are kept, across a remount too, and the
+/// kernel checks them.
+@Suite(.serialized) struct ControlAccessMountTests {
+    @Test func chmodAndChownOfPoolDirectoriesAreKeptAndChecked() throws {
+        let mounted = try MountedPool(options: ["-o", "allow_other"])
+        #expect(chmod(mounted.scratch.path, 0o755) == 0)
+        let control = mounted.path(".pool")
+        func listsAsNobody() -> Bool {
+            (try? run("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "ls", control + "/heaps"]).status) == 0
+        }
+        #expect(listsAsNobody(), "0755 at first")
+        #expect(chmod(control, 0o700) == 0, "errno \(errno)")
+        #expect(status(control).map { $0.st_mode & 0o7777 } == 0o700)
+        #expect(!listsAsNobody(), "0700: the other user cannot pass")
+        #expect(chown(control + "/heaps", 65534, 65534) == 0)
+        try mounted.remount()
+        #expect(status(control).map { $0.st_mode & 0o7777 } == 0o700, "kept across a remount")
+        #expect(status(control + "/heaps").map { ($0.st_uid, $0.st_gid) }.map { $0 == (65534, 65534) } == true)
+        // Hidden from the root's xattrs, and not a user's to set.
+        let names = try run("getfattr", ["-d", "-m", "-", mounted.mountpoint]).output
+        #expect(!names.contains("poolfs.control"), "\(names)")
+        #expect(try run("setfattr", ["-n", "trusted.poolfs.control", "-v", "x", mounted.mountpoint]).status != 0)
+        #expect(chmod(control, 0o755) == 0 && listsAsNobody())
+    }
+}
