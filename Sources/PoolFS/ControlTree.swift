@@ -76,8 +76,7 @@ public final class ControlTree: @unchecked Sendable {
     public func setAccess(_ inode: UInt64, mode: UInt32?, uid: UInt32?, gid: UInt32?, owner: (uid: UInt32, gid: UInt32)) throws {
         guard hasOwnAccess(inode), let fileSystem, let node = node(inode) else { throw Refusal.notPermitted }
         let current = node.owner ?? owner
-        try fileSystem.setControlAccess(inode, FileSystem.ControlAccess(mode: (mode ?? node.mode) & 0o7777,
-                                                                          uid: uid ?? current.uid, gid: gid ?? current.gid))
+        try fileSystem.setControlAccess(inode, RegionAccess(uid: uid ?? current.uid, gid: gid ?? current.gid, mode: mode ?? node.mode))
     }
 
     /// A region's file: its owner and mode are the region's.
