@@ -103,6 +103,46 @@ import Testing
         print("fuzz outcomes: \(outcomes)")
     }
 
+    /// The same through the processes a user runs: `poolfs check`, and
+    /// `poolfs mount` with every file read back through FUSE. Each exits
+    /// with a status (never a signal) and, refusing, says why in one line.
+    /// Fewer cases than in-process: each mounts for real.
+    @Test func aFlippedByteThroughTheCommandLineAndTheMount() throws {
+        let scratch = Scratch()
+        let (_, log) = try PoolDamageFuzzTests.makePool(scratch)
+        let files = [("f0", 0, 100), ("docs/f1", 1, 4096), ("f2", 2, 20_000), ("docs/f3", 3, 70_000), ("docs/again", 2, 20_000)]
+        let path = scratch.file("fuzz", "shelf-0")
+        let pristine = try Data(contentsOf: URL(fileURLWithPath: path))
+        let poolfs = builtExecutable("poolfs")
+        let mountpoint = scratch.path + "/mountpoint"
+        #expect(mkdir(mountpoint, 0o755) == 0)
+        var generator = SystemRandomNumberGenerator()
+        for index in 0..<min(PoolDamageFuzzTests.cases / 10, 40) {
+            var damaged = pristine
+            let range = (index % 2 == 0 ? log : PoolDamageFuzzTests.tables).randomElement(using: &generator)!
+            let offset = Int.random(in: range, using: &generator)
+            damaged[offset] ^= UInt8.random(in: 1...255, using: &generator)
+            try damaged.write(to: URL(fileURLWithPath: path))
+            let what = "case \(index), byte \(offset)"
+            let check = try run(poolfs, ["check", "fuzz", "--path", scratch.path])
+            #expect(check.status == 0 || check.status == 1, "check trapped? \(what): \(check.status) \(check.output.suffix(200))")
+            let daemon = try Child(poolfs, ["mount", "fuzz", mountpoint, "-f", "--path", scratch.path])
+            let first = daemon.readLine() ?? ""
+            if first.hasPrefix("mounted pool") {
+                for (name, seed, size) in files {
+                    let expected = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ seed) }
+                    #expect(contents(mountpoint + "/" + name) == expected, "\(what): \(name) reads other bytes")
+                }
+                _ = try? run("fusermount3", ["-u", "-z", mountpoint])
+                #expect(daemon.wait() == 0, "\(what): the mount did not end in order")
+            } else {
+                #expect(daemon.wait() == 1 && first.hasPrefix("poolfs: ") && daemon.readLine() == nil,
+                        "\(what): a refusal is one line and exit 1: \(first)")
+            }
+        }
+        try pristine.write(to: URL(fileURLWithPath: path))
+    }
+
     /// One flipped byte in heap row 0 (the file system's heap): its state
     /// word or its name. A repair must not drop the heap or free the pages
     /// the files name (it did: "heap 'default' does not exist", 0 files);
