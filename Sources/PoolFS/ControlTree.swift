@@ -32,12 +32,16 @@ public final class ControlTree: @unchecked Sendable {
         public let mode: UInt32
         /// Bytes, for files whose size is known without making their text.
         public let size: UInt64?
-        /// A region's owner; nil: the mount's owner's.
-        public var owner: (uid: UInt32, gid: UInt32)? = nil
+        /// Its own owner (a region's, or one chown gave); nil: the mount owner's.
+        public var owner: Owner? = nil
+    }
 
-        public static func == (a: Node, b: Node) -> Bool {
-            a.inode == b.inode && a.name == b.name && a.kind == b.kind && a.mode == b.mode && a.size == b.size
-                && a.owner?.uid == b.owner?.uid && a.owner?.gid == b.owner?.gid
+    public struct Owner: Sendable, Equatable {
+        public let uid: UInt32
+        public let gid: UInt32
+        public init(uid: UInt32, gid: UInt32) {
+            self.uid = uid
+            self.gid = gid
         }
     }
 
@@ -64,24 +68,40 @@ public final class ControlTree: @unchecked Sendable {
     /// what they were given is kept by the file system.
     static let fixed: Set<UInt64> = [control, info, infoJSON, heaps, regions, shelves]
 
-    public func hasOwnAccess(_ inode: UInt64) -> Bool { ControlTree.fixed.contains(inode) && fileSystem != nil }
+    /// Whether chmod and chown reach `inode`: a region's file, or `.pool/`
+    /// and its fixed entries.
+    public func takesAccess(_ inode: UInt64) -> Bool {
+        isRegion(inode) || (ControlTree.fixed.contains(inode) && fileSystem != nil)
+    }
 
     private func withAccess(_ node: Node) -> Node {
         guard ControlTree.fixed.contains(node.inode), let access = fileSystem?.controlAccess()[node.inode] else { return node }
         return Node(inode: node.inode, name: node.name, kind: node.kind, mode: access.mode, size: node.size,
-                    owner: (access.uid, access.gid))
+                    owner: Owner(uid: access.uid, gid: access.gid))
     }
 
-    /// chmod and chown of `.pool/` or one of its fixed entries.
-    public func setAccess(_ inode: UInt64, mode: UInt32?, uid: UInt32?, gid: UInt32?, owner: (uid: UInt32, gid: UInt32)) throws {
-        guard hasOwnAccess(inode), let fileSystem, let node = node(inode) else { throw Refusal.notPermitted }
-        let current = node.owner ?? owner
-        try fileSystem.setControlAccess(inode, RegionAccess(uid: uid ?? current.uid, gid: gid ?? current.gid, mode: mode ?? node.mode))
+    /// chmod and chown (the kernel checked who may); nil leaves a field,
+    /// and a node of no owner of its own is `mountOwner`'s.
+    public func setAccess(_ inode: UInt64, mode: UInt32?, uid: UInt32?, gid: UInt32?, mountOwner: Owner) throws {
+        guard takesAccess(inode), let node = node(inode) else { throw Refusal.notPermitted }
+        let current = node.owner ?? mountOwner
+        let access = RegionAccess(uid: uid ?? current.uid, gid: gid ?? current.gid, mode: mode ?? node.mode)
+        guard isRegion(inode) else {
+            try fileSystem?.setControlAccess(inode, access)
+            return
+        }
+        if let region = region(inode) {
+            try pool.setRegionAccess(name: region.name, access)
+            return
+        }
+        // Not sized yet: the region will be made so.
+        let index = Int(inode - ControlTree.pendingBase)
+        pendingMutex.withLock { if index < pending.count, pending[index] != nil { pending[index]!.access = access } }
     }
 
     /// A region's file: its owner and mode are the region's.
     private func regionFile(_ inode: UInt64, _ name: String, _ access: RegionAccess, size: UInt64) -> Node {
-        Node(inode: inode, name: name, kind: .file, mode: access.mode, size: size, owner: (access.uid, access.gid))
+        Node(inode: inode, name: name, kind: .file, mode: access.mode, size: size, owner: Owner(uid: access.uid, gid: access.gid))
     }
 
     /// The entry an inode number names, if it exists now.
@@ -217,19 +237,6 @@ public final class ControlTree: @unchecked Sendable {
         return regionFile(inode, name, access, size: 0)
     }
 
-    /// chmod and chown of a region's file (the kernel checked who may).
-    public func setRegionAccess(_ inode: UInt64, mode: UInt32?, uid: UInt32?, gid: UInt32?) throws {
-        guard isRegion(inode), let node = node(inode) else { throw Refusal.notPermitted }
-        var access = RegionAccess(uid: uid ?? node.owner?.uid ?? 0, gid: gid ?? node.owner?.gid ?? 0, mode: mode ?? node.mode)
-        access.mode &= 0o7777
-        if let region = region(inode) {
-            try pool.setRegionAccess(name: region.name, access)
-            return
-        }
-        // Not sized yet: the region will be made so.
-        let index = Int(inode - ControlTree.pendingBase)
-        pendingMutex.withLock { if index < pending.count, pending[index] != nil { pending[index]!.access = access } }
-    }
 
     /// `truncate -s SIZE` of a region file: gives a new region its size. A
     /// region's pages are one run that library users map: its size stays.

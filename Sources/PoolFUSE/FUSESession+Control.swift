@@ -147,8 +147,8 @@ extension FUSESession {
         }
     }
 
-    /// Truncation (a region file's sizing, or a policy's emptying), and a
-    /// region's chmod and chown.
+    /// Truncation (a region file's sizing, or a policy's emptying), and
+    /// chmod and chown where the tree takes them.
     func controlSetattr(_ req: fuse_req_t?, _ inode: UInt64, _ new: stat, _ fields: Int32) {
         FUSESession.replying(req) {
             guard tree.node(inode) != nil else { throw ControlTree.Refusal.notFound }
@@ -156,20 +156,16 @@ extension FUSESession {
                 | FUSE_SET_ATTR_CTIME
             let access = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID
             // chmod and chown: regions, and .pool/ with its fixed entries.
-            let changesAccess = fields & access != 0 && (tree.isRegion(inode) || tree.hasOwnAccess(inode))
+            let changesAccess = fields & access != 0 && tree.takesAccess(inode)
             guard fields & ~(FUSE_SET_ATTR_SIZE | times | access) == 0, fields & access == 0 || changesAccess,
                   changesAccess || tree.isWritable(inode), fields & FUSE_SET_ATTR_SIZE == 0 || tree.isWritable(inode) else {
                 throw ControlTree.Refusal.notPermitted
             }
             if changesAccess {
-                let mode = fields & FUSE_SET_ATTR_MODE != 0 ? new.st_mode : nil
-                let uid = fields & FUSE_SET_ATTR_UID != 0 ? new.st_uid : nil
-                let gid = fields & FUSE_SET_ATTR_GID != 0 ? new.st_gid : nil
-                if tree.isRegion(inode) {
-                    try tree.setRegionAccess(inode, mode: mode, uid: uid, gid: gid)
-                } else {
-                    try tree.setAccess(inode, mode: mode, uid: uid, gid: gid, owner: owner)
-                }
+                try tree.setAccess(inode, mode: fields & FUSE_SET_ATTR_MODE != 0 ? new.st_mode : nil,
+                                   uid: fields & FUSE_SET_ATTR_UID != 0 ? new.st_uid : nil,
+                                   gid: fields & FUSE_SET_ATTR_GID != 0 ? new.st_gid : nil,
+                                   mountOwner: ControlTree.Owner(uid: owner.uid, gid: owner.gid))
             }
             if fields & FUSE_SET_ATTR_SIZE != 0, tree.isRegion(inode) {
                 guard new.st_size >= 0 else { throw ControlTree.Refusal.invalid }
