@@ -190,12 +190,8 @@ struct RecordReader {
         return page
     }
     mutating func optional() throws -> UInt64? { let present = try u8(); let v = try u64(); return present == 0 ? nil : v }
-    mutating func optionalTime() throws -> Timestamp? {
-        let present = try u8(), seconds = try i64(), nanoseconds = try i64()
-        guard present != 0 else { return nil }
-        try require((0..<1_000_000_000).contains(nanoseconds), "a time with \(nanoseconds) ns")
-        return Timestamp(seconds: seconds, nanoseconds: nanoseconds)
-    }
+    /// An absent time is written as zeros, which `time()` takes too.
+    mutating func optionalTime() throws -> Timestamp? { let present = try u8(); let t = try time(); return present == 0 ? nil : t }
 
     mutating func inode() throws -> InodeRecord {
         let record = InodeRecord(number: try u64(), mode: try u32(), uid: try u32(), gid: try u32(), nlink: try u32(),

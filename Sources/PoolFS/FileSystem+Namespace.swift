@@ -16,7 +16,7 @@ extension FileSystem {
 
     /// Every call that takes a name refuses one over 255 bytes, as tmpfs
     /// does: a lookup too, not only a create.
-    static func checkLength(_ name: FileName) throws {
+    public static func checkLength(_ name: FileName) throws {
         guard name.count <= maximumNameLength else { throw FileSystemError.nameTooLong }
     }
 

@@ -144,7 +144,7 @@ public final class FUSESession: @unchecked Sendable {
     /// names are ASCII, so bytes that are not UTF-8 (shown as U+FFFD) name
     /// nothing there and make no valid new name.
     static func controlName(_ name: FileName) throws -> String {
-        guard name.count <= FileSystem.maximumNameLength else { throw FileSystemError.nameTooLong }
+        try FileSystem.checkLength(name)
         return name.description
     }
 

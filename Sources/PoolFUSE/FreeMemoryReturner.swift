@@ -4,17 +4,13 @@ import PoolCore
 /// second, the dram shelves' runs that stayed free since the pass before
 /// go back to the system, so that removing files frees memory within
 /// seconds, as on tmpfs.
-final class FreeMemoryReturner: @unchecked Sendable {
+enum FreeMemoryReturner {
     static let periodMilliseconds: Int32 = 1000
-    private var thread: PeriodicThread?
 
-    init(pool: Pool) {
+    /// The running pass; `stop()` it before the pool closes.
+    static func start(pool: Pool) -> PeriodicThread {
         // Touched by the thread alone.
         nonisolated(unsafe) var decay = FreeMemoryDecay()
-        thread = PeriodicThread(periodMilliseconds: FreeMemoryReturner.periodMilliseconds) {
-            pool.giveBackFreeMemory(&decay)
-        }
+        return PeriodicThread(periodMilliseconds: periodMilliseconds) { pool.giveBackFreeMemory(&decay) }
     }
-
-    func stop() { thread?.stop() }
 }

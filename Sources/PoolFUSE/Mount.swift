@@ -128,7 +128,7 @@ public enum Mount {
         let config = fuse_loop_cfg_create()
         defer { fuse_loop_cfg_destroy(config) }
         fuse_loop_cfg_set_max_threads(config, 16)
-        let returner = FreeMemoryReturner(pool: pool)
+        let returner = FreeMemoryReturner.start(pool: pool)
         _ = withExtendedLifetime(session) { fuse_session_loop_mt(se, config) }
         returner.stop()
         session.stopRings()

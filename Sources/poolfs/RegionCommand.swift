@@ -62,12 +62,7 @@ struct RegionCommand: ParsableCommand {
         @Argument(help: "Permission bits, in octal (600, 640, …).") var mode: String
 
         func run() throws {
-            try pool.withPool { opened in
-                var access = try opened.openRegion(name: region).access
-                access.mode = try parseMode(mode)
-                try opened.setRegionAccess(name: region, access)
-                print("region '\(region)': mode \(String(access.mode, radix: 8))")
-            }
+            try changeAccess(pool, region) { $0.mode = try parseMode(mode) }
         }
     }
 
@@ -78,19 +73,25 @@ struct RegionCommand: ParsableCommand {
         @Argument(help: "UID or UID:GID, numbers.") var owner: String
 
         func run() throws {
-            try pool.withPool { opened in
-                var access = try opened.openRegion(name: region).access
+            try changeAccess(pool, region) {
                 let parts = owner.split(separator: ":", omittingEmptySubsequences: false)
-                guard (1...2).contains(parts.count), let uid = UInt32(parts[0]),
-                      parts.count == 1 || UInt32(parts[1]) != nil else {
+                guard (1...2).contains(parts.count), let uid = UInt32(parts[0]), parts.count == 1 || UInt32(parts[1]) != nil else {
                     throw PoolError.invalidName(owner, reason: "an owner is UID or UID:GID, in numbers")
                 }
-                access.uid = uid
-                if parts.count == 2 { access.gid = UInt32(parts[1])! }
-                try opened.setRegionAccess(name: region, access)
-                print("region '\(region)': owner \(access.uid):\(access.gid)")
+                $0.uid = uid
+                if parts.count == 2 { $0.gid = UInt32(parts[1])! }
             }
         }
+    }
+}
+
+/// chmod and chown of a region: its access read, changed by `change`, kept.
+func changeAccess(_ pool: PoolLocation, _ region: String, _ change: (inout RegionAccess) throws -> Void) throws {
+    try pool.withPool { opened in
+        var access = try opened.openRegion(name: region).access
+        try change(&access)
+        try opened.setRegionAccess(name: region, access)
+        print("region '\(region)': mode \(String(access.mode, radix: 8)), owner \(access.uid):\(access.gid)")
     }
 }
 
