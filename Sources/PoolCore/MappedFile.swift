@@ -115,6 +115,40 @@ final class MappedFile: @unchecked Sendable {
         return try body(UnsafeMutableRawBufferPointer(start: base + offset, count: count))
     }
 
+    /// Writes below this size copy through the mapping: the residency
+    /// question (one mincore) costs more than a fault it could save.
+    static let coldCopyMinimum = 64 << 10
+
+    /// Copies `source` to `offset`. Where a dram page there is not resident
+    /// (fresh, or given back), the bytes go in with pwrite: the kernel fills
+    /// a page it hands the file whole without zeroing it first, where a
+    /// store through the mapping faults each page in zeroed (the cold
+    /// write in BENCHMARKS.md); a resident page takes memcpy, faster there.
+    func copy(to offset: Int, from source: UnsafeRawBufferPointer) {
+        precondition(offset >= 0 && offset + source.count <= length)
+        guard let from = source.baseAddress, source.count > 0 else { return }
+        if medium == .dram, source.count >= MappedFile.coldCopyMinimum, !isResident(offset) {
+            var done = 0
+            while done < source.count {
+                let n = pwrite(descriptor, from + done, source.count - done, off_t(offset + done))
+                if n > 0 { done += n } else if n < 0 && errno == EINTR { continue } else { break }
+            }
+            // What pwrite could not place (never seen: the blocks are reserved) goes by hand.
+            if done < source.count { (base + offset + done).copyMemory(from: from + done, byteCount: source.count - done) }
+            return
+        }
+        (base + offset).copyMemory(from: from, byteCount: source.count)
+    }
+
+    /// Whether the page holding `offset` is in memory (mincore: resident
+    /// and up to date, which a fallocated page is not until written).
+    private func isResident(_ offset: Int) -> Bool {
+        let page = Int(getpagesize())
+        var state: UInt8 = 0
+        guard mincore(base + (offset / page * page), page, &state) == 0 else { return true }
+        return state & 1 != 0
+    }
+
     /// A typed view of whole words, for the page table and bitmap scans.
     func words(at offset: Int, count: Int) -> UnsafeMutablePointer<UInt64> {
         precondition(offset >= 0 && offset & 7 == 0 && offset + count * 8 <= length)

@@ -64,6 +64,11 @@ extension OpenPool {
         return try shelf.file.withBytes(at: offset, count: count, body)
     }
 
+    func copy(to address: GlobalAddress, from source: UnsafeRawBufferPointer) throws {
+        let (shelf, offset) = try resolve(address, count: source.count)
+        shelf.file.copy(to: offset, from: source)
+    }
+
     func persist(at address: GlobalAddress, count: Int) throws {
         let (shelf, offset) = try resolve(address, count: count)
         shelf.file.persist(offset: offset, count: count)

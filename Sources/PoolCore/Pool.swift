@@ -248,6 +248,16 @@ public final class Pool: @unchecked Sendable {
         core.address(of: pointer)
     }
 
+    /// Copies `source` into the pool at `address`, the fastest way for the
+    /// page's state: large copies into pages not yet in memory go through
+    /// the shelf file (MappedFile.copy).
+    public func copy(to address: GlobalAddress, from source: UnsafeRawBufferPointer) throws {
+        try core.copy(to: address, from: source)
+    }
+
+    /// Below this many bytes a copy goes straight through the mapping.
+    public static var coldCopyMinimum: Int { MappedFile.coldCopyMinimum }
+
     /// Makes the bytes durable (pmem shelves; a no-op on dram).
     public func persist(at address: GlobalAddress, count: Int) throws {
         try core.persist(at: address, count: count)

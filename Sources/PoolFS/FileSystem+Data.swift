@@ -74,7 +74,7 @@ extension FileSystem {
         guard let base = source.baseAddress else { return 0 }
         var done = 0
         return try write(number, offset: offset, count: source.count, by: caller) { segment in
-            segment.copyMemory(from: UnsafeRawBufferPointer(start: base + done, count: segment.count))
+            pages.copy(into: segment, from: UnsafeRawBufferPointer(start: base + done, count: segment.count))
             done += segment.count
         }
     }

@@ -252,7 +252,15 @@ extension FUSESession {
         }
         FUSESession.replying(req) {
             guard offset >= 0 else { throw FileSystemError.invalid }
-            let written = try fs.write(inode, offset: UInt64(offset), count: size, by: FUSESession.caller(req)) { segment in
+            let caller = FUSESession.caller(req)
+            let vector = buffers.pointee
+            // One buffer in memory (what /dev/fuse gives): copied the pool's way.
+            if vector.count == 1, vector.idx == 0, vector.off == 0, vector.buf.flags.rawValue & FUSE_BUF_IS_FD.rawValue == 0 {
+                let source = UnsafeRawBufferPointer(start: vector.buf.mem, count: size)
+                _ = fuse_reply_write(req, try fs.write(inode, offset: UInt64(offset), from: source, by: caller))
+                return
+            }
+            let written = try fs.write(inode, offset: UInt64(offset), count: size, by: caller) { segment in
                 var destination = FUSESession.bufferVector(segment)
                 guard fuse_buf_copy(&destination, buffers, fuse_buf_copy_flags(rawValue: 0)) == segment.count else {
                     throw FileSystemError.io
