@@ -83,6 +83,17 @@ final class MappedFile: @unchecked Sendable {
         }
     }
 
+    /// The span of `[offset, offset+count)` that may lie over holes, to be
+    /// reserved again; nil where every block is there. On dram, pages not
+    /// in memory (a fallocated page never written among them: reserving it
+    /// again is harmless); elsewhere, from lseek(SEEK_HOLE).
+    func holes(offset: UInt64, count: UInt64) -> Range<UInt64>? {
+        if medium == .dram {
+            return notInMemory(offset: Int(offset), count: Int(count)).map { UInt64($0.lowerBound)..<UInt64($0.upperBound) }
+        }
+        return SystemCall.hasHole(descriptor, offset: offset, length: count) ? offset..<offset + count : nil
+    }
+
     /// Reserves file blocks for `[offset, offset+length)`.
     func reserve(offset: UInt64, length: UInt64) throws {
         try SystemCall.allocate(descriptor, offset: offset, length: length, path: path)
@@ -143,10 +154,33 @@ final class MappedFile: @unchecked Sendable {
     /// Whether the page holding `offset` is in memory (mincore: resident
     /// and up to date, which a fallocated page is not until written).
     private func isResident(_ offset: Int) -> Bool {
+        notInMemory(offset: offset, count: 1) == nil
+    }
+
+    /// The span from the first to the last page of `[offset, offset+count)`
+    /// (page-aligned) that is not in memory: a hole, or blocks reserved and
+    /// never written; nil where all are; all of it where mincore cannot say.
+    /// Its cost grows with `count` only, where lseek(SEEK_HOLE) walks on to
+    /// the next hole however far away that is.
+    func notInMemory(offset: Int, count: Int) -> Range<Int>? {
+        precondition(offset >= 0 && count >= 0 && offset + count <= length)
         let page = Int(getpagesize())
-        var state: UInt8 = 0
-        guard mincore(base + (offset / page * page), page, &state) == 0 else { return true }
-        return state & 1 != 0
+        let first = offset / page, end = (offset + count + page - 1) / page
+        var lowest = Int.max, highest = -1
+        let step = 1 << 12
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: step) { states -> Range<Int>? in
+            for chunk in stride(from: first, to: end, by: step) {
+                let pages = min(step, end - chunk)
+                guard mincore(base + chunk * page, pages * page, states.baseAddress) == 0 else {
+                    return first * page..<end * page
+                }
+                for index in 0..<pages where states[index] & 1 == 0 {
+                    lowest = min(lowest, chunk + index)
+                    highest = chunk + index
+                }
+            }
+            return highest < 0 ? nil : lowest * page..<(highest + 1) * page
+        }
     }
 
     /// A typed view of whole words, for the page table and bitmap scans.

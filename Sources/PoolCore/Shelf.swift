@@ -208,12 +208,12 @@ final class Shelf: @unchecked Sendable {
     func reserveBlocks(forPage page: Int, length: Int) throws -> Bool {
         let end = geometry.offset(ofPage: page + length)
         // Past where memory was given back, the run may lie over holes:
-        // their blocks come back first (one lseek says whether it must).
+        // their blocks come back first.
         let givenBack = file.load(UInt64.self, at: Layout.ShelfHeader.givenBackFrom)
         let start = geometry.offset(ofPage: page)
-        if givenBack != 0, end > givenBack, SystemCall.hasHole(file.descriptor, offset: start, length: end - start) {
+        if givenBack != 0, end > givenBack, let holes = file.holes(offset: start, count: end - start) {
             do {
-                try file.reserve(offset: start, length: end - start)
+                try file.reserve(offset: holes.lowerBound, length: holes.upperBound - holes.lowerBound)
             } catch PoolError.system(_, _, ENOSPC) {
                 return false
             }
