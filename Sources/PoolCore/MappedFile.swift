@@ -39,22 +39,25 @@ final class MappedFile: @unchecked Sendable {
     /// Creates a new file of `size` bytes (failing if it exists) and maps it.
     /// The file is sparse except for `reserve` leading bytes, whose blocks are
     /// allocated now.
-    static func create(path: String, size: UInt64, reserve: UInt64, medium: Medium) throws -> MappedFile {
-        let fd = try SystemCall.open(path, flags: O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW)
+    static func create(in directory: PoolDirectory, name: String, size: UInt64, reserve: UInt64,
+                       medium: Medium) throws -> MappedFile {
+        let path = directory.path(of: name)
+        let fd = try directory.open(name, flags: O_RDWR | O_CREAT | O_EXCL)
         do {
             try SystemCall.truncate(fd, to: size, path: path)
             try SystemCall.allocate(fd, offset: 0, length: reserve, path: path)
             return try map(path: path, descriptor: fd, length: size, medium: medium)
         } catch {
             SystemCall.close(fd)
-            SystemCall.remove(path)
+            directory.remove(name)
             throw error
         }
     }
 
     /// Maps an existing file whole.
-    static func open(path: String, medium: Medium) throws -> MappedFile {
-        let fd = try SystemCall.open(path, flags: O_RDWR | O_NOFOLLOW)
+    static func open(in directory: PoolDirectory, name: String, medium: Medium) throws -> MappedFile {
+        let path = directory.path(of: name)
+        let fd = try directory.open(name, flags: O_RDWR)
         do {
             let size = try SystemCall.fileSize(fd, path: path)
             guard size > 0 else { throw PoolError.damaged(path: path, reason: "the file is empty") }
@@ -75,7 +78,8 @@ final class MappedFile: @unchecked Sendable {
         case .pmem:
             var mapped = 0
             var isPmem: Int32 = 0
-            guard let base = pmem_map_file(path, 0, 0, 0, &mapped, &isPmem) else {
+            // libpmem opens by path: the file already open, not whatever is at its path now.
+            guard let base = pmem_map_file("/proc/self/fd/\(fd)", 0, 0, 0, &mapped, &isPmem) else {
                 throw PoolError.system(call: "pmem_map_file", path: path, errno: errno)
             }
             return MappedFile(path: path, medium: medium, descriptor: fd, base: base,

@@ -17,17 +17,17 @@ extension OpenPool {
                                             reason: "a shelf needs more than \(ByteSize.format(UInt64(Layout.shelfMetadata) + pageSize))")
             }
             let medium = medium ?? shelves[0]!.file.medium
-            let path = OpenPool.shelfPath(directory, index)
-            try Space.check(directory, needs: size)
-            SystemCall.remove(path + ".tmp")
-            let staging = try MappedFile.create(path: path + ".tmp", size: size,
+            let file = OpenPool.shelfName(index)
+            try Space.check(home, needs: size)
+            home.remove(file + ".tmp")
+            let staging = try MappedFile.create(in: home, name: file + ".tmp", size: size,
                                                 reserve: medium == .dram ? geometry.dataOffset : size,
                                                 medium: medium)
             ShelfHeader.format(staging, index: index, uuid: superblock.uuid, size: size, pageSize: pageSize,
                                medium: medium, reserved: medium == .dram ? geometry.dataOffset : size)
             staging.persistAll()
-            SystemCall.remove(path)
-            try SystemCall.rename(path + ".tmp", path)
+            home.remove(file)
+            try home.rename(file + ".tmp", to: file)
             ShelfTable.publish(metadata, index: index, record: ShelfRecord(size: size, medium: medium),
                                uuid: superblock.uuid)
             try refreshShelvesLocked()
@@ -38,9 +38,9 @@ extension OpenPool {
 
 enum Space {
     /// Refuses to make a file the file system cannot hold.
-    static func check(_ directory: String, needs bytes: UInt64) throws {
-        if let available = SystemCall.availableBytes(in: directory), available < bytes {
-            throw PoolError.notEnoughSpace(path: directory, needed: bytes, available: available)
+    static func check(_ directory: PoolDirectory, needs bytes: UInt64) throws {
+        if let available = directory.availableBytes, available < bytes {
+            throw PoolError.notEnoughSpace(path: directory.path, needed: bytes, available: available)
         }
     }
 }

@@ -9,7 +9,9 @@ import Glibc
 /// processes) → `registryMutex`. The fast path takes none of them.
 final class OpenPool: @unchecked Sendable {
     let name: String
+    /// Where its shelf files are (for messages), and that directory held open.
     let directory: String
+    let home: PoolDirectory
     let superblock: Superblock
     /// Shelf 0's file: superblock, shelf table, control words, participants,
     /// regions; its descriptor carries the file locks.
@@ -41,10 +43,11 @@ final class OpenPool: @unchecked Sendable {
     @exclusivity(unchecked) private(set) var cacheKey = pthread_key_t()
     private var hasCacheKey = false
 
-    private init(name: String, directory: String, metadata: MappedFile, superblock: Superblock,
+    private init(name: String, home: PoolDirectory, metadata: MappedFile, superblock: Superblock,
                  shelves: [Shelf]) {
         self.name = name
-        self.directory = directory
+        self.directory = home.path
+        self.home = home
         self.metadata = metadata
         self.superblock = superblock
         pageSize = superblock.pageSize
@@ -58,21 +61,21 @@ final class OpenPool: @unchecked Sendable {
         if !isClosed { close() }
     }
 
-    static func shelfPath(_ directory: String, _ index: Int) -> String { "\(directory)/shelf-\(index)" }
+    static func shelfName(_ index: Int) -> String { "shelf-\(index)" }
 
     // MARK: Opening
 
     /// Maps and verifies every shelf; takes no lock and joins nothing.
-    static func map(name: String, directory: String) throws -> OpenPool {
-        guard SystemCall.isDirectory(directory) else {
-            throw PoolError.poolNotFound(name: name, path: directory)
+    static func map(name: String, home: String?) throws -> OpenPool {
+        guard let directory = try PoolHome.poolDirectory(name, home) else {
+            throw PoolError.poolNotFound(name: name, path: Pool.directory(name, home))
         }
-        let path0 = shelfPath(directory, 0)
-        guard SystemCall.exists(path0) else {
-            throw PoolError.damaged(path: directory, reason: "shelf-0 is missing")
+        let path0 = directory.path(of: shelfName(0))
+        guard directory.exists(shelfName(0)) else {
+            throw PoolError.damaged(path: directory.path, reason: "shelf-0 is missing")
         }
         // Read shelf 0 with a plain mapping first: its header says its medium.
-        let probe = try MappedFile.open(path: path0, medium: .dram)
+        let probe = try MappedFile.open(in: directory, name: shelfName(0), medium: .dram)
         guard probe.length >= Layout.shelf0Metadata else {
             try ShelfHeader.verify(probe, index: 0, uuid: nil, size: nil)
             throw PoolError.damaged(path: path0, reason: "truncated to \(probe.length) bytes")
@@ -83,7 +86,7 @@ final class OpenPool: @unchecked Sendable {
         guard let medium0 = ShelfHeader.medium(probe) else {
             throw PoolError.damaged(path: path0, reason: "unknown medium")
         }
-        let file0 = medium0 == .dram ? probe : try MappedFile.open(path: path0, medium: medium0)
+        let file0 = medium0 == .dram ? probe : try MappedFile.open(in: directory, name: shelfName(0), medium: medium0)
         var shelves: [Shelf] = []
         for (index, record) in records.enumerated() {
             let file = index == 0 ? file0 : try openShelfFile(directory, index, record)
@@ -93,16 +96,15 @@ final class OpenPool: @unchecked Sendable {
             }
             shelves.append(Shelf(index: index, file: file, geometry: geometry))
         }
-        return OpenPool(name: name, directory: directory, metadata: file0, superblock: superblock,
+        return OpenPool(name: name, home: directory, metadata: file0, superblock: superblock,
                         shelves: shelves)
     }
 
-    static func openShelfFile(_ directory: String, _ index: Int, _ record: ShelfRecord) throws -> MappedFile {
-        let path = shelfPath(directory, index)
-        guard SystemCall.exists(path) else {
-            throw PoolError.damaged(path: directory, reason: "shelf-\(index) is missing")
+    static func openShelfFile(_ directory: PoolDirectory, _ index: Int, _ record: ShelfRecord) throws -> MappedFile {
+        guard directory.exists(shelfName(index)) else {
+            throw PoolError.damaged(path: directory.path, reason: "shelf-\(index) is missing")
         }
-        return try MappedFile.open(path: path, medium: record.medium)
+        return try MappedFile.open(in: directory, name: shelfName(index), medium: record.medium)
     }
 
     /// Joins the pool as a participant: recovers what dead processes left,
@@ -273,7 +275,7 @@ final class OpenPool: @unchecked Sendable {
         while ShelfTable.isPublished(metadata, index: shelves.count) {
             let index = shelves.count
             let record = try ShelfTable.record(metadata, index: index, uuid: superblock.uuid)
-            let file = try OpenPool.openShelfFile(directory, index, record)
+            let file = try OpenPool.openShelfFile(home, index, record)
             try ShelfHeader.verify(file, index: index, uuid: superblock.uuid, size: record.size)
             guard let geometry = ShelfGeometry(index: index, size: record.size, pageSize: pageSize) else {
                 throw PoolError.damaged(path: file.path, reason: "impossible shelf size \(record.size)")

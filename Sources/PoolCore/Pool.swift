@@ -51,32 +51,37 @@ public final class Pool: @unchecked Sendable {
             throw PoolError.invalidSize(ByteSize.format(size), reason: "too small for a pool of \(ByteSize.format(pageSize)) pages "
                 + "(at least \(ByteSize.format(UInt64(Layout.shelf0Metadata) + 2 * pageSize)))")
         }
-        let parent = try PoolHome.checked(home, creating: true)
-        let directory = Pool.directory(name, home)
-        guard !SystemCall.exists(directory) else { throw PoolError.poolExists(name: name, path: directory) }
+        guard let parent = try PoolHome.open(home, creating: true) else {
+            throw PoolError.poolNotFound(name: name, path: Pool.directory(name, home))
+        }
+        let directory = parent.path(of: name)
+        guard !parent.exists(name) else { throw PoolError.poolExists(name: name, path: directory) }
         try Space.check(parent, needs: size)
 
         // Built under a hidden name and renamed: a crash never leaves half a pool.
-        let staging = "\(parent)/.\(name).creating-\(getpid())"
-        removePoolFiles(staging)
-        try SystemCall.makeDirectories(staging)
+        let staging = ".\(name).creating-\(getpid())"
+        removePoolFiles(staging, in: parent)
+        try parent.makeDirectory(staging)
         do {
+            guard let stagingDirectory = try parent.directory(staging) else {
+                throw PoolError.system(call: "mkdir", path: parent.path(of: staging), errno: ENOENT)
+            }
             let uuid = PoolUUID.random()
             let reserve = medium == .dram ? geometry.dataOffset : size
-            let file = try MappedFile.create(path: OpenPool.shelfPath(staging, 0), size: size,
+            let file = try MappedFile.create(in: stagingDirectory, name: OpenPool.shelfName(0), size: size,
                                              reserve: reserve, medium: medium)
             ShelfHeader.format(file, index: 0, uuid: uuid, size: size, pageSize: pageSize,
                                medium: medium, reserved: reserve)
             Superblock.format(file, uuid: uuid, pageSize: pageSize, name: name, placement: placement)
             ShelfTable.publish(file, index: 0, record: ShelfRecord(size: size, medium: medium), uuid: uuid)
             file.persistAll()
-            if rename(staging, directory) != 0 {
+            if renameat(parent.descriptor, staging, parent.descriptor, name) != 0 {
                 throw errno == EEXIST || errno == ENOTEMPTY
                     ? PoolError.poolExists(name: name, path: directory)
                     : PoolError.system(call: "rename", path: directory, errno: errno)
             }
         } catch {
-            removePoolFiles(staging)
+            removePoolFiles(staging, in: parent)
             throw error
         }
         return try open(name: name, at: home)
@@ -86,7 +91,7 @@ public final class Pool: @unchecked Sendable {
     /// refused without writing anything.
     public static func open(name: String, at home: String? = nil) throws -> Pool {
         try Names.check(name, what: "pool")
-        let core = try OpenPool.map(name: name, directory: PoolHome.poolDirectory(name, home))
+        let core = try OpenPool.map(name: name, home: home)
         try core.attach()
         return Pool(core: core)
     }
@@ -103,7 +108,7 @@ public final class Pool: @unchecked Sendable {
     /// a process has it open.
     static func withNoOtherOpener<R>(name: String, at home: String?, _ body: (OpenPool) throws -> R) throws -> R {
         try Names.check(name, what: "pool")
-        let core = try OpenPool.map(name: name, directory: PoolHome.poolDirectory(name, home))
+        let core = try OpenPool.map(name: name, home: home)
         let fd = core.metadata.descriptor
         guard FileLock.tryLock(fd, byte: Layout.LockByte.openers, .exclusive) else {
             throw PoolError.inUse(name: name, pids: recordedPids(core.metadata))
@@ -115,23 +120,23 @@ public final class Pool: @unchecked Sendable {
     /// Removes a pool that no process has open.
     public static func destroy(name: String, at home: String? = nil) throws {
         try Names.check(name, what: "pool")
-        let directory = try PoolHome.poolDirectory(name, home)
-        guard SystemCall.isDirectory(directory) else { throw PoolError.poolNotFound(name: name, path: directory) }
-        let files = SystemCall.listDirectory(directory)
-        guard files.allSatisfy(isShelfFileName) else {
-            throw PoolError.damaged(path: directory, reason: "holds files that are not shelves; not removing it")
+        guard let parent = try PoolHome.open(home, creating: false), let directory = try parent.directory(name) else {
+            throw PoolError.poolNotFound(name: name, path: Pool.directory(name, home))
         }
-        let path0 = OpenPool.shelfPath(directory, 0)
-        if SystemCall.exists(path0) {
+        guard directory.list().allSatisfy(isShelfFileName) else {
+            throw PoolError.damaged(path: directory.path, reason: "holds files that are not shelves; not removing it")
+        }
+        let shelf0 = OpenPool.shelfName(0)
+        if directory.exists(shelf0) {
             // Even a damaged shelf 0 carries the lock of the processes using it.
-            let fd = try SystemCall.open(path0, flags: O_RDWR)
+            let fd = try directory.open(shelf0, flags: O_RDWR)
             defer { SystemCall.close(fd) }
             guard FileLock.tryLock(fd, byte: Layout.LockByte.openers, .exclusive) else {
-                let pids = (try? MappedFile.open(path: path0, medium: .dram)).map(Pool.recordedPids) ?? []
+                let pids = (try? MappedFile.open(in: directory, name: shelf0, medium: .dram)).map(Pool.recordedPids) ?? []
                 throw PoolError.inUse(name: name, pids: pids)
             }
         }
-        removePoolFiles(directory)
+        removePoolFiles(name, in: parent)
     }
 
     static func isShelfFileName(_ file: String) -> Bool {
@@ -141,11 +146,12 @@ public final class Pool: @unchecked Sendable {
         return !number.isEmpty && number.allSatisfy(\.isNumber)
     }
 
-    private static func removePoolFiles(_ directory: String) {
-        for file in SystemCall.listDirectory(directory) where isShelfFileName(file) {
-            SystemCall.remove("\(directory)/\(file)")
+    /// Removes directory `name` of `parent` with the shelf files in it.
+    private static func removePoolFiles(_ name: String, in parent: PoolDirectory) {
+        if let directory = try? parent.directory(name) {
+            for file in directory.list() where isShelfFileName(file) { directory.remove(file) }
         }
-        try? SystemCall.removeDirectory(directory)
+        try? parent.removeDirectory(name)
     }
 
     /// Pids recorded in the participant slots, for messages about who holds a pool.

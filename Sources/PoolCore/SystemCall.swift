@@ -24,10 +24,6 @@ enum SystemCall {
         }
     }
 
-    static func open(_ path: String, flags: Int32, mode: mode_t = 0o600) throws -> Int32 {
-        try retrying("open", path) { Glibc.open(path, flags | O_CLOEXEC, mode) }
-    }
-
     static func close(_ fd: Int32) {
         _ = Glibc.close(fd)
     }
@@ -96,23 +92,16 @@ enum SystemCall {
         }
     }
 
-    static func rename(_ from: String, _ to: String) throws {
-        try retrying("rename", from) { Glibc.rename(from, to) }
-    }
-
-    static func remove(_ path: String) {
-        _ = unlink(path)
-    }
-
-    static func removeDirectory(_ path: String) throws {
-        try retrying("rmdir", path) { rmdir(path) }
-    }
-
     static func listDirectory(_ path: String) -> [String] {
-        guard let dir = opendir(path) else { return [] }
-        defer { closedir(dir) }
+        guard let stream = opendir(path) else { return [] }
+        return names(closing: stream)
+    }
+
+    /// The names an open directory stream lists, but `.` and `..`; closes it.
+    static func names(closing stream: OpaquePointer) -> [String] {
+        defer { closedir(stream) }
         var names: [String] = []
-        while let entry = readdir(dir) {
+        while let entry = readdir(stream) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
             }

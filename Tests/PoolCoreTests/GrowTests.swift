@@ -2,6 +2,23 @@ import Testing
 @testable import PoolCore
 
 @Suite struct GrowTests {
+    /// An open pool reaches its files through the directory it checked,
+    /// held open: a directory put at its path afterwards (by whoever could
+    /// rename things there) never receives or supplies a shelf.
+    @Test func aDirectorySwappedInAfterTheOpenIsNeverUsed() throws {
+        let scratch = Scratch()
+        let pool = try Pool.create(name: "held", size: 4 << 20, pageSize: 64 << 10, at: scratch.path)
+        defer { pool.close() }
+        #expect(rename((scratch.path + "/held"), (scratch.path + "/moved")) == 0)
+        #expect(mkdir((scratch.path + "/held"), 0o755) == 0)
+        #expect(try pool.grow(by: 8 << 20) == 1)
+        #expect(SystemCall.exists(scratch.file("moved", "shelf-1")))
+        #expect(SystemCall.listDirectory((scratch.path + "/held")).isEmpty, "nothing made in the directory swapped in")
+        let address = try pool.allocatePages(count: 100)
+        #expect(address.shelf == 1)
+        try pool.freePages(at: address, count: 100)
+    }
+
     @Test func growWhileAnotherProcessHasThePoolOpen() throws {
         let scratch = Scratch()
         let pool = try Pool.create(name: "grow", size: 4 << 20, pageSize: 64 << 10, at: scratch.path)
