@@ -17,6 +17,10 @@ final class MappedFile: @unchecked Sendable {
     private let base: UnsafeMutableRawPointer
     let length: Int
     let isPersistentMemory: Bool
+    /// The errno of the first msync that failed, 0 if none: the kernel
+    /// reports a write-back error once, and bytes it could not write are
+    /// not durable, whatever later flushes say. Sticky, for `checkPersisted`.
+    private let persistError = ManagedAtomic<Int32>(0)
 
     private init(path: String, medium: Medium, descriptor: Int32, base: UnsafeMutableRawPointer,
                  length: Int, isPersistentMemory: Bool) {
@@ -209,10 +213,22 @@ final class MappedFile: @unchecked Sendable {
         case .pmem:
             if isPersistentMemory {
                 pmem_persist(base + offset, count)
-            } else {
-                _ = pmem_msync(base + offset, count)
+            } else if pmem_msync(base + offset, count) != 0 {
+                notePersistFailure(errno)
             }
         }
+    }
+
+    /// Records a failed flush; the first one is kept.
+    func notePersistFailure(_ error: Int32) {
+        _ = persistError.compareExchange(expected: 0, desired: error == 0 ? EIO : error, ordering: .relaxed)
+    }
+
+    /// Throws if a flush of this file ever failed: what callers that
+    /// promise durability (Pool.write, store, persist) check after theirs.
+    func checkPersisted() throws {
+        let error = persistError.load(ordering: .relaxed)
+        if error != 0 { throw PoolError.system(call: "msync", path: path, errno: error) }
     }
 
     func persistAll() { persist(offset: 0, count: length) }

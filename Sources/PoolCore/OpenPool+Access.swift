@@ -7,9 +7,10 @@ struct DataWord {
 
     func load() -> UInt64 { shelf.file.atomic(at: offset).load(ordering: .acquiring) }
 
-    func store(_ value: UInt64) {
+    func store(_ value: UInt64) throws {
         shelf.file.atomic(at: offset).store(value, ordering: .releasing)
         shelf.file.persist(offset: offset, count: 8)
+        try shelf.file.checkPersisted()
     }
 
     func compareExchange(expected: UInt64, desired: UInt64) -> (exchanged: Bool, original: UInt64) {
@@ -55,6 +56,7 @@ extension OpenPool {
             target.copyMemory(from: buffer)
         }
         shelf.file.persist(offset: offset, count: buffer.count)
+        try shelf.file.checkPersisted()
     }
 
     /// Raw bytes of a checked range, for a closure only (regions, the mount).
@@ -72,6 +74,7 @@ extension OpenPool {
     func persist(at address: GlobalAddress, count: Int) throws {
         let (shelf, offset) = try resolve(address, count: count)
         shelf.file.persist(offset: offset, count: count)
+        try shelf.file.checkPersisted()
     }
 }
 

@@ -63,7 +63,7 @@ extension OpenPool {
             let list = delayedList(heap, globalEpoch.load(ordering: .sequentiallyConsistent))
             var expected = list.load(ordering: .relaxed)
             while true {
-                link.store(expected)
+                try link.store(expected)
                 let (done, found) = list.weakCompareExchange(expected: expected, desired: node.rawValue,
                                                              successOrdering: .releasing, failureOrdering: .relaxed)
                 if done { break }

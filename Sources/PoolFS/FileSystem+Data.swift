@@ -121,7 +121,7 @@ extension FileSystem {
                     // What landed past the old end in a run the file had may
                     // cover a freed file's bytes there: durable before the
                     // size that shows it (a power cut on pmem).
-                    if grows { try persist(inode, from: max(offset, oldSize), to: end, except: fresh) }
+                    if grows { try durably("flushing a write") { try persist(inode, from: max(offset, oldSize), to: end, except: fresh) } }
                     inode.noteUnsynced(offset..<end)
                 } catch {
                     takeBack(fresh, logged: 0, of: inode)
@@ -146,28 +146,33 @@ extension FileSystem {
     /// them unnamed (the next mount frees them), and a named run never
     /// shows some old file's bytes. Then logs the size the file grows to,
     /// if it does, with its times: a close needs no round trip. On failure
-    /// the runs are taken back and the file keeps its size (ENOSPC).
+    /// the runs are taken back and the file keeps its size: ENOSPC, or EIO
+    /// where the log or a flush failed for another reason (`durably`).
     func name(_ fresh: [Extent], of inode: Inode, growingTo size: UInt64?, time: Timestamp,
               durableTo: UInt64 = .max) throws {
         var logged = 0
         do {
-            for extent in fresh {
-                // Pages taken ahead (past `durableTo`) show nothing until
-                // the size grows over them, which zeroes them durably.
-                let bytes = min(extent.byteEnd(pageShift), max(durableTo, extent.page << pageShift)) - extent.page << pageShift
-                try pool.persist(at: extent.address, count: Int(bytes))
-                try log.append(.extent(inode: inode.number, extent))
-                logged += 1
+            try durably("logging a write") {
+                for extent in fresh {
+                    // Pages taken ahead (past `durableTo`) show nothing until
+                    // the size grows over them, which zeroes them durably.
+                    let bytes = min(extent.byteEnd(pageShift), max(durableTo, extent.page << pageShift)) - extent.page << pageShift
+                    try pool.persist(at: extent.address, count: Int(bytes))
+                    try log.append(.extent(inode: inode.number, extent))
+                    logged += 1
+                }
+                if let size {
+                    try log.append(.written(inode: inode.number, size: size, time: time))
+                }
             }
             if let size {
-                try log.append(.written(inode: inode.number, size: size, time: time))
                 inode.record.size = size
                 inode.record.mtime = time
                 inode.record.ctime = time
             }
         } catch {
             takeBack(fresh, logged: logged, of: inode)
-            throw FileSystemError.noSpace
+            throw error
         }
     }
 
@@ -299,7 +304,7 @@ extension FileSystem {
     /// Logged, so that a mount after a kill knows which pages to give back
     /// (where the log is full, the note is kept in memory alone).
     func noteAhead(_ inode: Inode, _ taken: Bool) {
-        try? log.append(.ahead(inode: inode.number, taken: taken))
+        try? durably("logging pages taken ahead") { try log.append(.ahead(inode: inode.number, taken: taken)) }
         inode.aheadOfSize = taken
     }
 

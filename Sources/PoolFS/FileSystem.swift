@@ -262,12 +262,21 @@ public final class FileSystem: @unchecked Sendable {
     /// the file system in its failed state.
     func commitLogOnly(_ change: Change) throws {
         try refuseIfFailed()
+        try durably("logging a change") { try log.append(change) }
+    }
+
+    /// Runs a step that makes something durable (a log append, a flush of
+    /// file bytes): a full pool stays ENOSPC; any other failure puts the
+    /// file system in its failed state and is EIO.
+    func durably<R>(_ what: String, _ body: () throws -> R) throws -> R {
         do {
-            try log.append(change)
+            return try body()
         } catch let error as FileSystemError where error == .noSpace || error == .tooBig {
             throw error
+        } catch PoolError.poolFull {
+            throw FileSystemError.noSpace
         } catch {
-            noteFailure("logging a change", error)
+            noteFailure(what, error)
             throw FileSystemError.io
         }
     }

@@ -50,31 +50,40 @@ import Glibc
     }
 }
 
-/// A change the log could not take for a reason other than a full pool
-/// puts the file system in a failed state, as ext4's errors=remount-ro:
-/// writes, changes and fsync fail with EIO, reads go on, info says why.
+/// A flush that fails (an msync the kernel could not write back) puts the
+/// file system in a failed state, as ext4's errors=remount-ro: the change
+/// that met it fails with EIO, not ENOSPC; after it writes, changes and
+/// fsync fail with EIO, reads go on, and `.pool/info` says why.
 @Suite struct FailedStateTests {
-    @Test func afterALogFailureChangesAndFsyncFailWithEIOAndReadsGoOn() throws {
+    @Test(arguments: [Medium.dram, .pmem])
+    func afterAFailedFlushChangesAndFsyncFailWithEIOAndReadsGoOn(medium: Medium) throws {
         let scratch = Scratch()
-        let pool = try Pool.create(name: "failing", size: 16 << 20, pageSize: 4096, at: scratch.path)
+        let pool = try Pool.create(name: "failing", size: 16 << 20, pageSize: 4096, medium: medium, at: scratch.path)
         defer { pool.close() }
         let fs = try FileSystem(pool: pool)
         defer { fs.unmount() }
         let caller = FileSystem.Caller(uid: 0, gid: 0)
         let file = UInt64(try fs.create(parent: 1, name: "f", mode: S_IFREG | 0o644, caller: caller).st_ino)
-        _ = try [UInt8](repeating: 1, count: 100).withUnsafeBytes { try fs.write(file, offset: 0, from: $0) }
+        func write(_ byte: UInt8, count: Int, at offset: UInt64) throws {
+            _ = try [UInt8](repeating: byte, count: count).withUnsafeBytes { try fs.write(file, offset: offset, from: $0) }
+        }
+        try write(1, count: 100, at: 0)
         let tree = ControlTree(pool: pool, fileSystem: fs)
         #expect(String(decoding: tree.contents(ControlTree.info) ?? [], as: UTF8.self).contains("state      ok"))
-        fs.noteFailure("logging a change", PoolError.damaged(path: pool.path, reason: "a test"))
-        #expect(throws: FileSystemError.io) { _ = try [UInt8](repeating: 2, count: 10).withUnsafeBytes { try fs.write(file, offset: 0, from: $0) } }
+
+        // Where a failed msync of the shelf file is recorded.
+        pool.core.shelves[0]!.file.notePersistFailure(EIO)
+        #expect(throws: FileSystemError.io) { try write(2, count: 1 << 16, at: 100) }
+        #expect(fs.failure?.contains("msync") == true, "\(fs.failure ?? "no failure")")
+        #expect(throws: FileSystemError.io) { try write(3, count: 10, at: 0) }
         #expect(throws: FileSystemError.io) { try fs.sync(file) }
         #expect(throws: FileSystemError.io) { _ = try fs.create(parent: 1, name: "g", mode: S_IFREG | 0o644, caller: caller) }
         #expect(throws: FileSystemError.io) { try fs.remove(parent: 1, name: "f", directory: false) }
-        let bytes = try fs.withReadSegments(file, offset: 0, size: 100) { segments in
+        let bytes = try fs.withReadSegments(file, offset: 0, size: 1000) { segments in
             segments.flatMap { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) }
         }
-        #expect(bytes == [UInt8](repeating: 1, count: 100))
+        #expect(bytes == [UInt8](repeating: 1, count: 100), "the file as it was before the failed write")
         let info = String(decoding: tree.contents(ControlTree.info) ?? [], as: UTF8.self)
-        #expect(info.contains("state      failed: logging a change: ") && info.contains("a test"), "\(info)")
+        #expect(info.contains("state      failed: ") && info.contains("msync"), "\(info)")
     }
 }
