@@ -3,7 +3,6 @@ import PackageDescription
 
 let package = Package(
     name: "poolfs",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "PoolCore", targets: ["PoolCore"]),
         .executable(name: "poolfs", targets: ["poolfs"]),
@@ -42,10 +41,16 @@ let package = Package(
         .target(
             name: "PoolFS",
             dependencies: ["PoolCore"]),
+        // How FUSE requests arrive and replies leave: /dev/fuse through
+        // libfuse, and rings per CPU. Knows no file system: it calls the
+        // adapter through FUSETransportHandler.
+        .target(
+            name: "FUSETransport",
+            dependencies: ["CFuse"]),
         // The libfuse3 low-level adapter: requests in, PoolFS calls, replies out.
         .target(
             name: "PoolFUSE",
-            dependencies: ["PoolFS", "CFuse"]),
+            dependencies: ["PoolFS", "FUSETransport", "CFuse"]),
         .executableTarget(
             name: "poolfs",
             dependencies: [

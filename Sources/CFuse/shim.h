@@ -1,15 +1,20 @@
-// libfuse3's low-level API, and liburing for FUSE over io_uring. libfuse's
-// header refuses to compile without FUSE_USE_VERSION; 314 makes
+// libfuse3's low-level API, the kernel's FUSE protocol (<linux/fuse.h>)
+// and liburing for FUSE over io_uring. _GNU_SOURCE first, so that every
+// constant below is there by its name (SCHED_IDLE, RLIMIT_NICE, CPU_SET).
+// libfuse's header refuses to compile without FUSE_USE_VERSION; 314 makes
 // fuse_session_loop_mt resolve to a real symbol.
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
-
-// FUSE over io_uring (kernel 6.14+): the steps that need the SQE's command
-// area or cpu_set_t macros, which Swift cannot reach.
+#include <linux/fuse.h>
 #include <liburing.h>
 #include <sys/eventfd.h>
 #include <sched.h>
 #include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -17,12 +22,69 @@
 #include <errno.h>
 #include <unistd.h>
 
+// What newer kernels' <linux/fuse.h> has and the installed one may lack
+// (Debian 12's is protocol 7.38): mirrored from the kernel's header,
+// their layout pinned below.
+#ifndef FUSE_DIRECT_IO_ALLOW_MMAP
+#define FUSE_DIRECT_IO_ALLOW_MMAP (1ULL << 36)
+#endif
+#ifndef FUSE_OVER_IO_URING
+#define FUSE_OVER_IO_URING (1ULL << 41)
+#endif
+#ifndef FUSE_URING_IN_OUT_HEADER_SZ
+#define FUSE_URING_IN_OUT_HEADER_SZ 128
+#define FUSE_URING_OP_IN_OUT_SZ 128
+struct fuse_uring_ent_in_out {
+    uint64_t flags;
+    uint64_t commit_id;
+    uint32_t payload_sz;
+    uint32_t padding;
+    uint64_t reserved;
+};
+struct fuse_uring_req_header {
+    char in_out[FUSE_URING_IN_OUT_HEADER_SZ];
+    char op_in[FUSE_URING_OP_IN_OUT_SZ];
+    struct fuse_uring_ent_in_out ring_ent_in_out;
+};
+enum fuse_uring_cmd {
+    FUSE_IO_URING_CMD_INVALID = 0,
+    FUSE_IO_URING_CMD_REGISTER = 1,
+    FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2,
+};
+struct fuse_uring_cmd_req {
+    uint64_t flags;
+    uint64_t commit_id;
+    uint16_t qid;
+    uint8_t padding[6];
+};
+#endif
+_Static_assert(sizeof(struct fuse_in_header) == 40, "fuse_in_header");
+_Static_assert(sizeof(struct fuse_out_header) == 16, "fuse_out_header");
+_Static_assert(offsetof(struct fuse_init_out, flags2) == 32, "fuse_init_out.flags2");
+_Static_assert(offsetof(struct fuse_uring_req_header, op_in) == 128, "fuse_uring_req_header.op_in");
+_Static_assert(offsetof(struct fuse_uring_req_header, ring_ent_in_out) == 256, "fuse_uring_req_header.ring_ent_in_out");
+_Static_assert(offsetof(struct fuse_uring_ent_in_out, commit_id) == 8, "fuse_uring_ent_in_out.commit_id");
+_Static_assert(offsetof(struct fuse_uring_ent_in_out, payload_sz) == 16, "fuse_uring_ent_in_out.payload_sz");
+_Static_assert(sizeof(struct fuse_uring_cmd_req) == 24, "fuse_uring_cmd_req");
+
+// The three parts of a ring entry's header buffer, typed (Swift sees the
+// kernel's char arrays as tuples).
+static inline struct fuse_in_header *poolfs_ring_in_header(struct fuse_uring_req_header *header) {
+    return (struct fuse_in_header *)header->in_out;
+}
+static inline struct fuse_out_header *poolfs_ring_out_header(struct fuse_uring_req_header *header) {
+    return (struct fuse_out_header *)header->in_out;
+}
+static inline void *poolfs_ring_operation(struct fuse_uring_req_header *header) {
+    return header->op_in;
+}
+
 // A ring whose SQEs have room for a uring command (IORING_SETUP_SQE128),
 // made by one thread for another: it starts disabled, and the thread that
 // serves it enables it (poolfs_ring_enable) and is its only submitter, so
 // the kernel can leave the work that hands it a request until it waits
-// (DEFER_TASKRUN: no signal-style notification per request; one-job 4 KiB
-// reads about 4% faster here). Kernels without those flags get a plain ring.
+// (DEFER_TASKRUN: no signal-style notification per request). Kernels
+// without those flags get a plain ring.
 static inline int poolfs_ring_init(struct io_uring *ring, unsigned entries) {
     struct io_uring_params params;
     memset(&params, 0, sizeof params);
@@ -40,13 +102,12 @@ static inline int poolfs_ring_init(struct io_uring *ring, unsigned entries) {
 // Called by the ring's own thread before its first submission; 0 or -errno.
 static inline int poolfs_ring_enable(struct io_uring *ring) {
     if (!(ring->flags & IORING_SETUP_R_DISABLED)) return 0;
-    // IORING_REGISTER_ENABLE_RINGS; liburing 2.3 has no wrapper for it.
-    return syscall(__NR_io_uring_register, ring->ring_fd, 12, NULL, 0) < 0 ? -errno : 0;
+    // liburing 2.3 has no wrapper for it.
+    return syscall(__NR_io_uring_register, ring->ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0 ? -errno : 0;
 }
 
 // Queues one FUSE ring command: register an entry's two buffers (`iov`),
-// or commit its reply and fetch the next request. linux/fuse.h's
-// struct fuse_uring_cmd_req: flags, commit_id, qid.
+// or commit its reply and fetch the next request.
 static inline int poolfs_ring_fuse_command(struct io_uring *ring, int fd, unsigned command, unsigned short queue,
                                            unsigned long long commit, const struct iovec *iov, void *data) {
     struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
@@ -59,10 +120,10 @@ static inline int poolfs_ring_fuse_command(struct io_uring *ring, int fd, unsign
         sqe->addr = (unsigned long long)(unsigned long)iov;
         sqe->len = 2;
     }
-    unsigned long long *request = (unsigned long long *)sqe->cmd;
-    request[0] = 0;
-    request[1] = commit;
-    *(unsigned short *)&request[2] = queue;
+    struct fuse_uring_cmd_req *request = (struct fuse_uring_cmd_req *)sqe->cmd;
+    request->flags = 0;
+    request->commit_id = commit;
+    request->qid = queue;
     io_uring_sqe_set_data(sqe, data);
     return 0;
 }
@@ -88,24 +149,22 @@ static inline void poolfs_name_thread(const char *name) {
     prctl(PR_SET_NAME, name, 0, 0, 0);
 }
 
-// gettid() is hidden without _GNU_SOURCE.
 static inline int poolfs_thread_id(void) {
-    return (int)syscall(SYS_gettid);
+    return gettid();
 }
 
-// Thread `tid` at idle priority (SCHED_IDLE, hidden without _GNU_SOURCE)
-// or back to the normal one (SCHED_OTHER).
+// Thread `tid` at idle priority or back to the normal one.
 static inline int poolfs_set_idle_priority(int tid, int idle) {
     struct sched_param param;
     memset(&param, 0, sizeof param);
-    return sched_setscheduler(tid, idle ? 5 : SCHED_OTHER, &param);
+    return sched_setscheduler(tid, idle ? SCHED_IDLE : SCHED_OTHER, &param);
 }
 
 // Whether this thread may go back from SCHED_IDLE to SCHED_OTHER: root,
-// or an RLIMIT_NICE (hidden without _GNU_SOURCE, 13) that allows nice 0.
+// or an RLIMIT_NICE that allows nice 0.
 static inline int poolfs_may_leave_idle_priority(void) {
     struct rlimit limit;
-    return geteuid() == 0 || (getrlimit((__rlimit_resource_t)13, &limit) == 0 && limit.rlim_cur >= 20);
+    return geteuid() == 0 || (getrlimit(RLIMIT_NICE, &limit) == 0 && limit.rlim_cur >= 20);
 }
 
 // Every CPU the kernel has (it keeps the ones that exist).
@@ -116,10 +175,9 @@ static inline int poolfs_unpin(void) {
 }
 
 static inline int poolfs_pin_to_cpu(int cpu) {
-    // CPU_SET needs _GNU_SOURCE before the first sched.h: set the bit by hand.
     cpu_set_t set;
-    memset(&set, 0, sizeof set);
-    if (cpu < 0 || (size_t)cpu >= 8 * sizeof set) return -EINVAL;
-    set.__bits[cpu / (8 * sizeof set.__bits[0])] |= 1UL << (cpu % (8 * sizeof set.__bits[0]));
+    if (cpu < 0 || cpu >= CPU_SETSIZE) return -EINVAL;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
     return sched_setaffinity(0, sizeof set, &set);
 }

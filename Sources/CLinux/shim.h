@@ -18,4 +18,9 @@ static inline int CLinux_punch_hole(int fd, off_t offset, off_t length) {
 static const int CLinux_SEEK_DATA = SEEK_DATA;
 static const int CLinux_SEEK_HOLE = SEEK_HOLE;
 
+// fcntl(2)'s open-file-description locks.
+static const int CLinux_F_OFD_GETLK = F_OFD_GETLK;
+static const int CLinux_F_OFD_SETLK = F_OFD_SETLK;
+static const int CLinux_F_OFD_SETLKW = F_OFD_SETLKW;
+
 #endif

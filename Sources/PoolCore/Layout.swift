@@ -54,10 +54,11 @@ enum Layout {
         static let epoch = offset + 16
         /// Delayed frees so far; every 64th tries to advance the epoch.
         static let delayedPushes = offset + 24
-        /// The pid of the process that has the pool mounted.
-        static let mountHolder = offset + 32
-        /// The first chunk of the mounted file system's metadata log.
-        static let fileSystemLog = offset + 40
+        /// The pid of the process that holds the pool exclusively (the mount).
+        static let exclusiveHolder = offset + 32
+        /// The client's root address (Pool.rootAddress): where the file
+        /// system's metadata log starts.
+        static let rootAddress = offset + 40
     }
 
     // Participant slots, shelf 0: one per process that has the pool open.
@@ -121,7 +122,8 @@ enum Layout {
         /// Shared by every process that has the pool open; exclusive means alone.
         static let openers = base
         static let global = base + 1
-        static let mount = base + 2
+        /// Held by the one process that holds the pool exclusively (the mount).
+        static let exclusive = base + 2
         static func participant(_ slot: Int) -> UInt64 { base + 1024 + UInt64(slot) }
     }
 

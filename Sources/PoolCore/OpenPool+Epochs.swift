@@ -79,10 +79,9 @@ extension OpenPool {
     /// live lane still holds an older epoch.
     @discardableResult
     func advanceEpoch() -> Bool {
-        typealias P = Layout.Participants
         let epoch = globalEpoch.load(ordering: .sequentiallyConsistent)
-        for other in 0..<P.capacity where metadata.load(UInt64.self, at: P.slot(other) + P.state) != 0 {
-            for lane in 0..<P.lanes {
+        for other in 0..<Layout.Participants.capacity where metadata.load(UInt64.self, at: Layout.Participants.slot(other) + Layout.Participants.state) != 0 {
+            for lane in 0..<Layout.Participants.lanes {
                 let seen = epochWord(other, lane).load(ordering: .sequentiallyConsistent)
                 guard seen == 0 || seen == epoch + 1 else {
                     // A dead process cannot hold reclamation back; a live

@@ -8,10 +8,9 @@ import Glibc
 /// it finishes or rolls back that process's logged operations and returns
 /// the runs its thread caches held.
 extension OpenPool {
-    typealias P = Layout.Participants
 
     private func slotState(_ index: Int) -> UInt64 {
-        metadata.atomic(at: P.slot(index) + P.state).load(ordering: .acquiring)
+        metadata.atomic(at: Layout.Participants.slot(index) + Layout.Participants.state).load(ordering: .acquiring)
     }
 
     /// Takes a free slot, recovering it first if a dead process left it.
@@ -20,23 +19,23 @@ extension OpenPool {
     /// taken there belongs to a live process, never to a recovery under way.
     func claimSlotLocked() throws -> Int {
         let fd = metadata.descriptor
-        for index in 0..<P.capacity {
+        for index in 0..<Layout.Participants.capacity {
             guard FileLock.tryLock(fd, byte: Layout.LockByte.participant(index), .exclusive) else { continue }
             if slotState(index) != 0 { reclaim(index) }
-            let base = P.slot(index)
-            metadata.store(UInt64(getpid()), at: base + P.pid)
-            metadata.store(UInt64(time(nil)), at: base + P.openedAt)
-            metadata.atomic(at: base + P.state).store(1, ordering: .releasing)
+            let base = Layout.Participants.slot(index)
+            metadata.store(UInt64(getpid()), at: base + Layout.Participants.pid)
+            metadata.store(UInt64(time(nil)), at: base + Layout.Participants.openedAt)
+            metadata.atomic(at: base + Layout.Participants.state).store(1, ordering: .releasing)
             metadata.persist(offset: base, count: 64)
             return index
         }
-        throw PoolError.tooManyProcesses(name: name, limit: P.capacity)
+        throw PoolError.tooManyProcesses(name: name, limit: Layout.Participants.capacity)
     }
 
     func releaseSlot() {
-        let base = P.slot(slot)
-        metadata.atomic(at: base + P.state).store(0, ordering: .releasing)
-        metadata.store(UInt64(0), at: base + P.pid)
+        let base = Layout.Participants.slot(slot)
+        metadata.atomic(at: base + Layout.Participants.state).store(0, ordering: .releasing)
+        metadata.store(UInt64(0), at: base + Layout.Participants.pid)
         metadata.persist(offset: base, count: 64)
         FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.participant(slot))
     }
@@ -49,7 +48,7 @@ extension OpenPool {
 
     func reclaimDeadParticipantsLocked() {
         let fd = metadata.descriptor
-        for index in 0..<P.capacity where index != slot && slotState(index) != 0 {
+        for index in 0..<Layout.Participants.capacity where index != slot && slotState(index) != 0 {
             let byte = Layout.LockByte.participant(index)
             guard FileLock.tryLock(fd, byte: byte, .exclusive) else { continue }
             defer { FileLock.unlock(fd, byte: byte) }
@@ -72,9 +71,9 @@ extension OpenPool {
 
     /// The pids of the processes that have the pool open now.
     func livePids() -> [Int32] {
-        (0..<P.capacity).compactMap { index in
+        (0..<Layout.Participants.capacity).compactMap { index in
             guard slotState(index) != 0 else { return nil }
-            let pid = Int32(truncatingIfNeeded: metadata.load(UInt64.self, at: P.slot(index) + P.pid))
+            let pid = Int32(truncatingIfNeeded: metadata.load(UInt64.self, at: Layout.Participants.slot(index) + Layout.Participants.pid))
             if index == slot { return pid }
             return FileLock.isHeld(metadata.descriptor, byte: Layout.LockByte.participant(index)) ? pid : nil
         }
@@ -82,7 +81,7 @@ extension OpenPool {
 
     /// Slots that say "in use" though nobody holds their lock.
     func deadSlots() -> [Int] {
-        (0..<P.capacity).filter { index in
+        (0..<Layout.Participants.capacity).filter { index in
             index != slot && slotState(index) != 0
                 && !FileLock.isHeld(metadata.descriptor, byte: Layout.LockByte.participant(index))
         }
@@ -92,9 +91,9 @@ extension OpenPool {
     /// and frees its slot. Global lock held. Returns the pages it returned.
     @discardableResult
     func reclaim(_ index: Int) -> Int {
-        for lane in 0..<P.lanes {
+        for lane in 0..<Layout.Participants.lanes {
             replayLog(slot: index, lane: lane)
-            metadata.atomic(at: P.epoch(index, lane)).store(0, ordering: .releasing)
+            metadata.atomic(at: Layout.Participants.epoch(index, lane)).store(0, ordering: .releasing)
         }
         adoptOrphanedSpans(ofSlot: index)
         var returned = 0
@@ -106,9 +105,9 @@ extension OpenPool {
                 }
             }
         }
-        let base = P.slot(index)
-        metadata.atomic(at: base + P.state).store(0, ordering: .releasing)
-        metadata.store(UInt64(0), at: base + P.pid)
+        let base = Layout.Participants.slot(index)
+        metadata.atomic(at: base + Layout.Participants.state).store(0, ordering: .releasing)
+        metadata.store(UInt64(0), at: base + Layout.Participants.pid)
         metadata.persist(offset: base, count: 64)
         return returned
     }
@@ -130,35 +129,35 @@ extension OpenPool {
 
     /// Runs `body` with this thread's log record (or the shared one).
     func withIntentLog<R>(_ cache: UnsafeThreadCache, _ body: (Int) throws -> R) rethrows -> R {
-        if cache.lane > 0 { return try body(P.log(slot, cache.lane)) }
-        return try sharedLogMutex.withLock { try body(P.log(slot, 0)) }
+        if cache.lane > 0 { return try body(Layout.Participants.log(slot, cache.lane)) }
+        return try sharedLogMutex.withLock { try body(Layout.Participants.log(slot, 0)) }
     }
 
     func writeLog(_ record: Int, _ operation: LoggedOperation, destination: GlobalAddress,
                   address: GlobalAddress, count: Int) {
-        metadata.store(destination.rawValue, at: record + P.logDestination)
-        metadata.store(address.rawValue, at: record + P.logAddress)
-        metadata.store(UInt64(count), at: record + P.logCount)
-        metadata.atomic(at: record + P.logOperation).store(operation.rawValue, ordering: .releasing)
-        metadata.persist(offset: record, count: P.logSize)
+        metadata.store(destination.rawValue, at: record + Layout.Participants.logDestination)
+        metadata.store(address.rawValue, at: record + Layout.Participants.logAddress)
+        metadata.store(UInt64(count), at: record + Layout.Participants.logCount)
+        metadata.atomic(at: record + Layout.Participants.logOperation).store(operation.rawValue, ordering: .releasing)
+        metadata.persist(offset: record, count: Layout.Participants.logSize)
     }
 
     func clearLog(_ record: Int) {
-        metadata.atomic(at: record + P.logOperation).store(0, ordering: .releasing)
+        metadata.atomic(at: record + Layout.Participants.logOperation).store(0, ordering: .releasing)
         metadata.persist(offset: record, count: 8)
     }
 
     /// Redoes (publish) or completes (clear) what a log record says.
     private func replayLog(slot owner: Int, lane: Int) {
-        let record = P.log(owner, lane)
-        guard let operation = LoggedOperation(rawValue: metadata.load(UInt64.self, at: record + P.logOperation)) else {
+        let record = Layout.Participants.log(owner, lane)
+        guard let operation = LoggedOperation(rawValue: metadata.load(UInt64.self, at: record + Layout.Participants.logOperation)) else {
             clearLog(record)
             return
         }
         defer { clearLog(record) }
-        let destination = GlobalAddress(rawValue: metadata.load(UInt64.self, at: record + P.logDestination))
-        let address = GlobalAddress(rawValue: metadata.load(UInt64.self, at: record + P.logAddress))
-        let count = Int(metadata.load(UInt64.self, at: record + P.logCount))
+        let destination = GlobalAddress(rawValue: metadata.load(UInt64.self, at: record + Layout.Participants.logDestination))
+        let address = GlobalAddress(rawValue: metadata.load(UInt64.self, at: record + Layout.Participants.logAddress))
+        let count = Int(metadata.load(UInt64.self, at: record + Layout.Participants.logCount))
         guard let word = try? dataWord(destination) else { return }
         if operation.rawValue >= LoggedOperation.publishObject.rawValue {
             return replayHeapLog(operation, owner: owner, destination: word, address: address, heap: count)

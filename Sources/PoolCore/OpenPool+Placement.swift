@@ -9,7 +9,7 @@ extension OpenPool {
     }
 
     func storedPlacement(ofHeap heap: Int) -> Placement? {
-        Placement(stored: metadata.text(at: H.row(heap) + H.policy, capacity: H.policyCapacity))
+        Placement(stored: metadata.text(at: Layout.Heaps.row(heap) + Layout.Heaps.policy, capacity: Layout.Heaps.policyCapacity))
     }
 
     /// Records a heap's placement for every process; `migrate` also moves
@@ -17,8 +17,8 @@ extension OpenPool {
     func setPlacement(_ placement: Placement?, ofHeap heap: Int, migrate: Bool) throws {
         try withGlobalLock {
             guard heapIsLive(heap) else { throw PoolError.heapNotFound("#\(heap)") }
-            metadata.storeText(placement?.description ?? "", at: H.row(heap) + H.policy, capacity: H.policyCapacity)
-            metadata.persist(offset: H.row(heap) + H.policy, count: H.policyCapacity)
+            metadata.storeText(placement?.description ?? "", at: Layout.Heaps.row(heap) + Layout.Heaps.policy, capacity: Layout.Heaps.policyCapacity)
+            metadata.persist(offset: Layout.Heaps.row(heap) + Layout.Heaps.policy, count: Layout.Heaps.policyCapacity)
         }
         if migrate, let effective = placement ?? superblock.placement { try move(heap: heap, to: effective) }
     }
@@ -61,9 +61,9 @@ extension OpenPool {
     }
 }
 
-/// A value guarded by a ProcessMutex.
+/// A value guarded by a ThreadMutex.
 final class Locked<Value>: @unchecked Sendable {
-    private let mutex = ProcessMutex()
+    private let mutex = ThreadMutex()
     private var value: Value
 
     init(_ value: Value) { self.value = value }

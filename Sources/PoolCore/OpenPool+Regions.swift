@@ -10,71 +10,70 @@ import Glibc
 /// next lock holder can settle: the run (if claimed) is released, the row
 /// cleared.
 extension OpenPool {
-    typealias R = Layout.Regions
 
     enum RowState: UInt64 { case free = 0, creating = 1, live = 2, destroying = 3 }
 
     func rowState(_ index: Int) -> RowState? {
-        RowState(rawValue: metadata.load(UInt64.self, at: R.entry(index) + R.state))
+        RowState(rawValue: metadata.load(UInt64.self, at: Layout.Regions.entry(index) + Layout.Regions.state))
     }
 
     func rowName(_ index: Int) -> String {
-        metadata.text(at: R.entry(index) + R.name, capacity: R.nameCapacity)
+        metadata.text(at: Layout.Regions.entry(index) + Layout.Regions.name, capacity: Layout.Regions.nameCapacity)
     }
 
     func regionName(_ index: Int) -> String? {
-        guard index >= 0, index < R.capacity, rowState(index) == .live else { return nil }
+        guard index >= 0, index < Layout.Regions.capacity, rowState(index) == .live else { return nil }
         return rowName(index)
     }
 
     func regionInfo(_ index: Int) -> RegionInfo {
-        let row = R.entry(index)
+        let row = Layout.Regions.entry(index)
         return RegionInfo(
             name: rowName(index),
-            address: GlobalAddress(rawValue: metadata.load(UInt64.self, at: row + R.address)),
-            size: metadata.load(UInt64.self, at: row + R.size),
-            pages: Int(metadata.load(UInt64.self, at: row + R.pages)),
-            createdAt: metadata.load(UInt64.self, at: row + R.createdAt),
+            address: GlobalAddress(rawValue: metadata.load(UInt64.self, at: row + Layout.Regions.address)),
+            size: metadata.load(UInt64.self, at: row + Layout.Regions.size),
+            pages: Int(metadata.load(UInt64.self, at: row + Layout.Regions.pages)),
+            createdAt: metadata.load(UInt64.self, at: row + Layout.Regions.createdAt),
             access: regionAccess(row))
     }
 
     private func regionAccess(_ row: Int) -> RegionAccess {
-        let mode = metadata.load(UInt32.self, at: row + R.mode)
+        let mode = metadata.load(UInt32.self, at: row + Layout.Regions.mode)
         guard mode != 0 else { return RegionAccess(uid: 0, gid: 0, mode: 0o600) }
-        return RegionAccess(uid: metadata.load(UInt32.self, at: row + R.uid), gid: metadata.load(UInt32.self, at: row + R.gid),
+        return RegionAccess(uid: metadata.load(UInt32.self, at: row + Layout.Regions.uid), gid: metadata.load(UInt32.self, at: row + Layout.Regions.gid),
                             mode: mode)
     }
 
     private func storeAccess(_ access: RegionAccess, row: Int) {
-        metadata.store(access.uid, at: row + R.uid)
-        metadata.store(access.gid, at: row + R.gid)
+        metadata.store(access.uid, at: row + Layout.Regions.uid)
+        metadata.store(access.gid, at: row + Layout.Regions.gid)
         // The file-type bit keeps a mode of 0 apart from a row of before.
-        metadata.store(access.mode | S_IFREG, at: row + R.mode)
+        metadata.store(access.mode | S_IFREG, at: row + Layout.Regions.mode)
     }
 
     /// chmod and chown of a region (its file under the mount, `poolfs region`).
     func setRegionAccess(name: String, _ access: RegionAccess) throws {
         try withGlobalLock {
             guard let index = liveRegionIndex(name) else { throw PoolError.regionNotFound(name) }
-            storeAccess(access, row: R.entry(index))
-            metadata.persist(offset: R.entry(index), count: R.entrySize)
+            storeAccess(access, row: Layout.Regions.entry(index))
+            metadata.persist(offset: Layout.Regions.entry(index), count: Layout.Regions.entrySize)
         }
     }
 
     func liveRegionIndex(_ name: String) -> Int? {
-        (0..<R.capacity).first { rowState($0) == .live && rowName($0) == name }
+        (0..<Layout.Regions.capacity).first { rowState($0) == .live && rowName($0) == name }
     }
 
     /// Live regions with their table rows.
     func regionRows() -> [(id: Int, info: RegionInfo)] {
-        (0..<R.capacity).filter { rowState($0) == .live }.map { ($0, regionInfo($0)) }
+        (0..<Layout.Regions.capacity).filter { rowState($0) == .live }.map { ($0, regionInfo($0)) }
     }
 
     func regions() -> [RegionInfo] { regionRows().map(\.info) }
 
     private func setRowState(_ index: Int, _ state: RowState) {
-        metadata.store(state.rawValue, at: R.entry(index) + R.state)
-        metadata.persist(offset: R.entry(index), count: R.entrySize)
+        metadata.store(state.rawValue, at: Layout.Regions.entry(index) + Layout.Regions.state)
+        metadata.persist(offset: Layout.Regions.entry(index), count: Layout.Regions.entrySize)
     }
 
     func createRegion(name: String, size: UInt64, placement: Placement?, access: RegionAccess) throws -> RegionInfo {
@@ -87,8 +86,8 @@ extension OpenPool {
         let pages = Int(pages64)
         return try withGlobalLock {
             guard liveRegionIndex(name) == nil else { throw PoolError.regionExists(name) }
-            guard let index = (0..<R.capacity).first(where: { rowState($0) == .free }) else {
-                throw PoolError.tooManyRegions(limit: R.capacity)
+            guard let index = (0..<Layout.Regions.capacity).first(where: { rowState($0) == .free }) else {
+                throw PoolError.tooManyRegions(limit: Layout.Regions.capacity)
             }
             func find() -> (Shelf, Int)? {
                 shelves.all.lazy.compactMap { s in s.findFreeRun(length: pages).map { (s, $0) } }.first
@@ -102,14 +101,14 @@ extension OpenPool {
             guard try shelf.reserveBlocks(forPage: page, length: pages) else {
                 throw PoolError.poolFull(name: self.name, pages: pages)
             }
-            let row = R.entry(index)
-            metadata.withBytes(at: row, count: R.entrySize) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
-            metadata.storeText(name, at: row + R.name, capacity: R.nameCapacity)
+            let row = Layout.Regions.entry(index)
+            metadata.withBytes(at: row, count: Layout.Regions.entrySize) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+            metadata.storeText(name, at: row + Layout.Regions.name, capacity: Layout.Regions.nameCapacity)
             let address = shelf.address(ofPage: page)
-            metadata.store(address.rawValue, at: row + R.address)
-            metadata.store(size, at: row + R.size)
-            metadata.store(UInt64(pages), at: row + R.pages)
-            metadata.store(UInt64(time(nil)), at: row + R.createdAt)
+            metadata.store(address.rawValue, at: row + Layout.Regions.address)
+            metadata.store(size, at: row + Layout.Regions.size)
+            metadata.store(UInt64(pages), at: row + Layout.Regions.pages)
+            metadata.store(UInt64(time(nil)), at: row + Layout.Regions.createdAt)
             storeAccess(access, row: row)
             setRowState(index, .creating)
             shelf.claimRun(at: page, length: pages, head: .allocated(length: pages, tag: .region(index)))
@@ -144,13 +143,13 @@ extension OpenPool {
         {
             shelf.releaseRun(at: page, length: info.pages)
         }
-        metadata.withBytes(at: R.entry(index), count: R.entrySize) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
-        metadata.persist(offset: R.entry(index), count: R.entrySize)
+        metadata.withBytes(at: Layout.Regions.entry(index), count: Layout.Regions.entrySize) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+        metadata.persist(offset: Layout.Regions.entry(index), count: Layout.Regions.entrySize)
     }
 
     /// Rows a dead lock holder left half done. Global lock held.
     func unsettledRows() -> [Int] {
-        (0..<R.capacity).filter { rowState($0) == .creating || rowState($0) == .destroying }
+        (0..<Layout.Regions.capacity).filter { rowState($0) == .creating || rowState($0) == .destroying }
     }
 
     /// After a holder of the global lock died inside it: rebuild the bitmaps

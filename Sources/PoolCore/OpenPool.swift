@@ -24,18 +24,18 @@ final class OpenPool: @unchecked Sendable {
     /// Runs of this many pages or fewer go through the thread caches.
     let cacheBudgetPages: Int
 
-    let globalMutex = ProcessMutex()
-    private let registryMutex = ProcessMutex()
+    let globalMutex = ThreadMutex()
+    private let registryMutex = ThreadMutex()
     /// Registered thread caches and free intent-log slots; registryMutex.
     private var caches: [UnsafeThreadCache] = []
     private var freeLogs: [Int] = Array((1..<Layout.Participants.lanes).reversed())
     private var isClosed = false
     /// Serializes the threads that have no lane of their own (heap lane 0).
-    let sharedLaneMutex = ProcessMutex()
+    let sharedLaneMutex = ThreadMutex()
     /// Serializes their use of lane 0's intent log; taken inside sharedLaneMutex.
-    let sharedLogMutex = ProcessMutex()
+    let sharedLogMutex = ThreadMutex()
     /// Held by such a thread while it is inside an epoch (lane 0 has one epoch word).
-    let sharedEpochMutex = ProcessMutex()
+    let sharedEpochMutex = ThreadMutex()
     /// Placements `poolfs exec` set for this process only, by heap.
     let placementOverrides = Locked<[Int: Placement]>([:])
     /// Their heap lanes; sharedLaneMutex.
@@ -172,7 +172,7 @@ final class OpenPool: @unchecked Sendable {
             FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.participant(slot))
         }
         FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.openers)
-        FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.mount)
+        FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.exclusive)
         for shelf in shelves.all where shelf.file.medium == .pmem && !shelf.file.isPersistentMemory {
             shelf.file.persistAll()
         }
@@ -215,7 +215,7 @@ final class OpenPool: @unchecked Sendable {
 
     private func threadDidExit(_ cache: UnsafeThreadCache) {
         let registered: Bool = registryMutex.withLock {
-            guard !isClosed, let i = caches.firstIndex(where: { $0.words == cache.words }) else { return false }
+            guard !isClosed, let i = caches.firstIndex(where: { $0.raw == cache.raw }) else { return false }
             caches.remove(at: i)
             return true
         }

@@ -30,15 +30,16 @@ struct PageEntry: RawRepresentable, Equatable, Sendable {
         case heap(Int)
         /// A page run handed out by heap N's `allocatePages`.
         case heapPages(Int)
-        /// A page run of the mounted file system (file data or its metadata
-        /// log), placed by heap N. Tagged apart so that a mount after a crash
-        /// can free the runs no file names.
-        case files(Int)
+        /// A page run placed by heap N that its client keeps track of itself
+        /// (the file system's file data and log). Tagged apart so that after
+        /// a crash the client can list every such run (Pool.trackedRuns)
+        /// and free those it no longer names.
+        case tracked(Int)
 
         /// The heap whose pages these are, for any heap-owned tag.
         var heap: Int? {
             switch self {
-            case .heap(let index), .heapPages(let index), .files(let index): index
+            case .heap(let index), .heapPages(let index), .tracked(let index): index
             case .pages, .region: nil
             }
         }
@@ -46,7 +47,7 @@ struct PageEntry: RawRepresentable, Equatable, Sendable {
         /// A heap's whole-page run (not a span of objects).
         var isHeapPageRun: Bool {
             switch self {
-            case .heapPages, .files: true
+            case .heapPages, .tracked: true
             default: false
             }
         }
@@ -57,7 +58,7 @@ struct PageEntry: RawRepresentable, Equatable, Sendable {
             case .region(let index): 1 | UInt64(index) << 4
             case .heap(let index): 2 | UInt64(index) << 4
             case .heapPages(let index): 3 | UInt64(index) << 4
-            case .files(let index): 4 | UInt64(index) << 4
+            case .tracked(let index): 4 | UInt64(index) << 4
             }
         }
 
@@ -67,7 +68,7 @@ struct PageEntry: RawRepresentable, Equatable, Sendable {
             case 1: self = .region(Int(bits >> 4))
             case 2: self = .heap(Int(bits >> 4))
             case 3: self = .heapPages(Int(bits >> 4))
-            case 4: self = .files(Int(bits >> 4))
+            case 4: self = .tracked(Int(bits >> 4))
             default: return nil
             }
         }

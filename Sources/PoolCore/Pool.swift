@@ -157,12 +157,11 @@ public final class Pool: @unchecked Sendable {
     /// Pids recorded in the participant slots, for messages about who holds a pool.
     static func recordedPids(_ file: MappedFile) -> [Int32] {
         guard file.length >= Layout.shelf0Metadata else { return [] }
-        typealias P = Layout.Participants
-        return (0..<P.capacity).compactMap { index in
-            guard file.load(UInt64.self, at: P.slot(index) + P.state) != 0,
+        return (0..<Layout.Participants.capacity).compactMap { index in
+            guard file.load(UInt64.self, at: Layout.Participants.slot(index) + Layout.Participants.state) != 0,
                   FileLock.isHeld(file.descriptor, byte: Layout.LockByte.participant(index))
             else { return nil }
-            return Int32(truncatingIfNeeded: file.load(UInt64.self, at: P.slot(index) + P.pid))
+            return Int32(truncatingIfNeeded: file.load(UInt64.self, at: Layout.Participants.slot(index) + Layout.Participants.pid))
         }
     }
 

@@ -76,9 +76,9 @@ struct PoolChecker {
     private func inspectHeapRun(_ shelf: Shelf, _ page: Int, _ entry: PageEntry, heap: Int, into report: inout CheckReport) {
         let where_ = "shelf \(shelf.index) page \(page)"
         guard core.heapIsLive(heap) else {
-            // The file system's pages are never a leak: its log names them.
-            if case .files? = entry.tag, heap < Layout.Heaps.capacity {
-                report.problems.append("\(where_): \(entry.length) pages of the file system in heap row \(heap), "
+            // Tracked runs are never a leak: their client's record names them.
+            if case .tracked? = entry.tag, heap < Layout.Heaps.capacity {
+                report.problems.append("\(where_): \(entry.length) tracked pages (the mount's files) in heap row \(heap), "
                     + "which is damaged (--repair makes it live again)")
                 report.heapPages += entry.length
                 return
@@ -237,14 +237,14 @@ struct PoolChecker {
                 case .free?: continue
                 }
             }
-            // A heap whose row is damaged but that holds the file system's
-            // runs is in use: it comes back, and none of its pages is freed.
+            // A heap whose row is damaged but that holds tracked runs is in
+            // use: it comes back, and none of its pages is freed.
             var revived: Set<Int> = []
             for shelf in core.shelves.all {
                 shelf.forEachHead { _, entry in
-                    guard entry.kind == .allocated, case .files(let heap)? = entry.tag, heap < Layout.Heaps.capacity,
+                    guard entry.kind == .allocated, case .tracked(let heap)? = entry.tag, heap < Layout.Heaps.capacity,
                           !core.heapIsLive(heap), revived.insert(heap).inserted else { return }
-                    done.append("made heap row \(heap) ('\(core.reviveHeapRow(heap))') live again: the file system's runs are in it")
+                    done.append("made heap row \(heap) ('\(core.reviveHeapRow(heap))') live again: it holds tracked runs (the mount's files)")
                 }
             }
             var ownerless: Set<Int> = []

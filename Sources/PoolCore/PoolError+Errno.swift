@@ -15,7 +15,7 @@ extension PoolError {
         case .notEnoughSpace, .poolFull, .tooManyShelves, .tooManyRegions, .tooManyProcesses, .tooManyHeaps: ENOSPC
         case .damaged: EIO
         case .newerVersion: ENOTSUP
-        case .inUse, .heapInUse, .mounted: EBUSY
+        case .inUse, .heapInUse, .heldExclusively: EBUSY
         case .closed: EBADF
         case .refusedDirectory: EACCES
         case .system(_, _, let code): code

@@ -26,7 +26,7 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
     case destinationTaken(GlobalAddress)
     case invalidPlacement(String, reason: String)
     case invalidMountOptions(String, reason: String)
-    case mounted(name: String, pid: Int32)
+    case heldExclusively(name: String, use: String, pid: Int32)
     case closed(name: String)
     case refusedDirectory(path: String, reason: String)
     case system(call: String, path: String, errno: Int32)
@@ -87,8 +87,8 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
             return "invalid placement '\(text)': \(reason)"
         case let .invalidMountOptions(text, reason):
             return "invalid mount option '\(text)': \(reason)"
-        case let .mounted(name, pid):
-            return "pool '\(name)' is already mounted by pid \(pid)"
+        case let .heldExclusively(name, use, pid):
+            return "pool '\(name)' is already \(use) by pid \(pid)"
         case let .closed(name):
             return "pool '\(name)' is closed"
         case let .refusedDirectory(path, reason):

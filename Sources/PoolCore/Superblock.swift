@@ -42,65 +42,62 @@ struct Superblock: Sendable {
 
     /// Writes the superblock and shelf 0's header into a fresh shelf-0 file.
     static func format(_ file: MappedFile, uuid: PoolUUID, pageSize: UInt64, name: String, placement: Placement?) {
-        typealias S = Layout.Superblock
-        let base = S.offset
-        file.store(Layout.superMagic, at: base + S.magic)
-        file.store(Layout.formatVersion, at: base + S.version)
-        file.store(uuid.high, at: base + S.uuid)
-        file.store(uuid.low, at: base + S.uuid + 8)
-        file.store(pageSize, at: base + S.pageSize)
-        file.store(UInt64(time(nil)), at: base + S.createdAt)
-        file.storeText(name, at: base + S.name, capacity: S.nameCapacity)
-        file.storeText(placement?.description ?? "", at: base + S.placement, capacity: S.placementCapacity)
-        file.store(Checksum.of(file, offset: base, count: S.checksummed), at: base + S.checksum)
+        let base = Layout.Superblock.offset
+        file.store(Layout.superMagic, at: base + Layout.Superblock.magic)
+        file.store(Layout.formatVersion, at: base + Layout.Superblock.version)
+        file.store(uuid.high, at: base + Layout.Superblock.uuid)
+        file.store(uuid.low, at: base + Layout.Superblock.uuid + 8)
+        file.store(pageSize, at: base + Layout.Superblock.pageSize)
+        file.store(UInt64(time(nil)), at: base + Layout.Superblock.createdAt)
+        file.storeText(name, at: base + Layout.Superblock.name, capacity: Layout.Superblock.nameCapacity)
+        file.storeText(placement?.description ?? "", at: base + Layout.Superblock.placement, capacity: Layout.Superblock.placementCapacity)
+        file.store(Checksum.of(file, offset: base, count: Layout.Superblock.checksummed), at: base + Layout.Superblock.checksum)
     }
 
     /// Reads and checks shelf 0's superblock.
     static func read(_ file: MappedFile) throws -> Superblock {
-        typealias S = Layout.Superblock
-        let base = S.offset
-        guard file.load(UInt64.self, at: base + S.magic) == Layout.superMagic else {
+        let base = Layout.Superblock.offset
+        guard file.load(UInt64.self, at: base + Layout.Superblock.magic) == Layout.superMagic else {
             throw PoolError.damaged(path: file.path, reason: "bad superblock magic (not a poolfs pool)")
         }
-        let version = file.load(UInt32.self, at: base + S.version)
+        let version = file.load(UInt32.self, at: base + Layout.Superblock.version)
         guard version <= Layout.formatVersion else {
             throw PoolError.newerVersion(path: file.path, found: version, supported: Layout.formatVersion)
         }
-        guard file.load(UInt64.self, at: base + S.checksum) == Checksum.of(file, offset: base, count: S.checksummed) else {
+        guard file.load(UInt64.self, at: base + Layout.Superblock.checksum) == Checksum.of(file, offset: base, count: Layout.Superblock.checksummed) else {
             throw PoolError.damaged(path: file.path, reason: "superblock checksum mismatch")
         }
-        let pageSize = file.load(UInt64.self, at: base + S.pageSize)
+        let pageSize = file.load(UInt64.self, at: base + Layout.Superblock.pageSize)
         guard pageSize >= Layout.minimumPageSize, pageSize <= Layout.maximumPageSize,
               pageSize & (pageSize - 1) == 0
         else {
             throw PoolError.damaged(path: file.path, reason: "impossible page size \(pageSize)")
         }
-        let name = file.text(at: base + S.name, capacity: S.nameCapacity)
+        let name = file.text(at: base + Layout.Superblock.name, capacity: Layout.Superblock.nameCapacity)
         return Superblock(
-            uuid: PoolUUID(high: file.load(UInt64.self, at: base + S.uuid),
-                           low: file.load(UInt64.self, at: base + S.uuid + 8)),
+            uuid: PoolUUID(high: file.load(UInt64.self, at: base + Layout.Superblock.uuid),
+                           low: file.load(UInt64.self, at: base + Layout.Superblock.uuid + 8)),
             pageSize: pageSize, name: name,
-            createdAt: file.load(UInt64.self, at: base + S.createdAt),
-            placement: Placement(stored: file.text(at: base + S.placement, capacity: S.placementCapacity)))
+            createdAt: file.load(UInt64.self, at: base + Layout.Superblock.createdAt),
+            placement: Placement(stored: file.text(at: base + Layout.Superblock.placement, capacity: Layout.Superblock.placementCapacity)))
     }
 }
 
 /// The header at the start of every shelf file.
 enum ShelfHeader {
-    typealias H = Layout.ShelfHeader
 
     static func format(_ file: MappedFile, index: Int, uuid: PoolUUID, size: UInt64,
                        pageSize: UInt64, medium: Medium, reserved: UInt64) {
-        file.store(Layout.shelfMagic, at: H.magic)
-        file.store(Layout.formatVersion, at: H.version)
-        file.store(UInt32(index), at: H.index)
-        file.store(uuid.high, at: H.uuid)
-        file.store(uuid.low, at: H.uuid + 8)
-        file.store(size, at: H.size)
-        file.store(pageSize, at: H.pageSize)
-        file.store(medium.code, at: H.medium)
-        file.store(Checksum.of(file, offset: 0, count: H.checksummed), at: H.checksum)
-        file.store(reserved, at: H.reservedBytes)
+        file.store(Layout.shelfMagic, at: Layout.ShelfHeader.magic)
+        file.store(Layout.formatVersion, at: Layout.ShelfHeader.version)
+        file.store(UInt32(index), at: Layout.ShelfHeader.index)
+        file.store(uuid.high, at: Layout.ShelfHeader.uuid)
+        file.store(uuid.low, at: Layout.ShelfHeader.uuid + 8)
+        file.store(size, at: Layout.ShelfHeader.size)
+        file.store(pageSize, at: Layout.ShelfHeader.pageSize)
+        file.store(medium.code, at: Layout.ShelfHeader.medium)
+        file.store(Checksum.of(file, offset: 0, count: Layout.ShelfHeader.checksummed), at: Layout.ShelfHeader.checksum)
+        file.store(reserved, at: Layout.ShelfHeader.reservedBytes)
     }
 
     /// Checks a shelf file's header against what the pool expects of it.
@@ -108,26 +105,26 @@ enum ShelfHeader {
         guard file.length >= Layout.shelfMetadata else {
             throw PoolError.damaged(path: file.path, reason: "truncated to \(file.length) bytes")
         }
-        guard file.load(UInt64.self, at: H.magic) == Layout.shelfMagic else {
+        guard file.load(UInt64.self, at: Layout.ShelfHeader.magic) == Layout.shelfMagic else {
             throw PoolError.damaged(path: file.path, reason: "bad magic (not a poolfs shelf)")
         }
-        let version = file.load(UInt32.self, at: H.version)
+        let version = file.load(UInt32.self, at: Layout.ShelfHeader.version)
         guard version <= Layout.formatVersion else {
             throw PoolError.newerVersion(path: file.path, found: version, supported: Layout.formatVersion)
         }
-        guard file.load(UInt64.self, at: H.checksum) == Checksum.of(file, offset: 0, count: H.checksummed) else {
+        guard file.load(UInt64.self, at: Layout.ShelfHeader.checksum) == Checksum.of(file, offset: 0, count: Layout.ShelfHeader.checksummed) else {
             throw PoolError.damaged(path: file.path, reason: "shelf header checksum mismatch")
         }
-        guard Int(file.load(UInt32.self, at: H.index)) == index else {
-            throw PoolError.damaged(path: file.path, reason: "holds shelf \(file.load(UInt32.self, at: H.index)), expected shelf \(index)")
+        guard Int(file.load(UInt32.self, at: Layout.ShelfHeader.index)) == index else {
+            throw PoolError.damaged(path: file.path, reason: "holds shelf \(file.load(UInt32.self, at: Layout.ShelfHeader.index)), expected shelf \(index)")
         }
         if let uuid {
-            let found = PoolUUID(high: file.load(UInt64.self, at: H.uuid), low: file.load(UInt64.self, at: H.uuid + 8))
+            let found = PoolUUID(high: file.load(UInt64.self, at: Layout.ShelfHeader.uuid), low: file.load(UInt64.self, at: Layout.ShelfHeader.uuid + 8))
             guard found == uuid else {
                 throw PoolError.damaged(path: file.path, reason: "belongs to another pool (\(found))")
             }
         }
-        let recorded = file.load(UInt64.self, at: H.size)
+        let recorded = file.load(UInt64.self, at: Layout.ShelfHeader.size)
         guard UInt64(file.length) >= recorded else {
             throw PoolError.damaged(path: file.path, reason: "truncated: \(file.length) bytes of \(recorded)")
         }
@@ -136,46 +133,45 @@ enum ShelfHeader {
         }
     }
 
-    static func medium(_ file: MappedFile) -> Medium? { Medium(code: file.load(UInt32.self, at: H.medium)) }
+    static func medium(_ file: MappedFile) -> Medium? { Medium(code: file.load(UInt32.self, at: Layout.ShelfHeader.medium)) }
 }
 
 /// The shelf table in shelf 0. A row is written whole, then made visible by
 /// one atomic store of its `published` word: a crash before that store leaves
 /// the row invisible, after it leaves it complete.
 enum ShelfTable {
-    typealias T = Layout.ShelfTable
 
     private static func checksum(_ file: MappedFile, index: Int, uuid: PoolUUID) -> UInt64 {
-        let row = T.entry(index)
-        let size = file.load(UInt64.self, at: row + T.size)
-        let medium = file.load(UInt64.self, at: row + T.medium)
+        let row = Layout.ShelfTable.entry(index)
+        let size = file.load(UInt64.self, at: row + Layout.ShelfTable.size)
+        let medium = file.load(UInt64.self, at: row + Layout.ShelfTable.medium)
         return (size &* 0x9e37_79b9_7f4a_7c15) ^ (medium &* 0xc2b2_ae3d_27d4_eb4f)
             ^ UInt64(index + 1) &* 0x1656_67b1_9e37_79f9 ^ uuid.high ^ uuid.low
     }
 
     static func publish(_ file: MappedFile, index: Int, record: ShelfRecord, uuid: PoolUUID) {
-        let row = T.entry(index)
-        file.atomic(at: row + T.published).store(0, ordering: .releasing)
-        file.store(record.size, at: row + T.size)
-        file.store(UInt64(record.medium.code), at: row + T.medium)
-        file.store(checksum(file, index: index, uuid: uuid), at: row + T.checksum)
-        file.persist(offset: row, count: T.entrySize)
-        file.atomic(at: row + T.published).store(1, ordering: .releasing)
-        file.persist(offset: row + T.published, count: 8)
+        let row = Layout.ShelfTable.entry(index)
+        file.atomic(at: row + Layout.ShelfTable.published).store(0, ordering: .releasing)
+        file.store(record.size, at: row + Layout.ShelfTable.size)
+        file.store(UInt64(record.medium.code), at: row + Layout.ShelfTable.medium)
+        file.store(checksum(file, index: index, uuid: uuid), at: row + Layout.ShelfTable.checksum)
+        file.persist(offset: row, count: Layout.ShelfTable.entrySize)
+        file.atomic(at: row + Layout.ShelfTable.published).store(1, ordering: .releasing)
+        file.persist(offset: row + Layout.ShelfTable.published, count: 8)
     }
 
     static func isPublished(_ file: MappedFile, index: Int) -> Bool {
-        index < T.capacity && file.atomic(at: T.entry(index) + T.published).load(ordering: .acquiring) == 1
+        index < Layout.ShelfTable.capacity && file.atomic(at: Layout.ShelfTable.entry(index) + Layout.ShelfTable.published).load(ordering: .acquiring) == 1
     }
 
     static func record(_ file: MappedFile, index: Int, uuid: PoolUUID) throws -> ShelfRecord {
-        let row = T.entry(index)
-        guard file.load(UInt64.self, at: row + T.checksum) == checksum(file, index: index, uuid: uuid),
-              let medium = Medium(code: UInt32(truncatingIfNeeded: file.load(UInt64.self, at: row + T.medium)))
+        let row = Layout.ShelfTable.entry(index)
+        guard file.load(UInt64.self, at: row + Layout.ShelfTable.checksum) == checksum(file, index: index, uuid: uuid),
+              let medium = Medium(code: UInt32(truncatingIfNeeded: file.load(UInt64.self, at: row + Layout.ShelfTable.medium)))
         else {
             throw PoolError.damaged(path: file.path, reason: "shelf table row \(index) checksum mismatch")
         }
-        return ShelfRecord(size: file.load(UInt64.self, at: row + T.size), medium: medium)
+        return ShelfRecord(size: file.load(UInt64.self, at: row + Layout.ShelfTable.size), medium: medium)
     }
 
     /// Every published row, in order.

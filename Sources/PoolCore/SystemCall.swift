@@ -135,10 +135,9 @@ enum SystemCall {
 /// SIGKILL can never leave one behind; two opens in one process are two
 /// holders, unlike classic POSIX locks.
 enum FileLock {
-    // Linux values; Glibc exports them only under _GNU_SOURCE.
-    private static let getLock: Int32 = 36
-    private static let setLock: Int32 = 37
-    private static let setLockWait: Int32 = 38
+    private static let getLock = CLinux_F_OFD_GETLK
+    private static let setLock = CLinux_F_OFD_SETLK
+    private static let setLockWait = CLinux_F_OFD_SETLKW
 
     enum Kind { case shared, exclusive }
 

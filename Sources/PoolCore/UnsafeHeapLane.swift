@@ -1,48 +1,68 @@
 /// One thread's view of one heap: for each size class, the span it
 /// allocates from now (pointer and global address), and on the slow path
 /// every span it owns. Private to the thread, so read without atomics.
-/// Layout, in words: [spans object][owner id][pointer per class][address per class].
+/// One allocation holds a `Header`, then a span pointer per size class,
+/// then the global address of each of those spans.
 struct UnsafeHeapLane {
-    let words: UnsafeMutablePointer<UInt64>
+    private struct Header {
+        /// The lane's OwnedSpans, retained.
+        let spans: UnsafeMutableRawPointer
+        /// Who owns this lane's spans: (process slot × lanes + lane) + 1.
+        let owner: UInt64
+    }
 
-    init(_ raw: UnsafeMutableRawPointer) { words = raw.assumingMemoryBound(to: UInt64.self) }
+    private static let spansOffset = MemoryLayout<Header>.stride
+    private static let addressesOffset = spansOffset + SizeClass.count * MemoryLayout<UnsafeMutableRawPointer?>.stride
+    private static let totalBytes = addressesOffset + SizeClass.count * MemoryLayout<UInt64>.stride
 
-    var raw: UnsafeMutableRawPointer { UnsafeMutableRawPointer(words) }
+    let raw: UnsafeMutableRawPointer
 
-    private static let total = 2 + 2 * SizeClass.count
+    init(_ raw: UnsafeMutableRawPointer) { self.raw = raw }
 
     static func allocate(owner: UInt64) -> UnsafeHeapLane {
-        let words = UnsafeMutablePointer<UInt64>.allocate(capacity: total)
-        words.initialize(repeating: 0, count: total)
-        words[0] = UInt64(UInt(bitPattern: Unmanaged.passRetained(OwnedSpans()).toOpaque()))
-        words[1] = owner
-        return UnsafeHeapLane(UnsafeMutableRawPointer(words))
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: totalBytes, alignment: MemoryLayout<Header>.alignment)
+        let spans = Unmanaged.passRetained(OwnedSpans()).toOpaque()
+        raw.initializeMemory(as: Header.self, repeating: Header(spans: spans, owner: owner), count: 1)
+        (raw + spansOffset).initializeMemory(as: UnsafeMutableRawPointer?.self, repeating: nil, count: SizeClass.count)
+        (raw + addressesOffset).initializeMemory(as: UInt64.self, repeating: 0, count: SizeClass.count)
+        return UnsafeHeapLane(raw)
     }
 
     func deallocate() {
-        Unmanaged<OwnedSpans>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(words[0]))!).release()
-        words.deallocate()
+        Unmanaged<OwnedSpans>.fromOpaque(header.pointee.spans).release()
+        raw.deallocate()
+    }
+
+    private var header: UnsafeMutablePointer<Header> { raw.assumingMemoryBound(to: Header.self) }
+
+    @inline(__always)
+    private var currentSpans: UnsafeMutablePointer<UnsafeMutableRawPointer?> {
+        (raw + UnsafeHeapLane.spansOffset).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+    }
+
+    @inline(__always)
+    private var currentAddresses: UnsafeMutablePointer<UInt64> {
+        (raw + UnsafeHeapLane.addressesOffset).assumingMemoryBound(to: UInt64.self)
     }
 
     /// Who owns this lane's spans: (process slot × lanes + lane) + 1.
-    @inline(__always) var owner: UInt64 { words[1] }
+    @inline(__always) var owner: UInt64 { header.pointee.owner }
 
     var spans: OwnedSpans {
-        Unmanaged<OwnedSpans>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(words[0]))!).takeUnretainedValue()
+        Unmanaged<OwnedSpans>.fromOpaque(header.pointee.spans).takeUnretainedValue()
     }
 
     @inline(__always)
     func current(_ sizeClass: Int) -> UnsafeSpan? {
-        let raw = words[2 + sizeClass]
-        return raw == 0 ? nil : UnsafeSpan(base: UnsafeMutableRawPointer(bitPattern: UInt(raw))!)
+        currentSpans[sizeClass].map { UnsafeSpan(base: $0) }
     }
 
     @inline(__always)
-    func currentAddress(_ sizeClass: Int) -> UInt64 { words[2 + SizeClass.count + sizeClass] }
+    func currentAddress(_ sizeClass: Int) -> UInt64 { currentAddresses[sizeClass] }
 
     func setCurrent(_ sizeClass: Int, _ span: UnsafeSpan?, address: UInt64) {
-        words[2 + sizeClass] = span.map { UInt64(UInt(bitPattern: $0.base)) } ?? 0
-        words[2 + SizeClass.count + sizeClass] = address
+        currentSpans[sizeClass] = span?.base
+        currentAddresses[sizeClass] = address
     }
 }
 

@@ -9,7 +9,7 @@ import Synchronization
 public final class ControlTree: @unchecked Sendable {
     public let pool: Pool
     /// How the mount's requests arrive, for `info`: the adapter says.
-    public let requests = Mutex("/dev/fuse")
+    public let requests = Mutex("")
 
     /// The mounted file system, whose state `info` shows.
     public let fileSystem: FileSystem?
@@ -54,7 +54,7 @@ public final class ControlTree: @unchecked Sendable {
     /// region until a truncate gives one its size.
     static let pendingBase: UInt64 = 0x4_0000
     private var pending: [(name: String, access: RegionAccess)?] = []
-    private let pendingMutex = ProcessMutex()
+    private let pendingMutex = ThreadMutex()
 
     private func directory(_ inode: UInt64, _ name: String) -> Node {
         withAccess(Node(inode: inode, name: name, kind: .directory, mode: 0o755, size: nil))

@@ -14,7 +14,7 @@ extension FileSystem {
 
     /// Notes a read of the inode's bytes or entries; true when its atime
     /// moved (the kernel's cached attributes are then stale). File reads
-    /// call it only when `withReadSegmentsUnlessAccessDue` said it was due.
+    /// call it only when a read found it due (`read`).
     public func accessed(_ number: UInt64) -> Bool {
         guard accessTimes.load(ordering: .relaxed) else { return false }
         let now = Timestamp.now()

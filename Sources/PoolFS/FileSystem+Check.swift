@@ -19,7 +19,7 @@ public struct FileSystemReport: Sendable {
 extension FileSystem {
     /// nil when the pool has never been mounted.
     public static func check(pool: Pool, repair: Bool) -> FileSystemReport? {
-        guard !pool.fileSystemLog.isNull else { return nil }
+        guard !pool.rootAddress.isNull else { return nil }
         var report = FileSystemReport()
         let fs: FileSystem
         do {

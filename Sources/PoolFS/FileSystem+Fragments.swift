@@ -36,7 +36,7 @@ extension FileSystem {
             if let bytes = fragments.capacity(for: end) {
                 new = try fragments.allocate(bytes: bytes, from: heap)
             } else {
-                new = Extent(page: 0, address: try heap.allocateFilePages(count: 1), pages: 1)
+                new = Extent(page: 0, address: try heap.allocateTrackedPages(count: 1), pages: 1)
             }
         } catch {
             throw FileSystemError.noSpace

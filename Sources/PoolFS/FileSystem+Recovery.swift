@@ -39,7 +39,7 @@ extension FileSystem {
     /// which slots of its shared runs the files' fragments take.
     func unreferencedRuns() throws -> [Release] {
         var named: [(address: GlobalAddress, pages: Int, owner: UInt64)] = log.runs.map { ($0, log.chunkPages, 0) }
-        let runs = pool.fileRuns().sorted { $0.address < $1.address }
+        let runs = pool.trackedRuns().sorted { $0.address < $1.address }
         var heapOfRun: [GlobalAddress: Int] = [:]
         for run in runs where run.pages == 1 { heapOfRun[run.address] = run.heap }
         var fragments: [(owner: UInt64, extent: Extent)] = []

@@ -32,7 +32,7 @@ extension FileSystem {
         default:
             // A fragment counts as the page it lies in.
             let runs = inode.extents.extents.map {
-                FileRun(address: $0.isFragment ? pool.pageStart(containing: $0.address) ?? $0.address : $0.address,
+                TrackedRun(address: $0.isFragment ? pool.pageStart(containing: $0.address) ?? $0.address : $0.address,
                         pages: $0.pages, heap: inode.record.heap)
             }
             let counts = pool.pagesPerNode(of: runs).sorted { $0.key < $1.key }

@@ -37,7 +37,7 @@ public final class FileSystem: @unchecked Sendable {
     let spaceCount = Mutex<(time: UInt64, free: UInt64, capacity: UInt64)>((0, 0, 0))
     /// Heaps by table number, opened once.
     private var heaps: [Int: Heap] = [:]
-    private let heapsMutex = ProcessMutex()
+    private let heapsMutex = ThreadMutex()
 
     /// Who asks: new files belong to them.
     public struct Caller: Sendable {
@@ -64,9 +64,9 @@ public final class FileSystem: @unchecked Sendable {
         fragments = FragmentRuns(pool: pool)
         // The heap its log lies in, by number: the page table proves it,
         // where a name in a damaged heap row could mislead.
-        let logHead = pool.fileSystemLog
+        let logHead = pool.rootAddress
         if !logHead.isNull {
-            guard let id = pool.heapOfFileRun(at: logHead), let heap = pool.heap(id: id) else {
+            guard let id = pool.heapOfTrackedRun(at: logHead), let heap = pool.heap(id: id) else {
                 throw PoolError.damaged(path: pool.path, reason: "the heap of the file system's log (at \(logHead)) "
                     + "is not live; `poolfs check --repair` makes it live again")
             }
@@ -201,14 +201,14 @@ public final class FileSystem: @unchecked Sendable {
             let extent = release.extent
             if extent.isFragment {
                 // The run goes when its last fragment does, to the heap it came from.
-                if let (run, heap) = fragments.release(extent) { try? self.heap(heap).freeFilePages(at: run, count: 1) }
+                if let (run, heap) = fragments.release(extent) { try? self.heap(heap).freeTrackedPages(at: run, count: 1) }
                 continue
             }
             let heap = heap(release.heap)
             if !release.kept.isEmpty {
-                try? heap.carveFilePages(at: extent.address, count: extent.pages, keeping: release.kept)
+                try? heap.carveTrackedPages(at: extent.address, count: extent.pages, keeping: release.kept)
             } else {
-                try? heap.freeFilePages(at: extent.address, count: extent.pages)
+                try? heap.freeTrackedPages(at: extent.address, count: extent.pages)
             }
         }
     }
@@ -218,7 +218,7 @@ public final class FileSystem: @unchecked Sendable {
     /// go into a thread's cache of runs with stale entries inside.
     func freeFound(_ found: [Release]) {
         for release in found {
-            try? heap(release.heap).carveFilePages(at: release.extent.address, count: release.extent.pages, keeping: release.kept)
+            try? heap(release.heap).carveTrackedPages(at: release.extent.address, count: release.extent.pages, keeping: release.kept)
         }
     }
 

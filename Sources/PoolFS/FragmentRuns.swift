@@ -27,7 +27,7 @@ final class FragmentRuns: @unchecked Sendable {
     /// Runs with room, by heap and by their longest stretch of free slots
     /// (index 1 up to `slots`), so a request for n slots finds one at once.
     private var roomy: [Int: [Set<GlobalAddress>]] = [:]
-    private let mutex = ProcessMutex()
+    private let mutex = ThreadMutex()
     private let pool: Pool
 
     init(pool: Pool) {
@@ -55,10 +55,10 @@ final class FragmentRuns: @unchecked Sendable {
         if let fragment = mutex.withLock({ take(count, bytes: bytes, heap: heap.id) }) { return fragment }
         // A page of its own, taken outside the lock (the pool's slow path
         // may wait), for this request or, if a free gets in first, the next.
-        let address = try heap.allocateFilePages(count: 1)
+        let address = try heap.allocateTrackedPages(count: 1)
         return mutex.withLock {
             runs[address] = Run(heap: heap.id, used: 0)
-            file(address, of: heap.id, from: nil)
+            rebucket(address, of: heap.id, from: nil)
             return take(count, bytes: bytes, heap: heap.id)!
         }
     }
@@ -72,14 +72,14 @@ final class FragmentRuns: @unchecked Sendable {
         let mask = FragmentRuns.mask(count)
         let slot = (0...(slots - count)).first { before.used & mask << $0 == 0 }!
         runs[address]!.used |= mask << slot
-        file(address, of: heap, from: before.used)
+        rebucket(address, of: heap, from: before.used)
         return .fragment(address.advanced(by: UInt64(slot * slotBytes)), bytes: bytes)
     }
 
     /// Moves a run of `heap` from the bucket for `used` (what its slots
     /// were) to the one for what they are (to none when it is full or
     /// gone); `mutex` held.
-    private func file(_ address: GlobalAddress, of heap: Int, from used: UInt64?) {
+    private func rebucket(_ address: GlobalAddress, of heap: Int, from used: UInt64?) {
         if let used { roomy[heap]?[longestFree(used)].remove(address) }
         guard let run = runs[address] else { return }
         let longest = longestFree(run.used)
@@ -109,7 +109,7 @@ final class FragmentRuns: @unchecked Sendable {
             runs[address]!.used &= ~bits
             let run = runs[address]!
             if run.used == 0 { runs.removeValue(forKey: address) }
-            file(address, of: run.heap, from: before.used)
+            rebucket(address, of: run.heap, from: before.used)
             return run.used == 0 ? (address, run.heap) : nil
         }
     }
@@ -149,7 +149,7 @@ final class FragmentRuns: @unchecked Sendable {
                 run.used |= bits
                 runs[address] = run
             }
-            for (address, run) in runs { file(address, of: run.heap, from: nil) }
+            for (address, run) in runs { rebucket(address, of: run.heap, from: nil) }
             return named
         }
     }

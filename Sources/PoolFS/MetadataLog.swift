@@ -5,7 +5,7 @@ import PoolCore
 /// 8-byte store, after the record's bytes), so a mount killed at any instant
 /// leaves each change whole or absent. A mount replays the chain, then
 /// writes a fresh one holding just the current state and switches to it with
-/// one store of the pool's `fileSystemLog` word.
+/// one store of the pool's `rootAddress` word.
 ///
 /// Chunk: magic, next chunk, committed bytes, clean flag (first chunk only),
 /// the chain's id, a check of `next`, then records. Chunks are the file
@@ -98,7 +98,7 @@ final class MetadataLog: @unchecked Sendable {
             throw FileSystemError.noSpace
         }
     }
-    private let mutex = ProcessMutex()
+    private let mutex = ThreadMutex()
 
     init(pool: Pool, heap: Heap) {
         self.pool = pool
@@ -175,12 +175,12 @@ final class MetadataLog: @unchecked Sendable {
     /// Replays the pool's log into `apply`; a pool without one gets an empty one.
     /// Returns whether the last mount ended cleanly.
     func open(creating: Bool, _ apply: (Change) throws -> Void) throws -> Bool {
-        let head = pool.fileSystemLog
+        let head = pool.rootAddress
         if head.isNull {
             guard creating else { return true }
             chain = UInt64.random(in: 1...UInt64.max)
             chunks = [try newChunk()]
-            pool.fileSystemLog = chunks[0]
+            pool.rootAddress = chunks[0]
             return true
         }
         chunks = try walk(from: head, apply)
@@ -192,7 +192,7 @@ final class MetadataLog: @unchecked Sendable {
     }
 
     private func newChunk() throws -> GlobalAddress {
-        let chunk = try heap.allocateFilePages(count: chunkPages)
+        let chunk = try heap.allocateTrackedPages(count: chunkPages)
         try clearHeader(chunk)
         return chunk
     }
@@ -261,15 +261,15 @@ final class MetadataLog: @unchecked Sendable {
                 // there; the new chain's chunks go back to the reserve, their
                 // headers as new (records and a link of a chain never named).
                 for chunk in chunks where !old.chunks.contains(chunk) {
-                    if (try? clearHeader(chunk)) != nil { spares.append(chunk) } else { try? heap.freeFilePages(at: chunk, count: chunkPages) }
+                    if (try? clearHeader(chunk)) != nil { spares.append(chunk) } else { try? heap.freeTrackedPages(at: chunk, count: chunkPages) }
                 }
                 (chunks, committed, bytes, chain) = old
                 retryAt = bytes + bytes / 2
                 throw error
             }
-            pool.fileSystemLog = chunks[0]
+            pool.rootAddress = chunks[0]
             rewritten = bytes
-            for chunk in old.chunks { try? heap.freeFilePages(at: chunk, count: chunkPages) }
+            for chunk in old.chunks { try? heap.freeTrackedPages(at: chunk, count: chunkPages) }
         }
     }
 
@@ -282,7 +282,7 @@ final class MetadataLog: @unchecked Sendable {
     /// At unmount: the next mount makes its own reserve.
     func releaseSpares() {
         mutex.withLock {
-            for spare in spares { try? heap.freeFilePages(at: spare, count: chunkPages) }
+            for spare in spares { try? heap.freeTrackedPages(at: spare, count: chunkPages) }
             spares = []
         }
     }

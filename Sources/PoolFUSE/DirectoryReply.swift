@@ -28,7 +28,7 @@ struct DirectoryReply {
         var st = attributes
         let needed: Int
         if plus {
-            var entry = FUSESession.entry(attributes, timeout: timeout)
+            var entry = FUSEAdapter.entry(attributes, timeout: timeout)
             needed = name.withCString { fuse_add_direntry_plus(request, buffer.baseAddress! + used, room, $0, &entry, next) }
         } else {
             needed = name.withCString { fuse_add_direntry(request, buffer.baseAddress! + used, room, $0, &st, next) }

@@ -1,3 +1,4 @@
+import FUSETransport
 import PoolCore
 
 /// The mount's background give-back (OpenPool+GiveBack.swift): once a

@@ -1,4 +1,5 @@
 import CFuse
+import FUSETransport
 import PoolCore
 import PoolFS
 #if canImport(Glibc)
@@ -69,21 +70,20 @@ public enum Mount {
     public static func run(pool: Pool, mountpoint: String, foreground: Bool, options: [String],
                            ready: () -> Void) throws {
         try checkMountPoint(mountpoint)
-        try pool.lockForMount()
+        try pool.holdExclusively(for: "mounted")
         let fs = try FileSystem(pool: pool)
-        let session = FUSESession(fs: fs, tree: ControlTree(pool: pool, fileSystem: fs))
+        let adapter = FUSEAdapter(fs: fs, tree: ControlTree(pool: pool, fileSystem: fs))
+        let transport = FUSETransport(handler: adapter)
         // Ours, not libfuse's: requests through /dev/fuse only.
         var options = options
-        if options.contains(noIOUring) {
-            options.removeAll { $0 == noIOUring }
-            session.wantedFlags &= ~InitHandshake.overIOUring
-        }
+        let rings = !options.contains(noIOUring)
+        options.removeAll { $0 == noIOUring }
         // Also the kernel's: reads leave access times alone.
         if options.contains("noatime") { fs.accessTimes.store(false, ordering: .relaxed) }
         if options.contains("nodiratime") {
             // Ours alone: libfuse does not know it.
             options.removeAll { $0 == "nodiratime" }
-            session.noteDirectoryAccess = false
+            adapter.noteDirectoryAccess = false
         }
         var args = fuse_args(argc: 0, argv: nil, allocated: 0)
         defer { fuse_opt_free_args(&args) }
@@ -95,10 +95,10 @@ public enum Mount {
         for argument in ["poolfs", "-o", options.joined(separator: ",")] {
             fuse_opt_add_arg(&args, argument)
         }
-        var ops = FUSESession.operations()
+        var ops = FUSEAdapter.operations()
         // libfuse says what it refuses on stderr: that becomes our one line.
         let (made, complaint) = Mount.capturingStandardError {
-            fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, Unmanaged.passUnretained(session).toOpaque())
+            fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, transport.sessionUserdata)
         }
         guard let se = made else { throw Mount.refusal(complaint, options: options) }
         if !complaint.isEmpty { _ = complaint.withCString { write(2, $0, strlen($0)) } }
@@ -118,20 +118,21 @@ public enum Mount {
         guard fuse_session_mount(se, mountpoint) == 0 else {
             throw PoolError.system(call: "mount", path: mountpoint, errno: EIO)
         }
+        adapter.session = se
         // Without it, files are written direct only by a sole write-only
         // opener, and requests come through /dev/fuse alone.
-        _ = DeviceIO.install(on: se, for: session)
+        _ = transport.install(on: se, rings: rings)
         defer { fuse_session_unmount(se) }
         fuse_daemonize(foreground ? 1 : 0)
-        pool.recordMountProcess()
+        pool.recordExclusiveHolder()
         ready()
         let config = fuse_loop_cfg_create()
         defer { fuse_loop_cfg_destroy(config) }
         fuse_loop_cfg_set_max_threads(config, 16)
         let returner = FreeMemoryReturner.start(pool: pool)
-        _ = withExtendedLifetime(session) { fuse_session_loop_mt(se, config) }
+        _ = withExtendedLifetime((adapter, transport)) { fuse_session_loop_mt(se, config) }
         returner.stop()
-        session.stopRings()
+        transport.stop()
         fs.unmount()
     }
 }

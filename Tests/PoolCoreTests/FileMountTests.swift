@@ -415,7 +415,7 @@ func writerBytes(_ index: Int) -> [UInt8] {
         #expect(store(pattern(5000, seed: 9), mounted.path("kept")))
         mounted.unmount()
         let pool = try Pool.open(name: mounted.name, at: mounted.scratch.path)
-        let log = pool.fileSystemLog
+        let log = pool.rootAddress
         try pool.store(0x0bad_0bad, at: log)
         pool.close()
         let poolfs = builtExecutable("poolfs")
@@ -426,7 +426,7 @@ func writerBytes(_ index: Int) -> [UInt8] {
         #expect(check.status == 1 && check.output.contains("problem: file system:"), "\(check.output)")
         let reopened = try Pool.open(name: mounted.name, at: mounted.scratch.path)
         let word = try reopened.load(at: log)
-        #expect(reopened.fileSystemLog == log && word == 0x0bad_0bad)
+        #expect(reopened.rootAddress == log && word == 0x0bad_0bad)
         reopened.close()
     }
 

@@ -152,14 +152,14 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         // The log's reserve for removals, which a kill leaves unnamed too.
         let reserve = (killed.log.runs.count - killed.log.chunks.count) * killed.log.chunkPages
         // A run taken for a write that the kill cut short, never logged.
-        let stray = try pool.openHeap(name: "default").allocateFilePages(count: 5)
+        let stray = try pool.openHeap(name: "default").allocateTrackedPages(count: 5)
         pool.close()
         pool = try Pool.open(name: "model", at: scratch.path)
         let report = try #require(FileSystem.check(pool: pool, repair: false))
         #expect(report.unreferencedPages == 5 + reserve && report.problems.isEmpty, "\(report.unreferencedPages), reserve \(reserve)")
         let fs = try FileSystem(pool: pool)
         // Freed (the mount's new log may have taken its pages since).
-        #expect(!pool.fileRuns().contains { $0.address == stray && $0.pages == 5 })
+        #expect(!pool.trackedRuns().contains { $0.address == stray && $0.pages == 5 })
         fs.unmount()
         #expect(FileSystem.check(pool: pool, repair: false)?.unreferencedPages == 0)
         pool.close()
@@ -366,7 +366,7 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         _ = try fs.create(parent: 1, name: "kept", mode: S_IFREG | 0o644, caller: caller)
         let before = try describe(fs)
         // A record written but not yet counted by its chunk's committed word.
-        let head = pool.fileSystemLog
+        let head = pool.rootAddress
         let committed = UInt64(MetadataLog.committedCount(try pool.load(at: head.advanced(by: MetadataLog.Field.committed)),
                                                           firstFormat: false) ?? -1)
         let torn = RecordWriter.encode(.unlink(parent: 1, name: "kept", time: .now()))
@@ -443,7 +443,7 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
             try write(fs, file, Array(repeating: UInt8(index + 1), count: 4000))
             files.append(file)
         }
-        #expect(pool.fileRuns().count == fs.log.runs.count + 1, "16 files of 4,000 bytes in one page")
+        #expect(pool.trackedRuns().count == fs.log.runs.count + 1, "16 files of 4,000 bytes in one page")
         #expect(try fs.attributes(of: files[0]).st_blocks == 8, "4 KiB, as tmpfs counts it")
 
         // One file grows in steps: through larger fragments to pages of its own.
@@ -488,7 +488,7 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         for name in (0..<16).filter({ $0 != 3 && $0 != 5 }).map({ FileName("small\($0)") }) + ["grown", "reused", "after-mount"] {
             try fs.remove(parent: 1, name: name, directory: false)
         }
-        #expect(pool.fileRuns().count == fs.log.runs.count, "the shared pages went back with their last files")
+        #expect(pool.trackedRuns().count == fs.log.runs.count, "the shared pages went back with their last files")
         fs.unmount()
         pool.close()
     }
@@ -520,7 +520,7 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         var fs = try FileSystem(pool: pool)
         func filePages() -> Int {
             let log = Set(fs.log.runs)
-            return pool.fileRuns().filter { !log.contains($0.address) }.reduce(0) { $0 + $1.pages }
+            return pool.trackedRuns().filter { !log.contains($0.address) }.reduce(0) { $0 + $1.pages }
         }
         let file = try makeFile(fs, "f")
         var expected = (0..<(16 * 4096)).map { UInt8(truncatingIfNeeded: $0 / 3 + 1) }
@@ -577,10 +577,10 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         #expect(fs.inodes[grown]?.extents.fragment == nil && fs.inodes[grown]?.extents.pageCount == 1)
         #expect(try bytes(fs, grown) == Array(repeating: 4, count: 100) + Array(repeating: 0, count: 49_900))
         // Cut back: into the smallest fragment that holds it, and its page goes.
-        let pages = pool.fileRuns().count
+        let pages = pool.trackedRuns().count
         _ = try fs.setAttributes(grown, AttributeChange(size: 5000))
         #expect(fs.inodes[grown]?.extents.fragment?.fragmentBytes == 8192 && fs.inodes[grown]?.extents.pageCount == 0)
-        #expect(pool.fileRuns().count < pages)
+        #expect(pool.trackedRuns().count < pages)
         _ = try fs.setAttributes(grown, AttributeChange(size: 101))
         #expect(fs.inodes[grown]?.extents.fragment?.fragmentBytes == 4096)
         #expect(try bytes(fs, grown) == Array(repeating: 4, count: 100) + [0])
@@ -646,16 +646,16 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
         var fs = try FileSystem(pool: pool)
         let heap = try pool.openHeap(name: "default")
-        let stray = try heap.allocateFilePages(count: 8)
+        let stray = try heap.allocateTrackedPages(count: 8)
         var shelf = try #require(pool.core.shelf(stray.shelf))
         let page = try #require(shelf.page(at: stray.offset))
         shelf.setEntry(page + 6, .tail(distance: 1))
-        shelf.setEntry(page + 5, .allocated(length: 2, tag: .files(heap.id)))
+        shelf.setEntry(page + 5, .allocated(length: 2, tag: .tracked(heap.id)))
         fs = try remount(&pool, scratch)
-        #expect(!pool.fileRuns().contains { $0.address == stray && $0.pages == 8 })
+        #expect(!pool.trackedRuns().contains { $0.address == stray && $0.pages == 8 })
         // Free, or under a run taken since (the mount's new log): no stale head.
         shelf = try #require(pool.core.shelf(stray.shelf))
-        #expect(shelf.entry(page + 5) != .allocated(length: 2, tag: .files(heap.id)))
+        #expect(shelf.entry(page + 5) != .allocated(length: 2, tag: .tracked(heap.id)))
         let report = try unmountAndCheck(fs, pool, scratch)
         #expect(report.problems.isEmpty && report.unreferencedPages == 0)
         #expect(try Pool.check(name: "model", at: scratch.path).isClean)

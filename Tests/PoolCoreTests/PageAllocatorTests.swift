@@ -43,17 +43,17 @@ import Glibc
         let pool = try Pool.create(name: "carve", size: 16 << 20, pageSize: 4096, at: scratch.path)
         let heap = try pool.openHeap(name: "files", create: true)
         let free0 = pool.freePageCount
-        let run = try heap.allocateFilePages(count: 10)
+        let run = try heap.allocateTrackedPages(count: 10)
         for bad in [[3..<5, 4..<6], [0..<10], [8..<11], [2..<2]] {
-            #expect(throws: PoolError.self, "\(bad)") { try heap.carveFilePages(at: run, count: 10, keeping: bad) }
+            #expect(throws: PoolError.self, "\(bad)") { try heap.carveTrackedPages(at: run, count: 10, keeping: bad) }
         }
         let pieces = [0..<2, 5..<7, 9..<10]
-        try heap.carveFilePages(at: run, count: 10, keeping: pieces)
+        try heap.carveTrackedPages(at: run, count: 10, keeping: pieces)
         #expect(pool.freePageCount == free0 - 5)
-        let runs = pool.fileRuns().map { Int($0.address.offset - run.offset) / 4096 ..< Int($0.address.offset - run.offset) / 4096 + $0.pages }
+        let runs = pool.trackedRuns().map { Int($0.address.offset - run.offset) / 4096 ..< Int($0.address.offset - run.offset) / 4096 + $0.pages }
         #expect(runs.sorted { $0.lowerBound < $1.lowerBound } == pieces)
-        #expect(throws: PoolError.self) { try heap.freeFilePages(at: run, count: 10) }
-        for piece in pieces { try heap.freeFilePages(at: run.advanced(by: UInt64(piece.lowerBound) * 4096), count: piece.count) }
+        #expect(throws: PoolError.self) { try heap.freeTrackedPages(at: run, count: 10) }
+        for piece in pieces { try heap.freeTrackedPages(at: run.advanced(by: UInt64(piece.lowerBound) * 4096), count: piece.count) }
         #expect(pool.freePageCount == free0)
         pool.close()
         #expect(try Pool.check(name: "carve", at: scratch.path).isClean)
@@ -66,36 +66,36 @@ import Glibc
         let scratch = Scratch()
         var pool = try Pool.create(name: "halfcut", size: 16 << 20, pageSize: 4096, at: scratch.path)
         var heap = try pool.openHeap(name: "files", create: true)
-        let run = try heap.allocateFilePages(count: 8)
+        let run = try heap.allocateTrackedPages(count: 8)
         let shelf = try #require(pool.core.shelf(run.shelf))
         let page = try #require(shelf.page(at: run.offset))
         // The order a cut writes in: as each piece's head is made, the old
         // head still covers the run, and what is written so far reads as a
         // half cut (so a kill at any step leaves it so).
-        let other = try heap.allocateFilePages(count: 8)
+        let other = try heap.allocateTrackedPages(count: 8)
         let otherPage = try #require(shelf.page(at: other.offset))
         let pieces = [0..<1, 3..<4, 5..<8]
         var heads = 0
         shelf.carveRun(at: otherPage, length: 8, keeping: pieces) { length in
             heads += 1
-            #expect(shelf.entry(otherPage) == .allocated(length: 8, tag: .files(heap.id)))
+            #expect(shelf.entry(otherPage) == .allocated(length: 8, tag: .tracked(heap.id)))
             #expect(shelf.isHalfCarvedRun(otherPage, 8))
-            return .allocated(length: length, tag: .files(heap.id))
+            return .allocated(length: length, tag: .tracked(heap.id))
         }
         #expect(heads == 3)
-        for piece in pieces { try heap.freeFilePages(at: other.advanced(by: UInt64(piece.lowerBound) * 4096), count: piece.count) }
+        for piece in pieces { try heap.freeTrackedPages(at: other.advanced(by: UInt64(piece.lowerBound) * 4096), count: piece.count) }
         // What it writes first for a piece 5..<8, then killed.
         shelf.setEntry(page + 6, .tail(distance: 1))
         shelf.setEntry(page + 7, .tail(distance: 2))
-        shelf.setEntry(page + 5, .allocated(length: 3, tag: .files(heap.id)))
+        shelf.setEntry(page + 5, .allocated(length: 3, tag: .tracked(heap.id)))
         pool.close()
         let report = try Pool.check(name: "halfcut", at: scratch.path)
         #expect(report.problems.isEmpty && report.recoverable.contains { $0.contains("half cut into pieces") }, "\(report)")
         pool = try Pool.open(name: "halfcut", at: scratch.path)
-        #expect(pool.fileRuns().map(\.pages) == [8])
+        #expect(pool.trackedRuns().map(\.pages) == [8])
         heap = try pool.openHeap(name: "files")
-        try heap.carveFilePages(at: run, count: 8, keeping: [0..<2, 5..<8])
-        #expect(pool.fileRuns().map(\.pages).sorted() == [2, 3])
+        try heap.carveTrackedPages(at: run, count: 8, keeping: [0..<2, 5..<8])
+        #expect(pool.trackedRuns().map(\.pages).sorted() == [2, 3])
         pool.close()
         #expect(try Pool.check(name: "halfcut", at: scratch.path).isClean)
     }

@@ -183,7 +183,7 @@ import Testing
             return bytes
         }
         fs.unmount()
-        let head = pool.fileSystemLog
+        let head = pool.rootAddress
         #expect(records.count < (1 << 20) - MetadataLog.headerSize)
         var header = [UInt8](repeating: 0, count: MetadataLog.headerSize)
         for (field, value) in [(MetadataLog.Field.magic, MetadataLog.firstMagic), (MetadataLog.Field.committed, UInt64(records.count)),
@@ -194,7 +194,7 @@ import Testing
         pool.close()
         #expect(PoolDamageFuzzTests.mount(scratch, expected: expected, what: "the first format") == "mounted")
         pool = try Pool.open(name: "fuzz", at: scratch.path)
-        #expect(try pool.load(at: pool.fileSystemLog) == MetadataLog.magic, "rewritten in the second format")
+        #expect(try pool.load(at: pool.rootAddress) == MetadataLog.magic, "rewritten in the second format")
         pool.close()
         // In a chunk of the second format, a record without a CRC is damage.
         let refusal = records.withUnsafeBytes { all -> String? in

@@ -8,10 +8,10 @@ import Glibc
 /// Handlers for `.pool/`: texts made at open, region bytes straight from
 /// pool memory, heaps made and destroyed by mkdir and rmdir. Nothing here
 /// is cached by the kernel: other processes change the pool underneath.
-extension FUSESession {
+extension FUSEAdapter {
     func controlAttributes(_ node: ControlTree.Node) -> stat {
         var st = stat()
-        st.st_ino = UInt(node.inode | FUSESession.controlBit)
+        st.st_ino = UInt(node.inode | FUSEAdapter.controlBit)
         st.st_mode = (node.kind == .directory ? S_IFDIR : S_IFREG) | node.mode
         st.st_nlink = node.kind == .directory ? 2 : 1
         st.st_uid = node.owner?.uid ?? owner.uid
@@ -50,9 +50,9 @@ extension FUSESession {
             fuse_reply_err(req, ENOTDIR)
             return
         }
-        let parent = inode == ControlTree.control ? UInt64(FUSE_ROOT_ID) : ControlTree.control | FUSESession.controlBit
-        let entries = [(".", inode | FUSESession.controlBit, true), ("..", parent, true)]
-            + children.map { ($0.name, $0.inode | FUSESession.controlBit, $0.kind == .directory) }
+        let parent = inode == ControlTree.control ? UInt64(FUSE_ROOT_ID) : ControlTree.control | FUSEAdapter.controlBit
+        let entries = [(".", inode | FUSEAdapter.controlBit, true), ("..", parent, true)]
+            + children.map { ($0.name, $0.inode | FUSEAdapter.controlBit, $0.kind == .directory) }
         DirectoryReply.send(req, size: size, plus: plus) { reply in
             for index in entries.indices where index >= offset {
                 let (name, ino, isDirectory) = entries[index]
@@ -60,7 +60,7 @@ extension FUSESession {
                 st.st_ino = UInt(ino)
                 st.st_mode = isDirectory ? S_IFDIR : S_IFREG
                 // readdirplus: attributes made now, kept by nobody.
-                if plus, ino != FUSE_ROOT_ID, let node = tree.node(ino & ~FUSESession.controlBit) { st = controlAttributes(node) }
+                if plus, ino != FUSE_ROOT_ID, let node = tree.node(ino & ~FUSEAdapter.controlBit) { st = controlAttributes(node) }
                 if !reply.add(FileName(name), st, next: off_t(index + 1), timeout: 0) { break }
             }
         }
@@ -101,14 +101,14 @@ extension FUSESession {
         if handle == 0 {
             // A region: reply with a pointer into the pool's pages, no copy.
             let replied = tree.withRegionBytes(inode) { bytes -> Bool in
-                FUSESession.replySlice(req, UnsafeRawBufferPointer(bytes), offset, size)
+                FUSEAdapter.replySlice(req, UnsafeRawBufferPointer(bytes), offset, size)
                 return true
             }
             if replied == nil { fuse_reply_err(req, ENOENT) }
             return
         }
         let text = openTexts.withLock { $0.texts[handle] } ?? []
-        text.withUnsafeBytes { FUSESession.replySlice(req, $0, offset, size) }
+        text.withUnsafeBytes { FUSEAdapter.replySlice(req, $0, offset, size) }
     }
 
     /// Replies with what a read of `size` at `offset` finds in `bytes`.
@@ -141,7 +141,7 @@ extension FUSESession {
             return
         }
         let text = String(decoding: UnsafeRawBufferPointer(start: buffer, count: size), as: UTF8.self)
-        FUSESession.replying(req) {
+        FUSEAdapter.replying(req) {
             try tree.write(inode, text: text)
             fuse_reply_write(req, size)
         }
@@ -150,7 +150,7 @@ extension FUSESession {
     /// Truncation (a region file's sizing, or a policy's emptying), and
     /// chmod and chown where the tree takes them.
     func controlSetattr(_ req: fuse_req_t?, _ inode: UInt64, _ new: stat, _ fields: Int32) {
-        FUSESession.replying(req) {
+        FUSEAdapter.replying(req) {
             guard tree.node(inode) != nil else { throw ControlTree.Refusal.notFound }
             let times = FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW
                 | FUSE_SET_ATTR_CTIME
@@ -177,9 +177,9 @@ extension FUSESession {
     }
 
     func controlCreate(_ req: fuse_req_t?, _ parent: UInt64, _ name: String, _ info: UnsafeMutablePointer<fuse_file_info>) {
-        FUSESession.replying(req) {
-            let node = try tree.createRegionFile(parent: parent, name: name, access: FUSESession.creatorsRegion(req))
-            var entry = FUSESession.entry(controlAttributes(node), timeout: 0)
+        FUSEAdapter.replying(req) {
+            let node = try tree.createRegionFile(parent: parent, name: name, access: FUSEAdapter.creatorsRegion(req))
+            var entry = FUSEAdapter.entry(controlAttributes(node), timeout: 0)
             info.pointee.direct_io = 0
             info.pointee.fh = 0
             fuse_reply_create(req, &entry, info)

@@ -1,5 +1,4 @@
 import CFuse
-import PoolFS
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -8,11 +7,11 @@ import Glibc
 /// registered with the kernel, which writes a request into them and reads
 /// the reply back. The request is re-laid out as /dev/fuse delivers it, in
 /// room kept before the payload, so that libfuse dispatches it as usual.
-final class RingEntry {
+public final class RingEntry {
     unowned let queue: RingQueue
-    /// linux/fuse.h struct fuse_uring_req_header: the in/out header, the
-    /// operation's own header, then struct fuse_uring_ent_in_out.
-    let headers: UnsafeMutableRawPointer
+    /// The in/out header, the operation's own header, then the ring's
+    /// fields (commit id, payload size).
+    let headers: UnsafeMutablePointer<fuse_uring_req_header>
     /// `room` bytes for the headers of the re-laid request, then the payload.
     let buffer: UnsafeMutableRawPointer
     let payloadSize: Int
@@ -29,14 +28,9 @@ final class RingEntry {
     private var laidOut = fuse_buf()
 
     static let headersSize = 4096, room = 4096
-    static let operationHeader = 128
-    static let entInOut = 256, commitOffset = entInOut + 8, payloadSizeOffset = entInOut + 16
-    /// linux/fuse.h: FUSE_FSYNC and FUSE_FALLOCATE, which may take seconds.
-    static let slowOpcodes: [UInt32] = [20, 43]
-    /// linux/fuse.h: FUSE_READ and FUSE_WRITE, and the bytes of struct
-    /// fuse_read_in and fuse_write_in up to the end of their common
-    /// fields (fh, offset, size).
-    static let readOpcode: UInt32 = 15, writeOpcode: UInt32 = 16, ioArguments = 20
+    static let operationHeader = Int(FUSE_URING_OP_IN_OUT_SZ)
+    /// Requests that may take seconds.
+    static let slowOpcodes: [UInt32] = [FUSE_FSYNC.rawValue, FUSE_FALLOCATE.rawValue]
 
     var payload: UnsafeMutableRawPointer { buffer + RingEntry.room }
 
@@ -47,15 +41,15 @@ final class RingEntry {
         else { return nil }
         self.queue = queue
         self.payloadSize = payloadSize
-        headers = memory
+        headers = memory.bindMemory(to: fuse_uring_req_header.self, capacity: 1)
         buffer = memory + RingEntry.headersSize
         vector = .allocate(capacity: 2)
-        vector[0] = iovec(iov_base: headers, iov_len: RingEntry.headersSize)
+        vector[0] = iovec(iov_base: memory, iov_len: RingEntry.headersSize)
         vector[1] = iovec(iov_base: buffer + RingEntry.room, iov_len: payloadSize)
     }
 
     deinit {
-        munmap(headers, RingEntry.headersSize + RingEntry.room + payloadSize)
+        munmap(UnsafeMutableRawPointer(headers), RingEntry.headersSize + RingEntry.room + payloadSize)
         vector.deallocate()
     }
 
@@ -63,22 +57,23 @@ final class RingEntry {
     /// slow requests through the helper, the rest through libfuse, which
     /// calls the file system's handler; its reply comes back through `answer`.
     func serve() {
-        let length = Int(headers.load(as: UInt32.self))
-        let payloadCount = Int(headers.load(fromByteOffset: RingEntry.payloadSizeOffset, as: UInt32.self))
-        unique = headers.load(fromByteOffset: 8, as: UInt64.self)
-        commit = headers.load(fromByteOffset: RingEntry.commitOffset, as: UInt64.self)
+        let request = poolfs_ring_in_header(headers).pointee
+        let length = Int(request.len)
+        let payloadCount = Int(headers.pointee.ring_ent_in_out.payload_sz)
+        unique = request.unique
+        commit = headers.pointee.ring_ent_in_out.commit_id
         answered = false
         let operation = length - DeviceIO.inHeader - payloadCount
         guard (0...RingEntry.operationHeader).contains(operation), payloadCount <= payloadSize else {
             fail(EIO)
             return
         }
-        if servedDirectly(operation: operation, payloadCount: payloadCount) { return }
+        if servedDirectly(request, operation: operation, payloadCount: payloadCount) { return }
         let start = payload - DeviceIO.inHeader - operation
-        start.copyMemory(from: headers, byteCount: DeviceIO.inHeader)
-        (start + DeviceIO.inHeader).copyMemory(from: headers + RingEntry.operationHeader, byteCount: operation)
+        start.copyMemory(from: poolfs_ring_in_header(headers), byteCount: DeviceIO.inHeader)
+        (start + DeviceIO.inHeader).copyMemory(from: poolfs_ring_operation(headers), byteCount: operation)
         laidOut = fuse_buf(size: length, flags: fuse_buf_flags(rawValue: 0), mem: start, fd: -1, pos: 0)
-        if RingEntry.slowOpcodes.contains(headers.load(fromByteOffset: 4, as: UInt32.self)) {
+        if RingEntry.slowOpcodes.contains(request.opcode) {
             handedOff = true
             if queue.handOff(self) { return }
             handedOff = false
@@ -106,21 +101,18 @@ final class RingEntry {
     /// Reads and writes of files, the requests that come most often,
     /// answered without libfuse (which allocates a request and a reply
     /// vector for each); false for the rest, which libfuse dispatches.
-    private func servedDirectly(operation: Int, payloadCount: Int) -> Bool {
-        guard operation >= RingEntry.ioArguments else { return false }
-        let node = headers.load(fromByteOffset: 16, as: UInt64.self)
-        let arguments = headers + RingEntry.operationHeader
-        let offset = arguments.load(fromByteOffset: 8, as: UInt64.self)
-        let size = Int(arguments.load(fromByteOffset: 16, as: UInt32.self))
-        switch headers.load(fromByteOffset: 4, as: UInt32.self) {
-        case RingEntry.readOpcode:
-            return queue.owner.ringRead(self, node: node, offset: offset, size: size)
-        case RingEntry.writeOpcode where size == payloadCount:
-            // linux/fuse.h struct fuse_in_header: uid and gid follow the nodeid.
-            let caller = FileSystem.Caller(uid: headers.load(fromByteOffset: 24, as: UInt32.self),
-                                           gid: headers.load(fromByteOffset: 28, as: UInt32.self))
-            return queue.owner.ringWrite(self, node: node, offset: offset, UnsafeRawBufferPointer(start: payload, count: size),
-                                         by: caller)
+    private func servedDirectly(_ request: fuse_in_header, operation: Int, payloadCount: Int) -> Bool {
+        let arguments = UnsafeRawPointer(poolfs_ring_operation(headers)!)
+        switch request.opcode {
+        case FUSE_READ.rawValue where operation >= MemoryLayout<fuse_read_in>.size:
+            let read = arguments.load(as: fuse_read_in.self)
+            return queue.handler.ringRead(self, node: request.nodeid, offset: read.offset, size: Int(read.size))
+        case FUSE_WRITE.rawValue where operation >= MemoryLayout<fuse_write_in>.size:
+            let write = arguments.load(as: fuse_write_in.self)
+            guard Int(write.size) == payloadCount else { return false }
+            return queue.handler.ringWrite(self, node: request.nodeid, offset: write.offset,
+                                           UnsafeRawBufferPointer(start: payload, count: payloadCount),
+                                           uid: request.uid, gid: request.gid)
         default:
             return false
         }
@@ -129,16 +121,16 @@ final class RingEntry {
     /// Takes libfuse's reply (out header, then the reply's pieces) if it is
     /// for this entry's request; returns the bytes taken, or nil.
     func answer(_ vector: UnsafePointer<iovec>, _ count: Int) -> Int? {
-        guard !answered, count >= 1, let header = vector[0].iov_base, vector[0].iov_len >= DeviceIO.outHeader,
-              header.load(fromByteOffset: 8, as: UInt64.self) == unique
+        guard !answered, count >= 1, let base = vector[0].iov_base, vector[0].iov_len >= DeviceIO.outHeader
         else { return nil }
-        return reply(UnsafeBufferPointer(start: vector + 1, count: count - 1),
-                     error: header.load(fromByteOffset: 4, as: Int32.self))
+        let header = base.loadUnaligned(as: fuse_out_header.self)
+        guard header.unique == unique else { return nil }
+        return reply(UnsafeBufferPointer(start: vector + 1, count: count - 1), error: header.error)
     }
 
     /// Answers the request with `pieces`, copied into the payload.
     @discardableResult
-    func reply(_ pieces: UnsafeBufferPointer<iovec>, error: Int32 = 0) -> Int {
+    public func reply(_ pieces: UnsafeBufferPointer<iovec>, error: Int32 = 0) -> Int {
         var total = 0
         for piece in pieces {
             guard total + piece.iov_len <= payloadSize else { return fail(EINVAL) }
@@ -148,26 +140,24 @@ final class RingEntry {
         return send(total, error: error)
     }
 
-    /// Answers a write: linux/fuse.h struct fuse_write_out (size, padding).
-    func replyWritten(_ count: Int) {
-        payload.storeBytes(of: UInt32(count), as: UInt32.self)
-        payload.storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
-        send(8, error: 0)
+    /// Answers a write.
+    public func replyWritten(_ count: Int) {
+        payload.storeBytes(of: fuse_write_out(size: UInt32(count), padding: 0), as: fuse_write_out.self)
+        send(MemoryLayout<fuse_write_out>.size, error: 0)
     }
 
     /// Answers the request with an error alone.
     @discardableResult
-    func fail(_ error: Int32) -> Int {
+    public func fail(_ error: Int32) -> Int {
         send(0, error: -error)
     }
 
     /// Sends the reply whose first `count` bytes of payload are in place.
     @discardableResult
     private func send(_ count: Int, error: Int32) -> Int {
-        headers.storeBytes(of: UInt32(DeviceIO.outHeader + count), as: UInt32.self)
-        headers.storeBytes(of: error, toByteOffset: 4, as: Int32.self)
-        headers.storeBytes(of: unique, toByteOffset: 8, as: UInt64.self)
-        headers.storeBytes(of: UInt32(count), toByteOffset: RingEntry.payloadSizeOffset, as: UInt32.self)
+        poolfs_ring_out_header(headers).pointee = fuse_out_header(len: UInt32(DeviceIO.outHeader + count), error: error,
+                                                                  unique: unique)
+        headers.pointee.ring_ent_in_out.payload_sz = UInt32(count)
         answered = true
         if !handedOff { queue.commit(self, id: commit) }
         return DeviceIO.outHeader + count

@@ -1,5 +1,4 @@
 import CFuse
-import PoolFS
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -44,7 +43,7 @@ final class RingWatchdog: @unchecked Sendable {
     }
 
     private func look() {
-        let now = Timestamp.monotonicNanoseconds()
+        let now = FUSETransport.monotonicNanoseconds()
         for (index, queue) in queues.enumerated() {
             let thread = queue.threadID.load(ordering: .relaxed)
             guard let delay = waitingTime(thread, index) else { continue }

@@ -4,7 +4,7 @@ import Glibc
 
 /// A mutex among the threads of this process (the pool-wide lock among
 /// processes is a file lock taken while holding this one).
-public final class ProcessMutex: @unchecked Sendable {
+public final class ThreadMutex: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     public init() {

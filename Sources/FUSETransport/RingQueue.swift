@@ -1,6 +1,4 @@
 import CFuse
-import PoolFS
-import PoolCore
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -23,10 +21,10 @@ import Glibc
 final class RingQueue: @unchecked Sendable {
     let index: Int
     let device: Int32
-    /// libfuse's session, which dispatches requests, and the adapter that
+    /// libfuse's session, which dispatches requests, and the handler that
     /// answers reads and writes without it (RingEntry.swift).
     let session: OpaquePointer
-    unowned let owner: FUSESession
+    unowned let handler: any FUSETransportHandler
     /// Told when the kernel refuses an entry (with its errno).
     let refused: @Sendable (Int32) -> Void
     private let ring = UnsafeMutablePointer<io_uring>.allocate(capacity: 1)
@@ -54,14 +52,14 @@ final class RingQueue: @unchecked Sendable {
     /// payload of max_write each.
     static let depth = 2
     // linux/fuse.h enum fuse_uring_cmd
-    static let register: UInt32 = 1, commitAndFetch: UInt32 = 2
+    static let register = FUSE_IO_URING_CMD_REGISTER.rawValue, commitAndFetch = FUSE_IO_URING_CMD_COMMIT_AND_FETCH.rawValue
 
-    private init(index: Int, device: Int32, session: OpaquePointer, owner: FUSESession,
+    private init(index: Int, device: Int32, session: OpaquePointer, handler: any FUSETransportHandler,
                  refused: @escaping @Sendable (Int32) -> Void) {
         self.index = index
         self.device = device
         self.session = session
-        self.owner = owner
+        self.handler = handler
         self.refused = refused
         wake = eventfd(0, Int32(EFD_CLOEXEC))
         sem_init(started, 0, 0)
@@ -79,12 +77,11 @@ final class RingQueue: @unchecked Sendable {
     /// the kernel has been told to use rings it holds every request until
     /// each queue has registered, so rings are asked for only if all are
     /// ready (empty otherwise).
-    static func prepare(device: Int32, owner: FUSESession, payloadSize: Int,
+    static func prepare(device: Int32, session: OpaquePointer, handler: any FUSETransportHandler, payloadSize: Int,
                         refused: @escaping @Sendable (Int32) -> Void) -> [RingQueue] {
-        guard let session = owner.fuseSession else { return [] }
         var queues: [RingQueue] = []
         for index in 0..<RingQueue.possibleCPUs() {
-            let queue = RingQueue(index: index, device: device, session: session, owner: owner, refused: refused)
+            let queue = RingQueue(index: index, device: device, session: session, handler: handler, refused: refused)
             for _ in 0..<depth {
                 guard let entry = RingEntry(queue: queue, payloadSize: payloadSize) else { break }
                 queue.entries.append(entry)
@@ -122,9 +119,23 @@ final class RingQueue: @unchecked Sendable {
     static let go: UInt64 = 1, leave: UInt64 = 2
 
     /// The kernel's number of possible CPUs (num_possible_cpus), which is
-    /// how many queues it waits for.
+    /// how many queues it waits for: the last of the list in
+    /// /sys/devices/system/cpu/possible ("0-3", "0,2-5"), plus one.
     static func possibleCPUs() -> Int {
-        NodeSet.reading("/sys/devices/system/cpu/possible")?.nodes.count ?? max(1, sysconf(Int32(_SC_NPROCESSORS_CONF)))
+        let fallback = max(1, sysconf(Int32(_SC_NPROCESSORS_CONF)))
+        let file = open("/sys/devices/system/cpu/possible", O_RDONLY | O_CLOEXEC)
+        guard file >= 0 else { return fallback }
+        defer { close(file) }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 256) { buffer in
+            let count = read(file, buffer.baseAddress, buffer.count)
+            guard count > 0 else { return fallback }
+            let text = String(decoding: buffer[..<count], as: UTF8.self)
+            guard let line = text.split(separator: "\n").first,
+                  let last = line.split(whereSeparator: { $0 == "," || $0 == "-" }).last, let highest = Int(last) else {
+                return fallback
+            }
+            return highest + 1
+        }
     }
 
     private func launch() -> Bool {
@@ -214,7 +225,7 @@ final class RingQueue: @unchecked Sendable {
         while true {
             // Answers go to the kernel as the thread waits for the next request.
             let raised = raisedUntil.load(ordering: .relaxed)
-            if raised != 0, Timestamp.monotonicNanoseconds() > raised {
+            if raised != 0, FUSETransport.monotonicNanoseconds() > raised {
                 // Idle first, then say so: the watchdog raises only threads
                 // it sees at idle priority.
                 _ = poolfs_set_idle_priority(me, 1)

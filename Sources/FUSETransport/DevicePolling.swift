@@ -6,10 +6,10 @@ import Glibc
 
 /// Reading /dev/fuse once the rings serve. Then only forgets and
 /// interrupts come through it, and neither needs a quick answer; but a
-/// thread waiting on it is woken for each forget (one per unlink), on the
-/// other CPU, and unlinks took about 4 µs longer for it here (28–34 µs a
-/// file against 23–26). So the device is made non-blocking and looked at
-/// every 100 ms: forgets queue up and are read in batches.
+/// thread waiting on it is woken for each forget (one per unlink), on
+/// another CPU, which made every unlink slower. So the device is made
+/// non-blocking and looked at every 100 ms: forgets queue up and are read
+/// in batches.
 final class DevicePolling: Sendable {
     /// Whether rings were started: until then (and for good on a mount
     /// without them) a read is a plain blocking one, with nothing to ask.

@@ -6,12 +6,12 @@ import Glibc
 /// A thread that runs `tick` every `periodMilliseconds` until stopped, for
 /// the mount's background work (the rings' watchdog, the memory give-back).
 /// An eventfd stops it at once, not at its next tick.
-final class PeriodicThread: @unchecked Sendable {
+public final class PeriodicThread: @unchecked Sendable {
     private let stopping = eventfd(0, Int32(EFD_CLOEXEC))
     private var thread: JoinableThread?
 
     /// nil-safe: without an eventfd or a thread, nothing runs.
-    init(periodMilliseconds: Int32, _ tick: @escaping () -> Void) {
+    public init(periodMilliseconds: Int32, _ tick: @escaping () -> Void) {
         guard stopping >= 0 else { return }
         let stopping = self.stopping
         thread = JoinableThread {
@@ -27,7 +27,7 @@ final class PeriodicThread: @unchecked Sendable {
     deinit { if stopping >= 0 { close(stopping) } }
 
     /// Stops the thread and waits for it; its last tick has ended on return.
-    func stop() {
+    public func stop() {
         guard let thread else { return }
         var one: UInt64 = 1
         _ = write(stopping, &one, MemoryLayout<UInt64>.size)

@@ -18,22 +18,23 @@ final class InitHandshake: Sendable {
     /// Of `wanted`, what the kernel offered in that request.
     private let offered = Atomic<UInt32>(0)
 
-    // linux/fuse.h
-    static let initOpcode: UInt32 = 26
-    static let initExtended: UInt32 = 1 << 30
-    static let directIOAllowMmap: UInt32 = 1 << (36 - 32)   // in flags2
-    static let overIOUring: UInt32 = 1 << (41 - 32)          // in flags2
-    static let inFlags = DeviceIO.inHeader + 12, inFlags2 = DeviceIO.inHeader + 16
-    static let outFlags = 12, outFlags2 = 32
+    static let initExtended = UInt32(FUSE_INIT_EXT)
+    /// Bits of the second flags word, which holds bits 32-63.
+    static let directIOAllowMmap = UInt32(truncatingIfNeeded: UInt64(FUSE_DIRECT_IO_ALLOW_MMAP) >> 32)
+    static let overIOUring = UInt32(truncatingIfNeeded: UInt64(FUSE_OVER_IO_URING) >> 32)
+    static let inFlags = DeviceIO.inHeader + MemoryLayout<fuse_init_in>.offset(of: \.flags)!
+    static let inFlags2 = DeviceIO.inHeader + MemoryLayout<fuse_init_in>.offset(of: \.flags2)!
+    static let outFlags = MemoryLayout<fuse_init_out>.offset(of: \.flags)!
+    static let outFlags2 = MemoryLayout<fuse_init_out>.offset(of: \.flags2)!
 
     /// `wanted`: the flags2 bits to ask for if offered.
     func sawRequest(_ request: UnsafeRawPointer, wanted: UInt32) {
-        guard request.loadUnaligned(fromByteOffset: 4, as: UInt32.self) == InitHandshake.initOpcode else { return }
+        guard request.loadUnaligned(as: fuse_in_header.self).opcode == FUSE_INIT.rawValue else { return }
         let flags = request.loadUnaligned(fromByteOffset: InitHandshake.inFlags, as: UInt32.self)
         let flags2 = request.loadUnaligned(fromByteOffset: InitHandshake.inFlags2, as: UInt32.self)
         guard flags & InitHandshake.initExtended != 0, flags2 & wanted != 0 else { return }
         offered.store(flags2 & wanted, ordering: .relaxed)
-        pending.store(request.loadUnaligned(fromByteOffset: 8, as: UInt64.self), ordering: .releasing)
+        pending.store(request.loadUnaligned(as: fuse_in_header.self).unique, ordering: .releasing)
     }
 
     /// If this reply is the INIT reply: the flags2 bits it now asks for.
@@ -41,8 +42,8 @@ final class InitHandshake: Sendable {
     func willReply(_ vector: UnsafeMutableBufferPointer<iovec>, ringsReady: () -> Bool) -> UInt32 {
         let unique = pending.load(ordering: .acquiring)
         guard unique != 0, let header = vector[0].iov_base, vector[0].iov_len >= DeviceIO.outHeader,
-              header.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == unique,
-              header.loadUnaligned(fromByteOffset: 4, as: Int32.self) == 0,
+              header.loadUnaligned(as: fuse_out_header.self).unique == unique,
+              header.loadUnaligned(as: fuse_out_header.self).error == 0,
               let reply = vector[1].iov_base, vector[1].iov_len >= InitHandshake.outFlags2 + 4
         else { return 0 }
         pending.store(0, ordering: .releasing)

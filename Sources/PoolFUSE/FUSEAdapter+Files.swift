@@ -7,34 +7,34 @@ import Glibc
 
 /// Handlers for the file system's inodes (and the dispatch to `.pool/`):
 /// request in, one PoolFS call, one reply out.
-extension FUSESession {
+extension FUSEAdapter {
     func lookup(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
-        FUSESession.replying(req) {
-            let name = try FUSESession.name(name)
-            if let parent = FUSESession.control(parent) { return controlLookup(req, parent, try FUSESession.controlName(name)) }
-            if FUSESession.isControlName(parent, name) { return replyEntry(req, controlDirectory, timeout: 0) }
+        FUSEAdapter.replying(req) {
+            let name = try FUSEAdapter.name(name)
+            if let parent = FUSEAdapter.control(parent) { return controlLookup(req, parent, try FUSEAdapter.controlName(name)) }
+            if FUSEAdapter.isControlName(parent, name) { return replyEntry(req, controlDirectory, timeout: 0) }
             do {
                 replyEntry(req, try fs.lookup(parent: parent, name: name))
             } catch let error as FileSystemError where error == .notFound {
                 // Names appear only through this mount: the kernel may remember absences.
                 var entry = fuse_entry_param()
-                entry.entry_timeout = FUSESession.cacheSeconds
+                entry.entry_timeout = FUSEAdapter.cacheSeconds
                 fuse_reply_entry(req, &entry)
             }
         }
     }
 
     func getattr(_ req: fuse_req_t?, _ inode: fuse_ino_t) {
-        if let inode = FUSESession.control(inode) { return controlGetattr(req, inode) }
-        FUSESession.replying(req) {
+        if let inode = FUSEAdapter.control(inode) { return controlGetattr(req, inode) }
+        FUSEAdapter.replying(req) {
             var st = try fs.attributes(of: inode)
-            fuse_reply_attr(req, &st, FUSESession.cacheSeconds)
+            fuse_reply_attr(req, &st, FUSEAdapter.cacheSeconds)
         }
     }
 
     func setattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ attributes: UnsafeMutablePointer<stat>?, _ fields: Int32) {
-        if let inode = FUSESession.control(inode) { return controlSetattr(req, inode, attributes?.pointee ?? stat(), fields) }
-        FUSESession.replying(req) {
+        if let inode = FUSEAdapter.control(inode) { return controlSetattr(req, inode, attributes?.pointee ?? stat(), fields) }
+        FUSEAdapter.replying(req) {
             guard let new = attributes?.pointee else { throw FileSystemError.invalid }
             let now = Timestamp.now()
             var change = AttributeChange(ctime: now)
@@ -53,51 +53,51 @@ extension FUSESession {
             }
             if fields & FUSE_SET_ATTR_CTIME != 0 { change.ctime = Timestamp(new.st_ctim) }
             var st = try fs.setAttributes(inode, change)
-            fuse_reply_attr(req, &st, FUSESession.cacheSeconds)
+            fuse_reply_attr(req, &st, FUSEAdapter.cacheSeconds)
         }
     }
 
     func readlink(_ req: fuse_req_t?, _ inode: fuse_ino_t) {
-        FUSESession.replying(req) {
-            guard FUSESession.control(inode) == nil else { throw FileSystemError.invalid }
+        FUSEAdapter.replying(req) {
+            guard FUSEAdapter.control(inode) == nil else { throw FileSystemError.invalid }
             _ = FileName(try fs.readLink(inode)).withCString { fuse_reply_readlink(req, $0) }
         }
     }
 
     func make(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ mode: mode_t, _ rdev: UInt64) {
-        FUSESession.replying(req) {
-            let name = try FUSESession.name(name)
-            if let parent = FUSESession.control(parent) {
+        FUSEAdapter.replying(req) {
+            let name = try FUSEAdapter.name(name)
+            if let parent = FUSEAdapter.control(parent) {
                 if mode & S_IFMT == S_IFREG {
-                    return replyEntry(req, controlAttributes(try tree.createRegionFile(parent: parent, name: FUSESession.controlName(name),
-                                                                                     access: FUSESession.creatorsRegion(req))), timeout: 0)
+                    return replyEntry(req, controlAttributes(try tree.createRegionFile(parent: parent, name: FUSEAdapter.controlName(name),
+                                                                                     access: FUSEAdapter.creatorsRegion(req))), timeout: 0)
                 }
                 guard mode & S_IFMT == S_IFDIR else { throw ControlTree.Refusal.notPermitted }
-                return replyEntry(req, controlAttributes(try tree.makeDirectory(parent: parent, name: FUSESession.controlName(name))), timeout: 0)
+                return replyEntry(req, controlAttributes(try tree.makeDirectory(parent: parent, name: FUSEAdapter.controlName(name))), timeout: 0)
             }
-            try FUSESession.refuseControlName(parent, name)
-            replyEntry(req, try fs.create(parent: parent, name: name, mode: mode, rdev: rdev, caller: FUSESession.caller(req)))
+            try FUSEAdapter.refuseControlName(parent, name)
+            replyEntry(req, try fs.create(parent: parent, name: name, mode: mode, rdev: rdev, caller: FUSEAdapter.caller(req)))
         }
     }
 
     func symlink(_ req: fuse_req_t?, _ target: UnsafePointer<CChar>?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
-        FUSESession.replying(req) {
-            guard FUSESession.control(parent) == nil else { throw FileSystemError.notPermitted }
-            let name = try FUSESession.name(name)
-            try FUSESession.refuseControlName(parent, name)
+        FUSEAdapter.replying(req) {
+            guard FUSEAdapter.control(parent) == nil else { throw FileSystemError.notPermitted }
+            let name = try FUSEAdapter.name(name)
+            try FUSEAdapter.refuseControlName(parent, name)
             replyEntry(req, try fs.create(parent: parent, name: name, mode: S_IFLNK | 0o777,
-                                          target: try FUSESession.name(target).bytes, caller: FUSESession.caller(req)))
+                                          target: try FUSEAdapter.name(target).bytes, caller: FUSEAdapter.caller(req)))
         }
     }
 
     func remove(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?, directory: Bool) {
-        FUSESession.replying(req) {
-            let name = try FUSESession.name(name)
-            if let parent = FUSESession.control(parent) {
-                let name = try FUSESession.controlName(name)
+        FUSEAdapter.replying(req) {
+            let name = try FUSEAdapter.name(name)
+            if let parent = FUSEAdapter.control(parent) {
+                let name = try FUSEAdapter.controlName(name)
                 if directory { try tree.removeDirectory(parent: parent, name: name) } else { try tree.remove(parent: parent, name: name) }
             } else {
-                if FUSESession.isControlName(parent, name) { throw FileSystemError(EBUSY) }
+                if FUSEAdapter.isControlName(parent, name) { throw FileSystemError(EBUSY) }
                 try fs.remove(parent: parent, name: name, directory: directory)
             }
             fuse_reply_err(req, 0)
@@ -106,28 +106,28 @@ extension FUSESession {
 
     func rename(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?,
                 _ newParent: fuse_ino_t, _ newName: UnsafePointer<CChar>?, _ flags: UInt32) {
-        FUSESession.replying(req) {
-            guard FUSESession.control(parent) == nil, FUSESession.control(newParent) == nil else {
+        FUSEAdapter.replying(req) {
+            guard FUSEAdapter.control(parent) == nil, FUSEAdapter.control(newParent) == nil else {
                 throw FileSystemError(EXDEV)
             }
-            let name = try FUSESession.name(name), newName = try FUSESession.name(newName)
+            let name = try FUSEAdapter.name(name), newName = try FUSEAdapter.name(newName)
             // linux/fs.h: RENAME_NOREPLACE 1, RENAME_EXCHANGE 2, RENAME_WHITEOUT 4.
             guard flags & ~7 == 0 else { throw FileSystemError.invalid }
-            if FUSESession.isControlName(parent, name) || FUSESession.isControlName(newParent, newName) {
+            if FUSEAdapter.isControlName(parent, name) || FUSEAdapter.isControlName(newParent, newName) {
                 throw FileSystemError(EBUSY)
             }
             try fs.rename(from: parent, name: name, to: newParent, newName: newName,
                           noReplace: flags & 1 != 0, exchange: flags & 2 != 0,
-                          whiteout: flags & 4 != 0 ? FUSESession.caller(req) : nil)
+                          whiteout: flags & 4 != 0 ? FUSEAdapter.caller(req) : nil)
             fuse_reply_err(req, 0)
         }
     }
 
     func link(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
-        FUSESession.replying(req) {
-            guard FUSESession.control(inode) == nil, FUSESession.control(parent) == nil else { throw FileSystemError(EXDEV) }
-            let name = try FUSESession.name(name)
-            try FUSESession.refuseControlName(parent, name)
+        FUSEAdapter.replying(req) {
+            guard FUSEAdapter.control(inode) == nil, FUSEAdapter.control(parent) == nil else { throw FileSystemError(EXDEV) }
+            let name = try FUSEAdapter.name(name)
+            try FUSEAdapter.refuseControlName(parent, name)
             replyEntry(req, try fs.link(inode, parent: parent, name: name))
         }
     }
@@ -153,10 +153,10 @@ extension FUSESession {
             fuse_reply_err(req, EINVAL)
             return
         }
-        if let inode = FUSESession.control(inode) { return controlOpen(req, inode, info) }
-        FUSESession.replying(req) {
+        if let inode = FUSEAdapter.control(inode) { return controlOpen(req, inode, info) }
+        FUSEAdapter.replying(req) {
             let policy = try fs.open(inode, truncate: info.pointee.flags & O_TRUNC != 0,
-                                     writeOnly: FUSESession.writeOnly(info))
+                                     writeOnly: FUSEAdapter.writeOnly(info))
             prepare(info, policy)
             fuse_reply_open(req, info)
         }
@@ -164,73 +164,44 @@ extension FUSESession {
 
     func create(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ mode: mode_t,
                 _ info: UnsafeMutablePointer<fuse_file_info>?) {
-        FUSESession.replying(req) {
+        FUSEAdapter.replying(req) {
             guard let info else { throw FileSystemError.invalid }
-            let name = try FUSESession.name(name)
-            if let parent = FUSESession.control(parent) { return controlCreate(req, parent, try FUSESession.controlName(name), info) }
-            try FUSESession.refuseControlName(parent, name)
+            let name = try FUSEAdapter.name(name)
+            if let parent = FUSEAdapter.control(parent) { return controlCreate(req, parent, try FUSEAdapter.controlName(name), info) }
+            try FUSEAdapter.refuseControlName(parent, name)
             let (attributes, policy) = try fs.createAndOpen(parent: parent, name: name, mode: S_IFREG | mode & 0o7777,
-                                                            caller: FUSESession.caller(req),
-                                                            opening: FUSESession.writeOnly(info))
+                                                            caller: FUSEAdapter.caller(req),
+                                                            opening: FUSEAdapter.writeOnly(info))
             prepare(info, policy!)
-            var entry = FUSESession.entry(attributes, timeout: FUSESession.cacheSeconds)
+            var entry = FUSEAdapter.entry(attributes, timeout: FUSEAdapter.cacheSeconds)
             fuse_reply_create(req, &entry, info)
         }
     }
 
     func read(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offset: off_t,
               _ info: UnsafeMutablePointer<fuse_file_info>?) {
-        if let inode = FUSESession.control(inode) {
+        if let inode = FUSEAdapter.control(inode) {
             return controlRead(req, inode, size, offset, handle: info?.pointee.fh ?? 0)
         }
-        FUSESession.replying(req) {
+        FUSEAdapter.replying(req) {
             guard offset >= 0 else { throw FileSystemError.invalid }
             // Straight from the pool's pages: the kernel copies from them
             // while the file system keeps them from being freed.
-            let reply = { (segments: UnsafeBufferPointer<iovec>) in
-                _ = fuse_reply_iov(req, segments.baseAddress, Int32(segments.count))
-            }
-            if try !fs.withReadSegmentsUnlessAccessDue(inode, offset: UInt64(offset), size: size, reply) {
-                // Before the reply: a stat after the read sees the new atime.
-                noteAccess(inode)
-                try fs.withReadSegments(inode, offset: UInt64(offset), size: size, reply)
+            try fs.read(inode, offset: UInt64(offset), size: size, attributesStale: { invalidateAttributes(inode) }) {
+                _ = fuse_reply_iov(req, $0.baseAddress, Int32($0.count))
             }
         }
     }
 
-    /// A read that came on a ring (RingEntry.swift), copied into the
-    /// ring's buffer; false for those libfuse must see: control files,
-    /// and reads that first move the file's atime.
-    func ringRead(_ entry: RingEntry, node: UInt64, offset: UInt64, size: Int) -> Bool {
-        guard FUSESession.control(node) == nil else { return false }
-        do {
-            guard offset <= UInt64(Int64.max) else { throw FileSystemError.invalid }
-            return try fs.withReadSegmentsUnlessAccessDue(node, offset: offset, size: size) { entry.reply($0) }
-        } catch {
-            entry.fail(FUSESession.errno(error))
-            return true
-        }
-    }
-
-    /// A write that came on a ring, copied from the ring's buffer into pool
-    /// pages; false for control files.
-    func ringWrite(_ entry: RingEntry, node: UInt64, offset: UInt64, _ data: UnsafeRawBufferPointer,
-                   by caller: FileSystem.Caller) -> Bool {
-        guard FUSESession.control(node) == nil else { return false }
-        do {
-            guard offset <= UInt64(Int64.max) else { throw FileSystemError.invalid }
-            entry.replyWritten(try fs.write(node, offset: offset, from: data, by: caller))
-        } catch {
-            entry.fail(FUSESession.errno(error))
-        }
-        return true
-    }
-
-    /// After a read of bytes or entries: relatime (FileSystem+Access.swift),
-    /// and the kernel told when its cached atime went stale.
+    /// After a listing of entries: relatime (FileSystem+Access.swift).
     func noteAccess(_ inode: fuse_ino_t) {
-        guard fs.accessed(inode), let fuseSession else { return }
-        _ = fuse_lowlevel_notify_inval_inode(fuseSession, inode, -1, 0)
+        if fs.accessed(inode) { invalidateAttributes(inode) }
+    }
+
+    /// The kernel drops the attributes it caches for `inode` (its atime moved).
+    func invalidateAttributes(_ inode: fuse_ino_t) {
+        guard let session else { return }
+        _ = fuse_lowlevel_notify_inval_inode(session, inode, -1, 0)
     }
 
     /// Writes arrive in libfuse's buffer (fuse_buf_copy would also take a
@@ -242,17 +213,17 @@ extension FUSESession {
             return
         }
         let size = fuse_buf_size(buffers)
-        if let inode = FUSESession.control(inode) {
+        if let inode = FUSEAdapter.control(inode) {
             // Control files take small texts: bring them into memory first.
             return withUnsafeTemporaryAllocation(of: CChar.self, capacity: max(size, 1)) { text in
-                var memory = FUSESession.bufferVector(UnsafeMutableRawBufferPointer(text))
+                var memory = FUSEAdapter.bufferVector(UnsafeMutableRawBufferPointer(text))
                 let copied = fuse_buf_copy(&memory, buffers, fuse_buf_copy_flags(rawValue: 0))
                 controlWrite(req, inode, text.baseAddress, max(copied, 0), offset)
             }
         }
-        FUSESession.replying(req) {
+        FUSEAdapter.replying(req) {
             guard offset >= 0 else { throw FileSystemError.invalid }
-            let caller = FUSESession.caller(req)
+            let caller = FUSEAdapter.caller(req)
             let vector = buffers.pointee
             // One buffer in memory (what /dev/fuse gives): copied the pool's way.
             if vector.count == 1, vector.idx == 0, vector.off == 0, vector.buf.flags.rawValue & FUSE_BUF_IS_FD.rawValue == 0 {
@@ -261,7 +232,7 @@ extension FUSESession {
                 return
             }
             let written = try fs.write(inode, offset: UInt64(offset), count: size, by: caller) { segment in
-                var destination = FUSESession.bufferVector(segment)
+                var destination = FUSEAdapter.bufferVector(segment)
                 guard fuse_buf_copy(&destination, buffers, fuse_buf_copy_flags(rawValue: 0)) == segment.count else {
                     throw FileSystemError.io
                 }
@@ -277,7 +248,7 @@ extension FUSESession {
     }
 
     func release(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
-        if FUSESession.control(inode) != nil {
+        if FUSEAdapter.control(inode) != nil {
             controlRelease(info?.pointee.fh ?? 0)
         } else {
             fs.release(inode, direct: info?.pointee.fh == 1)
@@ -286,22 +257,22 @@ extension FUSESession {
     }
 
     func fsync(_ req: fuse_req_t?, _ inode: fuse_ino_t) {
-        FUSESession.replying(req) {
-            if FUSESession.control(inode) == nil { try fs.sync(inode) }
+        FUSEAdapter.replying(req) {
+            if FUSEAdapter.control(inode) == nil { try fs.sync(inode) }
             fuse_reply_err(req, 0)
         }
     }
 
     func fallocate(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ mode: Int32, _ offset: off_t, _ length: off_t) {
-        FUSESession.replying(req) {
-            guard FUSESession.control(inode) == nil else { throw FileSystemError.notSupported }
+        FUSEAdapter.replying(req) {
+            guard FUSEAdapter.control(inode) == nil else { throw FileSystemError.notSupported }
             guard offset >= 0, length > 0 else { throw FileSystemError.invalid }
             do {
                 try fs.allocateSpace(inode, mode: mode, offset: UInt64(offset), length: UInt64(length))
             } catch {
                 // One that ran out midway keeps the chunks it allocated and
                 // the size they reach, which the kernel does not take on a failure.
-                if let fuseSession { _ = fuse_lowlevel_notify_inval_inode(fuseSession, inode, -1, 0) }
+                if let session { _ = fuse_lowlevel_notify_inval_inode(session, inode, -1, 0) }
                 throw error
             }
             fuse_reply_err(req, 0)
@@ -310,8 +281,8 @@ extension FUSESession {
 
     /// The kernel asks only for SEEK_DATA and SEEK_HOLE; it answers the rest.
     func lseek(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ offset: off_t, _ whence: Int32) {
-        FUSESession.replying(req) {
-            guard FUSESession.control(inode) == nil, offset >= 0, whence == SEEK_DATA || whence == SEEK_HOLE else {
+        FUSEAdapter.replying(req) {
+            guard FUSEAdapter.control(inode) == nil, offset >= 0, whence == SEEK_DATA || whence == SEEK_HOLE else {
                 throw FileSystemError.invalid
             }
             fuse_reply_lseek(req, off_t(try fs.seek(inode, from: UInt64(offset), data: whence == SEEK_DATA)))
@@ -321,28 +292,28 @@ extension FUSESession {
     // MARK: Directories
 
     func opendir(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
-        FUSESession.replying(req) {
+        FUSEAdapter.replying(req) {
             // Held open, a directory keeps its slots: offsets stay valid.
-            if FUSESession.control(inode) == nil { _ = try fs.open(inode, truncate: false, writeOnly: false) }
+            if FUSEAdapter.control(inode) == nil { _ = try fs.open(inode, truncate: false, writeOnly: false) }
             fuse_reply_open(req, info)
         }
     }
 
     func releasedir(_ req: fuse_req_t?, _ inode: fuse_ino_t) {
-        if FUSESession.control(inode) == nil { fs.release(inode) }
+        if FUSEAdapter.control(inode) == nil { fs.release(inode) }
         fuse_reply_err(req, 0)
     }
 
     func readdir(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offset: off_t, plus: Bool) {
-        if let inode = FUSESession.control(inode) { return controlReaddir(req, inode, size, offset, plus: plus) }
-        FUSESession.replying(req) {
+        if let inode = FUSEAdapter.control(inode) { return controlReaddir(req, inode, size, offset, plus: plus) }
+        FUSEAdapter.replying(req) {
             if offset == 0 && noteDirectoryAccess { noteAccess(inode) }
             try DirectoryReply.send(req, size: size, plus: plus) { reply in
-                let extra = inode == FUSE_ROOT_ID ? (name: FUSESession.controlName, attributes: controlDirectory) : nil
+                let extra = inode == FUSE_ROOT_ID ? (name: FUSEAdapter.controlName, attributes: controlDirectory) : nil
                 try fs.listDirectory(inode, from: Int64(offset), extra: extra, attributes: plus) { name, attributes, next in
                     // The control tree's ".pool" changes underneath: not kept.
-                    let kept = attributes.st_ino & UInt(FUSESession.controlBit) == 0
-                    return reply.add(name, attributes, next: off_t(next), timeout: kept ? FUSESession.cacheSeconds : 0)
+                    let kept = attributes.st_ino & UInt(FUSEAdapter.controlBit) == 0
+                    return reply.add(name, attributes, next: off_t(next), timeout: kept ? FUSEAdapter.cacheSeconds : 0)
                 }
             }
         }
@@ -368,10 +339,10 @@ extension FUSESession {
 
     func setxattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ name: UnsafePointer<CChar>?,
                   _ value: UnsafePointer<CChar>?, _ size: Int, _ flags: Int32) {
-        FUSESession.replying(req) {
-            guard FUSESession.control(inode) == nil else { throw FileSystemError.notSupported }
+        FUSEAdapter.replying(req) {
+            guard FUSEAdapter.control(inode) == nil else { throw FileSystemError.notSupported }
             let bytes = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
-            try fs.setXattr(inode, name: try FUSESession.name(name), value: bytes, flags: flags)
+            try fs.setXattr(inode, name: try FUSEAdapter.name(name), value: bytes, flags: flags)
             fuse_reply_err(req, 0)
         }
     }
@@ -384,23 +355,23 @@ extension FUSESession {
     }
 
     func getxattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ size: Int) {
-        FUSESession.replying(req) {
-            guard FUSESession.control(inode) == nil else { throw FileSystemError.noAttribute }
-            try replyXattr(req, try fs.xattr(inode, name: try FUSESession.name(name)), size)
+        FUSEAdapter.replying(req) {
+            guard FUSEAdapter.control(inode) == nil else { throw FileSystemError.noAttribute }
+            try replyXattr(req, try fs.xattr(inode, name: try FUSEAdapter.name(name)), size)
         }
     }
 
     func listxattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int) {
-        FUSESession.replying(req) {
-            let names = FUSESession.control(inode) == nil ? try fs.xattrNames(inode) : []
+        FUSEAdapter.replying(req) {
+            let names = FUSEAdapter.control(inode) == nil ? try fs.xattrNames(inode) : []
             try replyXattr(req, names.flatMap { $0.bytes + [0] }, size)
         }
     }
 
     func removexattr(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
-        FUSESession.replying(req) {
-            guard FUSESession.control(inode) == nil else { throw FileSystemError.notSupported }
-            try fs.removeXattr(inode, name: try FUSESession.name(name))
+        FUSEAdapter.replying(req) {
+            guard FUSEAdapter.control(inode) == nil else { throw FileSystemError.notSupported }
+            try fs.removeXattr(inode, name: try FUSEAdapter.name(name))
             fuse_reply_err(req, 0)
         }
     }

@@ -1,0 +1,60 @@
+import PoolCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a file shows past its old end is zeros, made durable before the
+/// size that shows it; and the flush of a file's bytes.
+extension FileSystem {
+    /// Zeroes the bytes past the end of the file inside its last run (and
+    /// in runs wholly past it), so that growing the file reads zeros.
+    func zeroBeyondSize(_ inode: Inode) {
+        zero(inode, from: inode.record.size, to: .max)
+    }
+
+    /// Zeroes `[from, to)` of the file where it has pages.
+    func zero(_ inode: Inode, from: UInt64, to: UInt64) {
+        try? zero(inode, from: from, to: to, persisting: false)
+    }
+
+    /// Zeroes what a file growing from `from` to `to` comes to show of its
+    /// runs (what lay past its end), durably before the size that shows it
+    /// is logged: on pmem a power cut must not bring the old bytes back.
+    func zeroGrowing(_ inode: Inode, from: UInt64, to: UInt64) throws {
+        try zero(inode, from: from, to: to, persisting: true)
+    }
+
+    private func zero(_ inode: Inode, from: UInt64, to: UInt64, persisting: Bool) throws {
+        try forEachPiece(of: inode, from: from, to: to) { extent, offset, count in
+            pages.zero(extent.address, at: offset, count: count)
+            if persisting { try pool.persist(at: extent.address.advanced(by: offset), count: count) }
+        }
+    }
+
+    /// Makes durable the bytes of `[from, to)` that lie in runs other than
+    /// `fresh` (which `name` makes durable whole).
+    func persist(_ inode: Inode, from: UInt64, to: UInt64, except fresh: [Extent]) throws {
+        try forEachPiece(of: inode, from: from, to: to) { extent, offset, count in
+            if !fresh.contains(where: { $0.address == extent.address }) {
+                try pool.persist(at: extent.address.advanced(by: offset), count: count)
+            }
+        }
+    }
+
+    /// `body` with each run under `[from, to)`: the run, where in it the
+    /// range starts, and how many of its bytes the range covers.
+    private func forEachPiece(of inode: Inode, from: UInt64, to: UInt64,
+                              _ body: (Extent, UInt64, Int) throws -> Void) throws {
+        guard from < to else { return }
+        let extents = inode.extents.extents
+        var index = inode.extents.firstEnding(after: from >> pageShift)
+        while index < extents.count, extents[index].page << pageShift < to {
+            let extent = extents[index]
+            let start = extent.page << pageShift
+            let low = max(from, start), high = min(to, extent.byteEnd(pageShift))
+            // A fragment stands for page 0 but may end before `from`.
+            if low < high { try body(extent, low - start, Int(high - low)) }
+            index += 1
+        }
+    }
+}
