@@ -68,9 +68,24 @@ let package = Package(
         .executableTarget(
             name: "PoolTestHelper",
             dependencies: ["PoolCore"]),
+        // Tests by layer, with what they share (pools in scratch
+        // directories, child processes, mounted pools) in TestSupport.
+        .target(
+            name: "TestSupport",
+            dependencies: ["PoolCore"],
+            path: "Tests/TestSupport"),
         .testTarget(
             name: "PoolCoreTests",
-            dependencies: ["PoolCore", "PoolFS", "PoolTestHelper", "poolfs", "PoolCoreC"]),
+            dependencies: ["PoolCore", "PoolCoreC", "TestSupport", "PoolTestHelper", "poolfs"]),
+        .testTarget(
+            name: "PoolFSTests",
+            dependencies: ["PoolCore", "PoolFS", "TestSupport", "PoolTestHelper", "poolfs"]),
+        .testTarget(
+            name: "PoolFUSETests",
+            dependencies: ["PoolCore", "PoolFS", "TestSupport", "PoolTestHelper", "poolfs"]),
+        .testTarget(
+            name: "CommandLineTests",
+            dependencies: ["PoolCore", "TestSupport", "poolfs"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 @testable import PoolCore
 
 /// The C example, compiled against include/poolcore.h and libpoolcore.so,

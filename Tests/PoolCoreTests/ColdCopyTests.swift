@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 @testable import PoolCore
 
 /// Large copies into pages not yet in memory go through the shelf file

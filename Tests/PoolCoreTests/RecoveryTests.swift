@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 @testable import PoolCore
 
 /// Recovery, white-box: a second open of the pool in this process plays the

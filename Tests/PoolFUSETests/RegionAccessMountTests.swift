@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 @testable import PoolCore
 #if canImport(Glibc)
 import Glibc
@@ -6,7 +7,7 @@ import Glibc
 
 /// Regions have an owner and a mode, as files do: with `-o allow_other`
 /// another user reads a region's bytes only when its mode lets them.
-@Suite(.serialized) struct RegionAccessMountTests {
+@Suite(.serialized, .enabled(if: MountedPool.available, "mounting needs root and /dev/fuse")) struct RegionAccessMountTests {
     @Test func aRegionIsItsCreatorsUntilChmodOrChownSaysOtherwise() throws {
         let mounted = try MountedPool(options: ["-o", "allow_other"])
         // mkdtemp's 0700 would keep the other user from the mount point.
@@ -45,7 +46,7 @@ import Glibc
 /// `.pool/` takes permission bits like any directory: chmod and chown of
 /// it and its fixed entries are kept, across a remount too, and the
 /// kernel checks them.
-@Suite(.serialized) struct ControlAccessMountTests {
+@Suite(.serialized, .enabled(if: MountedPool.available, "mounting needs root and /dev/fuse")) struct ControlAccessMountTests {
     @Test func chmodAndChownOfPoolDirectoriesAreKeptAndChecked() throws {
         let mounted = try MountedPool(options: ["-o", "allow_other"])
         #expect(chmod(mounted.scratch.path, 0o755) == 0)

@@ -1,12 +1,13 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import PoolCore
 import PoolFS
 
 /// Access times as on tmpfs (relatime): a read moves atime when it is not
 /// later than mtime or ctime; reads change no ctime; the time survives a
 /// remount; `-o noatime` leaves it alone, `-o nodiratime` directories'.
-@Suite(.serialized) struct AccessTimeTests {
+@Suite(.serialized, .enabled(if: MountedPool.available, "mounting needs root and /dev/fuse")) struct AccessTimeTests {
     struct Times: Equatable {
         let access, modify, change: Timestamp
     }

@@ -1,70 +1,9 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import PoolCore
 
-/// A pool mounted for real (root, /dev/fuse), unmounted and waited for even
-/// when the test fails.
-final class MountedPool {
-    let scratch = Scratch()
-    let name: String
-    let mountpoint: String
-    let options: [String]
-    private(set) var daemon: Child
-
-    /// `options`: poolfs mount's arguments after the mount point (-o …).
-    init(name: String = "mnt", size: UInt64 = 32 << 20, pageSize: UInt64 = 4096, options: [String] = [],
-         configure: (Pool) throws -> Void = { _ in }) throws {
-        self.name = name
-        self.options = options
-        let pool = try Pool.create(name: name, size: size, pageSize: pageSize, at: scratch.path)
-        try configure(pool)
-        pool.close()
-        mountpoint = scratch.path + "/mountpoint"
-        try SystemCall.makeDirectories(mountpoint)
-        daemon = try MountedPool.start(name, mountpoint, scratch.path, options)
-    }
-
-    private static func start(_ name: String, _ mountpoint: String, _ home: String, _ options: [String]) throws -> Child {
-        let daemon = try Child(builtExecutable("poolfs"), ["mount", name, mountpoint, "-f", "--path", home] + options)
-        let line = daemon.readLine() ?? "<nothing>"
-        guard line.hasPrefix("mounted pool") else {
-            throw PoolError.system(call: "mount: \(line)", path: mountpoint, errno: EIO)
-        }
-        return daemon
-    }
-
-    deinit { unmount() }
-
-    /// Unmounts and waits for the daemon to finish.
-    func unmount() {
-        _ = try? run("fusermount3", ["-u", "-z", mountpoint])
-        daemon.wait()
-    }
-
-    func remount() throws {
-        unmount()
-        daemon = try MountedPool.start(name, mountpoint, scratch.path, options)
-    }
-
-    /// kill -9 of the mount process, then the dead mount taken away.
-    func killDaemon() {
-        daemon.kill9()
-        daemon.wait()
-        _ = try? run("fusermount3", ["-u", "-z", mountpoint])
-    }
-
-    func path(_ relative: String) -> String { mountpoint + "/" + relative }
-
-    func text(_ path: String) -> String? {
-        (try? String(contentsOfFile: mountpoint + "/" + path, encoding: .utf8))
-    }
-
-    func list(_ path: String) -> [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: mountpoint + "/" + path)) ?? []).sorted()
-    }
-}
-
-@Suite(.serialized) struct MountTests {
+@Suite(.serialized, .enabled(if: MountedPool.available, "mounting needs root and /dev/fuse")) struct MountTests {
     @Test func thePoolShowsAsFiles() throws {
         let mounted = try MountedPool { pool in
             let heap = try pool.createHeap(name: "objects")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import PoolCore
 @testable import PoolFS
 
@@ -107,7 +108,8 @@ import Testing
     /// `poolfs mount` with every file read back through FUSE. Each exits
     /// with a status (never a signal) and, refusing, says why in one line.
     /// Fewer cases than in-process: each mounts for real.
-    @Test func aFlippedByteThroughTheCommandLineAndTheMount() throws {
+    @Test(.enabled(if: MountedPool.available, "mounting needs root and /dev/fuse"))
+    func aFlippedByteThroughTheCommandLineAndTheMount() throws {
         let scratch = Scratch()
         let (_, log) = try PoolDamageFuzzTests.makePool(scratch)
         let files = [("f0", 0, 100), ("docs/f1", 1, 4096), ("f2", 2, 20_000), ("docs/f3", 3, 70_000), ("docs/again", 2, 20_000)]

@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 @testable import PoolCore
 import PoolFS
 #if canImport(Glibc)
@@ -24,7 +25,7 @@ func listedNames(_ directory: String) -> [[UInt8]] {
     return names
 }
 
-@Suite(.serialized) struct NameMountTests {
+@Suite(.serialized, .enabled(if: MountedPool.available, "mounting needs root and /dev/fuse")) struct NameMountTests {
     /// Every byte value but NUL and `/`, 255 bytes in all.
     static let everyByte: [UInt8] = Array(1...255).filter { $0 != UInt8(ascii: "/") } + [0x80]
 
@@ -113,7 +114,7 @@ extension Int32 {
     }
 }
 
-@Suite(.serialized) struct SetIDMountTests {
+@Suite(.serialized, .enabled(if: MountedPool.available, "mounting needs root and /dev/fuse")) struct SetIDMountTests {
     /// A write by anyone but root drops set-user-ID, and set-group-ID where
     /// group execute is set or the writer is not of the file's group, over
     /// the rings and over /dev/fuse alone.

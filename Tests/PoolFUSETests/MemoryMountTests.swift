@@ -1,11 +1,12 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import PoolCore
 import PoolFS
 
 /// Freed memory goes back to the system: a mount gives back its dram
 /// shelves' free pages within seconds, as tmpfs does a removed file's.
-@Suite(.serialized) struct MemoryMountTests {
+@Suite(.serialized, .enabled(if: MountedPool.available, "mounting needs root and /dev/fuse")) struct MemoryMountTests {
     /// The shelf files' resident bytes, as `.pool/info` says them.
     static func resident(_ mounted: MountedPool) -> UInt64 {
         let pool = try? Pool.open(name: mounted.name, at: mounted.scratch.path)
@@ -56,7 +57,7 @@ import PoolFS
         let held = pool.residentBytes
         try pool.freePages(at: run, count: 256)
         pool.close()
-        let trimmed = try PoolCoreTests.run(builtExecutable("poolfs"), ["trim", "trim", "--path", scratch.path])
+        let trimmed = try TestSupport.run(builtExecutable("poolfs"), ["trim", "trim", "--path", scratch.path])
         #expect(trimmed.status == 0 && trimmed.output.contains("gave back"), "\(trimmed.output)")
         pool = try Pool.open(name: "trim", at: scratch.path)
         let afterTrim = pool.residentBytes
@@ -70,7 +71,7 @@ import PoolFS
         }
         try pool.freePages(at: back, count: 256)
         pool.close()
-        let check = try PoolCoreTests.run(builtExecutable("poolfs"), ["check", "trim", "--path", scratch.path])
+        let check = try TestSupport.run(builtExecutable("poolfs"), ["check", "trim", "--path", scratch.path])
         #expect(check.status == 0 && check.output.hasSuffix("clean"), "\(check.output)")
     }
 }

@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 @testable import PoolCore
 import PoolFS
 #if canImport(Glibc)
@@ -9,7 +10,7 @@ import Glibc
 private let seekData: Int32 = 3, seekHole: Int32 = 4
 
 /// lseek's SEEK_DATA and SEEK_HOLE, and rename's RENAME_WHITEOUT, on the mount.
-@Suite(.serialized) struct SparseMountTests {
+@Suite(.serialized, .enabled(if: MountedPool.available, "mounting needs root and /dev/fuse")) struct SparseMountTests {
     @Test func seekDataAndSeekHoleFollowTheRuns() throws {
         let mounted = try MountedPool(size: 64 << 20)
         let path = mounted.path("sparse")

@@ -1,37 +1,10 @@
-import Testing
-@testable import PoolCore
+import PoolCore
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A directory of its own for one test's pools, removed (pools and all) at
-/// the end even when the test fails.
-final class Scratch {
-    let path: String
-
-    init() {
-        var template = Array("/dev/shm/poolfs-test-XXXXXX".utf8CString)
-        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-    }
-
-    deinit { Scratch.removeTree(path) }
-
-    static func removeTree(_ path: String) {
-        var info = stat()
-        guard lstat(path, &info) == 0 else { return }
-        if info.st_mode & S_IFMT == S_IFDIR {
-            for name in SystemCall.listDirectory(path) { removeTree(path + "/" + name) }
-            rmdir(path)
-        } else {
-            unlink(path)
-        }
-    }
-
-    func file(_ pool: String, _ name: String) -> String { "\(path)/\(pool)/\(name)" }
-}
-
 /// Executables built beside the test bundle.
-func builtExecutable(_ name: String) -> String {
+public func builtExecutable(_ name: String) -> String {
     var buffer = [CChar](repeating: 0, count: 4096)
     let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
     let path = String(decoding: buffer[0..<max(n, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -45,14 +18,14 @@ func builtExecutable(_ name: String) -> String {
 
 /// A child process with pipes on stdin and stdout, read a line at a time.
 /// Killed and reaped when dropped, so no test leaves one behind.
-final class Child {
-    let pid: pid_t
+public final class Child {
+    public let pid: pid_t
     private let input: Int32
     private let output: Int32
     private var buffer: [UInt8] = []
     private var reaped = false
 
-    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+    public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         var toChild: [Int32] = [0, 0]
         var fromChild: [Int32] = [0, 0]
         precondition(pipe(&toChild) == 0 && pipe(&fromChild) == 0)
@@ -109,7 +82,7 @@ final class Child {
     }
 
     /// The next line the child prints, or nil at end of output.
-    func readLine() -> String? {
+    public func readLine() -> String? {
         while true {
             if let newline = buffer.firstIndex(of: 10) {
                 let line = String(decoding: buffer[..<newline], as: UTF8.self)
@@ -130,7 +103,7 @@ final class Child {
 
     /// Sends a command and returns the child's one-line answer.
     @discardableResult
-    func ask(_ line: String) -> String {
+    public func ask(_ line: String) -> String {
         let text = line + "\n"
         _ = text.withCString { write(input, $0, strlen($0)) }
         return readLine() ?? "<no answer>"
@@ -138,7 +111,7 @@ final class Child {
 
     /// Reads lines until one starts with `prefix`; all lines read, in order.
     @discardableResult
-    func waitFor(_ prefix: String) -> [String] {
+    public func waitFor(_ prefix: String) -> [String] {
         var lines: [String] = []
         while let line = readLine() {
             lines.append(line)
@@ -147,13 +120,13 @@ final class Child {
         return lines
     }
 
-    func kill9() {
+    public func kill9() {
         kill(pid, SIGKILL)
     }
 
     /// Waits for the child; its exit status, or 128+signal.
     @discardableResult
-    func wait() -> Int32 {
+    public func wait() -> Int32 {
         if let exitStatus { return exitStatus }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
@@ -166,46 +139,10 @@ final class Child {
 }
 
 /// Runs a command to completion; its exit status and its output.
-func run(_ executable: String, _ arguments: [String],
+public func run(_ executable: String, _ arguments: [String],
          environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
     let child = try Child(executable, arguments, environment: environment)
     var lines: [String] = []
     while let line = child.readLine() { lines.append(line) }
     return (child.wait(), lines.joined(separator: "\n"))
-}
-
-extension Pool {
-    var usedPages: Int { Int(info().usedBytes) / pageSize }
-    var freePageCount: Int { Int(info().freeBytes) / pageSize }
-}
-
-/// The repository's top directory.
-let repositoryRoot: String = {
-    var path = #filePath
-    for _ in 0..<3 { path = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)]) }
-    return path
-}()
-
-/// Rounds of storms killed with SIGKILL mid-storm: each round starts
-/// `storms` children, waits until each is ready, then kills each at a random
-/// later moment (0–3 more progress lines). Returns how many were killed.
-@discardableResult
-func killStormsMidway(rounds: Int, storms: Int, sourceLocation: SourceLocation = #_sourceLocation,
-                      start: (_ round: Int, _ index: Int) throws -> Child) throws -> Int {
-    var generator = SystemRandomNumberGenerator()
-    var kills = 0
-    for round in 0..<rounds {
-        let children = try (0..<storms).map { try start(round, $0) }
-        for child in children {
-            let lines = child.waitFor("ready")
-            #expect(lines.last == "ready", "\(lines.suffix(3))", sourceLocation: sourceLocation)
-        }
-        for child in children {
-            for _ in 0..<Int.random(in: 0...3, using: &generator) { _ = child.readLine() }
-            child.kill9()
-            #expect(child.wait() == 128 + SIGKILL, sourceLocation: sourceLocation)
-            kills += 1
-        }
-    }
-    return kills
 }

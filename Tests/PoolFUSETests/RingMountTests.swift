@@ -1,11 +1,12 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import PoolCore
 
 /// The mount's two ways of hearing from the kernel: per-CPU io_uring rings
 /// (kernel 6.14+, when the fuse module's enable_uring is Y, as scripts/test
 /// sets it) and /dev/fuse alone (`-o no_io_uring`, and every older kernel).
-@Suite(.serialized) struct RingMountTests {
+@Suite(.serialized, .enabled(if: MountedPool.available, "mounting needs root and /dev/fuse")) struct RingMountTests {
     static let knob = "/sys/module/fuse/parameters/enable_uring"
     static var ringsAllowed: Bool {
         (try? String(contentsOfFile: knob, encoding: .utf8))?.hasPrefix("Y") ?? false

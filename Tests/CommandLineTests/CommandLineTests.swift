@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import PoolCore
 
 /// `poolfs` as a user runs it: exit codes, one-line errors, JSON.
