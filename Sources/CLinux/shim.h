@@ -7,6 +7,9 @@
 #endif
 #include <fcntl.h>
 #include <unistd.h>
+#include <sys/resource.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 
 // fallocate(2) with FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: the range's
 // blocks go back to the file system and read as zeros.
@@ -22,5 +25,17 @@ static const int CLinux_SEEK_HOLE = SEEK_HOLE;
 static const int CLinux_F_OFD_GETLK = F_OFD_GETLK;
 static const int CLinux_F_OFD_SETLK = F_OFD_SETLK;
 static const int CLinux_F_OFD_SETLKW = F_OFD_SETLKW;
+
+// Whether no file size limit (RLIMIT_FSIZE) applies to this process.
+static inline int CLinux_file_size_unlimited(void) {
+    struct rlimit limit;
+    return getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur == RLIM_INFINITY;
+}
+
+// Whether `fd` is a file on tmpfs (0 where it cannot be told).
+static inline int CLinux_is_on_tmpfs(int fd) {
+    struct statfs system;
+    return fstatfs(fd, &system) == 0 && system.f_type == TMPFS_MAGIC;
+}
 
 #endif

@@ -119,8 +119,8 @@ final class RingQueue: @unchecked Sendable {
     static let go: UInt64 = 1, leave: UInt64 = 2
 
     /// The kernel's number of possible CPUs (num_possible_cpus), which is
-    /// how many queues it waits for: the last of the list in
-    /// /sys/devices/system/cpu/possible ("0-3", "0,2-5"), plus one.
+    /// how many queues it waits for: how many the list in
+    /// /sys/devices/system/cpu/possible names ("0-3", "0,2-5").
     static func possibleCPUs() -> Int {
         let fallback = max(1, sysconf(Int32(_SC_NPROCESSORS_CONF)))
         let file = open("/sys/devices/system/cpu/possible", O_RDONLY | O_CLOEXEC)
@@ -130,11 +130,14 @@ final class RingQueue: @unchecked Sendable {
             let count = read(file, buffer.baseAddress, buffer.count)
             guard count > 0 else { return fallback }
             let text = String(decoding: buffer[..<count], as: UTF8.self)
-            guard let line = text.split(separator: "\n").first,
-                  let last = line.split(whereSeparator: { $0 == "," || $0 == "-" }).last, let highest = Int(last) else {
-                return fallback
+            guard let line = text.split(separator: "\n").first else { return fallback }
+            var cpus = 0
+            for part in line.split(separator: ",") {
+                let bounds = part.split(separator: "-").compactMap { Int($0) }
+                guard let first = bounds.first, let last = bounds.last, last >= first else { return fallback }
+                cpus += last - first + 1
             }
-            return highest + 1
+            return max(1, cpus)
         }
     }
 

@@ -77,11 +77,15 @@ extension Pool {
     /// file system: its metadata log; null before the first mount), as
     /// PMDK's root object. One store, made durable, switches it.
     public var rootAddress: GlobalAddress {
-        get { GlobalAddress(rawValue: core.metadata.atomic(at: Layout.Control.rootAddress).load(ordering: .acquiring)) }
-        set {
-            core.metadata.atomic(at: Layout.Control.rootAddress).store(newValue.rawValue, ordering: .releasing)
-            core.metadata.persist(offset: Layout.Control.rootAddress, count: 8)
-        }
+        GlobalAddress(rawValue: core.metadata.atomic(at: Layout.Control.rootAddress).load(ordering: .acquiring))
+    }
+
+    /// Stores the root address durably; throws if the flush failed (what
+    /// the old root named must then not be freed).
+    public func setRootAddress(_ address: GlobalAddress) throws {
+        core.metadata.atomic(at: Layout.Control.rootAddress).store(address.rawValue, ordering: .releasing)
+        core.metadata.persist(offset: Layout.Control.rootAddress, count: 8)
+        try core.metadata.checkPersisted()
     }
 
     /// NUMA nodes of the pages in `runs`, as the kernel reports them.

@@ -1,4 +1,5 @@
 import Atomics
+import CLinux
 import CPmem
 #if canImport(Glibc)
 import Glibc
@@ -17,6 +18,16 @@ final class MappedFile: @unchecked Sendable {
     private let base: UnsafeMutableRawPointer
     let length: Int
     let isPersistentMemory: Bool
+    /// Whether mincore tells this file's holes: on tmpfs, where a page is
+    /// in memory only if written (or reserved and then written), and for a
+    /// caller that owns the file (mincore reports every page resident to
+    /// one that may not write it). Elsewhere read-ahead fills holes' pages.
+    private lazy var mincoreTellsHoles: Bool = {
+        var info = stat()
+        guard CLinux_is_on_tmpfs(descriptor) != 0, fstat(descriptor, &info) == 0 else { return false }
+        return geteuid() == 0 || info.st_uid == geteuid()
+    }()
+
     /// The errno of the first msync that failed, 0 if none: the kernel
     /// reports a write-back error once, and bytes it could not write are
     /// not durable, whatever later flushes say. Sticky, for `checkPersisted`.
@@ -96,7 +107,7 @@ final class MappedFile: @unchecked Sendable {
     /// in memory (a fallocated page never written among them: reserving it
     /// again is harmless); elsewhere, from lseek(SEEK_HOLE).
     func holes(offset: UInt64, count: UInt64) -> Range<UInt64>? {
-        if medium == .dram {
+        if medium == .dram && mincoreTellsHoles {
             return notInMemory(offset: Int(offset), count: Int(count)).map { UInt64($0.lowerBound)..<UInt64($0.upperBound) }
         }
         return SystemCall.hasHole(descriptor, offset: offset, length: count) ? offset..<offset + count : nil
@@ -143,21 +154,27 @@ final class MappedFile: @unchecked Sendable {
     /// a page it hands the file whole without zeroing it first, where a
     /// store through the mapping faults each page in zeroed (the cold
     /// write in BENCHMARKS.md); a resident page takes memcpy, faster there.
-    func copy(to offset: Int, from source: UnsafeRawBufferPointer) {
+    /// A pwrite that fails (no block for the page) throws: a store there
+    /// would raise SIGBUS.
+    func copy(to offset: Int, from source: UnsafeRawBufferPointer) throws {
         precondition(offset >= 0 && offset + source.count <= length)
         guard let from = source.baseAddress, source.count > 0 else { return }
-        if medium == .dram, source.count >= MappedFile.coldCopyMinimum, !isResident(offset) {
+        if medium == .dram, MappedFile.mayWriteAnywhere, source.count >= MappedFile.coldCopyMinimum, !isResident(offset) {
             var done = 0
             while done < source.count {
                 let n = pwrite(descriptor, from + done, source.count - done, off_t(offset + done))
-                if n > 0 { done += n } else if n < 0 && errno == EINTR { continue } else { break }
+                if n > 0 { done += n } else if n < 0 && errno == EINTR { continue } else {
+                    throw PoolError.system(call: "pwrite", path: path, errno: n < 0 ? errno : EIO)
+                }
             }
-            // What pwrite could not place (never seen: the blocks are reserved) goes by hand.
-            if done < source.count { (base + offset + done).copyMemory(from: from + done, byteCount: source.count - done) }
             return
         }
         (base + offset).copyMemory(from: from, byteCount: source.count)
     }
+
+    /// Whether no file size limit (RLIMIT_FSIZE) applies: pwrite past one
+    /// raises SIGXFSZ, where a store through the mapping knows no limit.
+    private static let mayWriteAnywhere = CLinux_file_size_unlimited() != 0
 
     /// Whether the page holding `offset` is in memory (mincore: resident
     /// and up to date, which a fallocated page is not until written).

@@ -8,9 +8,15 @@ struct DataWord {
     func load() -> UInt64 { shelf.file.atomic(at: offset).load(ordering: .acquiring) }
 
     func store(_ value: UInt64) throws {
+        storeUnchecked(value)
+        try shelf.file.checkPersisted()
+    }
+
+    /// The store, for a caller that checks the flush itself once it is
+    /// done (MappedFile.checkPersisted), as one that must not stop halfway.
+    func storeUnchecked(_ value: UInt64) {
         shelf.file.atomic(at: offset).store(value, ordering: .releasing)
         shelf.file.persist(offset: offset, count: 8)
-        try shelf.file.checkPersisted()
     }
 
     func compareExchange(expected: UInt64, desired: UInt64) -> (exchanged: Bool, original: UInt64) {
@@ -68,7 +74,7 @@ extension OpenPool {
 
     func copy(to address: GlobalAddress, from source: UnsafeRawBufferPointer) throws {
         let (shelf, offset) = try resolve(address, count: source.count)
-        shelf.file.copy(to: offset, from: source)
+        try shelf.file.copy(to: offset, from: source)
     }
 
     func persist(at address: GlobalAddress, count: Int) throws {

@@ -58,12 +58,14 @@ extension OpenPool {
         let canonical = GlobalAddress(shelf: address.shelf, offset: table.offset(ofPage: head) + UInt64(block))
         let node = try allocateObject(heap: heap, size: 16)
         let link = try dataWord(node)
-        try dataWord(node.advanced(by: 8)).store(canonical.rawValue)
+        // Pushed whatever a flush says, so the node is freed with the list;
+        // a failed flush is told once the push is done.
+        try dataWord(node.advanced(by: 8)).storeUnchecked(canonical.rawValue)
         let pushes = try withEpoch { () -> UInt64 in
             let list = delayedList(heap, globalEpoch.load(ordering: .sequentiallyConsistent))
             var expected = list.load(ordering: .relaxed)
             while true {
-                try link.store(expected)
+                link.storeUnchecked(expected)
                 let (done, found) = list.weakCompareExchange(expected: expected, desired: node.rawValue,
                                                              successOrdering: .releasing, failureOrdering: .relaxed)
                 if done { break }
@@ -72,6 +74,7 @@ extension OpenPool {
             return metadata.atomic(at: Layout.Control.delayedPushes).loadThenWrappingIncrement(ordering: .relaxed)
         }
         if pushes % 64 == 63 { _ = advanceEpoch() }
+        try link.shelf.file.checkPersisted()
     }
 
     /// Moves the global epoch on if every lane inside an epoch has seen the

@@ -46,11 +46,11 @@ extension FileSystem {
             .copyMemory(from: UnsafeRawBufferPointer(pages.bytes(old.address, at: 0, count: size)))
         do {
             // Durable before the log names them in place of the old ones.
-            try pool.persist(at: new.address, count: size)
+            try durably("flushing a small file's bytes") { try pool.persist(at: new.address, count: size) }
             try commit(.extent(inode: inode.number, new))
         } catch {
             free([Release(extent: new, heap: heap.id)])
-            throw FileSystemError.noSpace
+            throw error is FileSystemError ? error : FileSystemError.noSpace
         }
     }
 }

@@ -12,7 +12,9 @@ extension FileSystem {
         guard let base = source.baseAddress else { return 0 }
         var done = 0
         return try write(number, offset: offset, count: source.count, by: caller) { segment in
-            pages.copy(into: segment, from: UnsafeRawBufferPointer(start: base + done, count: segment.count))
+            try durably("writing a file's bytes") {
+                try pages.copy(into: segment, from: UnsafeRawBufferPointer(start: base + done, count: segment.count))
+            }
             done += segment.count
         }
     }

@@ -21,7 +21,7 @@ extension FileSystem {
     /// runs (what lay past its end), durably before the size that shows it
     /// is logged: on pmem a power cut must not bring the old bytes back.
     func zeroGrowing(_ inode: Inode, from: UInt64, to: UInt64) throws {
-        try zero(inode, from: from, to: to, persisting: true)
+        try durably("zeroing what a file grows over") { try zero(inode, from: from, to: to, persisting: true) }
     }
 
     private func zero(_ inode: Inode, from: UInt64, to: UInt64, persisting: Bool) throws {

@@ -180,7 +180,7 @@ final class MetadataLog: @unchecked Sendable {
             guard creating else { return true }
             chain = UInt64.random(in: 1...UInt64.max)
             chunks = [try newChunk()]
-            pool.rootAddress = chunks[0]
+            try pool.setRootAddress(chunks[0])
             return true
         }
         chunks = try walk(from: head, apply)
@@ -267,7 +267,7 @@ final class MetadataLog: @unchecked Sendable {
                 retryAt = bytes + bytes / 2
                 throw error
             }
-            pool.rootAddress = chunks[0]
+            try pool.setRootAddress(chunks[0])
             rewritten = bytes
             for chunk in old.chunks { try? heap.freeTrackedPages(at: chunk, count: chunkPages) }
         }

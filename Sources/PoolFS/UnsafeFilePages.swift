@@ -25,10 +25,11 @@ struct UnsafeFilePages {
     }
 
     /// Copies `source` into `destination`, a range of the file's pages:
-    /// a large copy the pool's way (cold pages through the shelf file).
-    func copy(into destination: UnsafeMutableRawBufferPointer, from source: UnsafeRawBufferPointer) {
-        if source.count >= Pool.coldCopyMinimum, let start = destination.baseAddress, let address = pool.address(of: start),
-           (try? pool.copy(to: address, from: source)) != nil {
+    /// a large copy the pool's way (cold pages through the shelf file),
+    /// which throws where the shelf file could not take it.
+    func copy(into destination: UnsafeMutableRawBufferPointer, from source: UnsafeRawBufferPointer) throws {
+        if source.count >= Pool.coldCopyMinimum, let start = destination.baseAddress, let address = pool.address(of: start) {
+            try pool.copy(to: address, from: source)
             return
         }
         destination.copyMemory(from: source)

@@ -130,9 +130,13 @@ public enum Mount {
         defer { fuse_loop_cfg_destroy(config) }
         fuse_loop_cfg_set_max_threads(config, 16)
         let returner = FreeMemoryReturner.start(pool: pool)
-        _ = withExtendedLifetime((adapter, transport)) { fuse_session_loop_mt(se, config) }
-        returner.stop()
-        transport.stop()
+        // The transport's threads reach the adapter unowned: it lives
+        // until they have stopped.
+        withExtendedLifetime(adapter) {
+            _ = fuse_session_loop_mt(se, config)
+            returner.stop()
+            transport.stop()
+        }
         fs.unmount()
     }
 }
