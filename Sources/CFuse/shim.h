@@ -1,14 +1,15 @@
 // libfuse3's low-level API, the kernel's FUSE protocol (<linux/fuse.h>)
-// and liburing for FUSE over io_uring. _GNU_SOURCE first, so that every
-// constant below is there by its name (SCHED_IDLE, RLIMIT_NICE, CPU_SET).
-// libfuse's header refuses to compile without FUSE_USE_VERSION; 314 makes
-// fuse_session_loop_mt resolve to a real symbol.
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
+// and liburing for FUSE over io_uring. Not compiled with _GNU_SOURCE:
+// glibc's headers then define fd_set and the rusage enum otherwise than
+// for Swift's Glibc module, and a clean build refuses the two modules
+// together. What glibc hides without it comes from the kernel's own
+// headers (<linux/sched.h>: SCHED_IDLE) or glibc's always-present names
+// (__CPU_SET_S, SYS_gettid). libfuse's header refuses to compile without
+// FUSE_USE_VERSION; 314 makes fuse_session_loop_mt resolve to a real symbol.
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
+#include <linux/sched.h>
 #include <liburing.h>
 #include <sys/eventfd.h>
 #include <sched.h>
@@ -150,7 +151,7 @@ static inline void poolfs_name_thread(const char *name) {
 }
 
 static inline int poolfs_thread_id(void) {
-    return gettid();
+    return (int)syscall(SYS_gettid);
 }
 
 // Thread `tid` at idle priority or back to the normal one.
@@ -176,8 +177,8 @@ static inline int poolfs_unpin(void) {
 
 static inline int poolfs_pin_to_cpu(int cpu) {
     cpu_set_t set;
-    if (cpu < 0 || cpu >= CPU_SETSIZE) return -EINVAL;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
+    if (cpu < 0 || cpu >= __CPU_SETSIZE) return -EINVAL;
+    __CPU_ZERO_S(sizeof set, &set);
+    __CPU_SET_S(cpu, sizeof set, &set);
     return sched_setaffinity(0, sizeof set, &set);
 }

@@ -7,8 +7,7 @@
 #endif
 #include <fcntl.h>
 #include <unistd.h>
-#include <sys/resource.h>
-#include <sys/vfs.h>
+#include <sys/syscall.h>
 #include <linux/magic.h>
 
 // fallocate(2) with FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: the range's
@@ -26,16 +25,13 @@ static const int CLinux_F_OFD_GETLK = F_OFD_GETLK;
 static const int CLinux_F_OFD_SETLK = F_OFD_SETLK;
 static const int CLinux_F_OFD_SETLKW = F_OFD_SETLKW;
 
-// Whether no file size limit (RLIMIT_FSIZE) applies to this process.
-static inline int CLinux_file_size_unlimited(void) {
-    struct rlimit limit;
-    return getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur == RLIM_INFINITY;
-}
-
-// Whether `fd` is a file on tmpfs (0 where it cannot be told).
+// Whether `fd` is a file on tmpfs (0 where it cannot be told). By the
+// system call itself: <sys/vfs.h> compiled with _GNU_SOURCE would define
+// struct statfs otherwise than Swift's Glibc module does. The kernel's
+// struct statfs starts with its f_type, a long.
 static inline int CLinux_is_on_tmpfs(int fd) {
-    struct statfs system;
-    return fstatfs(fd, &system) == 0 && system.f_type == TMPFS_MAGIC;
+    long system[32];
+    return syscall(SYS_fstatfs, fd, system) == 0 && system[0] == TMPFS_MAGIC;
 }
 
 #endif

@@ -174,7 +174,10 @@ final class MappedFile: @unchecked Sendable {
 
     /// Whether no file size limit (RLIMIT_FSIZE) applies: pwrite past one
     /// raises SIGXFSZ, where a store through the mapping knows no limit.
-    private static let mayWriteAnywhere = CLinux_file_size_unlimited() != 0
+    private static let mayWriteAnywhere: Bool = {
+        var limit = rlimit()
+        return getrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &limit) == 0 && limit.rlim_cur == rlim_t.max
+    }()
 
     /// Whether the page holding `offset` is in memory (mincore: resident
     /// and up to date, which a fallocated page is not until written).

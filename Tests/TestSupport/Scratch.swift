@@ -1,3 +1,4 @@
+import Foundation
 import PoolCore
 #if canImport(Glibc)
 import Glibc
@@ -19,7 +20,7 @@ public final class Scratch {
         var info = stat()
         guard lstat(path, &info) == 0 else { return }
         if info.st_mode & S_IFMT == S_IFDIR {
-            for name in names(in: path) { removeTree(path + "/" + name) }
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] { removeTree(path + "/" + name) }
             rmdir(path)
         } else {
             unlink(path)
@@ -27,18 +28,4 @@ public final class Scratch {
     }
 
     public func file(_ pool: String, _ name: String) -> String { "\(path)/\(pool)/\(name)" }
-}
-
-/// The names in directory `path`, but `.` and `..`.
-public func names(in path: String) -> [String] {
-    guard let stream = opendir(path) else { return [] }
-    defer { closedir(stream) }
-    var names: [String] = []
-    while let entry = readdir(stream) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
-        }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names
 }
