@@ -24,13 +24,13 @@ extension FileSystem {
     public func create(parent: UInt64, name: FileName, mode: UInt32, rdev: UInt64 = 0, target: [UInt8] = [],
                        caller: Caller) throws -> stat {
         try createAndOpen(parent: parent, name: name, mode: mode, rdev: rdev, target: target, caller: caller,
-                          opening: nil).attributes
+                          opening: false)
     }
 
-    /// create, and with `opening` (whether write-only) the open of the new
-    /// file counted in the same step, so that no unlink comes between.
+    /// create, and with `opening` the open of the new file counted in the
+    /// same step, so that no unlink comes between.
     public func createAndOpen(parent: UInt64, name: FileName, mode: UInt32, rdev: UInt64 = 0, target: [UInt8] = [],
-                              caller: Caller, opening writeOnly: Bool?) throws -> (attributes: stat, policy: CachePolicy?) {
+                              caller: Caller, opening: Bool) throws -> stat {
         try FileSystem.checkName(name)
         return try tree.writing {
             let directory = try directory(parent)
@@ -54,7 +54,8 @@ extension FileSystem {
             try commit(.create(parent: parent, name: name, record))
             compactIfLarge()
             let inode = try inode(record.number)
-            return (attributes(inode), writeOnly.map { countOpen(inode, writeOnly: $0) })
+            if opening { _ = countOpen(inode) }
+            return attributes(inode)
         }
     }
 

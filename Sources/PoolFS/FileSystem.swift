@@ -27,9 +27,6 @@ public final class FileSystem: @unchecked Sendable {
     /// Every inode, by number; `tree`.
     var inodes: [UInt64: Inode] = [:]
     var nextInode: UInt64 = 2
-    /// Every open of a file bypasses the kernel's page cache: set once the
-    /// kernel has agreed to keep shared mappings coherent with that.
-    public let directIO = Atomic<Bool>(false)
     /// Reads move access times (FileSystem+Access.swift); off for `noatime`.
     public let accessTimes = Atomic<Bool>(true)
     let tree = ReadWriteLock()

@@ -35,10 +35,6 @@ final class Inode: @unchecked Sendable {
     var xattrs: [FileName: [UInt8]] = [:]
     /// Open file handles (and open directory streams).
     var opens = 0
-    /// Of those, handles whose I/O bypasses the kernel's page cache.
-    var directOpens = 0
-    /// Written past the page cache since the cache last saw the file.
-    var cacheStale = false
     /// Written since size and times were last logged.
     var dirty = false
     /// Byte ranges written since the last fsync: what fsync makes durable,

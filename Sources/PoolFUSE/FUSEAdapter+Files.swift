@@ -135,7 +135,7 @@ extension FUSEAdapter {
     // MARK: Open files
 
     /// A file handle is 1 for a direct open, 0 for a cached one.
-    private func prepare(_ info: UnsafeMutablePointer<fuse_file_info>, _ policy: FileSystem.CachePolicy) {
+    private func prepare(_ info: UnsafeMutablePointer<fuse_file_info>, _ policy: CachePolicy.Open) {
         info.pointee.direct_io = policy.direct ? 1 : 0
         info.pointee.keep_cache = policy.keepCache ? 1 : 0
         // Sizes and pages are logged as writes arrive and the kernel holds
@@ -155,9 +155,8 @@ extension FUSEAdapter {
         }
         if let inode = FUSEAdapter.control(inode) { return controlOpen(req, inode, info) }
         FUSEAdapter.replying(req) {
-            let policy = try fs.open(inode, truncate: info.pointee.flags & O_TRUNC != 0,
-                                     writeOnly: FUSEAdapter.writeOnly(info))
-            prepare(info, policy)
+            let mode = try fs.open(inode, truncate: info.pointee.flags & O_TRUNC != 0)
+            prepare(info, cachePolicy.opened(inode, mode: mode, writeOnly: FUSEAdapter.writeOnly(info)))
             fuse_reply_open(req, info)
         }
     }
@@ -169,10 +168,10 @@ extension FUSEAdapter {
             let name = try FUSEAdapter.name(name)
             if let parent = FUSEAdapter.control(parent) { return controlCreate(req, parent, try FUSEAdapter.controlName(name), info) }
             try FUSEAdapter.refuseControlName(parent, name)
-            let (attributes, policy) = try fs.createAndOpen(parent: parent, name: name, mode: S_IFREG | mode & 0o7777,
-                                                            caller: FUSEAdapter.caller(req),
-                                                            opening: FUSEAdapter.writeOnly(info))
-            prepare(info, policy!)
+            let attributes = try fs.createAndOpen(parent: parent, name: name, mode: S_IFREG | mode & 0o7777,
+                                                  caller: FUSEAdapter.caller(req), opening: true)
+            prepare(info, cachePolicy.opened(UInt64(attributes.st_ino), mode: attributes.st_mode,
+                                             writeOnly: FUSEAdapter.writeOnly(info)))
             var entry = FUSEAdapter.entry(attributes, timeout: FUSEAdapter.cacheSeconds)
             fuse_reply_create(req, &entry, info)
         }
@@ -251,7 +250,8 @@ extension FUSEAdapter {
         if FUSEAdapter.control(inode) != nil {
             controlRelease(info?.pointee.fh ?? 0)
         } else {
-            fs.release(inode, direct: info?.pointee.fh == 1)
+            cachePolicy.released(inode, direct: info?.pointee.fh == 1)
+            fs.release(inode)
         }
         fuse_reply_err(req, 0)
     }
@@ -294,7 +294,7 @@ extension FUSEAdapter {
     func opendir(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
         FUSEAdapter.replying(req) {
             // Held open, a directory keeps its slots: offsets stay valid.
-            if FUSEAdapter.control(inode) == nil { _ = try fs.open(inode, truncate: false, writeOnly: false) }
+            if FUSEAdapter.control(inode) == nil { _ = try fs.open(inode, truncate: false) }
             fuse_reply_open(req, info)
         }
     }

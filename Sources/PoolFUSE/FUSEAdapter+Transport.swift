@@ -36,7 +36,7 @@ extension FUSEAdapter: FUSETransportHandler {
 
     public func directIOAllowsSharedMappings() {
         // Every file opened from now on goes direct.
-        fs.directIO.store(true, ordering: .releasing)
+        cachePolicy.sharedMappingsCoherent.store(true, ordering: .releasing)
     }
 
     public func requestsArrive(_ how: String) {

@@ -20,6 +20,8 @@ public final class FUSEAdapter: @unchecked Sendable {
     /// mount, so the kernel may keep them; control files change underneath.
     static let cacheSeconds = 3600.0
 
+    /// How the kernel caches each open file.
+    let cachePolicy = CachePolicy()
     /// Texts of open control files, by file handle.
     let openTexts = Mutex<(next: UInt64, texts: [UInt64: [UInt8]])>((1, [:]))
     let owner = (uid: getuid(), gid: getgid())

@@ -269,7 +269,7 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
                 expected += line
             }
         }
-        _ = try fs.open(file, truncate: false, writeOnly: true)
+        _ = try fs.open(file, truncate: false)
         try append(1000)
         // 245 pages: a fragment, then runs of 1 (the page it moved to), 2, 4, … 128.
         #expect(try runs() == 8)
@@ -279,19 +279,19 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         #expect(try blocks() == 245 * 8)
         #expect(try runs() == 8)
         // Asked for past the end: kept at the close.
-        _ = try fs.open(file, truncate: false, writeOnly: true)
+        _ = try fs.open(file, truncate: false)
         try fs.allocateSpace(file, mode: FileSystem.keepSize, offset: UInt64(expected.count), length: 40960)
         fs.release(file)
         #expect(try blocks() == 255 * 8)
         // A kill while pages are taken ahead: the next mount gives them back.
-        _ = try fs.open(file, truncate: false, writeOnly: true)
+        _ = try fs.open(file, truncate: false)
         try append(100)
         #expect(try blocks() > 269 * 8)
         fs = try remount(&pool, scratch)
         #expect(try blocks() == 269 * 8)
         #expect(try bytes(fs, file, size: 2 << 20) == expected)
         // Taken ahead, then asked for by KEEP_SIZE, then a kill: kept.
-        _ = try fs.open(file, truncate: false, writeOnly: true)
+        _ = try fs.open(file, truncate: false)
         try append(100)
         let held = try blocks()
         #expect(held > 293 * 8)
@@ -564,7 +564,7 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         try fs.sync(shrunk)
         #expect(try bytes(fs, shrunk) == [1])
         // O_TRUNC frees the fragment; the next write takes one again.
-        _ = try fs.open(shrunk, truncate: true, writeOnly: true)
+        _ = try fs.open(shrunk, truncate: true)
         #expect(try fs.attributes(of: shrunk).st_blocks == 0)
         try write(fs, shrunk, [2, 3])
         fs.release(shrunk)
@@ -596,7 +596,7 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
         #expect(try bytes(fs, punched) == Array(repeating: 0, count: 3000))
         // From a fragment to pages with holes between, then one write across them all.
         let spanned = try makeFile(fs, "spanned")
-        _ = try fs.open(spanned, truncate: false, writeOnly: false)
+        _ = try fs.open(spanned, truncate: false)
         try write(fs, spanned, [6])
         try write(fs, spanned, [7], at: 3 << 16)
         let all = (0..<(5 << 16)).map { UInt8(truncatingIfNeeded: $0 / 7) }
