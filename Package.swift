@@ -13,6 +13,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-atomics", from: "1.2.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
     targets: [
         // C libraries: a module map and a shim header each, nothing else.
@@ -32,6 +33,7 @@ let package = Package(
             dependencies: [
                 "CPmem", "CNuma", "CLinux",
                 .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: internalChecks),
         .target(

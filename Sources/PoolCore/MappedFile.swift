@@ -123,7 +123,7 @@ final class MappedFile: @unchecked Sendable {
     @inline(__always)
     func atomic(at offset: Int) -> UnsafeAtomic<UInt64> {
         precondition(offset >= 0 && offset + 8 <= length && offset & 7 == 0)
-        let pointer = (base + offset).assumingMemoryBound(to: UInt64.AtomicRepresentation.self)
+        let pointer = (base + offset).assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self)
         return UnsafeAtomic(at: pointer)
     }
 
@@ -160,12 +160,8 @@ final class MappedFile: @unchecked Sendable {
         precondition(offset >= 0 && offset + source.count <= length)
         guard let from = source.baseAddress, source.count > 0 else { return }
         if medium == .dram, MappedFile.mayWriteAnywhere, source.count >= MappedFile.coldCopyMinimum, !isResident(offset) {
-            var done = 0
-            while done < source.count {
-                let n = pwrite(descriptor, from + done, source.count - done, off_t(offset + done))
-                if n > 0 { done += n } else if n < 0 && errno == EINTR { continue } else {
-                    throw PoolError.system(call: "pwrite", path: path, errno: n < 0 ? errno : EIO)
-                }
+            try SystemCall.calling("pwrite", path, descriptor) {
+                _ = try $0.writeAll(toAbsoluteOffset: Int64(offset), UnsafeRawBufferPointer(start: from, count: source.count))
             }
             return
         }

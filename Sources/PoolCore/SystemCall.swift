@@ -1,17 +1,29 @@
 import CLinux
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
 
-/// Thin wrappers over the libc calls the pool makes. Each retries EINTR once
-/// here, in one place, and turns errno into `PoolError.system` naming the call
-/// and the path.
+/// The system calls the pool makes, in one place: swift-system's
+/// FileDescriptor and Errno where it has the call, thin wrappers for what
+/// it lacks (fallocate, hole punching, SEEK_DATA/SEEK_HOLE, mincore, the
+/// OFD locks, the *at calls of PoolDirectory). Each retries EINTR and
+/// turns an error into `PoolError.system` naming the call and the path.
 enum SystemCall {
     static func message(_ code: Int32) -> String {
-        guard let text = strerror(code) else { return "errno \(code)" }
-        return String(cString: text)
+        Errno(rawValue: code).description
+    }
+
+    /// `body` on the descriptor, its Errno as `PoolError.system`.
+    static func calling<R>(_ call: String, _ path: String, _ fd: Int32,
+                                   _ body: (FileDescriptor) throws -> R) throws -> R {
+        do {
+            return try body(FileDescriptor(rawValue: fd))
+        } catch let error as Errno {
+            throw PoolError.system(call: call, path: path, errno: error.rawValue)
+        }
     }
 
     @discardableResult
@@ -25,7 +37,7 @@ enum SystemCall {
     }
 
     static func close(_ fd: Int32) {
-        _ = Glibc.close(fd)
+        try? FileDescriptor(rawValue: fd).close()
     }
 
     static func fileSize(_ fd: Int32, path: String) throws -> UInt64 {
@@ -35,7 +47,7 @@ enum SystemCall {
     }
 
     static func truncate(_ fd: Int32, to size: UInt64, path: String) throws {
-        try retrying("ftruncate", path) { ftruncate(fd, off_t(size)) }
+        try calling("ftruncate", path, fd) { try $0.resize(to: Int64(size)) }
     }
 
     /// Reserves file blocks so that a later store into the mapping cannot

@@ -65,7 +65,7 @@ struct UnsafePageTable {
     private func atomic(_ page: Int) -> UnsafeAtomic<UInt64> {
         precondition(page >= 0 && page < pageCount)
         return UnsafeAtomic(at: UnsafeMutableRawPointer(entries + page)
-            .assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
+            .assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
     }
 
     @inline(__always)

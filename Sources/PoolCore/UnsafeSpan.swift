@@ -30,7 +30,7 @@ struct UnsafeSpan {
 
     @inline(__always)
     private func atomic(_ field: Field) -> UnsafeAtomic<UInt64> {
-        UnsafeAtomic(at: (base + field.rawValue).assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
+        UnsafeAtomic(at: (base + field.rawValue).assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
     }
 
     static func format(_ base: UnsafeMutableRawPointer, heap: Int, sizeClass: Int, blockSize: Int,
