@@ -24,9 +24,15 @@ enum DeviceIO {
         }
         io.writev = { fd, vector, count, userdata in
             guard let vector else { return Glibc.writev(fd, vector, count) }
-            if let entry = RingQueue.current, let taken = entry.answer(vector, Int(count)) { return taken }
-            guard count >= 2, let userdata else { return Glibc.writev(fd, vector, count) }
+            guard let userdata else { return Glibc.writev(fd, vector, count) }
             let transport = FUSETransport.from(userdata)
+            // A reply to a request that came on a ring goes back on it.
+            if count >= 1, let header = vector[0].iov_base, vector[0].iov_len >= DeviceIO.outHeader,
+               let entry = transport.entry(dispatching: header.loadUnaligned(as: fuse_out_header.self).unique),
+               let taken = entry.answer(vector, Int(count)) {
+                return taken
+            }
+            guard count >= 2 else { return Glibc.writev(fd, vector, count) }
             let reply = UnsafeMutableBufferPointer(mutating: UnsafeBufferPointer(start: vector, count: Int(count)))
             let granted = transport.handshake.willReply(reply) { transport.prepareRings(device: fd) }
             if granted & InitHandshake.directIOAllowMmap != 0 { transport.handler.directIOAllowsSharedMappings() }

@@ -1,4 +1,5 @@
 import CFuse
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -81,12 +82,17 @@ public final class RingEntry {
         dispatch()
     }
 
+    /// The id of the request libfuse is dispatching from this entry now,
+    /// 0 otherwise: its reply comes back through DeviceIO's writev, which
+    /// finds this entry by it (FUSETransport.entry(dispatching:)).
+    let dispatching = Atomic<UInt64>(0)
+
     /// libfuse dispatches the laid-out request, on the ring's thread or
     /// the helper's.
     func dispatch() {
-        pthread_setspecific(RingQueue.key, Unmanaged.passUnretained(self).toOpaque())
+        dispatching.store(unique, ordering: .releasing)
         fuse_session_process_buf(queue.session, &laidOut)
-        pthread_setspecific(RingQueue.key, nil)
+        dispatching.store(0, ordering: .releasing)
         // libfuse answers every request it dispatches; should one slip
         // through, the kernel must still hear back.
         if !answered { fail(EIO) }

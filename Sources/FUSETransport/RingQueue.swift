@@ -28,7 +28,7 @@ final class RingQueue: @unchecked Sendable {
     /// Told when the kernel refuses an entry (with its errno).
     let refused: @Sendable (Int32) -> Void
     private let ring = UnsafeMutablePointer<io_uring>.allocate(capacity: 1)
-    private var entries: [RingEntry] = []
+    private(set) var entries: [RingEntry] = []
     private let wake: Int32
     private var thread: JoinableThread?
     /// Posted by the thread once it has enabled the ring (the ring's only
@@ -190,17 +190,6 @@ final class RingQueue: @unchecked Sendable {
             _ = poolfs_ring_poll(ring, helper.done, tag)
         }
     }
-
-    /// The entry whose request this thread is serving, for DeviceIO's writev.
-    static var current: RingEntry? {
-        pthread_getspecific(key).map { Unmanaged<RingEntry>.fromOpaque($0).takeUnretainedValue() }
-    }
-
-    static let key: pthread_key_t = {
-        var key = pthread_key_t()
-        pthread_key_create(&key, nil)
-        return key
-    }()
 
     private func serve() {
         let me = poolfs_thread_id()
