@@ -9,7 +9,7 @@ extension PoolError {
     public var errno: Int32 {
         switch self {
         case .invalidName, .invalidSize, .invalidPageSize, .invalidAddress, .invalidFree, .invalidPlacement,
-             .invalidMountOptions, .invalidMedium: EINVAL
+             .invalidMedium: EINVAL
         case .poolExists, .regionExists, .heapExists, .destinationTaken: EEXIST
         case .poolNotFound, .regionNotFound, .heapNotFound: ENOENT
         case .notEnoughSpace, .poolFull, .tooManyShelves, .tooManyRegions, .tooManyProcesses, .tooManyHeaps: ENOSPC

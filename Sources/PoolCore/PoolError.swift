@@ -25,7 +25,6 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
     case tooManyHeaps(limit: Int)
     case destinationTaken(GlobalAddress)
     case invalidPlacement(String, reason: String)
-    case invalidMountOptions(String, reason: String)
     case heldExclusively(name: String, use: String, pid: Int32)
     case closed(name: String)
     case refusedDirectory(path: String, reason: String)
@@ -85,8 +84,6 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
             return "the word at \(address) already holds an address; publish only into a zero word"
         case let .invalidPlacement(text, reason):
             return "invalid placement '\(text)': \(reason)"
-        case let .invalidMountOptions(text, reason):
-            return "invalid mount option '\(text)': \(reason)"
         case let .heldExclusively(name, use, pid):
             return "pool '\(name)' is already \(use) by pid \(pid)"
         case let .closed(name):

@@ -12,14 +12,21 @@ public enum Mount {
     /// The mount option that keeps requests off io_uring (RingQueue.swift).
     public static let noIOUring = "no_io_uring"
 
+    /// Mount options libfuse (or poolfs) refused, and why.
+    public struct OptionsRefused: Error, CustomStringConvertible {
+        public let options: String
+        public let reason: String
+        public var description: String { "invalid mount option '\(options)': \(reason)" }
+    }
+
     /// libfuse's complaint about mount options (`fuse: unknown option(s):
-    /// `-o X'`), as a PoolError naming the options.
-    static func refusal(_ complaint: String, options: [String]) -> PoolError {
+    /// `-o X'`), naming the options.
+    static func refusal(_ complaint: String, options: [String]) -> OptionsRefused {
         if let start = complaint.range(of: "`-o "), let end = complaint[start.upperBound...].firstIndex(of: "'") {
-            return .invalidMountOptions(String(complaint[start.upperBound..<end]), reason: "neither libfuse nor poolfs knows it")
+            return OptionsRefused(options: String(complaint[start.upperBound..<end]), reason: "neither libfuse nor poolfs knows it")
         }
         let said = complaint.split(separator: "\n").first.map { $0.replacingOccurrences(of: "fuse: ", with: "") }
-        return .invalidMountOptions(options.joined(separator: ","), reason: said ?? "libfuse refused them")
+        return OptionsRefused(options: options.joined(separator: ","), reason: said ?? "libfuse refused them")
     }
 
     /// Runs `body` with this process's stderr going into a pipe; returns

@@ -1,5 +1,6 @@
 import ArgumentParser
 import PoolCore
+import PoolFUSE
 
 @main
 struct PoolfsCommand: ParsableCommand {
@@ -43,6 +44,9 @@ func reportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
     } catch let error as PoolError {
+        FileOutput.standardError.write("poolfs: \(error.description)\n")
+        throw ExitCode(1)
+    } catch let error as Mount.OptionsRefused {
         FileOutput.standardError.write("poolfs: \(error.description)\n")
         throw ExitCode(1)
     }
