@@ -9,8 +9,8 @@ import Musl
 /// The system calls the pool makes, in one place: swift-system's
 /// FileDescriptor and Errno where it has the call, thin wrappers for what
 /// it lacks (fallocate, hole punching, SEEK_DATA/SEEK_HOLE, mincore, the
-/// OFD locks, the *at calls of PoolDirectory). Each retries EINTR and
-/// turns an error into `PoolError.system` naming the call and the path.
+/// OFD locks, the *at calls of PoolDirectory). Each retries EINTR and turns
+/// an error into `PoolError.system` naming the call and the path.
 enum SystemCall {
     static func message(_ code: Int32) -> String {
         Errno(rawValue: code).description
@@ -41,9 +41,7 @@ enum SystemCall {
     }
 
     static func fileSize(_ fd: Int32, path: String) throws -> UInt64 {
-        var info = stat()
-        try retrying("fstat", path) { fstat(fd, &info) }
-        return UInt64(info.st_size)
+        try calling("fstat", path, fd) { UInt64(try $0.stat().size) }
     }
 
     static func truncate(_ fd: Int32, to size: UInt64, path: String) throws {
@@ -79,8 +77,7 @@ enum SystemCall {
 
     /// Bytes of the file in memory or on disk (st_blocks).
     static func allocatedBytes(_ fd: Int32) -> UInt64 {
-        var info = stat()
-        return fstat(fd, &info) == 0 ? UInt64(info.st_blocks) * 512 : 0
+        (try? FileDescriptor(rawValue: fd).stat().sizeAllocated).map { UInt64(max(0, $0)) } ?? 0
     }
 
     static func exists(_ path: String) -> Bool {
