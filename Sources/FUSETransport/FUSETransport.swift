@@ -110,7 +110,7 @@ public final class FUSETransport: @unchecked Sendable {
     /// The ring entry libfuse is dispatching request `unique` from, if
     /// any: the kernel numbers requests once for rings and /dev/fuse alike.
     func entry(dispatching unique: UInt64) -> RingEntry? {
-        guard unique != 0 else { return nil }
+        guard unique != 0, devicePolling.ringsStarted.load(ordering: .relaxed) else { return nil }
         return rings.withLock { rings in
             for queue in rings.queues {
                 for entry in queue.entries where entry.dispatching.load(ordering: .acquiring) == unique { return entry }

@@ -145,6 +145,9 @@ final class MappedFile: @unchecked Sendable {
         return try body(UnsafeMutableRawBufferPointer(start: base + offset, count: count))
     }
 
+    /// Copies `copy` made with pwrite rather than through the mapping.
+    let copiesThroughFile = ManagedAtomic<Int>(0)
+
     /// Writes below this size copy through the mapping: the residency
     /// question (one mincore) costs more than a fault it could save.
     static let coldCopyMinimum = 64 << 10
@@ -163,6 +166,7 @@ final class MappedFile: @unchecked Sendable {
             try SystemCall.calling("pwrite", path, descriptor) {
                 _ = try $0.writeAll(toAbsoluteOffset: Int64(offset), UnsafeRawBufferPointer(start: from, count: source.count))
             }
+            copiesThroughFile.wrappingIncrement(ordering: .relaxed)
             return
         }
         (base + offset).copyMemory(from: from, byteCount: source.count)

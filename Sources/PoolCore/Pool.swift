@@ -260,9 +260,6 @@ public final class Pool: @unchecked Sendable {
         try core.copy(to: address, from: source)
     }
 
-    /// Below this many bytes a copy goes straight through the mapping.
-    public static var coldCopyMinimum: Int { MappedFile.coldCopyMinimum }
-
     /// Makes the bytes durable (pmem shelves; a no-op on dram).
     public func persist(at address: GlobalAddress, count: Int) throws {
         try core.persist(at: address, count: count)

@@ -88,9 +88,17 @@ final class PoolDirectory: @unchecked Sendable {
             if copy >= 0 { SystemCall.close(copy) }
             return []
         }
+        defer { closedir(stream) }
         // The copy shares the read position with `descriptor`.
         rewinddir(stream)
-        return SystemCall.names(closing: stream)
+        var names: [String] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
     }
 
     /// Free bytes of the file system the directory is on.

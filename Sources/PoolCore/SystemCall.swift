@@ -101,30 +101,6 @@ enum SystemCall {
         }
     }
 
-    static func listDirectory(_ path: String) -> [String] {
-        guard let stream = opendir(path) else { return [] }
-        return names(closing: stream)
-    }
-
-    /// The names an open directory stream lists, but `.` and `..`; closes it.
-    static func names(closing stream: OpaquePointer) -> [String] {
-        defer { closedir(stream) }
-        var names: [String] = []
-        while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
-    }
-
-    static func availableBytes(in path: String) -> UInt64? {
-        var info = statvfs()
-        guard statvfs(path, &info) == 0 else { return nil }
-        return UInt64(info.f_bavail) * UInt64(info.f_frsize)
-    }
-
     static func mapShared(_ fd: Int32, length: Int, path: String) throws -> UnsafeMutableRawPointer {
         let address = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
         guard let address, address != MAP_FAILED else {

@@ -11,9 +11,11 @@ extension FileSystem {
                       by caller: Caller? = nil) throws -> Int {
         guard let base = source.baseAddress else { return 0 }
         var done = 0
-        return try write(number, offset: offset, count: source.count, by: caller) { segment in
+        return try write(number, offset: offset, count: source.count, by: caller) { address, segment in
+            // The pool's way: a large copy into pages not yet in memory goes
+            // through the shelf file (MappedFile.copy).
             try durably("writing a file's bytes") {
-                try pages.copy(into: segment, from: UnsafeRawBufferPointer(start: base + done, count: segment.count))
+                try pool.copy(to: address, from: UnsafeRawBufferPointer(start: base + done, count: segment.count))
             }
             done += segment.count
         }
@@ -26,6 +28,12 @@ extension FileSystem {
     /// bits as Linux does (SetIDBits.swift).
     public func write(_ number: UInt64, offset: UInt64, count: Int, by caller: Caller? = nil,
                       _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws -> Int {
+        try write(number, offset: offset, count: count, by: caller) { try fill($1) }
+    }
+
+    /// The same, `fill` also told each run's global address.
+    private func write(_ number: UInt64, offset: UInt64, count: Int, by caller: Caller?,
+                       _ fill: (GlobalAddress, UnsafeMutableRawBufferPointer) throws -> Void) throws -> Int {
         try refuseIfFailed()
         var setIDBits: UInt32 = 0
         let written = try tree.reading {
@@ -54,7 +62,8 @@ extension FileSystem {
                     while position < end {
                         let extent = extents[index]
                         let runEnd = min(end, extent.byteEnd(pageShift))
-                        try fill(pages.bytes(extent.address, at: position - extent.page << pageShift, count: Int(runEnd - position)))
+                        let at = position - extent.page << pageShift
+                        try fill(extent.address.advanced(by: at), pages.bytes(extent.address, at: at, count: Int(runEnd - position)))
                         position = runEnd
                         index += 1
                     }

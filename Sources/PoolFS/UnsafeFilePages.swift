@@ -24,17 +24,6 @@ struct UnsafeFilePages {
         UnsafeMutableRawBufferPointer(start: pointer(address, offset), count: count)
     }
 
-    /// Copies `source` into `destination`, a range of the file's pages:
-    /// a large copy the pool's way (cold pages through the shelf file),
-    /// which throws where the shelf file could not take it.
-    func copy(into destination: UnsafeMutableRawBufferPointer, from source: UnsafeRawBufferPointer) throws {
-        if source.count >= Pool.coldCopyMinimum, let start = destination.baseAddress, let address = pool.address(of: start) {
-            try pool.copy(to: address, from: source)
-            return
-        }
-        destination.copyMemory(from: source)
-    }
-
     func zero(_ address: GlobalAddress, at offset: UInt64, count: Int) {
         guard count > 0 else { return }
         memset(pointer(address, offset), 0, count)

@@ -33,7 +33,7 @@ import Glibc
 
     /// Opening fails with a message containing `expected`, and changes nothing.
     func expectRefused(_ scratch: Scratch, _ expected: String, sourceLocation: SourceLocation = #_sourceLocation) {
-        let files = SystemCall.listDirectory(scratch.path + "/d").sorted()
+        let files = directoryNames(scratch.path + "/d").sorted()
         let before = files.map { contents(scratch.file("d", $0)) }
         do {
             _ = try Pool.open(name: "d", at: scratch.path)

@@ -24,18 +24,29 @@ import TestSupport
             #expect(firstDifference == nil, "\(what): first different byte at \(firstDifference ?? -1)")
         }
 
+        // Which way each copy went: pwrite into the shelf file (dram pages
+        // not in memory) or a store through the mapping.
+        let file = pool.core.shelves[0]!.file
+        var throughFile = 0
+        func expectWent(throughTheFile: Bool, _ what: String) {
+            let now = file.copiesThroughFile.load(ordering: .relaxed)
+            #expect(now - throughFile == (throughTheFile && medium == .dram ? 1 : 0), "\(what)")
+            throughFile = now
+        }
+
         // Fresh: the blocks reserved by the claim, never written.
         let run = try pool.allocatePages(count: pages)
-        #expect(count >= Pool.coldCopyMinimum)
         var expected = [UInt8](repeating: 0, count: bytes)
         try source.withUnsafeBytes { try pool.copy(to: run.advanced(by: 100), from: $0) }
         expected.replaceSubrange(100..<100 + count, with: source)
         try expectRun(run, holds: expected, "fresh pages")
+        expectWent(throughTheFile: true, "fresh pages")
 
         // Written before: a second copy over part of the first.
         try source.withUnsafeBytes { try pool.copy(to: run.advanced(by: 5000), from: UnsafeRawBufferPointer(rebasing: $0[0..<(1 << 16)])) }
         expected.replaceSubrange(5000..<5000 + (1 << 16), with: source[0..<(1 << 16)])
         try expectRun(run, holds: expected, "pages written before")
+        expectWent(throughTheFile: false, "pages written before")
 
         // Given back, then claimed again: zeros, then the copy.
         try pool.freePages(at: run, count: pages)
@@ -45,6 +56,7 @@ import TestSupport
         try source.withUnsafeBytes { try pool.copy(to: again.advanced(by: 4095), from: $0) }
         expected.replaceSubrange(4095..<4095 + count, with: source)
         try expectRun(again, holds: expected, "pages given back")
+        expectWent(throughTheFile: true, "pages given back")
         try pool.freePages(at: again, count: pages)
     }
 }

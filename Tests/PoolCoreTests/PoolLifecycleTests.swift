@@ -62,7 +62,7 @@ import TestSupport
     func refusesBadNames(_ name: String) {
         let scratch = Scratch()
         #expect(throws: PoolError.self) { try Pool.create(name: name, size: 8 << 20, at: scratch.path) }
-        #expect(SystemCall.listDirectory(scratch.path).isEmpty)
+        #expect(directoryNames(scratch.path).isEmpty)
     }
 
     @Test func refusesBadPageSizesAndSizes() {
@@ -74,19 +74,19 @@ import TestSupport
         }
         #expect(throws: PoolError.self) { try Pool.create(name: "p", size: 4096, at: scratch.path) }
         #expect(throws: PoolError.self) { try Pool.create(name: "p", size: 512 << 10, at: scratch.path) }
-        #expect(SystemCall.listDirectory(scratch.path).isEmpty)
+        #expect(directoryNames(scratch.path).isEmpty)
     }
 
     @Test func refusesMoreSpaceThanTheFileSystemHas() throws {
         let scratch = Scratch()
-        let available = SystemCall.availableBytes(in: scratch.path)!
+        let available = availableBytes(scratch.path)
         #expect {
             try Pool.create(name: "huge", size: available * 2, at: scratch.path)
         } throws: { error in
             guard case .notEnoughSpace(let path, let needed, _)? = error as? PoolError else { return false }
             return path == scratch.path && needed == available * 2
         }
-        #expect(SystemCall.listDirectory(scratch.path).isEmpty)
+        #expect(directoryNames(scratch.path).isEmpty)
     }
 
     @Test func pmemPoolKeepsDataAcrossReopen() throws {

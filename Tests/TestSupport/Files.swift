@@ -1,3 +1,4 @@
+import Foundation
 import PoolCore
 #if canImport(Glibc)
 import Glibc
@@ -110,3 +111,15 @@ public let repositoryRoot: String = {
     for _ in 0..<3 { path = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)]) }
     return path
 }()
+
+/// The names in directory `path` (none if it cannot be read).
+public func directoryNames(_ path: String) -> [String] {
+    (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+}
+
+/// Free bytes for unprivileged users of the file system at `path`.
+public func availableBytes(_ path: String) -> UInt64 {
+    var info = statvfs()
+    guard statvfs(path, &info) == 0 else { return 0 }
+    return UInt64(info.f_bavail) * UInt64(info.f_frsize)
+}
