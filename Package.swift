@@ -5,6 +5,7 @@ let package = Package(
     name: "poolfs",
     products: [
         .library(name: "PoolCore", targets: ["PoolCore"]),
+        .library(name: "PoolNet", targets: ["PoolNet"]),
         .executable(name: "poolfs", targets: ["poolfs"]),
         .executable(name: "poolfs-bench", targets: ["PoolBench"]),
         // libpoolcore.so, the C API of include/poolcore.h.
@@ -14,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-atomics", from: "1.2.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.0.0"..<"5.0.0"),
     ],
     targets: [
         // C libraries: a module map and a shim header each, nothing else.
@@ -27,6 +29,8 @@ let package = Package(
         .systemLibrary(name: "CLinux"),
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3",
                        providers: [.apt(["libfuse3-dev", "liburing-dev"])]),
+        .systemLibrary(name: "CUCX", pkgConfig: "ucx",
+                       providers: [.apt(["libucx-dev", "libibverbs-dev"])]),
 
         .target(
             name: "PoolCore",
@@ -36,6 +40,10 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: internalChecks),
+        // Threads that run beside Swift's task pool: periodic work, rings.
+        .target(
+            name: "PoolThreads",
+            dependencies: ["CLinux"]),
         .target(
             name: "PoolCoreC",
             dependencies: ["PoolCore"]),
@@ -48,15 +56,23 @@ let package = Package(
         // adapter through FUSETransportHandler.
         .target(
             name: "FUSETransport",
-            dependencies: ["CFuse"]),
+            dependencies: ["CFuse", "PoolThreads"]),
         // The libfuse3 low-level adapter: requests in, PoolFS calls, replies out.
         .target(
             name: "PoolFUSE",
-            dependencies: ["PoolFS", "FUSETransport", "CFuse"]),
+            dependencies: ["PoolFS", "FUSETransport", "PoolThreads", "CFuse"]),
+        // Memory nodes and RemotePool over UCX: a pool other machines use.
+        .target(
+            name: "PoolNet",
+            dependencies: [
+                "PoolCore", "PoolThreads", "CUCX",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]),
         .executableTarget(
             name: "poolfs",
             dependencies: [
-                "PoolCore", "PoolFS", "PoolFUSE",
+                "PoolCore", "PoolFS", "PoolFUSE", "PoolNet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // The benchmark links the peers (pmemobj, …) so that `poolfs` does not.
@@ -69,7 +85,7 @@ let package = Package(
         // Child processes for the multi-process and crash tests.
         .executableTarget(
             name: "PoolTestHelper",
-            dependencies: ["PoolCore"]),
+            dependencies: ["PoolCore", "PoolNet"]),
         // Tests by layer, with what they share (pools in scratch
         // directories, child processes, mounted pools) in TestSupport.
         .target(
@@ -85,6 +101,9 @@ let package = Package(
         .testTarget(
             name: "PoolFUSETests",
             dependencies: ["PoolCore", "PoolFS", "TestSupport", "PoolTestHelper", "poolfs"]),
+        .testTarget(
+            name: "PoolNetTests",
+            dependencies: ["PoolCore", "PoolNet", "TestSupport", "PoolTestHelper", "poolfs"]),
         .testTarget(
             name: "CommandLineTests",
             dependencies: ["PoolCore", "TestSupport", "poolfs"]),

@@ -1,3 +1,4 @@
+import PoolThreads
 import CFuse
 import Synchronization
 #if canImport(Glibc)

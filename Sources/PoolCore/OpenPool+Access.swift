@@ -25,6 +25,13 @@ struct DataWord {
         if result.exchanged { shelf.file.persist(offset: offset, count: 8) }
         return result
     }
+
+    func fetchAndAdd(_ value: UInt64) throws -> UInt64 {
+        let original = shelf.file.atomic(at: offset).loadThenWrappingIncrement(by: value, ordering: .acquiringAndReleasing)
+        shelf.file.persist(offset: offset, count: 8)
+        try shelf.file.checkPersisted()
+        return original
+    }
 }
 
 /// Rcmp's Read/Write/CAS on any global address inside the data pages.
@@ -99,6 +106,13 @@ extension OpenPool {
 
     private func table(holding address: GlobalAddress) -> UnsafePageTable? {
         shelves.table(address.shelf) ?? shelf(address.shelf)?.table
+    }
+
+    func dataSpans() -> [(start: GlobalAddress, bytes: UInt64)] {
+        (0..<shelves.count).compactMap { index in
+            guard let table = shelves.table(index) ?? shelf(index)?.table else { return nil }
+            return (GlobalAddress(shelf: index, offset: table.dataOffset), UInt64(table.pageCount) << table.pageShift)
+        }
     }
 
     func address(of pointer: UnsafeRawPointer) -> GlobalAddress? {

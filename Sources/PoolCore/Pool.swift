@@ -209,10 +209,6 @@ public final class Pool: @unchecked Sendable {
         try core.write(at: address, from: buffer)
     }
 
-    public func write(at address: GlobalAddress, bytes: [UInt8]) throws {
-        try bytes.withUnsafeBytes { try core.write(at: address, from: $0) }
-    }
-
     /// Atomically loads the aligned word at `address`.
     public func load(at address: GlobalAddress) throws -> UInt64 {
         try core.dataWord(address).load()
@@ -230,6 +226,19 @@ public final class Pool: @unchecked Sendable {
         -> (exchanged: Bool, original: UInt64)
     {
         try core.dataWord(address).compareExchange(expected: expected, desired: desired)
+    }
+
+    /// Adds `value` to the aligned word at `address`, returning what it held.
+    @discardableResult
+    public func fetchAndAdd(at address: GlobalAddress, _ value: UInt64) throws -> UInt64 {
+        try core.dataWord(address).fetchAndAdd(value)
+    }
+
+    /// Each shelf's data pages as one span: where a memory node registers
+    /// the pool for one-sided access, leaving the metadata out.
+    public func dataSpans() -> [(start: GlobalAddress, bytes: UInt64)] {
+        _ = shelfCount  // maps shelves another process added
+        return core.dataSpans()
     }
 
     /// Lends the bytes of `[address, address+count)` to `body`.

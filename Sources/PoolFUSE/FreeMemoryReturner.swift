@@ -1,5 +1,6 @@
 import FUSETransport
 import PoolCore
+import PoolThreads
 
 /// The mount's background give-back (OpenPool+GiveBack.swift): once a
 /// second, the dram shelves' runs that stayed free since the pass before

@@ -23,7 +23,9 @@ func failErrno(_ what: String) -> Never {
 }
 
 let arguments = CommandLine.arguments
-guard arguments.count >= 3 else { fail("usage: PoolTestHelper storm|hold|heap-storm HOME NAME … | file-writer DIR") }
+guard arguments.count >= 3 else {
+    fail("usage: PoolTestHelper storm|hold|heap-storm HOME NAME … | file-writer DIR | remote-… NODE KEYFILE …")
+}
 let home = arguments[2]
 let name = arguments.count > 3 ? arguments[3] : ""
 
@@ -294,6 +296,21 @@ case "heap-storm":
         fail("usage: heap-storm HOME NAME HEAP QUEUE INDEX OPS SEED")
     }
     heapStorm(heap: arguments[4], queue: arguments[5], index: index, operations: operations, seed: seed | 1)
+case "remote-storm":
+    guard arguments.count == 7, let counter = GlobalAddress(arguments[4]), let rounds = Int(arguments[5]),
+          let index = Int(arguments[6]) else { fail("usage: remote-storm NODE KEYFILE COUNTER ROUNDS INDEX") }
+    RemoteClients.storm(RemoteClients.connect(arguments[2], arguments[3]), counter: counter, rounds: rounds, index: index)
+case "remote-writer":
+    guard arguments.count == 6, let region = GlobalAddress(arguments[4]), let pages = Int(arguments[5]) else {
+        fail("usage: remote-writer NODE KEYFILE REGION PAGES")
+    }
+    RemoteClients.writer(RemoteClients.connect(arguments[2], arguments[3]), region: region, pages: pages)
+case "remote-console":
+    guard arguments.count == 6, let slots = Int(arguments[5]) else {
+        fail("usage: remote-console NODE KEYFILE TABLE|- SLOTS")
+    }
+    RemoteClients.console(RemoteClients.connect(arguments[2], arguments[3]), table: GlobalAddress(arguments[4]),
+                          slots: slots)
 default:
     fail("unknown command \(arguments[1])")
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import PoolCore
 import PoolFUSE
+import PoolNet
 
 @main
 struct PoolfsCommand: ParsableCommand {
@@ -14,7 +15,7 @@ struct PoolfsCommand: ParsableCommand {
         subcommands: [
             CreateCommand.self, InfoCommand.self, GrowCommand.self, DestroyCommand.self, MountCommand.self,
             HeapCommand.self, RegionCommand.self, CheckCommand.self, TrimCommand.self, ExecCommand.self,
-            BenchCommand.self,
+            ServeCommand.self, KeyCommand.self, RemoteCommand.self, BenchCommand.self,
         ])
 }
 
@@ -40,13 +41,12 @@ extension PoolLocation {
 }
 
 /// Prints a user's mistake or the world's refusal as one line and exits 1.
+/// Every error of poolfs's own (PoolError, NetError, …) describes itself in
+/// one line; ArgumentParser's clean exits pass through.
 func reportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
-    } catch let error as PoolError {
-        FileOutput.standardError.write("poolfs: \(error.description)\n")
-        throw ExitCode(1)
-    } catch let error as Mount.OptionsRefused {
+    } catch let error as any Error & CustomStringConvertible where !(error is CleanExit) {
         FileOutput.standardError.write("poolfs: \(error.description)\n")
         throw ExitCode(1)
     }

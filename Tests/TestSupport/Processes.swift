@@ -26,6 +26,8 @@ public final class Child {
     private var reaped = false
 
     public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        // A child that died must fail the test's write to it, not kill the runner.
+        signal(SIGPIPE, SIG_IGN)
         var toChild: [Int32] = [0, 0]
         var fromChild: [Int32] = [0, 0]
         precondition(pipe(&toChild) == 0 && pipe(&fromChild) == 0)

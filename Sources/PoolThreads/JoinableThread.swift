@@ -2,13 +2,14 @@
 import Glibc
 #endif
 
-/// A POSIX thread running `body`, for the rings and their watchdog, which
-/// set their own CPU and scheduling policy (so not Swift's task pool).
-struct JoinableThread {
+/// A POSIX thread running `body`, for work that sets its own CPU and
+/// scheduling policy or blocks in system calls (so not Swift's task pool):
+/// the mount's rings, a memory node's heartbeat.
+public struct JoinableThread {
     private var thread = pthread_t()
 
     /// nil if the thread could not be made.
-    init?(_ body: @escaping () -> Void) {
+    public init?(_ body: @escaping () -> Void) {
         final class Box {
             let body: () -> Void
             init(_ body: @escaping () -> Void) { self.body = body }
@@ -24,7 +25,7 @@ struct JoinableThread {
         }
     }
 
-    func join() {
+    public func join() {
         pthread_join(thread, nil)
     }
 }

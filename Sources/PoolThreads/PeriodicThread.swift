@@ -1,10 +1,11 @@
-import CFuse
+import CLinux
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// A thread that runs `tick` every `periodMilliseconds` until stopped, for
-/// the mount's background work (the rings' watchdog, the memory give-back).
+/// background work (the rings' watchdog, the memory give-back, a remote
+/// pool's heartbeat).
 /// An eventfd stops it at once, not at its next tick.
 public final class PeriodicThread: @unchecked Sendable {
     private let stopping = eventfd(0, Int32(EFD_CLOEXEC))

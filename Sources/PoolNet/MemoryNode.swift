@@ -1,0 +1,198 @@
+import CUCX
+import PoolCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A memory node: serves an open pool to clients on other machines. They
+/// prove they hold the pool's key, then ask the node to allocate and free
+/// page runs and open regions, and read, write and CAS the bytes one-sided
+/// through UCX. The pool stays an ordinary pool: local users and a mount
+/// of it keep working beside the node.
+///
+/// One thread serves: it keeps UCX's worker progressing (over TCP, UCX
+/// emulates one-sided reads in the serving process, so a node that only
+/// slept on events would answer them late) and sleeps on the worker's
+/// event descriptor only after a spell of no traffic.
+public final class MemoryNode {
+    /// How long a new connection has to complete the handshake.
+    static let handshakeSeconds = 2.0
+    /// A client that proved its key pings when idle; one silent this long is dropped.
+    static let silenceSeconds = 10.0
+    /// How long a refused connection stays open for its refusal to leave.
+    static let refusalSeconds = 0.5
+    /// Spinning stops this long after the last traffic.
+    static let spinNanoseconds: UInt64 = 20_000_000
+
+    public let pool: Pool
+    /// Where it listens, with the port the system chose for port 0.
+    public private(set) var address: String
+    let key: NodeKey
+    let log: (String) -> Void
+    let worker: UCXWorker
+    let events = UCXEvents()
+    private var listener: OpaquePointer?
+    var registered: [Int: (memory: OpaquePointer, shelf: RemoteShelf)] = [:]
+    var connections: [OpaquePointer: NodeConnection] = [:]
+
+    /// Registers the pool's data pages with UCX (once, now: Lunasa's eager
+    /// registration) and listens on `address`.
+    public init(pool: Pool, listeningOn address: NodeAddress, key: NodeKey,
+                log: @escaping (String) -> Void) throws(NetError) {
+        self.pool = pool
+        self.address = address.text
+        self.key = key
+        self.log = log
+        worker = try UCXWorker(wakeup: true)
+        try worker.receiveMessages(into: events)
+        _ = try description()
+        let listener = try worker.listen(on: address, events: events)
+        self.listener = listener
+        var attributes = ucp_listener_attr_t()
+        attributes.field_mask = UInt64(UCP_LISTENER_ATTR_FIELD_SOCKADDR.rawValue)
+        if ucp_listener_query(listener, &attributes) == UCS_OK {
+            self.address = SocketAddressText.of(&attributes.sockaddr) ?? address.text
+        }
+    }
+
+    deinit {
+        for endpoint in connections.keys { worker.close(endpoint) }
+        if let listener { ucp_listener_destroy(listener) }
+        for entry in registered.values { worker.unregister(entry.memory) }
+    }
+
+    /// The transports and devices UCX may use, and the RDMA devices libibverbs sees.
+    public var transports: [String] { worker.transports() }
+    public var rdmaDevices: [String] { UCX.rdmaDevices() }
+
+    /// Serves until `shouldStop` says so; it is asked at least every 100 ms.
+    public func serve(shouldStop: () -> Bool) throws(NetError) {
+        var sleeper = pollfd(fd: try worker.eventDescriptor(), events: Int16(POLLIN), revents: 0)
+        var lastTraffic = Deadline.now()
+        var idleRounds = 0
+        while true {
+            let busy = worker.progress()
+            if !events.isEmpty {
+                handleEvents()
+                lastTraffic = Deadline.now()
+                idleRounds = 0
+                continue
+            }
+            if busy {
+                idleRounds = 0
+                continue
+            }
+            idleRounds &+= 1
+            guard idleRounds & 1023 == 0 else { continue }
+            let now = Deadline.now()
+            sweep(now: now)
+            if shouldStop() { return }
+            guard now - lastTraffic > Self.spinNanoseconds, worker.arm() else { continue }
+            if poll(&sleeper, 1, 100) > 0 { lastTraffic = Deadline.now() }
+        }
+    }
+
+    /// Answers what the worker's callbacks queued.
+    private func handleEvents() {
+        let requests = events.connectionRequests
+        let failures = events.failures
+        let inbox = events.inbox
+        events.connectionRequests.removeAll(keepingCapacity: true)
+        events.failures.removeAll(keepingCapacity: true)
+        events.inbox.removeAll(keepingCapacity: true)
+        for request in requests { accept(request) }
+        for (endpoint, status) in failures where connections[endpoint] != nil {
+            drop(endpoint, because: "connection lost (\(UCX.describe(status)))", quietly: !connections[endpoint]!.isReady)
+        }
+        for (endpoint, bytes) in inbox {
+            guard let endpoint, connections[endpoint] != nil else { continue }
+            receive(bytes, on: endpoint)
+        }
+        worker.reap()
+    }
+
+    private func accept(_ request: OpaquePointer) {
+        var attributes = ucp_conn_request_attr_t()
+        attributes.field_mask = UInt64(UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR.rawValue)
+        let peer = ucp_conn_request_query(request, &attributes) == UCS_OK
+            ? SocketAddressText.of(&attributes.client_address) ?? "a client" : "a client"
+        do {
+            let endpoint = try worker.accept(request, events: events)
+            connections[endpoint] = NodeConnection(peer: peer, deadline: Deadline.after(seconds: Self.handshakeSeconds))
+        } catch {
+            log("could not accept \(peer): \(error)")
+        }
+    }
+
+    /// Closes connections whose handshake ran out of time, clients gone
+    /// silent, and refused ones once their refusal had time to leave.
+    private func sweep(now: UInt64) {
+        for (endpoint, connection) in connections where connection.deadline.nanoseconds <= now {
+            switch connection.state {
+            case .refused: drop(endpoint, because: "closed", quietly: true)
+            case .ready: drop(endpoint, because: "silent for \(Int(Self.silenceSeconds)) s", quietly: false)
+            case .awaitingHello, .awaitingResponse:
+                refuse(endpoint, "no complete handshake within \(Int(Self.handshakeSeconds)) s")
+            }
+        }
+    }
+
+    /// Sends `reason` as a refusal and logs it. The connection is closed a
+    /// moment later, so that the refusal reaches the client first; what it
+    /// sends meanwhile is ignored.
+    func refuse(_ endpoint: OpaquePointer, _ reason: String) {
+        guard var connection = connections[endpoint] else { return }
+        _ = worker.post(NodeMessage.refusal(reason).encoded(), to: endpoint)
+        log("client \(connection.peer): refused: \(reason)")
+        connection.state = .refused
+        connection.deadline = .after(seconds: Self.refusalSeconds)
+        connections[endpoint] = connection
+    }
+
+    func drop(_ endpoint: OpaquePointer, because reason: String, quietly: Bool) {
+        guard let connection = connections.removeValue(forKey: endpoint) else { return }
+        if !quietly { log("client \(connection.peer): \(reason)") }
+        worker.close(endpoint)
+    }
+}
+
+/// A client's connection as the node follows it.
+struct NodeConnection {
+    enum State {
+        case awaitingHello
+        case awaitingResponse(clientNonce: [UInt8], nodeNonce: [UInt8])
+        case ready
+        case refused
+    }
+
+    let peer: String
+    var state: State = .awaitingHello
+    /// When the node gives up on it: the handshake's end, then its silence's.
+    var deadline: Deadline
+
+    init(peer: String, deadline: Deadline) {
+        self.peer = peer
+        self.deadline = deadline
+    }
+
+    var isReady: Bool { if case .ready = state { true } else { false } }
+}
+
+/// "10.0.0.2:40112" for a socket address.
+enum SocketAddressText {
+    static func of(_ storage: UnsafeMutablePointer<sockaddr_storage>) -> String? {
+        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        var service = [CChar](repeating: 0, count: Int(NI_MAXSERV))
+        let ok = storage.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+            getnameinfo(address, socklen_t(MemoryLayout<sockaddr_storage>.size), &host, socklen_t(host.count),
+                        &service, socklen_t(service.count), NI_NUMERICHOST | NI_NUMERICSERV) == 0
+        }
+        guard ok else { return nil }
+        let hostText = text(host), serviceText = text(service)
+        return hostText.contains(":") ? "[\(hostText)]:\(serviceText)" : "\(hostText):\(serviceText)"
+    }
+
+    private static func text(_ characters: [CChar]) -> String {
+        String(decoding: characters.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}

@@ -1,0 +1,126 @@
+import CUCX
+import PoolCore
+import PoolThreads
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Rcmp's client API: a pool that a memory node serves, used from another
+/// machine. Allocation and regions are calls to the node; reads, writes,
+/// CAS and fetch-add are one-sided UCX transfers into its memory, by the
+/// same `GlobalAddress`es a local `Pool` uses.
+///
+/// Every call has a deadline (2 s unless told): a node that is killed,
+/// stopped or cut off makes calls fail with `NetError` within it, never
+/// hang. The next call connects again by itself. Calls from several threads
+/// take turns on one connection; give each thread its own `RemotePool` for
+/// calls side by side.
+public final class RemotePool: PageMemory, @unchecked Sendable {
+    public let node: NodeAddress
+    /// Seconds each call may take, connecting again included.
+    public let deadlineSeconds: Double
+    public let pageSize: Int
+    /// The name and UUID of the pool the node serves.
+    public let poolName: String
+    public let poolUUID: String
+
+    let key: NodeKey
+    let lock = ThreadMutex()
+    let worker: UCXWorker
+    let events = UCXEvents()
+    var link: RemoteLink?
+    var nextRequest: UInt64 = 1
+    var lastTraffic = Deadline.now()
+    private var heartbeat: PeriodicThread?
+
+    /// Connects and proves the key; throws if the node cannot be reached
+    /// within the deadline or refuses.
+    public init(connectingTo node: NodeAddress, key: NodeKey, deadlineSeconds: Double = 2) throws {
+        self.node = node
+        self.key = key
+        self.deadlineSeconds = deadlineSeconds
+        worker = try UCXWorker(wakeup: false)
+        try worker.receiveMessages(into: events)
+        let first = try RemoteLink.open(to: node, key: key, worker: worker, events: events,
+                                        by: .after(seconds: deadlineSeconds), expecting: nil)
+        link = first
+        pageSize = first.pool.pageSize
+        poolName = first.pool.name
+        poolUUID = first.pool.uuid
+        heartbeat = PeriodicThread(periodMilliseconds: Int32(Self.heartbeatMilliseconds)) { [weak self] in
+            self?.beat()
+        }
+    }
+
+    public static func connect(to node: String, key: NodeKey, deadlineSeconds: Double = 2) throws -> RemotePool {
+        try RemotePool(connectingTo: NodeAddress(node), key: key, deadlineSeconds: deadlineSeconds)
+    }
+
+    deinit { close() }
+
+    /// Stops the heartbeat and closes the connection.
+    public func close() {
+        heartbeat?.stop()
+        heartbeat = nil
+        lock.withLock { dropLink(leaving: true) }
+    }
+
+    /// Whether a proven connection is up now.
+    public var isConnected: Bool { lock.withLock { link != nil } }
+
+    // MARK: Pages and regions, by call
+
+    public func allocatePages(count: Int = 1) throws -> GlobalAddress {
+        guard count > 0 else { throw NetError.node(node.text, errno: 22, message: "a run is at least one page, not \(count)") }
+        guard case let .address(address) = try call(.allocate(count: count), "allocate") else { throw unexpected("allocate") }
+        return address
+    }
+
+    public func freePages(at address: GlobalAddress, count: Int = 1) throws {
+        _ = try call(.free(address, count: count), "free")
+    }
+
+    public func openRegion(name: String) throws -> RemoteRegion {
+        guard case let .region(region) = try call(.openRegion(name), "open region") else { throw unexpected("open region") }
+        return region
+    }
+
+    public func createRegion(name: String, size: UInt64) throws -> RemoteRegion {
+        guard case let .region(region) = try call(.createRegion(name, size: size), "create region") else {
+            throw unexpected("create region")
+        }
+        return region
+    }
+
+    /// The node's shelves: index, first data address and bytes of data pages.
+    public func shelves() throws -> [(index: Int, start: GlobalAddress, bytes: UInt64)] {
+        try lock.withLock {
+            try withLink("describe") { link, deadline throws(NetError) in
+                try refreshShelves(link, by: deadline)
+                return link.pool.shelves.map { ($0.index, $0.start, $0.bytes) }
+            }
+        }
+    }
+
+    private func call(_ call: NodeCall, _ what: String) throws -> NodeAnswer {
+        try lock.withLock { try withLink(what) { link, deadline throws(NetError) in try exchange(call, what, on: link, by: deadline) } }
+    }
+
+    private func unexpected(_ what: String) -> NetError {
+        .protocolViolation("the node answered \(what) with something else")
+    }
+
+    // MARK: Heartbeat
+
+    static let heartbeatMilliseconds = 500
+
+    /// Pings an idle connection, so that a node that stopped or was cut
+    /// off is found before the next call waits on it.
+    private func beat() {
+        lock.withLock {
+            guard link != nil,
+                  Deadline.now() - lastTraffic >= UInt64(Self.heartbeatMilliseconds) * 1_000_000 else { return }
+            _ = try? withLink("heartbeat") { link, deadline throws(NetError) in try exchange(.ping, "heartbeat", on: link, by: deadline) }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+import PoolCore
+import PoolNet
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Clients of a memory node for the PoolNet tests, run in network
+/// namespaces. Each prints one line per step.
+enum RemoteClients {
+    static func connect(_ node: String, _ keyFile: String) -> RemotePool {
+        do {
+            return try RemotePool.connect(to: node, key: NodeKey.load(from: keyFile))
+        } catch {
+            fail("\(error)")
+        }
+    }
+
+    /// `rounds` times: allocate a page, stamp it, and add one to the word
+    /// at `counter` by CAS. Prints "run ADDRESS" per page, then "done".
+    static func storm(_ pool: RemotePool, counter: GlobalAddress, rounds: Int, index: Int) {
+        do {
+            for round in 0..<rounds {
+                let page = try pool.allocatePages(count: 1)
+                let stamp = page.rawValue ^ 0x5a5a_5a5a_5a5a_5a5a
+                try withUnsafeBytes(of: stamp) { try pool.write(at: page, from: $0) }
+                var seen = try pool.fetchAndAdd(at: counter, 0)
+                while true {
+                    let result = try pool.compareAndSwap(at: counter, expected: seen, desired: seen + 1)
+                    if result.exchanged { break }
+                    seen = result.original
+                }
+                say("run \(page) \(index) \(round)")
+            }
+            say("done")
+        } catch {
+            fail("\(error)")
+        }
+    }
+
+    /// Writes page after page of `region` (4 KiB each, every word the
+    /// page's number + 1), printing "acked N" once write N returned. On an
+    /// error it says so and keeps going: the node may come back.
+    static func writer(_ pool: RemotePool, region: GlobalAddress, pages: Int) -> Never {
+        var page = 0
+        var buffer = [UInt64](repeating: 0, count: 512)
+        while page < pages {
+            for i in buffer.indices { buffer[i] = UInt64(page + 1) }
+            do {
+                try buffer.withUnsafeBytes { try pool.write(at: region.advanced(by: UInt64(page) * 4096), from: $0) }
+                say("acked \(page)")
+                page += 1
+            } catch {
+                say("failed \(page): \(error)")
+            }
+        }
+        say("done")
+        exit(0)
+    }
+
+    /// Reads commands from stdin: "put K V", "get K", "alloc", "quit",
+    /// for the tests that steer a client step by step.
+    static func console(_ pool: RemotePool, table: GlobalAddress?, slots: Int) -> Never {
+        let map = table.map { SharedHashTable(memory: pool, base: $0, slots: slots) }
+        while let line = readLine() {
+            let words = line.split(separator: " ")
+            do {
+                switch words.first {
+                case "put":
+                    try map!.put(UInt64(words[1])!, UInt64(words[2])!)
+                    say("ok")
+                case "get":
+                    say(try map!.get(UInt64(words[1])!).map { "value \($0)" } ?? "missing")
+                case "alloc":
+                    say("run \(try pool.allocatePages(count: 1))")
+                case "quit":
+                    exit(0)
+                default:
+                    say("error: unknown command \(line)")
+                }
+            } catch {
+                say("error: \(error)")
+            }
+        }
+        exit(0)
+    }
+}

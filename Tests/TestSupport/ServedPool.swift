@@ -1,0 +1,63 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A pool in a scratch directory with a key, served by a `poolfs serve -f`
+/// child (in a namespace of a NetworkLab, or on loopback), over TCP. The
+/// node is killed when this is dropped.
+public final class ServedPool {
+    public let scratch = Scratch()
+    public let name = "served"
+    public let keyFile: String
+    /// UCX over TCP, as on a network without RDMA.
+    public static let environment = ["UCX_TLS": "tcp"]
+    public private(set) var node: Child?
+    /// HOST:PORT where the node listens.
+    public private(set) var address = ""
+    private let namespace: (lab: NetworkLab, name: String)?
+
+    public init(size: String = "64M", pageSize: String = "4K", lab: NetworkLab? = nil) throws {
+        keyFile = scratch.path + "/key"
+        namespace = lab.map { ($0, $0.node) }
+        let poolfs = builtExecutable("poolfs")
+        for arguments in [["create", name, "--size", size, "--page-size", pageSize, "--path", scratch.path],
+                          ["key", "create", keyFile]] {
+            let result = try run(poolfs, arguments)
+            guard result.status == 0 else { throw NodeError(output: result.output) }
+        }
+        try start(listen: lab == nil ? "127.0.0.1:0" : "0.0.0.0:0")
+    }
+
+    // The node goes before the scratch directory that holds its pool.
+    deinit { node = nil }
+
+    /// Starts the node; `listen` as for `poolfs serve --listen`. Returns once
+    /// it listens.
+    public func start(listen: String) throws {
+        let arguments = ["serve", name, "--path", scratch.path, "--listen", listen, "--key-file", keyFile, "-f"]
+        let child = try namespace.map { try $0.lab.spawn(in: $0.name, builtExecutable("poolfs"), arguments,
+                                                         environment: Self.environment) }
+            ?? Child(builtExecutable("poolfs"), arguments, environment: Self.environment)
+        let first = child.readLine() ?? ""
+        guard first.hasPrefix("serving pool"), let at = first.split(separator: " ").last else {
+            throw NodeError(output: first)
+        }
+        child.waitFor("RDMA devices:")
+        address = String(at)
+        node = child
+    }
+
+    /// The port the node listens on.
+    public var port: String { String(address.split(separator: ":").last ?? "") }
+
+    /// Starts it again on the same port after it was killed.
+    public func restart() throws {
+        node = nil
+        try start(listen: (namespace == nil ? "127.0.0.1:" : "0.0.0.0:") + port)
+    }
+
+    public struct NodeError: Error, CustomStringConvertible {
+        public let output: String
+        public var description: String { "the memory node did not start: \(output)" }
+    }
+}
