@@ -79,7 +79,7 @@ let package = Package(
         .executableTarget(
             name: "PoolBench",
             dependencies: [
-                "PoolCore", "CPmemObj",
+                "PoolCore", "PoolNet", "CPmemObj",
                 .product(name: "Atomics", package: "swift-atomics"),
             ]),
         // Child processes for the multi-process and crash tests.

@@ -20,7 +20,7 @@ if let i = arguments.firstIndex(of: "--seconds"), i + 1 < arguments.count, let s
     arguments.removeSubrange(i...(i + 1))
 }
 guard arguments.count == 1 else {
-    FileHandle.standardError.write("usage: poolfs bench pages|heap [--seconds S] [--json]\n".data(using: .utf8)!)
+    FileHandle.standardError.write("usage: poolfs bench pages|heap|remote [--seconds S] [--json]\n".data(using: .utf8)!)
     exit(2)
 }
 
@@ -29,8 +29,9 @@ do {
     switch arguments[0] {
     case "pages": workloads = try PagesBenchmark(seconds: seconds).run()
     case "heap": workloads = try HeapBenchmark(seconds: seconds).run()
+    case "remote": workloads = try RemoteBenchmark(seconds: seconds).run()
     default:
-        FileHandle.standardError.write("poolfs: unknown benchmark '\(arguments[0])' (known: pages, heap)\n".data(using: .utf8)!)
+        FileHandle.standardError.write("poolfs: unknown benchmark '\(arguments[0])' (known: pages, heap, remote)\n".data(using: .utf8)!)
         exit(2)
     }
 } catch {

@@ -51,7 +51,11 @@ extension MemoryNode {
         case let (.ready, .request(id, call)):
             connection.deadline = .after(seconds: Self.silenceSeconds)
             connections[endpoint] = connection
-            send(.reply(id: id, answer(call)), to: endpoint)
+            if case let .read(address, count) = call {
+                sendBytes(at: address, count: count, answering: id, to: endpoint)
+            } else {
+                send(.reply(id: id, answer(call)), to: endpoint)
+            }
         case (.ready, _):
             refuse(endpoint, "an unexpected message after the handshake")
         default:
@@ -62,6 +66,23 @@ extension MemoryNode {
     private func send(_ message: NodeMessage, to endpoint: OpaquePointer) {
         let status = worker.post(message.encoded(), to: endpoint)
         if status != UCS_OK { drop(endpoint, because: "send failed: \(UCX.describe(status))", quietly: false) }
+    }
+
+    /// Answers a large read with the pool's bytes alongside, uncopied.
+    private func sendBytes(at address: GlobalAddress, count: Int, answering id: UInt64, to endpoint: OpaquePointer) {
+        do {
+            // Pool memory stays mapped while the pool is open, past the closure.
+            let bytes = try pool.withUnsafeMutableBytes(at: address, count: count) { UnsafeRawBufferPointer($0) }
+            let status = worker.post(NodeMessage.reply(id: id, .data(count: count)).encoded(), payload: bytes, to: endpoint)
+            if status != UCS_OK { drop(endpoint, because: "send failed: \(UCX.describe(status))", quietly: false) }
+        } catch {
+            send(.reply(id: id, failure(error)), to: endpoint)
+        }
+    }
+
+    private func failure(_ error: any Error) -> NodeAnswer {
+        if let error = error as? PoolError { return .failure(errno: error.errno, message: error.description) }
+        return .failure(errno: 5, message: "\(error)")
     }
 
     private func answer(_ call: NodeCall) -> NodeAnswer {
@@ -85,11 +106,11 @@ extension MemoryNode {
                 return .done
             case .ping:
                 return .done
+            case .read:
+                return .failure(errno: 22, message: "a read is answered with its bytes")
             }
-        } catch let error as PoolError {
-            return .failure(errno: error.errno, message: error.description)
         } catch {
-            return .failure(errno: 5, message: "\(error)")
+            return failure(error)
         }
     }
 

@@ -104,9 +104,11 @@ public final class MemoryNode {
         for (endpoint, status) in failures where connections[endpoint] != nil {
             drop(endpoint, because: "connection lost (\(UCX.describe(status)))", quietly: !connections[endpoint]!.isReady)
         }
-        for (endpoint, bytes) in inbox {
-            guard let endpoint, connections[endpoint] != nil else { continue }
-            receive(bytes, on: endpoint)
+        for arrival in inbox {
+            // Clients send no bytes alongside their messages.
+            worker.release(arrival.payload)
+            guard let endpoint = arrival.from, connections[endpoint] != nil else { continue }
+            receive(arrival.message, on: endpoint)
         }
         worker.reap()
     }

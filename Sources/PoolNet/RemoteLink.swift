@@ -21,7 +21,7 @@ final class RemoteLink {
     /// since every address would now mean other bytes).
     static func open(to node: NodeAddress, key: NodeKey, worker: UCXWorker, events: UCXEvents,
                      by deadline: Deadline, expecting uuid: String?) throws(NetError) -> RemoteLink {
-        events.inbox.removeAll()
+        worker.discardInbox(of: events)
         events.failures.removeAll()
         let endpoint = try worker.connect(to: node, events: events)
         do throws(NetError) {
@@ -94,14 +94,33 @@ final class RemoteLink {
     static func awaitMessage(on endpoint: OpaquePointer, _ node: NodeAddress, _ what: String, _ worker: UCXWorker,
                              _ events: UCXEvents, by deadline: Deadline,
                              accepting: (NodeMessage) -> Bool = { _ in true }) throws(NetError) -> NodeMessage {
+        try awaitArrival(on: endpoint, node, what, worker, events, by: deadline, accepting: accepting).message
+    }
+
+    /// The message and the bytes that came with it, which the caller must
+    /// receive or release.
+    static func awaitArrival(on endpoint: OpaquePointer, _ node: NodeAddress, _ what: String, _ worker: UCXWorker,
+                             _ events: UCXEvents, by deadline: Deadline, accepting: (NodeMessage) -> Bool)
+        throws(NetError) -> (message: NodeMessage, payload: Arrival.Payload)
+    {
         var spins = 0
         while true {
             worker.progress()
             while !events.inbox.isEmpty {
-                let bytes = events.inbox.removeFirst().bytes
-                let message = try NodeMessage.decode(bytes)
-                if case let .refusal(reason) = message { throw .refused(node: node.text, reason: reason) }
-                if accepting(message) { return message }
+                let arrival = events.inbox.removeFirst()
+                let message: NodeMessage
+                do throws(NetError) {
+                    message = try NodeMessage.decode(arrival.message)
+                } catch {
+                    worker.release(arrival.payload)
+                    throw error
+                }
+                if case let .refusal(reason) = message {
+                    worker.release(arrival.payload)
+                    throw .refused(node: node.text, reason: reason)
+                }
+                if accepting(message) { return (message, arrival.payload) }
+                worker.release(arrival.payload)
             }
             if let status = events.failure(of: endpoint) {
                 throw .unreachable(node: node.text, reason: UCX.describe(status))

@@ -34,22 +34,34 @@ extension RemotePool {
         guard let link else { return }
         self.link = nil
         link.close(worker, leaving: leaving)
-        events.inbox.removeAll()
+        worker.discardInbox(of: events)
         events.failures.removeAll()
     }
 
     /// One call and its answer; the node's own error becomes `.node`.
-    func exchange(_ call: NodeCall, _ what: String, on link: RemoteLink,
-                  by deadline: Deadline) throws(NetError) -> NodeAnswer {
+    /// `buffer` receives the bytes that come with a `.data` answer.
+    func exchange(_ call: NodeCall, _ what: String, on link: RemoteLink, by deadline: Deadline,
+                  into buffer: UnsafeMutableRawBufferPointer? = nil) throws(NetError) -> NodeAnswer {
         let id = nextRequest
         nextRequest &+= 1
         try RemoteLink.send(.request(id: id, call), on: link.endpoint, node, worker)
-        let message = try RemoteLink.awaitMessage(on: link.endpoint, node, what, worker, events, by: deadline) {
+        let (message, payload) = try RemoteLink.awaitArrival(on: link.endpoint, node, what, worker, events, by: deadline) {
             // A late answer to a call that timed out before is dropped.
             if case .reply(id, _) = $0 { true } else { false }
         }
         guard case let .reply(_, answer) = message else { throw .protocolViolation("a reply expected") }
         if case let .failure(code, text) = answer { throw .node(node.text, errno: code, message: text) }
+        if case .data = answer {
+            guard let buffer else {
+                worker.release(payload)
+                throw .protocolViolation("bytes that no call asked for")
+            }
+            let status = worker.receive(payload, into: buffer, by: deadline)
+            if status == UCS_INPROGRESS { throw .timedOut(node: node.text, what: what, seconds: deadline.seconds) }
+            if status != UCS_OK { throw .unreachable(node: node.text, reason: UCX.describe(status)) }
+        } else {
+            worker.release(payload)
+        }
         return answer
     }
 

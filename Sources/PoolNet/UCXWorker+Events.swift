@@ -8,7 +8,7 @@ import Glibc
 /// takes the queues after each round of progress.
 final class UCXEvents {
     /// Messages as they came, with the endpoint to answer on.
-    var inbox: [(from: OpaquePointer?, bytes: [UInt8])] = []
+    var inbox: [Arrival] = []
     /// Endpoints UCX found broken (peer gone, link down), with the cause.
     var failures: [(endpoint: OpaquePointer, status: ucs_status_t)] = []
     /// Connection requests a listener received.
@@ -27,6 +27,21 @@ final class UCXEvents {
     }
 }
 
+/// One message: its protocol bytes and, for a read's answer, the bytes read,
+/// which a large read leaves at the sender until the receiver names the
+/// buffer to put them in (UCX's rendezvous).
+struct Arrival {
+    enum Payload {
+        case none
+        case bytes([UInt8])
+        case rendezvous(descriptor: UnsafeMutableRawPointer, count: Int)
+    }
+
+    let from: OpaquePointer?
+    let message: [UInt8]
+    let payload: Payload
+}
+
 /// The one Active Message id of the memory-node protocol.
 let nodeMessageID: UInt32 = 1
 
@@ -37,15 +52,24 @@ extension UCXWorker {
         params.field_mask = UInt64(UCP_AM_HANDLER_PARAM_FIELD_ID.rawValue | UCP_AM_HANDLER_PARAM_FIELD_CB.rawValue
             | UCP_AM_HANDLER_PARAM_FIELD_ARG.rawValue)
         params.id = nodeMessageID
-        params.cb = { context, _, _, data, length, param in
+        // The message is in the header when bytes come with it, else in the data.
+        params.cb = { context, header, headerLength, data, length, param in
             let events = UCXEvents.from(context)
-            // Messages are sent eager; a rendezvous one is not of this protocol.
-            if let param, param.pointee.recv_attr & UInt64(UCP_AM_RECV_ATTR_FLAG_RNDV.rawValue) != 0 {
-                events.inbox.append((param.pointee.reply_ep, []))
+            let from = param?.pointee.reply_ep
+            let isRendezvous = param.map { $0.pointee.recv_attr & UInt64(UCP_AM_RECV_ATTR_FLAG_RNDV.rawValue) != 0 } ?? false
+            guard headerLength > 0, let header else {
+                // Messages alone are sent eager; a rendezvous one is not of this protocol.
+                let bytes = isRendezvous ? [] : data.map { Array(UnsafeRawBufferPointer(start: $0, count: length)) } ?? []
+                events.inbox.append(Arrival(from: from, message: bytes, payload: .none))
                 return UCS_OK
             }
+            let message = Array(UnsafeRawBufferPointer(start: header, count: headerLength))
+            if isRendezvous, let data {
+                events.inbox.append(Arrival(from: from, message: message, payload: .rendezvous(descriptor: data, count: length)))
+                return UCS_INPROGRESS
+            }
             let bytes = data.map { Array(UnsafeRawBufferPointer(start: $0, count: length)) } ?? []
-            events.inbox.append((param?.pointee.reply_ep, bytes))
+            events.inbox.append(Arrival(from: from, message: message, payload: .bytes(bytes)))
             return UCS_OK
         }
         params.arg = events.context
@@ -54,25 +78,62 @@ extension UCXWorker {
 
     /// Sends `bytes` as one message and returns at once: the copy made here
     /// is freed when UCX is done with it, so nothing waits on a peer that
-    /// stopped reading.
-    func post(_ bytes: [UInt8], to endpoint: OpaquePointer) -> ucs_status_t {
+    /// stopped reading. `payload` (pool memory, which stays mapped) goes
+    /// with it uncopied, by rendezvous when large.
+    func post(_ bytes: [UInt8], payload: UnsafeRawBufferPointer? = nil, to endpoint: OpaquePointer) -> ucs_status_t {
         let copy = malloc(max(bytes.count, 1))!
         bytes.withUnsafeBytes { copy.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         var param = ucp_request_param_t()
         param.op_attr_mask = UInt32(UCP_OP_ATTR_FIELD_FLAGS.rawValue | UCP_OP_ATTR_FIELD_CALLBACK.rawValue
             | UCP_OP_ATTR_FIELD_USER_DATA.rawValue)
-        param.flags = UInt32(UCP_AM_SEND_FLAG_REPLY.rawValue | UCP_AM_SEND_FLAG_EAGER.rawValue)
+        param.flags = UInt32(UCP_AM_SEND_FLAG_REPLY.rawValue | (payload == nil ? UCP_AM_SEND_FLAG_EAGER.rawValue : 0))
         param.cb.send = { request, _, copy in
             free(copy)
             ucp_request_free(request)
         }
         param.user_data = copy
-        let request = ucp_am_send_nbx(endpoint, nodeMessageID, nil, 0, copy, bytes.count, &param)
+        let request = if let payload {
+            ucp_am_send_nbx(endpoint, nodeMessageID, copy, bytes.count, payload.baseAddress, payload.count, &param)
+        } else {
+            ucp_am_send_nbx(endpoint, nodeMessageID, nil, 0, copy, bytes.count, &param)
+        }
         guard let request, CUCX_ptr_is_ptr(request) != 0 else {
             free(copy)
             return request.map { CUCX_ptr_status($0) } ?? UCS_OK
         }
         return UCS_OK
+    }
+
+    /// Puts a message's bytes into `buffer`, which must be their size,
+    /// fetching them from the sender if they were left there.
+    func receive(_ payload: Arrival.Payload, into buffer: UnsafeMutableRawBufferPointer,
+                 by deadline: Deadline) -> ucs_status_t {
+        switch payload {
+        case .none:
+            return buffer.isEmpty ? UCS_OK : UCS_ERR_MESSAGE_TRUNCATED
+        case let .bytes(bytes):
+            guard bytes.count == buffer.count else { return UCS_ERR_MESSAGE_TRUNCATED }
+            bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+            return UCS_OK
+        case let .rendezvous(descriptor, count):
+            guard count == buffer.count else {
+                release(payload)
+                return UCS_ERR_MESSAGE_TRUNCATED
+            }
+            var param = ucp_request_param_t()
+            return complete(ucp_am_recv_data_nbx(handle, descriptor, buffer.baseAddress, count, &param), by: deadline)
+        }
+    }
+
+    /// Empties `events.inbox`, letting go of what came with its messages.
+    func discardInbox(of events: UCXEvents) {
+        for arrival in events.inbox { release(arrival.payload) }
+        events.inbox.removeAll()
+    }
+
+    /// Lets go of bytes nobody will receive.
+    func release(_ payload: Arrival.Payload) {
+        if case let .rendezvous(descriptor, _) = payload { ucp_am_data_release(handle, descriptor) }
     }
 
     /// A client endpoint to `address`, its failures reported into `events`.

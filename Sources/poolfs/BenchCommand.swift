@@ -12,7 +12,7 @@ struct BenchCommand: ParsableCommand {
             preloads jemalloc, mimalloc and tcmalloc into worker processes of their own.
             """)
 
-    @Argument(help: "The benchmark: pages (page allocation) or heap (small objects).")
+    @Argument(help: "The benchmark: pages (page allocation), heap (small objects) or remote (a memory node on loopback, against Redis and ucx_perftest).")
     var benchmark: String
 
     @Flag(help: "Print one JSON object.")

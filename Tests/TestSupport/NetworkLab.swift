@@ -64,7 +64,9 @@ public final class NetworkLab {
         try ip(["-n", node, "link", "set", "\(tag)v\(client)", up ? "up" : "down"])
     }
 
-    /// `executable arguments` inside `namespace`.
+    /// `executable arguments` inside `namespace`. `ip netns exec` becomes
+    /// the program (no fork), with /sys showing the namespace's devices,
+    /// which UCX lists to choose its interfaces.
     public func spawn(in namespace: String, _ executable: String, _ arguments: [String],
                       environment: [String: String] = [:]) throws -> Child {
         try Child("ip", ["netns", "exec", namespace, executable] + arguments, environment: environment)
