@@ -15,8 +15,9 @@ enum RemoteClients {
         }
     }
 
-    /// `rounds` times: allocate a page, stamp it, and add one to the word
-    /// at `counter` by CAS. Prints "run ADDRESS" per page, then "done".
+    /// `rounds` times: allocate a page, stamp it, add one to the word at
+    /// `counter` by CAS and one to the word after it by fetch-and-add.
+    /// Prints "run ADDRESS" per page, then "done".
     static func storm(_ pool: RemotePool, counter: GlobalAddress, rounds: Int, index: Int) {
         do {
             for round in 0..<rounds {
@@ -29,6 +30,7 @@ enum RemoteClients {
                     if result.exchanged { break }
                     seen = result.original
                 }
+                _ = try pool.fetchAndAdd(at: counter.advanced(by: 8), 1)
                 say("run \(page) \(index) \(round)")
             }
             say("done")

@@ -49,6 +49,7 @@ struct ServeCommand: ParsableCommand {
                 serving pool '\(name)' at \(node.address)
                 transports: \(node.transports.joined(separator: ", "))
                 RDMA devices: \(devices.isEmpty ? "none: using tcp" : devices.joined(separator: ", "))
+                pid: \(getpid())
 
                 """
             if let background { background.ready(announcement) } else { FileOutput(descriptor: 1).write(announcement) }

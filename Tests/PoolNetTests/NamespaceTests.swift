@@ -16,12 +16,13 @@ struct NamespaceTests {
                       environment: ServedPool.environment)
     }
 
+    /// Both count on one word by CAS and on the next by fetch-and-add.
     @Test func twoClientsAllocateWithoutOverlapAndCountWithoutLoss() throws {
         let lab = try NetworkLab(clients: 2)
         let served = try ServedPool(lab: lab)
-        let local = try Pool.open(name: served.name, at: served.scratch.path)
+        let local = try Pool.open(name: served.name, at: served.home)
         defer { local.close() }
-        let counter = try local.createRegion(name: "counter", size: 8).address
+        let counter = try local.createRegion(name: "counter", size: 16).address
         let used = local.usedPages
         let rounds = 300
         let storms = try (0..<2).map { try client(lab, served, $0, ["remote-storm", "\(counter)", "\(rounds)", "\($0)"]) }
@@ -33,7 +34,8 @@ struct NamespaceTests {
         }
         #expect(runs.count == 2 * rounds)
         #expect(Set(runs).count == runs.count, "two clients got the same page")
-        #expect(try local.load(at: counter) == UInt64(2 * rounds))
+        #expect(try local.load(at: counter) == UInt64(2 * rounds), "CAS lost an update")
+        #expect(try local.load(at: counter.advanced(by: 8)) == UInt64(2 * rounds), "fetch-and-add lost an update")
         #expect(local.usedPages == used + 2 * rounds)
         for run in runs { #expect(try local.load(at: run) == run.rawValue ^ 0x5a5a_5a5a_5a5a_5a5a) }
     }
@@ -63,7 +65,7 @@ struct NamespaceTests {
         let served = try ServedPool(lab: lab)
         let slots = 1024
         let table: GlobalAddress = try {
-            let local = try Pool.open(name: served.name, at: served.scratch.path)
+            let local = try Pool.open(name: served.name, at: served.home)
             defer { local.close() }
             return try local.createRegion(name: "table", size: UInt64(slots * 16)).address
         }()

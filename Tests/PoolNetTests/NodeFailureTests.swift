@@ -71,7 +71,7 @@ import Glibc
         let served = try ServedPool()
         let pages = 4096
         let region: GlobalAddress = try {
-            let local = try Pool.open(name: served.name, at: served.scratch.path)
+            let local = try Pool.open(name: served.name, at: served.home)
             defer { local.close() }
             return try local.createRegion(name: "storm", size: UInt64(pages * 4096)).address
         }()
@@ -87,9 +87,9 @@ import Glibc
         served.node!.wait()
         #expect(acknowledged >= 300 && acknowledged < pages - 1)
 
-        let check = try run(builtExecutable("poolfs"), ["check", served.name, "--path", served.scratch.path])
+        let check = try run(builtExecutable("poolfs"), ["check", served.name, "--path", served.home])
         #expect(check.status == 0, "\(check.output)")
-        let local = try Pool.open(name: served.name, at: served.scratch.path)
+        let local = try Pool.open(name: served.name, at: served.home)
         defer { local.close() }
         for page in 0...acknowledged {
             let at = region.advanced(by: UInt64(page) * 4096)

@@ -32,7 +32,7 @@ func connect(_ served: ServedPool, keyFile: String? = nil, deadline: Double = 2)
         let served = try ServedPool()
         let remote = try connect(served)
         defer { remote.close() }
-        let local = try Pool.open(name: served.name, at: served.scratch.path)
+        let local = try Pool.open(name: served.name, at: served.home)
         defer { local.close() }
         #expect(remote.pageSize == 4096)
         #expect(remote.poolUUID == local.uuid)
@@ -115,7 +115,7 @@ func connect(_ served: ServedPool, keyFile: String? = nil, deadline: Double = 2)
         let served = try ServedPool(size: "1M")
         let remote = try connect(served)
         defer { remote.close() }
-        let local = try Pool.open(name: served.name, at: served.scratch.path)
+        let local = try Pool.open(name: served.name, at: served.home)
         defer { local.close() }
         let shelf = try local.grow(by: 1 << 20)
         let run = try local.allocatePages(count: 200)
