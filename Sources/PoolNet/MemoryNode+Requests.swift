@@ -1,5 +1,8 @@
 import CUCX
 import PoolCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The handshake and the calls, as the node answers them.
 extension MemoryNode {
@@ -82,7 +85,7 @@ extension MemoryNode {
 
     private func failure(_ error: any Error) -> NodeAnswer {
         if let error = error as? PoolError { return .failure(errno: error.errno, message: error.description) }
-        return .failure(errno: 5, message: "\(error)")
+        return .failure(errno: EIO, message: "\(error)")
     }
 
     private func answer(_ call: NodeCall) -> NodeAnswer {
@@ -107,7 +110,7 @@ extension MemoryNode {
             case .ping:
                 return .done
             case .read:
-                return .failure(errno: 22, message: "a read is answered with its bytes")
+                return .failure(errno: EINVAL, message: "a read is answered with its bytes")
             }
         } catch {
             return failure(error)

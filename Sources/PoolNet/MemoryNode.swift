@@ -69,22 +69,21 @@ public final class MemoryNode {
     public func serve(shouldStop: () -> Bool) throws(NetError) {
         var sleeper = pollfd(fd: try worker.eventDescriptor(), events: Int16(POLLIN), revents: 0)
         var lastTraffic = Deadline.now()
-        var idleRounds = 0
+        var quiet = true
+        var rounds = 0
         while true {
-            let busy = worker.progress()
+            if worker.progress() { quiet = false }
             if !events.isEmpty {
                 handleEvents()
-                lastTraffic = Deadline.now()
-                idleRounds = 0
-                continue
+                quiet = false
             }
-            if busy {
-                idleRounds = 0
-                continue
-            }
-            idleRounds &+= 1
-            guard idleRounds & 1023 == 0 else { continue }
+            rounds &+= 1
+            // The clock, the sweep and the stop are looked at every 1024
+            // rounds, busy or not; sleep comes only after a quiet spell.
+            guard rounds & 1023 == 0 else { continue }
             let now = Deadline.now()
+            if !quiet { lastTraffic = now }
+            quiet = true
             sweep(now: now)
             if shouldStop() { return }
             guard now - lastTraffic > Self.spinNanoseconds, worker.arm() else { continue }

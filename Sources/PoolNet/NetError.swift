@@ -1,4 +1,7 @@
 import PoolCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What can go wrong between a memory node and its clients, each as one line
 /// that names the node or file and the cause.
@@ -19,6 +22,8 @@ public enum NetError: Error, CustomStringConvertible, Sendable {
     case keyFile(path: String, reason: String)
     /// An address the node does not serve, found before anything was sent.
     case invalidAddress(GlobalAddress, reason: String)
+    /// A size or count no call can take, found before anything was sent.
+    case invalidSize(String, reason: String)
 
     public var description: String {
         switch self {
@@ -32,6 +37,7 @@ public enum NetError: Error, CustomStringConvertible, Sendable {
         case let .invalidNodeAddress(text, reason): "'\(text)' is not a node address: \(reason)"
         case let .keyFile(path, reason): "key file \(path): \(reason)"
         case let .invalidAddress(address, reason): "address \(address): \(reason)"
+        case let .invalidSize(text, reason): "\(text): \(reason)"
         }
     }
 
@@ -39,9 +45,9 @@ public enum NetError: Error, CustomStringConvertible, Sendable {
     public var errno: Int32 {
         switch self {
         case let .node(_, code, _): code
-        case .invalidAddress, .invalidNodeAddress: 22  // EINVAL
-        case .refused, .keyFile: 13  // EACCES
-        default: 5  // EIO
+        case .invalidAddress, .invalidNodeAddress, .invalidSize: EINVAL
+        case .refused, .keyFile: EACCES
+        default: EIO
         }
     }
 

@@ -22,7 +22,7 @@ extension RemotePool {
             return result
         } catch {
             switch error {
-            case .node, .invalidAddress: break
+            case .node, .invalidAddress, .invalidSize: break
             default: dropLink()
             }
             throw error

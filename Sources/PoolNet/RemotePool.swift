@@ -71,13 +71,21 @@ public final class RemotePool: PageMemory, @unchecked Sendable {
     // MARK: Pages and regions, by call
 
     public func allocatePages(count: Int = 1) throws -> GlobalAddress {
-        guard count > 0 else { throw NetError.node(node.text, errno: 22, message: "a run is at least one page, not \(count)") }
+        try checkCount(count)
         guard case let .address(address) = try call(.allocate(count: count), "allocate") else { throw unexpected("allocate") }
         return address
     }
 
     public func freePages(at address: GlobalAddress, count: Int = 1) throws {
+        try checkCount(count)
         _ = try call(.free(address, count: count), "free")
+    }
+
+    /// A run's page count, checked before it goes on the wire.
+    private func checkCount(_ count: Int) throws {
+        guard count > 0, count <= Int(Int32.max) else {
+            throw NetError.invalidSize("\(count) pages", reason: "a run is 1 to \(Int32.max) pages")
+        }
     }
 
     public func openRegion(name: String) throws -> RemoteRegion {

@@ -125,6 +125,23 @@ func connect(_ served: ServedPool, keyFile: String? = nil, deadline: Double = 2)
         #expect(try remote.shelves().count == 2)
     }
 
+    /// On a pmem shelf a write returns once the node persisted it (a call
+    /// after the puts); small and large reads see it.
+    @Test func aPmemPoolIsServedAndItsWritesPersisted() throws {
+        let served = try ServedPool(size: "16M", medium: "pmem")
+        let remote = try connect(served)
+        defer { remote.close() }
+        let run = try remote.allocatePages(count: 64)
+        let bytes = pattern(64 * 4096, seed: 5)
+        try remote.write(at: run, bytes: bytes)
+        #expect(try remote.read(at: run, count: bytes.count) == bytes)
+        #expect(try remote.read(at: run.advanced(by: 4096), count: 100) == Array(bytes[4096..<4196]))
+        let local = try Pool.open(name: served.name, at: served.home)
+        defer { local.close() }
+        #expect(local.info().shelves[0].medium == .pmem)
+        #expect(try local.read(at: run, count: bytes.count) == bytes)
+    }
+
     @Test func writesFromTwoPoolsInOneProcessStayApart() throws {
         let served = try ServedPool()
         let first = try connect(served), second = try connect(served)

@@ -19,9 +19,10 @@ public final class ServedPool {
     private let namespace: (lab: NetworkLab, name: String)?
 
     /// A new pool of its own, served.
-    public convenience init(size: String = "64M", pageSize: String = "4K", lab: NetworkLab? = nil) throws {
+    public convenience init(size: String = "64M", pageSize: String = "4K", medium: String = "dram",
+                            lab: NetworkLab? = nil) throws {
         try self.init(pool: "served", at: nil, lab: lab) { home in
-            ["create", "served", "--size", size, "--page-size", pageSize, "--path", home]
+            ["create", "served", "--size", size, "--page-size", pageSize, "--medium", medium, "--path", home]
         }
     }
 
