@@ -14,6 +14,8 @@ public enum NetError: Error, CustomStringConvertible, Sendable {
     case unreachable(node: String, reason: String)
     /// The other side refused the handshake (wrong or missing key, bad hello).
     case refused(node: String, reason: String)
+    /// The RemotePool was closed; it makes no more calls.
+    case closed(node: String)
     /// The node carried the call out and answered with an error of its pool.
     case node(String, errno: Int32, message: String)
     /// Bytes that do not follow the protocol.
@@ -33,6 +35,7 @@ public enum NetError: Error, CustomStringConvertible, Sendable {
         case let .unreachable(node, reason): "memory node \(node) is unreachable: \(reason)"
         case let .refused(node, reason): "memory node \(node) refused the connection: \(reason)"
         case let .node(node, _, message): "memory node \(node): \(message)"
+        case let .closed(node): "the connection to memory node \(node) was closed"
         case let .protocolViolation(what): "protocol violation: \(what)"
         case let .invalidNodeAddress(text, reason): "'\(text)' is not a node address: \(reason)"
         case let .keyFile(path, reason): "key file \(path): \(reason)"
@@ -47,6 +50,7 @@ public enum NetError: Error, CustomStringConvertible, Sendable {
         case let .node(_, code, _): code
         case .invalidAddress, .invalidNodeAddress, .invalidSize: EINVAL
         case .refused, .keyFile: EACCES
+        case .closed: EBADF
         default: EIO
         }
     }

@@ -7,6 +7,7 @@ extension RemotePool {
     /// Runs `body` on a live link, connecting first if needed, all within
     /// one deadline. A failure that leaves the connection in doubt drops it.
     func withLink<R>(_ what: String, _ body: (RemoteLink, Deadline) throws(NetError) -> R) throws(NetError) -> R {
+        guard !isClosed else { throw .closed(node: node.text) }
         let deadline = Deadline.after(seconds: deadlineSeconds)
         let link: RemoteLink
         if let current = self.link {

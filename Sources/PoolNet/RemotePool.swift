@@ -29,6 +29,8 @@ public final class RemotePool: PageMemory, @unchecked Sendable {
     let worker: UCXWorker
     let events = UCXEvents()
     var link: RemoteLink?
+    /// Set by close(): no call connects again.
+    var isClosed = false
     var nextRequest: UInt64 = 1
     var lastTraffic = Deadline.now()
     private var heartbeat: PeriodicThread?
@@ -62,7 +64,10 @@ public final class RemotePool: PageMemory, @unchecked Sendable {
     public func close() {
         heartbeat?.stop()
         heartbeat = nil
-        lock.withLock { dropLink(leaving: true) }
+        lock.withLock {
+            isClosed = true
+            dropLink(leaving: true)
+        }
     }
 
     /// Whether a proven connection is up now.

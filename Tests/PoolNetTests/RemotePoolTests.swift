@@ -78,6 +78,10 @@ func connect(_ served: ServedPool, keyFile: String? = nil, deadline: Double = 2)
 
         try remote.freePages(at: run, count: 3)
         #expect(local.usedPages == used + 3 - 3 + Int((10_000 + 4095) / 4096))
+
+        remote.close()
+        #expect(!remote.isConnected)
+        #expect(netError { _ = try remote.allocatePages(count: 1) }?.description.contains("was closed") == true)
     }
 
     @Test func mistakesGetOneLineNamingTheCause() throws {
@@ -105,6 +109,7 @@ func connect(_ served: ServedPool, keyFile: String? = nil, deadline: Double = 2)
         #expect(misaligned?.description.contains("not 8-byte aligned") == true)
         let tooMany = netError { _ = try remote.allocatePages(count: 1 << 30) }
         #expect(tooMany?.errno == ENOSPC || tooMany?.errno == EINVAL)
+        #expect(netError { try remote.freePages(at: run, count: -1) }?.description == "-1 pages: a run is 1 to 2147483647 pages")
 
         // None of these hurt the connection.
         #expect(remote.isConnected)
