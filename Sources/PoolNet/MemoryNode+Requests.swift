@@ -6,18 +6,28 @@ import Glibc
 
 /// The handshake and the calls, as the node answers them.
 extension MemoryNode {
-    func receive(_ bytes: [UInt8], on endpoint: OpaquePointer) {
-        guard var connection = connections[endpoint] else { return }
+    func receive(_ arrival: Arrival, on endpoint: OpaquePointer) {
+        guard var connection = connections[endpoint], !connection.isRefused else {
+            worker.release(arrival.payload)
+            return
+        }
         let message: NodeMessage
         do {
-            message = try NodeMessage.decode(bytes)
+            message = try NodeMessage.decode(arrival.message)
         } catch {
+            worker.release(arrival.payload)
             refuse(endpoint, "\(error)")
             return
         }
-        switch (connection.state, message) {
-        case (.refused, _):
+        // Bytes come only beside a write of a client that proved its key.
+        if case (.ready, .request(let id, .write(let address, let count))) = (connection.state, message) {
+            connection.deadline = .after(seconds: Self.silenceSeconds)
+            connections[endpoint] = connection
+            startWrite(arrival.payload, at: address, count: count, answering: id, on: endpoint)
             return
+        }
+        worker.release(arrival.payload)
+        switch (connection.state, message) {
         case let (_, .refusal(reason)):
             drop(endpoint, because: "refused: \(reason)", quietly: false)
         case (_, .goodbye):
@@ -83,6 +93,42 @@ extension MemoryNode {
         }
     }
 
+    /// Receives a write's bytes straight into pool memory; the answer goes
+    /// once they are there (finishWrite).
+    private func startWrite(_ payload: Arrival.Payload, at address: GlobalAddress, count: Int, answering id: UInt64,
+                            on endpoint: OpaquePointer) {
+        let target: UnsafeMutableRawBufferPointer
+        do {
+            // Pool memory stays mapped while the pool is open, past the closure.
+            target = try pool.withUnsafeMutableBytes(at: address, count: count) { $0 }
+        } catch {
+            worker.release(payload)
+            send(.reply(id: id, failure(error)), to: endpoint)
+            return
+        }
+        let token = nextToken
+        nextToken &+= 1
+        arrivingWrites[token] = ArrivingWrite(endpoint: endpoint, id: id, address: address, count: count)
+        if !worker.receive(payload, into: target, token: token, events: events) {
+            arrivingWrites[token] = nil
+            refuse(endpoint, "a write of \(count) bytes came with other bytes")
+        }
+    }
+
+    func finishWrite(_ token: Int, _ status: ucs_status_t) {
+        guard let write = arrivingWrites.removeValue(forKey: token), connections[write.endpoint] != nil else { return }
+        guard status == UCS_OK else {
+            drop(write.endpoint, because: "a write's bytes did not arrive (\(UCX.describe(status)))", quietly: false)
+            return
+        }
+        do {
+            try pool.persist(at: write.address, count: write.count)
+            send(.reply(id: write.id, .done), to: write.endpoint)
+        } catch {
+            send(.reply(id: write.id, failure(error)), to: write.endpoint)
+        }
+    }
+
     private func failure(_ error: any Error) -> NodeAnswer {
         if let error = error as? PoolError { return .failure(errno: error.errno, message: error.description) }
         return .failure(errno: EIO, message: "\(error)")
@@ -104,32 +150,35 @@ extension MemoryNode {
                 return .region(RemoteRegion(name: region.name, address: region.address, size: region.size))
             case .describe:
                 return .pool(try description())
-            case let .persist(address, count):
-                try pool.persist(at: address, count: count)
-                return .done
             case .ping:
                 return .done
-            case .read:
-                return .failure(errno: EINVAL, message: "a read is answered with its bytes")
+            case let .compareAndSwap(address, expected, desired):
+                return .word(try pool.compareAndSwap(at: address, expected: expected, desired: desired).original)
+            case let .fetchAndAdd(address, value):
+                return .word(try pool.fetchAndAdd(at: address, value))
+            case .read, .write:
+                return .failure(errno: EINVAL, message: "bytes go beside a read's answer and a write's call")
             }
         } catch {
             return failure(error)
         }
     }
 
-    /// The pool as clients see it, registering shelves the pool grew since
-    /// (Lunasa's lazy registration, for memory that came after the start).
+    /// The pool as clients see it: each shelf's data pages.
     func description() throws(NetError) -> PoolDescription {
-        let info = pool.info()
-        for (start, bytes) in pool.dataSpans() where registered[start.shelf] == nil {
-            guard let base = pool.unsafePointer(to: start) else { continue }
-            let (memory, remoteKey) = try worker.register(base, length: Int(bytes))
-            let persistent = info.shelves.first { $0.index == start.shelf }?.medium == .pmem
-            registered[start.shelf] = (memory, RemoteShelf(index: start.shelf, start: start, bytes: bytes,
-                                                           base: UInt64(UInt(bitPattern: base)),
-                                                           persistent: persistent, remoteKey: remoteKey))
-        }
+        let media = Dictionary(uniqueKeysWithValues: pool.info().shelves.map { ($0.index, $0.medium) })
         return PoolDescription(name: pool.name, uuid: pool.uuid, pageSize: pool.pageSize,
-                               shelves: registered.keys.sorted().map { registered[$0]!.shelf })
+                               shelves: pool.dataSpans().map {
+                                   RemoteShelf(index: $0.start.shelf, start: $0.start, bytes: $0.bytes,
+                                               persistent: media[$0.start.shelf] == .pmem)
+                               })
     }
+}
+
+/// A write whose bytes are on their way into pool memory.
+struct ArrivingWrite {
+    let endpoint: OpaquePointer
+    let id: UInt64
+    let address: GlobalAddress
+    let count: Int
 }

@@ -32,11 +32,12 @@ public final class MemoryNode {
     let worker: UCXWorker
     let events = UCXEvents()
     private var listener: OpaquePointer?
-    var registered: [Int: (memory: OpaquePointer, shelf: RemoteShelf)] = [:]
     var connections: [OpaquePointer: NodeConnection] = [:]
+    /// Writes whose bytes are still arriving into pool memory, by token.
+    var arrivingWrites: [Int: ArrivingWrite] = [:]
+    var nextToken = 0
 
-    /// Registers the pool's data pages with UCX (once, now: Lunasa's eager
-    /// registration) and listens on `address`.
+    /// Listens on `address`.
     public init(pool: Pool, listeningOn address: NodeAddress, key: NodeKey,
                 log: @escaping (String) -> Void) throws(NetError) {
         self.pool = pool
@@ -45,7 +46,6 @@ public final class MemoryNode {
         self.log = log
         worker = try UCXWorker(wakeup: true)
         try worker.receiveMessages(into: events)
-        _ = try description()
         let listener = try worker.listen(on: address, events: events)
         self.listener = listener
         var attributes = ucp_listener_attr_t()
@@ -58,7 +58,6 @@ public final class MemoryNode {
     deinit {
         for endpoint in connections.keys { worker.close(endpoint) }
         if let listener { ucp_listener_destroy(listener) }
-        for entry in registered.values { worker.unregister(entry.memory) }
     }
 
     /// The transports and devices UCX may use, and the RDMA devices libibverbs sees.
@@ -104,15 +103,29 @@ public final class MemoryNode {
             drop(endpoint, because: "connection lost (\(UCX.describe(status)))", quietly: !connections[endpoint]!.isReady)
         }
         for arrival in inbox {
-            // Clients send no bytes alongside their messages.
-            worker.release(arrival.payload)
-            guard let endpoint = arrival.from, connections[endpoint] != nil else { continue }
-            receive(arrival.message, on: endpoint)
+            guard let endpoint = arrival.from, connections[endpoint] != nil else {
+                worker.release(arrival.payload)
+                continue
+            }
+            receive(arrival, on: endpoint)
         }
+        let received = events.received
+        events.received.removeAll(keepingCapacity: true)
+        for (token, status) in received { finishWrite(token, status) }
         worker.reap()
     }
 
+    /// Connections still in their handshake, at most: more are turned away
+    /// until some finish, so strangers cannot use up the node.
+    static let handshakesAtOnce = 64
+
     private func accept(_ request: OpaquePointer) {
+        guard let listener else { return }
+        guard connections.values.count(where: { !$0.isReady }) < Self.handshakesAtOnce else {
+            worker.reject(request, listener: listener)
+            log("turned a connection away: \(Self.handshakesAtOnce) handshakes under way")
+            return
+        }
         var attributes = ucp_conn_request_attr_t()
         attributes.field_mask = UInt64(UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR.rawValue)
         let peer = ucp_conn_request_query(request, &attributes) == UCS_OK
@@ -121,6 +134,7 @@ public final class MemoryNode {
             let endpoint = try worker.accept(request, events: events)
             connections[endpoint] = NodeConnection(peer: peer, deadline: Deadline.after(seconds: Self.handshakeSeconds))
         } catch {
+            worker.reject(request, listener: listener)
             log("could not accept \(peer): \(error)")
         }
     }
@@ -142,7 +156,7 @@ public final class MemoryNode {
     /// moment later, so that the refusal reaches the client first; what it
     /// sends meanwhile is ignored.
     func refuse(_ endpoint: OpaquePointer, _ reason: String) {
-        guard var connection = connections[endpoint] else { return }
+        guard var connection = connections[endpoint], !connection.isRefused else { return }
         _ = worker.post(NodeMessage.refusal(reason).encoded(), to: endpoint)
         log("client \(connection.peer): refused: \(reason)")
         connection.state = .refused
@@ -177,6 +191,7 @@ struct NodeConnection {
     }
 
     var isReady: Bool { if case .ready = state { true } else { false } }
+    var isRefused: Bool { if case .refused = state { true } else { false } }
 }
 
 /// "10.0.0.2:40112" for a socket address.

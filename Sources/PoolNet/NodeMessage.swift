@@ -1,22 +1,17 @@
 import PoolCore
 
-/// One shelf as a client reaches it: its data pages, where they sit in the
-/// node's memory and the packed remote key that opens them.
+/// One shelf as a client sees it: its data pages, and whether the node
+/// persists writes there (pmem).
 struct RemoteShelf: Sendable {
     var index: Int
     var start: GlobalAddress
     var bytes: UInt64
-    /// The data pages' address in the node's process, as UCX names remote memory.
-    var base: UInt64
     var persistent: Bool
-    var remoteKey: [UInt8]
 
     func contains(_ address: GlobalAddress, count: Int) -> Bool {
         address.shelf == index && address.offset >= start.offset && count >= 0
             && UInt64(count) <= bytes && address.offset - start.offset <= bytes - UInt64(count)
     }
-
-    func remoteAddress(of address: GlobalAddress) -> UInt64 { base + (address.offset - start.offset) }
 }
 
 /// What a node tells a client that proved its key.
@@ -34,7 +29,15 @@ public struct RemoteRegion: Sendable, Equatable {
     public var size: UInt64
 }
 
-/// The calls a client makes to the node (the bytes move one-sided).
+/// The calls a client makes to the node. Bytes travel beside the message
+/// of a write and of a read's answer, by UCX's rendezvous when large (zero
+/// copy where the fabric allows).
+///
+/// Why calls and not one-sided reads and writes: over TCP, UCX emulates
+/// one-sided access in the serving process and checks no remote key there,
+/// so any peer that can connect could read and write anywhere in the
+/// node's memory. A node therefore offers UCX no remote memory access at
+/// all, and checks every address against the pool's data pages itself.
 enum NodeCall: Sendable {
     case allocate(count: Int)
     case free(GlobalAddress, count: Int)
@@ -42,14 +45,15 @@ enum NodeCall: Sendable {
     case createRegion(String, size: UInt64)
     /// The shelves again, after the pool grew.
     case describe
-    /// Makes bytes written one-sided durable on a pmem shelf.
-    case persist(GlobalAddress, count: Int)
     /// The heartbeat.
     case ping
-    /// A large read, answered by `.data` with the bytes alongside: over
-    /// TCP, UCX's emulated one-sided read of a megabyte runs at a quarter
-    /// of what its rendezvous moves.
+    /// Answered by `.data` with the bytes alongside.
     case read(GlobalAddress, count: Int)
+    /// The bytes come alongside; answered once they are in the pool (and
+    /// persisted, on a pmem shelf).
+    case write(GlobalAddress, count: Int)
+    case compareAndSwap(GlobalAddress, expected: UInt64, desired: UInt64)
+    case fetchAndAdd(GlobalAddress, UInt64)
 }
 
 enum NodeAnswer: Sendable {
@@ -60,6 +64,8 @@ enum NodeAnswer: Sendable {
     case failure(errno: Int32, message: String)
     /// The bytes of a read follow the message.
     case data(count: Int)
+    /// The word an atomic found.
+    case word(UInt64)
 }
 
 /// The protocol's messages, each one UCX Active Message.
@@ -93,9 +99,11 @@ enum NodeMessage: Sendable {
             case let .openRegion(name): w.u8(3); w.string(name)
             case let .createRegion(name, size): w.u8(4); w.string(name); w.u64(size)
             case .describe: w.u8(5)
-            case let .persist(address, count): w.u8(6); w.address(address); w.u64(UInt64(count))
             case .ping: w.u8(7)
             case let .read(address, count): w.u8(8); w.address(address); w.u64(UInt64(count))
+            case let .write(address, count): w.u8(9); w.address(address); w.u64(UInt64(count))
+            case let .compareAndSwap(address, expected, desired): w.u8(10); w.address(address); w.u64(expected); w.u64(desired)
+            case let .fetchAndAdd(address, value): w.u8(11); w.address(address); w.u64(value)
             }
         case let .reply(id, answer):
             w.u8(7); w.u64(id)
@@ -106,6 +114,7 @@ enum NodeMessage: Sendable {
             case let .pool(pool): w.u8(4); Self.encode(pool, &w)
             case let .failure(code, message): w.u8(5); w.i32(code); w.string(message)
             case let .data(count): w.u8(6); w.u64(UInt64(count))
+            case let .word(value): w.u8(7); w.u64(value)
             }
         case .goodbye: w.u8(8)
         }
@@ -129,9 +138,11 @@ enum NodeMessage: Sendable {
             case 3: .openRegion(try r.string())
             case 4: .createRegion(try r.string(), size: try r.u64())
             case 5: .describe
-            case 6: .persist(try r.address(), count: try count(&r))
             case 7: .ping
             case 8: .read(try r.address(), count: try count(&r))
+            case 9: .write(try r.address(), count: try count(&r))
+            case 10: .compareAndSwap(try r.address(), expected: try r.u64(), desired: try r.u64())
+            case 11: .fetchAndAdd(try r.address(), try r.u64())
             case let other: throw .protocolViolation("unknown call \(other)")
             }
             message = .request(id: id, call)
@@ -144,6 +155,7 @@ enum NodeMessage: Sendable {
             case 4: .pool(try decodePool(&r))
             case 5: .failure(errno: try r.i32(), message: try r.string())
             case 6: .data(count: try count(&r))
+            case 7: .word(try r.u64())
             case let other: throw .protocolViolation("unknown answer \(other)")
             }
             message = .reply(id: id, answer)
@@ -163,8 +175,7 @@ enum NodeMessage: Sendable {
     private static func encode(_ pool: PoolDescription, _ w: inout WireWriter) {
         w.string(pool.name); w.string(pool.uuid); w.u64(UInt64(pool.pageSize)); w.u32(UInt32(pool.shelves.count))
         for shelf in pool.shelves {
-            w.u32(UInt32(shelf.index)); w.address(shelf.start); w.u64(shelf.bytes); w.u64(shelf.base)
-            w.u8(shelf.persistent ? 1 : 0); w.data(shelf.remoteKey)
+            w.u32(UInt32(shelf.index)); w.address(shelf.start); w.u64(shelf.bytes); w.u8(shelf.persistent ? 1 : 0)
         }
     }
 
@@ -177,8 +188,8 @@ enum NodeMessage: Sendable {
         for _ in 0..<count {
             let index = try r.u32()
             guard index < 1 << 16 else { throw .protocolViolation("shelf \(index)") }
-            shelves.append(RemoteShelf(index: Int(index), start: try r.address(), bytes: try r.u64(), base: try r.u64(),
-                                       persistent: try r.u8() != 0, remoteKey: try r.data(atMost: 4096)))
+            shelves.append(RemoteShelf(index: Int(index), start: try r.address(), bytes: try r.u64(),
+                                       persistent: try r.u8() != 0))
         }
         return PoolDescription(name: name, uuid: uuid, pageSize: Int(pageSize), shelves: shelves)
     }

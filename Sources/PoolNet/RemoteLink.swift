@@ -1,13 +1,10 @@
 import CUCX
 import PoolCore
 
-/// One proven connection to a memory node: its endpoint, the pool it
-/// serves and the unpacked remote keys of its shelves.
+/// One proven connection to a memory node: its endpoint and the pool it serves.
 final class RemoteLink {
     let endpoint: OpaquePointer
     var pool: PoolDescription
-    /// Per shelf index, the unpacked key of its data pages.
-    var remoteKeys: [Int: OpaquePointer] = [:]
 
     private init(endpoint: OpaquePointer, pool: PoolDescription) {
         self.endpoint = endpoint
@@ -46,34 +43,20 @@ final class RemoteLink {
             if let uuid, pool.uuid != uuid {
                 throw NetError.refused(node: node.text, reason: "it now serves another pool (\(pool.name), \(pool.uuid))")
             }
-            let link = RemoteLink(endpoint: endpoint, pool: pool)
-            try link.unpackKeys(worker)
-            return link
+            return RemoteLink(endpoint: endpoint, pool: pool)
         } catch {
             worker.close(endpoint)
             throw error
         }
     }
 
-    /// Unpacks the keys of shelves not yet known (all of them, at first).
-    func unpackKeys(_ worker: UCXWorker) throws(NetError) {
-        for shelf in pool.shelves where remoteKeys[shelf.index] == nil {
-            var unpacked: OpaquePointer?
-            let status = shelf.remoteKey.withUnsafeBytes { ucp_ep_rkey_unpack(endpoint, $0.baseAddress, &unpacked) }
-            guard status == UCS_OK, let unpacked else { throw UCX.error("ucp_ep_rkey_unpack", status) }
-            remoteKeys[shelf.index] = unpacked
-        }
-    }
-
-    /// Destroys the keys and closes the endpoint without waiting on the
-    /// node. `leaving`: the node is told first, if it listens, that the
-    /// client leaves on purpose.
+    /// Closes the endpoint without waiting on the node (what is in flight
+    /// on it ends with an error). `leaving`: the node is told first, if it
+    /// listens, that the client leaves on purpose.
     func close(_ worker: UCXWorker, leaving: Bool) {
         if leaving, worker.post(NodeMessage.goodbye.encoded(), to: endpoint) == UCS_OK {
             RemoteLink.flush(endpoint, worker)
         }
-        for key in remoteKeys.values { ucp_rkey_destroy(key) }
-        remoteKeys.removeAll()
         worker.close(endpoint)
     }
 
@@ -89,38 +72,19 @@ final class RemoteLink {
         guard status == UCS_OK else { throw .unreachable(node: node.text, reason: UCX.describe(status)) }
     }
 
-    /// Progresses until a message arrives on `endpoint`, it fails, or the
-    /// deadline passes. A refusal becomes `.refused`.
+    /// Progresses until a message arrives on `endpoint` (the handshake's),
+    /// it fails, or the deadline passes. A refusal becomes `.refused`.
     static func awaitMessage(on endpoint: OpaquePointer, _ node: NodeAddress, _ what: String, _ worker: UCXWorker,
-                             _ events: UCXEvents, by deadline: Deadline,
-                             accepting: (NodeMessage) -> Bool = { _ in true }) throws(NetError) -> NodeMessage {
-        try awaitArrival(on: endpoint, node, what, worker, events, by: deadline, accepting: accepting).message
-    }
-
-    /// The message and the bytes that came with it, which the caller must
-    /// receive or release.
-    static func awaitArrival(on endpoint: OpaquePointer, _ node: NodeAddress, _ what: String, _ worker: UCXWorker,
-                             _ events: UCXEvents, by deadline: Deadline, accepting: (NodeMessage) -> Bool)
-        throws(NetError) -> (message: NodeMessage, payload: Arrival.Payload)
-    {
+                             _ events: UCXEvents, by deadline: Deadline) throws(NetError) -> NodeMessage {
         var spins = 0
         while true {
             worker.progress()
-            while !events.inbox.isEmpty {
+            if !events.inbox.isEmpty {
                 let arrival = events.inbox.removeFirst()
-                let message: NodeMessage
-                do throws(NetError) {
-                    message = try NodeMessage.decode(arrival.message)
-                } catch {
-                    worker.release(arrival.payload)
-                    throw error
-                }
-                if case let .refusal(reason) = message {
-                    worker.release(arrival.payload)
-                    throw .refused(node: node.text, reason: reason)
-                }
-                if accepting(message) { return (message, arrival.payload) }
                 worker.release(arrival.payload)
+                let message = try NodeMessage.decode(arrival.message)
+                if case let .refusal(reason) = message { throw .refused(node: node.text, reason: reason) }
+                return message
             }
             if let status = events.failure(of: endpoint) {
                 throw .unreachable(node: node.text, reason: UCX.describe(status))

@@ -37,33 +37,97 @@ extension RemotePool {
         link.close(worker, leaving: leaving)
         worker.discardInbox(of: events)
         events.failures.removeAll()
+        events.received.removeAll()
     }
 
-    /// One call and its answer; the node's own error becomes `.node`.
-    /// `buffer` receives the bytes that come with a `.data` answer.
-    func exchange(_ call: NodeCall, _ what: String, on link: RemoteLink, by deadline: Deadline,
-                  into buffer: UnsafeMutableRawBufferPointer? = nil) throws(NetError) -> NodeAnswer {
-        let id = nextRequest
-        nextRequest &+= 1
-        try RemoteLink.send(.request(id: id, call), on: link.endpoint, node, worker)
-        let (message, payload) = try RemoteLink.awaitArrival(on: link.endpoint, node, what, worker, events, by: deadline) {
-            // A late answer to a call that timed out before is dropped.
-            if case .reply(id, _) = $0 { true } else { false }
+    /// One call and its answer.
+    func exchange(_ call: NodeCall, _ what: String, on link: RemoteLink,
+                  by deadline: Deadline) throws(NetError) -> NodeAnswer {
+        try exchange([Outgoing(call: call)], what, on: link, by: deadline)[0]
+    }
+
+    /// A call on its way: the bytes that go beside it (a write's) and the
+    /// buffer for those that come back (a read's).
+    struct Outgoing {
+        var call: NodeCall
+        var payload: UnsafeRawBufferPointer? = nil
+        var into: UnsafeMutableRawBufferPointer? = nil
+    }
+
+    /// Calls in flight at once (a queue depth of `calls.count`), each
+    /// answered and its bytes received before it returns; the node's own
+    /// error becomes `.node`, the first one thrown once all are in.
+    func exchange(_ calls: [Outgoing], _ what: String, on link: RemoteLink,
+                  by deadline: Deadline) throws(NetError) -> [NodeAnswer] {
+        var index: [UInt64: Int] = [:]
+        for (i, outgoing) in calls.enumerated() {
+            let id = nextRequest
+            nextRequest &+= 1
+            index[id] = i
+            let status = worker.post(NodeMessage.request(id: id, outgoing.call).encoded(), payload: outgoing.payload,
+                                     to: link.endpoint)
+            guard status == UCS_OK else { throw .unreachable(node: node.text, reason: UCX.describe(status)) }
         }
-        guard case let .reply(_, answer) = message else { throw .protocolViolation("a reply expected") }
-        if case let .failure(code, text) = answer { throw .node(node.text, errno: code, message: text) }
-        if case .data = answer {
-            guard let buffer else {
-                worker.release(payload)
-                throw .protocolViolation("bytes that no call asked for")
+        var answers = [NodeAnswer?](repeating: nil, count: calls.count)
+        var waiting = calls.count
+        var receiving = Set<Int>()
+        var firstError: NetError?
+        var spins = 0
+        while waiting > 0 || !receiving.isEmpty {
+            worker.progress()
+            while !events.inbox.isEmpty {
+                let arrival = events.inbox.removeFirst()
+                let message = try decode(arrival)
+                // A late answer to a call that timed out before is dropped.
+                guard case let .reply(id, answer) = message, let i = index[id], answers[i] == nil else {
+                    worker.release(arrival.payload)
+                    continue
+                }
+                answers[i] = answer
+                waiting -= 1
+                switch answer {
+                case let .data(count):
+                    guard let buffer = calls[i].into, buffer.count == count,
+                          worker.receive(arrival.payload, into: buffer, token: Int(truncatingIfNeeded: id), events: events)
+                    else {
+                        worker.release(arrival.payload)
+                        throw .protocolViolation("a read answered with \(count) bytes")
+                    }
+                    receiving.insert(Int(truncatingIfNeeded: id))
+                case let .failure(code, text):
+                    worker.release(arrival.payload)
+                    firstError = firstError ?? .node(node.text, errno: code, message: text)
+                default:
+                    worker.release(arrival.payload)
+                }
             }
-            let status = worker.receive(payload, into: buffer, by: deadline)
-            if status == UCS_INPROGRESS { throw .timedOut(node: node.text, what: what, seconds: deadline.seconds) }
-            if status != UCS_OK { throw .unreachable(node: node.text, reason: UCX.describe(status)) }
-        } else {
-            worker.release(payload)
+            let received = events.received
+            events.received.removeAll()
+            for (token, status) in received where receiving.contains(token) {
+                receiving.remove(token)
+                if status != UCS_OK { throw .unreachable(node: node.text, reason: UCX.describe(status)) }
+            }
+            if let status = events.failure(of: link.endpoint) {
+                throw .unreachable(node: node.text, reason: UCX.describe(status))
+            }
+            spins &+= 1
+            if spins & 63 == 0, deadline.hasPassed {
+                throw .timedOut(node: node.text, what: what, seconds: deadline.seconds)
+            }
         }
-        return answer
+        if let firstError { throw firstError }
+        return answers.map { $0! }
+    }
+
+    private func decode(_ arrival: Arrival) throws(NetError) -> NodeMessage {
+        do throws(NetError) {
+            let message = try NodeMessage.decode(arrival.message)
+            if case let .refusal(reason) = message { throw NetError.refused(node: node.text, reason: reason) }
+            return message
+        } catch {
+            worker.release(arrival.payload)
+            throw error
+        }
     }
 
     /// Asks the node for its shelves again, after the pool grew.
@@ -72,33 +136,22 @@ extension RemotePool {
             throw .protocolViolation("the node answered describe with something else")
         }
         link.pool = pool
-        try link.unpackKeys(worker)
     }
 
-    /// The shelf, remote address and key for `[address, address+count)`,
-    /// which must lie in one shelf's data pages; a shelf not known yet is
-    /// looked up once.
-    func locate(_ address: GlobalAddress, count: Int, on link: RemoteLink,
-                by deadline: Deadline) throws(NetError) -> (shelf: RemoteShelf, remote: UInt64, key: OpaquePointer) {
+    /// Checks that `[address, address+count)` lies in one shelf's data
+    /// pages before anything is sent; a shelf not known yet is looked up once.
+    func check(_ address: GlobalAddress, count: Int, on link: RemoteLink, by deadline: Deadline) throws(NetError) {
+        guard count >= 0, count <= Int(Int32.max) else {
+            throw .invalidSize("\(count) bytes", reason: "one transfer moves 0 to \(Int32.max) bytes")
+        }
         if !link.pool.shelves.contains(where: { $0.index == address.shelf }) {
             try refreshShelves(link, by: deadline)
         }
-        guard let shelf = link.pool.shelves.first(where: { $0.index == address.shelf }),
-              let key = link.remoteKeys[shelf.index]
-        else { throw .invalidAddress(address, reason: "the node's pool has no shelf \(address.shelf)") }
+        guard let shelf = link.pool.shelves.first(where: { $0.index == address.shelf }) else {
+            throw .invalidAddress(address, reason: "the node's pool has no shelf \(address.shelf)")
+        }
         guard shelf.contains(address, count: count) else {
             throw .invalidAddress(address, reason: "\(count) bytes there fall outside shelf \(shelf.index)'s data pages")
         }
-        return (shelf, shelf.remoteAddress(of: address), key)
-    }
-
-    /// Waits for one-sided requests; a missed deadline or an error drops the link.
-    func finish(_ requests: [UnsafeMutableRawPointer?], _ what: String, by deadline: Deadline) throws(NetError) {
-        let status = worker.completeAll(requests, by: deadline)
-        if status == UCS_OK { return }
-        if status == UCS_INPROGRESS {
-            throw .timedOut(node: node.text, what: what, seconds: deadline.seconds)
-        }
-        throw .unreachable(node: node.text, reason: UCX.describe(status))
     }
 }

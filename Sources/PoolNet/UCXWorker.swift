@@ -29,8 +29,10 @@ final class UCXWorker {
         defer { ucp_config_release(config) }
         var params = ucp_params_t()
         params.field_mask = UInt64(UCP_PARAM_FIELD_FEATURES.rawValue)
-        params.features = UInt64(UCP_FEATURE_AM.rawValue | UCP_FEATURE_RMA.rawValue | UCP_FEATURE_AMO64.rawValue)
-            | (wakeup ? UInt64(UCP_FEATURE_WAKEUP.rawValue) : 0)
+        // Active Messages only: without the RMA and atomic features UCX
+        // installs no handler that would let a peer reach this process's
+        // memory (over TCP it emulates them and checks no key; NodeCall).
+        params.features = UInt64(UCP_FEATURE_AM.rawValue) | (wakeup ? UInt64(UCP_FEATURE_WAKEUP.rawValue) : 0)
         var context: OpaquePointer?
         try UCX.check("ucp_init", ucp_init(&params, config, &context))
         var workerParams = ucp_worker_params_t()
@@ -115,31 +117,6 @@ final class UCXWorker {
     /// Arms the event descriptor; false when events are already waiting
     /// (progress again before sleeping).
     func arm() -> Bool { ucp_worker_arm(handle) == UCS_OK }
-
-    // MARK: Registered memory (Lunasa's eager registration)
-
-    /// Registers `[base, base+length)` for one-sided access and returns the
-    /// handle and the packed remote key a peer unpacks to reach it.
-    func register(_ base: UnsafeMutableRawPointer, length: Int) throws(NetError) -> (OpaquePointer, [UInt8]) {
-        var params = ucp_mem_map_params_t()
-        params.field_mask = UInt64(UCP_MEM_MAP_PARAM_FIELD_ADDRESS.rawValue | UCP_MEM_MAP_PARAM_FIELD_LENGTH.rawValue)
-        params.address = base
-        params.length = length
-        var memory: OpaquePointer?
-        try UCX.check("ucp_mem_map", ucp_mem_map(context, &params, &memory))
-        guard let memory else { throw UCX.error("ucp_mem_map", UCS_ERR_NO_MEMORY) }
-        var packed: UnsafeMutableRawPointer?
-        var size = 0
-        let status = ucp_rkey_pack(context, memory, &packed, &size)
-        guard status == UCS_OK, let packed else {
-            ucp_mem_unmap(context, memory)
-            throw UCX.error("ucp_rkey_pack", status)
-        }
-        defer { ucp_rkey_buffer_release(packed) }
-        return (memory, Array(UnsafeRawBufferPointer(start: packed, count: size)))
-    }
-
-    func unregister(_ memory: OpaquePointer) { ucp_mem_unmap(context, memory) }
 
     // MARK: What UCX found
 

@@ -47,19 +47,22 @@ func connect(_ served: ServedPool, keyFile: String? = nil, deadline: Double = 2)
         try local.write(at: run, bytes: [9, 9, 9])
         #expect(try remote.read(at: run, count: 4) == [9, 9, 9, bytes[3]])
 
-        // A large read takes the node's rendezvous path: the same bytes.
+        // Large reads and writes move by rendezvous: the same bytes.
         let large = try remote.allocatePages(count: 300)
         let pattern = (0..<300 * 4096).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ $0 >> 12) }
         try local.write(at: large, bytes: pattern)
-        #expect(RemotePool.largeRead < pattern.count)
         #expect(try remote.read(at: large, count: pattern.count) == pattern)
-        var first = [UInt8](repeating: 0, count: RemotePool.largeRead), second = first
+        let half = 128 << 10
+        var first = [UInt8](repeating: 0, count: half), second = first
         try first.withUnsafeMutableBytes { first in
             try second.withUnsafeMutableBytes { second in
-                try remote.read([(large, first), (large.advanced(by: UInt64(RemotePool.largeRead)), second)])
+                try remote.read([(large, first), (large.advanced(by: UInt64(half)), second)])
             }
         }
-        #expect(first + second == Array(pattern[0..<2 * RemotePool.largeRead]))
+        #expect(first + second == Array(pattern[0..<2 * half]))
+        let reversed = Array(pattern.reversed())
+        try remote.write(at: large, bytes: reversed)
+        #expect(try local.read(at: large, count: reversed.count) == reversed)
         try remote.freePages(at: large, count: 300)
 
         let word = run.advanced(by: 4096)
