@@ -5,15 +5,15 @@ import Glibc
 #endif
 
 /// A memory node: serves an open pool to clients on other machines. They
-/// prove they hold the pool's key, then ask the node to allocate and free
-/// page runs and open regions, and read, write and CAS the bytes one-sided
-/// through UCX. The pool stays an ordinary pool: local users and a mount
-/// of it keep working beside the node.
+/// prove they hold the pool's key, then call on the node to allocate and
+/// free page runs, open regions, and read, write and CAS the bytes, which
+/// travel beside the calls through UCX (NodeCall). The pool stays an
+/// ordinary pool: local users and a mount of it keep working beside the node.
 ///
-/// One thread serves: it keeps UCX's worker progressing (over TCP, UCX
-/// emulates one-sided reads in the serving process, so a node that only
-/// slept on events would answer them late) and sleeps on the worker's
-/// event descriptor only after a spell of no traffic.
+/// One thread serves: it keeps UCX's worker progressing while there is
+/// traffic (waking on the worker's event descriptor for each message cost
+/// round trips several times over) and sleeps on that descriptor only
+/// after a spell of none.
 public final class MemoryNode {
     /// How long a new connection has to complete the handshake.
     static let handshakeSeconds = 2.0

@@ -6,9 +6,9 @@ import Glibc
 #endif
 
 /// Rcmp's client API: a pool that a memory node serves, used from another
-/// machine. Allocation and regions are calls to the node; reads, writes,
-/// CAS and fetch-add are one-sided UCX transfers into its memory, by the
-/// same `GlobalAddress`es a local `Pool` uses.
+/// machine, by the same `GlobalAddress`es a local `Pool` uses. Every call
+/// (allocation, regions, reads, writes, CAS, fetch-add) is answered by the
+/// node, the bytes travelling beside it.
 ///
 /// Every call has a deadline (2 s unless told): a node that is killed,
 /// stopped or cut off makes calls fail with `NetError` within it, never
@@ -38,6 +38,9 @@ public final class RemotePool: PageMemory, @unchecked Sendable {
     /// Connects and proves the key; throws if the node cannot be reached
     /// within the deadline or refuses.
     public init(connectingTo node: NodeAddress, key: NodeKey, deadlineSeconds: Double = 2) throws {
+        guard deadlineSeconds.isFinite, deadlineSeconds > 0, deadlineSeconds <= 86_400 else {
+            throw NetError.invalidSize("a deadline of \(deadlineSeconds) s", reason: "give 0 to 86400 seconds")
+        }
         self.node = node
         self.key = key
         self.deadlineSeconds = deadlineSeconds

@@ -28,4 +28,12 @@ public struct JoinableThread {
     public func join() {
         pthread_join(thread, nil)
     }
+
+    /// Whether the caller runs on this thread.
+    public var isCurrent: Bool { pthread_equal(thread, pthread_self()) != 0 }
+
+    /// Lets the thread end on its own, unjoined.
+    public func detach() {
+        pthread_detach(thread)
+    }
 }

@@ -27,12 +27,15 @@ public final class PeriodicThread: @unchecked Sendable {
 
     deinit { if stopping >= 0 { close(stopping) } }
 
-    /// Stops the thread and waits for it; its last tick has ended on return.
+    /// Stops the thread and waits for it; its last tick has ended on return
+    /// (unless called from that tick).
     public func stop() {
         guard let thread else { return }
         var one: UInt64 = 1
         _ = write(stopping, &one, MemoryLayout<UInt64>.size)
-        thread.join()
+        // Stopped from its own tick (its owner's last reference went there):
+        // it cannot wait for itself, and ends once the tick returns.
+        if thread.isCurrent { thread.detach() } else { thread.join() }
         self.thread = nil
     }
 }

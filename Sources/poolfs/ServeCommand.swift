@@ -11,8 +11,8 @@ struct ServeCommand: ParsableCommand {
         abstract: "Serve a pool to other machines as a memory node, over UCX.",
         discussion: """
             Clients (RemotePool, `poolfs remote`) that hold the key in --key-file allocate and free \
-            page runs and open regions of pool NAME, and read, write and CAS its bytes one-sided: \
-            RDMA where UCX finds a fabric, TCP or shared memory elsewhere (UCX_TLS chooses). \
+            page runs and open regions of pool NAME, and read, write and CAS its bytes, which travel \
+            over RDMA where UCX finds a fabric, TCP or shared memory elsewhere (UCX_TLS chooses). \
             The pool stays usable by local programs and a mount meanwhile. Goes to the background \
             once listening unless -f; SIGTERM or Ctrl-C (with -f) stops it. Logs to the system log \
             in the background.
