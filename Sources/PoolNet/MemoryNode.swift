@@ -134,7 +134,9 @@ public final class MemoryNode {
             let endpoint = try worker.accept(request, events: events)
             connections[endpoint] = NodeConnection(peer: peer, deadline: Deadline.after(seconds: Self.handshakeSeconds))
         } catch {
-            worker.reject(request, listener: listener)
+            // UCX has let go of the request itself: rejecting it now
+            // touched freed memory (a node crashed so when a client that
+            // gave up during a SIGSTOP was accepted after SIGCONT).
             log("could not accept \(peer): \(error)")
         }
     }
@@ -167,7 +169,7 @@ public final class MemoryNode {
     func drop(_ endpoint: OpaquePointer, because reason: String, quietly: Bool) {
         guard let connection = connections.removeValue(forKey: endpoint) else { return }
         if !quietly { log("client \(connection.peer): \(reason)") }
-        worker.close(endpoint)
+        worker.close(endpoint, waiting: false)
     }
 }
 

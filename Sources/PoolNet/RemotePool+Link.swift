@@ -1,5 +1,8 @@
 import CUCX
 import PoolCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The connection under the calls: made again when gone, dropped on any
 /// failure or missed deadline. Everything here runs under `lock`.
@@ -13,8 +16,7 @@ extension RemotePool {
         if let current = self.link {
             link = current
         } else {
-            link = try RemoteLink.open(to: node, key: key, worker: worker, events: events, by: deadline,
-                                       expecting: poolUUID)
+            link = try connect(by: deadline)
             self.link = link
         }
         do {
@@ -27,6 +29,23 @@ extension RemotePool {
             default: dropLink()
             }
             throw error
+        }
+    }
+
+    /// Connects again, trying until the deadline while the node turns the
+    /// connection down at once: a node just back from a stop or a restart
+    /// may still be clearing what it left. (A call is never repeated: it
+    /// may have been carried out.)
+    private func connect(by deadline: Deadline) throws(NetError) -> RemoteLink {
+        while true {
+            do throws(NetError) {
+                return try RemoteLink.open(to: node, key: key, worker: worker, events: events, by: deadline,
+                                           expecting: poolUUID)
+            } catch {
+                guard case .unreachable = error, !deadline.hasPassed else { throw error }
+                var pause = timespec(tv_sec: 0, tv_nsec: 20_000_000)
+                nanosleep(&pause, nil)
+            }
         }
     }
 

@@ -205,13 +205,16 @@ extension UCXWorker {
     }
 
     /// Closes `endpoint` without waiting on its peer: outstanding requests
-    /// on it end with an error, and the close finishes in later progress.
-    func close(_ endpoint: OpaquePointer) {
+    /// on it end with an error. `waiting`: returns once the close is done
+    /// (at most a second); otherwise it finishes in later progress, which
+    /// a node must not stall for (a stopped client's close could hold up
+    /// everyone else's calls).
+    func close(_ endpoint: OpaquePointer, waiting: Bool = true) {
         var param = ucp_request_param_t()
         param.op_attr_mask = UInt32(UCP_OP_ATTR_FIELD_FLAGS.rawValue)
         param.flags = UInt32(UCP_EP_CLOSE_FLAG_FORCE.rawValue)
         let request = ucp_ep_close_nbx(endpoint, &param)
-        _ = complete(request, by: .after(seconds: 1))
+        _ = complete(request, by: .after(seconds: waiting ? 1 : 0))
         reap()
     }
 
