@@ -166,12 +166,8 @@ extension MemoryNode {
 
     /// The pool as clients see it: each shelf's data pages.
     func description() throws(NetError) -> PoolDescription {
-        let media = Dictionary(uniqueKeysWithValues: pool.info().shelves.map { ($0.index, $0.medium) })
-        return PoolDescription(name: pool.name, uuid: pool.uuid, pageSize: pool.pageSize,
-                               shelves: pool.dataSpans().map {
-                                   RemoteShelf(index: $0.start.shelf, start: $0.start, bytes: $0.bytes,
-                                               persistent: media[$0.start.shelf] == .pmem)
-                               })
+        PoolDescription(name: pool.name, uuid: pool.uuid, pageSize: pool.pageSize,
+                        shelves: pool.dataSpans().map { RemoteShelf(index: $0.start.shelf, start: $0.start, bytes: $0.bytes) })
     }
 }
 

@@ -1,12 +1,10 @@
 import PoolCore
 
-/// One shelf as a client sees it: its data pages, and whether the node
-/// persists writes there (pmem).
+/// One shelf as a client sees it: its data pages.
 struct RemoteShelf: Sendable {
     var index: Int
     var start: GlobalAddress
     var bytes: UInt64
-    var persistent: Bool
 
     func contains(_ address: GlobalAddress, count: Int) -> Bool {
         address.shelf == index && address.offset >= start.offset && count >= 0
@@ -175,7 +173,7 @@ enum NodeMessage: Sendable {
     private static func encode(_ pool: PoolDescription, _ w: inout WireWriter) {
         w.string(pool.name); w.string(pool.uuid); w.u64(UInt64(pool.pageSize)); w.u32(UInt32(pool.shelves.count))
         for shelf in pool.shelves {
-            w.u32(UInt32(shelf.index)); w.address(shelf.start); w.u64(shelf.bytes); w.u8(shelf.persistent ? 1 : 0)
+            w.u32(UInt32(shelf.index)); w.address(shelf.start); w.u64(shelf.bytes)
         }
     }
 
@@ -188,8 +186,7 @@ enum NodeMessage: Sendable {
         for _ in 0..<count {
             let index = try r.u32()
             guard index < 1 << 16 else { throw .protocolViolation("shelf \(index)") }
-            shelves.append(RemoteShelf(index: Int(index), start: try r.address(), bytes: try r.u64(),
-                                       persistent: try r.u8() != 0))
+            shelves.append(RemoteShelf(index: Int(index), start: try r.address(), bytes: try r.u64()))
         }
         return PoolDescription(name: name, uuid: uuid, pageSize: Int(pageSize), shelves: shelves)
     }

@@ -79,22 +79,6 @@ final class UCXWorker {
         }
     }
 
-    /// Completes several requests, all by one deadline; the first error wins.
-    func completeAll(_ requests: [UnsafeMutableRawPointer?], by deadline: Deadline) -> ucs_status_t {
-        var first = UCS_OK
-        for request in requests {
-            let status = first == UCS_INPROGRESS ? abandon(request) : complete(request, by: deadline)
-            if first == UCS_OK { first = status }
-        }
-        return first
-    }
-
-    private func abandon(_ request: UnsafeMutableRawPointer?) -> ucs_status_t {
-        guard let request, CUCX_ptr_is_ptr(request) != 0 else { return UCS_OK }
-        abandoned.append(request)
-        return UCS_INPROGRESS
-    }
-
     /// Frees abandoned requests that UCX has finished with (after a close
     /// purged them); keeps the rest for a later call.
     func reap() {
