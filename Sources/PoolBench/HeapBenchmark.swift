@@ -113,9 +113,9 @@ struct PmemobjAllocator: @unchecked Sendable, Allocator {
 /// workload.
 enum HeapWorker {
     static func main(_ arguments: [String]) throws {
-        let home = "/dev/shm/poolfs-bench-\(getpid())"
-        defer { try? FileManager.default.removeItem(atPath: home) }
-        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        let scratch = try ScratchHome()
+        defer { withExtendedLifetime(scratch) {} }
+        let home = scratch.path
         let allocator = try make(arguments[1], home: home)
         switch arguments[0] {
         case "rate":

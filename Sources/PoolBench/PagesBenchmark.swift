@@ -10,9 +10,9 @@ struct PagesBenchmark {
     let pageSize = 64 << 10
 
     func run() throws -> [Workload] {
-        let home = "/dev/shm/poolfs-bench-\(getpid())"
-        defer { try? FileManager.default.removeItem(atPath: home) }
-        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        let scratch = try ScratchHome()
+        defer { withExtendedLifetime(scratch) {} }
+        let home = scratch.path
         let pool = try Pool.create(name: "bench", size: 2 << 30, pageSize: UInt64(pageSize), at: home)
         defer { pool.close() }
         let pmemPath = home + "/pmemobj.pool"

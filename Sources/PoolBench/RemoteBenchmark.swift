@@ -15,6 +15,7 @@ struct RemoteBenchmark {
     func run() throws -> [Workload] {
         setenv("UCX_TLS", "tcp", 1)
         let home = try ScratchHome()
+        defer { withExtendedLifetime(home) {} }
         let node = try Server(["serve", "bench", "--path", home.path, "--listen", "127.0.0.1:0",
                                "--key-file", home.path + "/key", "-f"], executable: Server.poolfs, setUp: {
             _ = try Pool.create(name: "bench", size: 256 << 20, pageSize: 64 << 10, at: home.path).close()
@@ -143,19 +144,6 @@ struct RemoteBenchmark {
         }
         throw PoolError.system(call: "ucx_perftest -t \(test)", path: "no result", errno: EIO)
     }
-}
-
-/// A scratch directory in /dev/shm for the benchmark's pool and key.
-final class ScratchHome {
-    let path: String
-    init() throws {
-        var template = Array("/dev/shm/poolfs-bench-XXXXXX".utf8CString)
-        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw PoolError.system(call: "mkdtemp", path: "/dev/shm", errno: errno)
-        }
-        path = String(cString: made)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
 /// A server process for the length of the benchmark, stopped with SIGTERM.

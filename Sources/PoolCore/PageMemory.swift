@@ -22,7 +22,8 @@ public protocol PageMemory: AnyObject, Sendable {
 
 extension PageMemory {
     public func read(at address: GlobalAddress, count: Int) throws -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: max(count, 0))
+        guard count >= 0 else { throw PoolError.invalidSize("\(count)", reason: "a byte count is not negative") }
+        var bytes = [UInt8](repeating: 0, count: count)
         try bytes.withUnsafeMutableBytes { try read(at: address, into: $0) }
         return bytes
     }

@@ -198,13 +198,6 @@ public final class Pool: @unchecked Sendable {
         try core.read(at: address, into: buffer)
     }
 
-    public func read(at address: GlobalAddress, count: Int) throws -> [UInt8] {
-        guard count >= 0 else { throw PoolError.invalidSize("\(count)", reason: "a byte count is not negative") }
-        var bytes = [UInt8](repeating: 0, count: count)
-        try bytes.withUnsafeMutableBytes { try core.read(at: address, into: $0) }
-        return bytes
-    }
-
     public func write(at address: GlobalAddress, from buffer: UnsafeRawBufferPointer) throws {
         try core.write(at: address, from: buffer)
     }

@@ -34,7 +34,7 @@ enum Change: Sendable {
     /// An unlinked inode's last close.
     case drop(inode: UInt64)
     /// Whether the pages of the file's last run past its size were taken
-    /// ahead of its appends (FileSystem+Data.swift): a mount gives back
+    /// ahead of its appends (FileSystem+Allocation.swift): a mount gives back
     /// those that a kill kept from the file's last close.
     case ahead(inode: UInt64, taken: Bool)
 }

@@ -50,7 +50,7 @@ final class Inode: @unchecked Sendable {
     /// and return before they are durable.
     let syncing = ReadWriteLock()
     /// Whether the pages of its last run past its size were taken ahead of
-    /// its appends (FileSystem+Data.swift), to go back at its last close,
+    /// its appends (FileSystem+Allocation.swift), to go back at its last close,
     /// or at the next mount after a kill (logged: Change.ahead).
     var aheadOfSize = false
     let lock = ReadWriteLock()

@@ -51,16 +51,11 @@ extension MemoryNode {
                 refuse(endpoint, "wrong key")
                 return
             }
-            do {
-                let pool = try description()
-                connection.state = .ready
-                connection.deadline = .after(seconds: Self.silenceSeconds)
-                connections[endpoint] = connection
-                send(.welcome(pool), to: endpoint)
-                log("client \(connection.peer) connected")
-            } catch {
-                refuse(endpoint, "\(error)")
-            }
+            connection.state = .ready
+            connection.deadline = .after(seconds: Self.silenceSeconds)
+            connections[endpoint] = connection
+            send(.welcome(description()), to: endpoint)
+            log("client \(connection.peer) connected")
         case let (.ready, .request(id, call)):
             connection.deadline = .after(seconds: Self.silenceSeconds)
             connections[endpoint] = connection
@@ -149,7 +144,7 @@ extension MemoryNode {
                 let region = try pool.createRegion(name: name, size: size)
                 return .region(RemoteRegion(name: region.name, address: region.address, size: region.size))
             case .describe:
-                return .pool(try description())
+                return .pool(description())
             case .ping:
                 return .done
             case let .compareAndSwap(address, expected, desired):
@@ -165,7 +160,7 @@ extension MemoryNode {
     }
 
     /// The pool as clients see it: each shelf's data pages.
-    func description() throws(NetError) -> PoolDescription {
+    func description() -> PoolDescription {
         PoolDescription(name: pool.name, uuid: pool.uuid, pageSize: pool.pageSize,
                         shelves: pool.dataSpans().map { RemoteShelf(index: $0.start.shelf, start: $0.start, bytes: $0.bytes) })
     }

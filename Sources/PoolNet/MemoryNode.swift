@@ -44,7 +44,7 @@ public final class MemoryNode {
         self.address = address.text
         self.key = key
         self.log = log
-        worker = try UCXWorker(wakeup: true)
+        worker = try UCXWorker(serving: true)
         try worker.receiveMessages(into: events)
         let listener = try worker.listen(on: address, events: events)
         self.listener = listener

@@ -44,7 +44,7 @@ public final class RemotePool: PageMemory, @unchecked Sendable {
         self.node = node
         self.key = key
         self.deadlineSeconds = deadlineSeconds
-        worker = try UCXWorker(wakeup: false)
+        worker = try UCXWorker(serving: false)
         try worker.receiveMessages(into: events)
         let first = try RemoteLink.open(to: node, key: key, worker: worker, events: events,
                                         by: .after(seconds: deadlineSeconds), expecting: nil)

@@ -14,10 +14,10 @@ final class UCXWorker {
     /// endpoint they ran on is closed, then freed by `reap()`.
     private var abandoned: [UnsafeMutableRawPointer] = []
 
-    /// `wakeup`: the worker gets an event descriptor to sleep on when idle
-    /// (a memory node's).
-    init(wakeup: Bool) throws(NetError) {
-        if wakeup {
+    /// `serving`: a memory node's worker, which gets an event descriptor to
+    /// sleep on when idle, and listens.
+    init(serving: Bool) throws(NetError) {
+        if serving {
             // A node restarted after a crash listens on its port again at
             // once, though its old connections linger in TIME_WAIT. Read
             // from the environment when UCX starts its transports, below.
@@ -32,7 +32,7 @@ final class UCXWorker {
         // Active Messages only: without the RMA and atomic features UCX
         // installs no handler that would let a peer reach this process's
         // memory (over TCP it emulates them and checks no key; NodeCall).
-        params.features = UInt64(UCP_FEATURE_AM.rawValue) | (wakeup ? UInt64(UCP_FEATURE_WAKEUP.rawValue) : 0)
+        params.features = UInt64(UCP_FEATURE_AM.rawValue) | (serving ? UInt64(UCP_FEATURE_WAKEUP.rawValue) : 0)
         var context: OpaquePointer?
         try UCX.check("ucp_init", ucp_init(&params, config, &context))
         var workerParams = ucp_worker_params_t()

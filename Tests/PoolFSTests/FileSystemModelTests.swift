@@ -210,7 +210,7 @@ private func scribble(_ fs: FileSystem, _ inode: UInt64, at offset: Int, count: 
     }
 
     /// fallocate allocates a chunk at a time, letting go of the tree in
-    /// between (FileSystem+Data.swift); across chunks it ends as one step
+    /// between (FileSystem+Fallocate.swift); across chunks it ends as one step
     /// would: the size, zeros, a page for every page. One the pool cannot
     /// hold fails before it allocates anything. An fsync of it flushes a
     /// chunk at a time too.

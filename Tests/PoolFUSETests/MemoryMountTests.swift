@@ -14,16 +14,6 @@ import PoolFS
         return pool?.residentBytes ?? 0
     }
 
-    /// Polls `condition` until it holds or `seconds` pass; whether it held.
-    static func eventually(within seconds: Double, _ condition: () -> Bool) -> Bool {
-        let deadline = Timestamp.monotonicNanoseconds() + UInt64(seconds * 1e9)
-        while Timestamp.monotonicNanoseconds() < deadline {
-            if condition() { return true }
-            usleep(50_000)
-        }
-        return condition()
-    }
-
     @Test func aRemovedFilesMemoryGoesBackWithinSeconds() throws {
         let mounted = try MountedPool(size: 256 << 20, pageSize: 64 << 10)
         let baseline = MemoryMountTests.resident(mounted)
@@ -32,7 +22,7 @@ import PoolFS
         #expect(unlink(mounted.path("big")) == 0)
         // Within 10 s (the target; a pass a second, free at two passes).
         var now: UInt64 = 0
-        #expect(MemoryMountTests.eventually(within: 10) {
+        #expect(eventually(within: 10) {
             now = MemoryMountTests.resident(mounted)
             return now <= baseline + (4 << 20)
         }, "resident \(now) bytes, \(baseline) before the file")

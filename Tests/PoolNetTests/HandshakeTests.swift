@@ -58,7 +58,7 @@ import Glibc
         init(_ served: ServedPool) throws {
             setenv("UCX_TLS", "tcp", 1)
             node = try NodeAddress(served.address)
-            worker = try UCXWorker(wakeup: false)
+            worker = try UCXWorker(serving: false)
             try worker.receiveMessages(into: events)
             endpoint = try worker.connect(to: node, events: events)
         }

@@ -16,17 +16,6 @@ import Glibc
         return Double(Deadline.now() - start) / 1e9
     }
 
-    /// Waits for `condition`, at most `seconds`.
-    func eventually(within seconds: Double, _ condition: () -> Bool) -> Bool {
-        let deadline = Deadline.after(seconds: seconds)
-        while !condition() {
-            if deadline.hasPassed { return false }
-            var pause = timespec(tv_sec: 0, tv_nsec: 20_000_000)
-            nanosleep(&pause, nil)
-        }
-        return true
-    }
-
     @Test func aStoppedNodeFailsCallsWithinTheDeadlineThenServesAgain() throws {
         let served = try ServedPool()
         let remote = try connect(served, deadline: 1)
