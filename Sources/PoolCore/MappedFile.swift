@@ -45,7 +45,7 @@ final class MappedFile: @unchecked Sendable {
 
     deinit {
         switch medium {
-        case .dram: munmap(base, length)
+        case .dram, .remote: munmap(base, length)
         case .pmem: pmem_unmap(base, length)
         }
         SystemCall.close(descriptor)
@@ -86,7 +86,7 @@ final class MappedFile: @unchecked Sendable {
     private static func map(path: String, descriptor fd: Int32, length: UInt64,
                             medium: Medium) throws -> MappedFile {
         switch medium {
-        case .dram:
+        case .dram, .remote:
             let base = try SystemCall.mapShared(fd, length: Int(length), path: path)
             return MappedFile(path: path, medium: medium, descriptor: fd, base: base,
                               length: Int(length), isPersistentMemory: false)
@@ -229,7 +229,7 @@ final class MappedFile: @unchecked Sendable {
     func persist(offset: Int, count: Int) {
         precondition(offset >= 0 && offset + count <= length)
         switch medium {
-        case .dram: return
+        case .dram, .remote: return
         case .pmem:
             if isPersistentMemory {
                 pmem_persist(base + offset, count)

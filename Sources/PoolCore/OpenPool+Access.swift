@@ -53,11 +53,19 @@ extension OpenPool {
             throw PoolError.invalidAddress(address, reason: "not 8-byte aligned")
         }
         let (shelf, offset) = try resolve(address, count: 8)
+        guard shelf.remote == nil else {
+            throw PoolError.invalidAddress(address, reason: "atomic words on a remote shelf are the node's: use its RemotePool")
+        }
         return DataWord(shelf: shelf, offset: offset)
     }
 
     func read(at address: GlobalAddress, into buffer: UnsafeMutableRawBufferPointer) throws {
         let (shelf, offset) = try resolve(address, count: buffer.count)
+        if let remote = shelf.remote {
+            return try remote.withBytes(offset: offset, count: buffer.count, writing: false) {
+                buffer.copyMemory(from: UnsafeRawBufferPointer($0))
+            }
+        }
         shelf.file.withBytes(at: offset, count: buffer.count) { source in
             buffer.copyMemory(from: UnsafeRawBufferPointer(source))
         }
@@ -65,6 +73,11 @@ extension OpenPool {
 
     func write(at address: GlobalAddress, from buffer: UnsafeRawBufferPointer) throws {
         let (shelf, offset) = try resolve(address, count: buffer.count)
+        if let remote = shelf.remote {
+            // Pool.write returns with the bytes durable: on the node.
+            try remote.withBytes(offset: offset, count: buffer.count, writing: true) { $0.copyMemory(from: buffer) }
+            return try remote.writeBack(offset: offset, count: buffer.count)
+        }
         shelf.file.withBytes(at: offset, count: buffer.count) { target in
             target.copyMemory(from: buffer)
         }
@@ -76,16 +89,24 @@ extension OpenPool {
     func withBytes<R>(at address: GlobalAddress, count: Int,
                       _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
         let (shelf, offset) = try resolve(address, count: count)
+        if let remote = shelf.remote { return try remote.withBytes(offset: offset, count: count, writing: true, body) }
         return try shelf.file.withBytes(at: offset, count: count, body)
     }
 
     func copy(to address: GlobalAddress, from source: UnsafeRawBufferPointer) throws {
         let (shelf, offset) = try resolve(address, count: source.count)
+        if let remote = shelf.remote {
+            return try remote.withBytes(offset: offset, count: source.count, writing: true) { $0.copyMemory(from: source) }
+        }
         try shelf.file.copy(to: offset, from: source)
     }
 
+    /// Durable where the shelf keeps its bytes: flushed on pmem; on a
+    /// remote shelf, in the cache, which a kill does not lose
+    /// (`writeBack` sends them to the node).
     func persist(at address: GlobalAddress, count: Int) throws {
         let (shelf, offset) = try resolve(address, count: count)
+        guard shelf.remote == nil else { return }
         shelf.file.persist(offset: offset, count: count)
         try shelf.file.checkPersisted()
     }
@@ -95,7 +116,7 @@ extension OpenPool {
 /// and back.
 extension OpenPool {
     func pointer(to address: GlobalAddress) -> UnsafeMutableRawPointer? {
-        guard let table = table(holding: address), table.page(containing: address.offset) != nil else { return nil }
+        guard let table = table(holding: address), !table.isRemote, table.page(containing: address.offset) != nil else { return nil }
         return table.pages + Int(address.offset - table.dataOffset)
     }
 
@@ -110,14 +131,14 @@ extension OpenPool {
 
     func dataSpans() -> [(start: GlobalAddress, bytes: UInt64)] {
         (0..<shelves.count).compactMap { index in
-            guard let table = shelves.table(index) ?? shelf(index)?.table else { return nil }
+            guard let table = shelves.table(index) ?? shelf(index)?.table, !table.isRemote else { return nil }
             return (GlobalAddress(shelf: index, offset: table.dataOffset), UInt64(table.pageCount) << table.pageShift)
         }
     }
 
     func address(of pointer: UnsafeRawPointer) -> GlobalAddress? {
         for index in 0..<shelves.count {
-            guard let table = shelves.table(index) else { continue }
+            guard let table = shelves.table(index), !table.isRemote else { continue }
             let start = UnsafeRawPointer(table.pages)
             let bytes = table.pageCount << Int(table.pageShift)
             if pointer >= start && pointer < start + bytes {

@@ -3,7 +3,11 @@
 /// table by one atomic store. A crash before the store leaves a file that
 /// nothing refers to (removed by the next grow); after it, a whole shelf.
 extension OpenPool {
-    func grow(by size: UInt64, medium: Medium? = nil) throws -> Int {
+    /// `remote`, for a remote shelf: reserves the shelf's data bytes on a
+    /// node, told the new shelf's index and that size (under the global
+    /// lock, so that the index is the one the shelf gets).
+    func grow(by size: UInt64, medium: Medium? = nil,
+              remote: ((Int, UInt64) throws -> RemoteShelfPlace)? = nil) throws -> Int {
         try withGlobalLock {
             let index = shelves.count
             guard index < Layout.ShelfTable.capacity else {
@@ -16,15 +20,21 @@ extension OpenPool {
                 throw PoolError.invalidSize(ByteSize.format(size),
                                             reason: "a shelf needs more than \(ByteSize.format(UInt64(Layout.shelfMetadata) + pageSize))")
             }
-            let medium = medium ?? shelves[0]!.file.medium
+            let medium = remote == nil ? medium ?? shelves[0]!.file.medium : .remote
+            guard medium != .remote || remote != nil else { throw PoolError.invalidMedium(medium.rawValue) }
             let file = OpenPool.shelfName(index)
-            try Space.check(home, needs: size)
+            // A remote shelf's file holds its page table, and pages cached.
+            let reserve = medium == .pmem ? size : geometry.dataOffset
+            try Space.check(home, needs: reserve)
             home.remove(file + ".tmp")
-            let staging = try MappedFile.create(in: home, name: file + ".tmp", size: size,
-                                                reserve: medium == .dram ? geometry.dataOffset : size,
-                                                medium: medium)
+            for stale in [RemoteShelfPlace.fileName(index), RemoteShelfCache.stateFileName(index)] { home.remove(stale) }
+            if let remote {
+                let place = try remote(index, geometry.dataBytes)
+                try home.writeText(place.text, to: RemoteShelfPlace.fileName(index))
+            }
+            let staging = try MappedFile.create(in: home, name: file + ".tmp", size: size, reserve: reserve, medium: medium)
             ShelfHeader.format(staging, index: index, uuid: superblock.uuid, size: size, pageSize: pageSize,
-                               medium: medium, reserved: medium == .dram ? geometry.dataOffset : size)
+                               medium: medium, reserved: reserve)
             staging.persistAll()
             home.remove(file)
             try home.rename(file + ".tmp", to: file)

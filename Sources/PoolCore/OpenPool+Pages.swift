@@ -93,7 +93,8 @@ extension OpenPool {
     @inline(__always)
     func stash(raw: UInt64, count: Int) throws {
         internalCheck(isCachedByUs(raw, count), "stashing \(GlobalAddress(rawValue: raw)), not ours")
-        if count <= UnsafeThreadCache.maxRun, let cache = try? threadCache(),
+        // A remote run goes straight back: a thread's stock serves any heap.
+        if count <= UnsafeThreadCache.maxRun, !location(of: raw).0.isRemote, let cache = try? threadCache(),
            cache.push(count, raw, capacity: cacheCapacity(count)) {
             return
         }
@@ -135,7 +136,7 @@ extension OpenPool {
     @inline(never)
     private func stashSlow(raw: UInt64, count: Int) throws {
         try withGlobalLock {
-            if count <= UnsafeThreadCache.maxRun, let cache = try? threadCache() {
+            if count <= UnsafeThreadCache.maxRun, !location(of: raw).0.isRemote, let cache = try? threadCache() {
                 let capacity = cacheCapacity(count)
                 for run in cache.drain(count, limit: (capacity + 1) / 2) { releaseCached(run, count) }
                 if cache.push(count, raw, capacity: capacity) { return }
@@ -168,7 +169,8 @@ extension OpenPool {
 
     /// Finds and claims `count` free pages on the first shelf that has them.
     func claimFromFreeSpace(_ count: Int, head: PageEntry) throws -> (Shelf, Int) {
-        for shelf in shelves.all {
+        // Remote shelves hold only what a `remote` placement puts there.
+        for shelf in shelves.all where shelf.remote == nil {
             guard let page = shelf.findFreeRun(length: count) else { continue }
             guard try shelf.reserveBlocks(forPage: page, length: count) else {
                 throw PoolError.poolFull(name: name, pages: count)
@@ -187,6 +189,25 @@ extension OpenPool {
         } catch PoolError.poolFull {
             returnAll(cache)
             return try claimFromFreeSpace(count, head: head)
+        }
+    }
+
+    /// A run of a remote shelf (`shelf`, or any), allocated at once with
+    /// `tag`: remote runs pass through no thread's stock.
+    func allocateRemotePages(count: Int, tag: PageEntry.Tag, shelf wanted: Int?) throws -> GlobalAddress {
+        try checkCount(count)
+        return try withGlobalLock {
+            let remote = shelves.all.filter { $0.remote != nil && (wanted == nil || $0.index == wanted) }
+            guard !remote.isEmpty else {
+                throw PoolError.invalidPlacement(wanted.map { "remote \($0)" } ?? "remote",
+                                                 reason: wanted.map { "shelf \($0) is not a remote shelf" } ?? "the pool has no remote shelf (poolfs grow --remote)")
+            }
+            for shelf in remote {
+                guard let page = shelf.findFreeRun(length: count) else { continue }
+                shelf.claimRun(at: page, length: count, head: .allocated(length: count, tag: tag))
+                return shelf.address(ofPage: page)
+            }
+            throw PoolError.poolFull(name: name, pages: count)
         }
     }
 

@@ -16,11 +16,19 @@ extension OpenPool {
     /// the pages it already has.
     func setPlacement(_ placement: Placement?, ofHeap heap: Int, migrate: Bool) throws {
         try withGlobalLock {
+            if case .remote(let wanted)? = placement {
+                let remote = shelves.all.filter { $0.remote != nil }.map(\.index)
+                guard wanted.map(remote.contains) ?? !remote.isEmpty else {
+                    throw PoolError.invalidPlacement(placement!.description, reason: wanted == nil
+                        ? "the pool has no remote shelf (add one with poolfs grow --remote)"
+                        : "shelf \(wanted!) is not a remote shelf (remote shelves: \(remote.isEmpty ? "none" : remote.map(String.init).joined(separator: ", ")))")
+                }
+            }
             guard heapIsLive(heap) else { throw PoolError.heapNotFound("#\(heap)") }
             metadata.storeText(placement?.description ?? "", at: Layout.Heaps.row(heap) + Layout.Heaps.policy, capacity: Layout.Heaps.policyCapacity)
             metadata.persist(offset: Layout.Heaps.row(heap) + Layout.Heaps.policy, count: Layout.Heaps.policyCapacity)
         }
-        if migrate, let effective = placement ?? superblock.placement { try move(heap: heap, to: effective) }
+        if migrate, let effective = placement ?? superblock.placement, effective.isNUMA { try move(heap: heap, to: effective) }
     }
 
     /// This process only, as `poolfs exec` asks (hmctl's way).
@@ -39,7 +47,7 @@ extension OpenPool {
 
     /// Before a new run of the heap is first touched.
     func place(heap: Int, run raw: UInt64, pages: Int) {
-        guard let placement = placement(ofHeap: heap) else { return }
+        guard let placement = placement(ofHeap: heap), placement.isNUMA else { return }
         let (table, page) = location(of: raw)
         try? NodePlacement.apply(placement, to: table.pointer(toPage: page), bytes: pages * Int(pageSize), migrate: true)
     }

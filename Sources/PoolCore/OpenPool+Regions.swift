@@ -79,6 +79,10 @@ extension OpenPool {
     func createRegion(name: String, size: UInt64, placement: Placement?, access: RegionAccess) throws -> RegionInfo {
         try Names.check(name, what: "region")
         guard size > 0 else { throw PoolError.invalidSize("0", reason: "a region needs at least one byte") }
+        if let placement, !placement.isNUMA {
+            // A region is plain memory mapped in every process: a node's pages are not.
+            throw PoolError.invalidPlacement(placement.description, reason: "regions live on this machine's shelves; remote is for heaps")
+        }
         let pages64 = size / pageSize + (size % pageSize == 0 ? 0 : 1)
         guard pages64 < UInt64(OpenPool.maximumRun) else {
             throw PoolError.invalidSize(ByteSize.format(size), reason: "larger than any shelf")
@@ -90,7 +94,7 @@ extension OpenPool {
                 throw PoolError.tooManyRegions(limit: Layout.Regions.capacity)
             }
             func find() -> (Shelf, Int)? {
-                shelves.all.lazy.compactMap { s in s.findFreeRun(length: pages).map { (s, $0) } }.first
+                shelves.all.lazy.filter { $0.remote == nil }.compactMap { s in s.findFreeRun(length: pages).map { (s, $0) } }.first
             }
             var found = find()
             if found == nil, let cache = try? threadCache() {

@@ -23,6 +23,8 @@ final class OpenPool: @unchecked Sendable {
     @exclusivity(unchecked) private(set) var slot = -1
     /// Runs of this many pages or fewer go through the thread caches.
     let cacheBudgetPages: Int
+    /// The remote shelves' cache size and deadline, and their pages cached.
+    let remoteBudget: RemoteBudget
 
     let globalMutex = ThreadMutex()
     private let registryMutex = ThreadMutex()
@@ -44,7 +46,8 @@ final class OpenPool: @unchecked Sendable {
     private var hasCacheKey = false
 
     private init(name: String, home: PoolDirectory, metadata: MappedFile, superblock: Superblock,
-                 shelves: [Shelf]) {
+                 shelves: [Shelf], remoteBudget: RemoteBudget) {
+        self.remoteBudget = remoteBudget
         self.name = name
         self.directory = home.path
         self.home = home
@@ -88,16 +91,25 @@ final class OpenPool: @unchecked Sendable {
         }
         let file0 = medium0 == .dram ? probe : try MappedFile.open(in: directory, name: shelfName(0), medium: medium0)
         var shelves: [Shelf] = []
+        let remoteBudget = RemoteBudget(pageSize: superblock.pageSize)
         for (index, record) in records.enumerated() {
             let file = index == 0 ? file0 : try openShelfFile(directory, index, record)
-            try ShelfHeader.verify(file, index: index, uuid: superblock.uuid, size: record.size)
-            guard let geometry = ShelfGeometry(index: index, size: record.size, pageSize: superblock.pageSize) else {
-                throw PoolError.damaged(path: file.path, reason: "impossible shelf size \(record.size)")
-            }
-            shelves.append(Shelf(index: index, file: file, geometry: geometry))
+            shelves.append(try shelf(index, file, record, superblock: superblock, home: directory, budget: remoteBudget))
         }
         return OpenPool(name: name, home: directory, metadata: file0, superblock: superblock,
-                        shelves: shelves)
+                        shelves: shelves, remoteBudget: remoteBudget)
+    }
+
+    /// A shelf whose file is open and verified, with its cache if remote.
+    private static func shelf(_ index: Int, _ file: MappedFile, _ record: ShelfRecord, superblock: Superblock,
+                              home: PoolDirectory, budget: RemoteBudget) throws -> Shelf {
+        try ShelfHeader.verify(file, index: index, uuid: superblock.uuid, size: record.size)
+        guard let geometry = ShelfGeometry(index: index, size: record.size, pageSize: superblock.pageSize) else {
+            throw PoolError.damaged(path: file.path, reason: "impossible shelf size \(record.size)")
+        }
+        let remote = record.medium == .remote
+            ? try RemoteShelfCache(shelf: index, file: file, geometry: geometry, home: home, budget: budget) : nil
+        return Shelf(index: index, file: file, geometry: geometry, remote: remote)
     }
 
     static func openShelfFile(_ directory: PoolDirectory, _ index: Int, _ record: ShelfRecord) throws -> MappedFile {
@@ -176,6 +188,7 @@ final class OpenPool: @unchecked Sendable {
         for shelf in shelves.all where shelf.file.medium == .pmem && !shelf.file.isPersistentMemory {
             shelf.file.persistAll()
         }
+        for shelf in shelves.all { shelf.remote?.close() }
     }
 
     /// For tests of recovery: leaves the pool as a process killed now would,
@@ -276,11 +289,7 @@ final class OpenPool: @unchecked Sendable {
             let index = shelves.count
             let record = try ShelfTable.record(metadata, index: index, uuid: superblock.uuid)
             let file = try OpenPool.openShelfFile(home, index, record)
-            try ShelfHeader.verify(file, index: index, uuid: superblock.uuid, size: record.size)
-            guard let geometry = ShelfGeometry(index: index, size: record.size, pageSize: pageSize) else {
-                throw PoolError.damaged(path: file.path, reason: "impossible shelf size \(record.size)")
-            }
-            shelves.append(Shelf(index: index, file: file, geometry: geometry))
+            shelves.append(try OpenPool.shelf(index, file, record, superblock: superblock, home: home, budget: remoteBudget))
         }
     }
 

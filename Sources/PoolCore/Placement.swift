@@ -59,8 +59,16 @@ public enum Placement: Hashable, Sendable, CustomStringConvertible {
     case preferredMany(NodeSet)
     case interleave(NodeSet)
     case weightedInterleave(NodeSet)
+    /// On a remote shelf (that one, or any): pages on a memory node.
+    case remote(Int?)
 
-    static let modes = ["local", "bind", "preferred", "preferred-many", "interleave", "weighted-interleave"]
+    static let modes = ["local", "bind", "preferred", "preferred-many", "interleave", "weighted-interleave", "remote"]
+
+    /// Placed by mbind among this machine's nodes (not `remote`).
+    var isNUMA: Bool {
+        if case .remote = self { return false }
+        return true
+    }
 
     /// `local`, `bind 0-3,5`, `preferred 1`, `preferred-many 0,1`,
     /// `interleave 0-3`, `weighted-interleave 0,1` (a `=` or `:` may stand
@@ -107,6 +115,12 @@ public enum Placement: Hashable, Sendable, CustomStringConvertible {
             self = .preferred(set.nodes[0])
         case "preferred-many": self = .preferredMany(try nodes())
         case "interleave": self = .interleave(try nodes())
+        case "remote":
+            guard !rest.isEmpty else { self = .remote(nil); return }
+            guard let shelf = Int(rest), shelf >= 0, shelf < Layout.ShelfTable.capacity else {
+                throw PoolError.invalidPlacement(trimmed, reason: "remote takes a shelf number, or nothing for any remote shelf")
+            }
+            self = .remote(shelf)
         case "weighted-interleave":
             guard !checkingMachine || SystemCall.exists("/sys/kernel/mm/mempolicy/weighted_interleave") else {
                 throw PoolError.invalidPlacement(trimmed, reason: "this kernel has no weighted interleave (it needs Linux 6.9)")
@@ -125,6 +139,7 @@ public enum Placement: Hashable, Sendable, CustomStringConvertible {
         case .preferredMany(let nodes): "preferred-many \(nodes)"
         case .interleave(let nodes): "interleave \(nodes)"
         case .weightedInterleave(let nodes): "weighted-interleave \(nodes)"
+        case .remote(let shelf): shelf.map { "remote \($0)" } ?? "remote"
         }
     }
 
@@ -137,12 +152,13 @@ public enum Placement: Hashable, Sendable, CustomStringConvertible {
         case .interleave: 3
         case .preferredMany: 5
         case .weightedInterleave: 6
+        case .remote: 4
         }
     }
 
     var nodes: NodeSet {
         switch self {
-        case .local: []
+        case .local, .remote: []
         case .preferred(let node): [node]
         case .bind(let n), .preferredMany(let n), .interleave(let n), .weightedInterleave(let n): n
         }

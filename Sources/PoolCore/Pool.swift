@@ -51,6 +51,10 @@ public final class Pool: @unchecked Sendable {
             throw PoolError.invalidSize(ByteSize.format(size), reason: "too small for a pool of \(ByteSize.format(pageSize)) pages "
                 + "(at least \(ByteSize.format(UInt64(Layout.shelf0Metadata) + 2 * pageSize)))")
         }
+        guard medium != .remote else { throw PoolError.invalidMedium(medium.rawValue) }
+        if let placement, !placement.isNUMA {
+            throw PoolError.invalidPlacement(placement.description, reason: "a new pool has no remote shelf yet (poolfs grow --remote)")
+        }
         guard let parent = try PoolHome.open(home, creating: true) else {
             throw PoolError.poolNotFound(name: name, path: Pool.directory(name, home))
         }
@@ -309,6 +313,14 @@ public final class Pool: @unchecked Sendable {
     @discardableResult
     public func grow(by size: UInt64, medium: Medium? = nil) throws -> Int {
         try core.grow(by: size, medium: medium)
+    }
+
+    /// Adds a remote shelf of `size` bytes (its page table here, its data
+    /// pages on a memory node): `reserve` is told the new shelf's index and
+    /// its data bytes, reserves them on the node, and says where.
+    @discardableResult
+    public func grow(by size: UInt64, remote reserve: (_ shelf: Int, _ bytes: UInt64) throws -> RemoteShelfPlace) throws -> Int {
+        try withoutActuallyEscaping(reserve) { try core.grow(by: size, remote: $0) }
     }
 
     public func info() -> PoolInfo { core.info() }

@@ -57,6 +57,24 @@ final class PoolDirectory: @unchecked Sendable {
         try SystemCall.retrying("open", path(of: name)) { openat(descriptor, name, flags | O_NOFOLLOW | O_CLOEXEC, mode) }
     }
 
+    /// Writes a small file whole and durably: under a temporary name,
+    /// synced, then renamed over `name`.
+    func writeText(_ text: String, to name: String) throws {
+        let staging = name + ".tmp"
+        let fd = try open(staging, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        defer { SystemCall.close(fd) }
+        var bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw PoolError.system(call: "write", path: path(of: staging), errno: errno) }
+            done += n
+        }
+        guard fsync(fd) == 0 else { throw PoolError.system(call: "fsync", path: path(of: staging), errno: errno) }
+        try rename(staging, to: name)
+    }
+
     func exists(_ name: String) -> Bool {
         var info = stat()
         return fstatat(descriptor, name, &info, AT_SYMLINK_NOFOLLOW) == 0

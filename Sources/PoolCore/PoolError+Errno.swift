@@ -13,7 +13,7 @@ extension PoolError {
         case .poolExists, .regionExists, .heapExists, .destinationTaken: EEXIST
         case .poolNotFound, .regionNotFound, .heapNotFound: ENOENT
         case .notEnoughSpace, .poolFull, .tooManyShelves, .tooManyRegions, .tooManyProcesses, .tooManyHeaps: ENOSPC
-        case .damaged: EIO
+        case .damaged, .remoteShelf: EIO
         case .newerVersion: ENOTSUP
         case .inUse, .heapInUse, .heldExclusively: EBUSY
         case .closed: EBADF

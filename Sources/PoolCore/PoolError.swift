@@ -29,13 +29,15 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
     case closed(name: String)
     case refusedDirectory(path: String, reason: String)
     case system(call: String, path: String, errno: Int32)
+    /// A remote shelf's node did not answer, or refused (PoolNet's message).
+    case remoteShelf(Int, node: String, reason: String)
 
     public var description: String {
         switch self {
         case let .invalidName(name, reason):
             return "invalid name '\(name)': \(reason)"
         case let .invalidMedium(text):
-            return "invalid medium '\(text)': a medium is dram or pmem"
+            return "invalid medium '\(text)': a medium is dram or pmem (remote shelves come from `poolfs grow --remote`)"
         case let .invalidSize(text, reason):
             return "invalid size '\(text)': \(reason)"
         case let .invalidPageSize(text, reason):
@@ -92,6 +94,8 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
             return "refusing \(path): \(reason)"
         case let .system(call, path, errno):
             return "\(path): \(call) failed: \(SystemCall.message(errno))"
+        case let .remoteShelf(shelf, node, reason):
+            return "remote shelf \(shelf) (node \(node)): \(reason)"
         }
     }
 }

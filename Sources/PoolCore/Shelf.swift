@@ -13,17 +13,20 @@ final class Shelf: @unchecked Sendable {
     let file: MappedFile
     let geometry: ShelfGeometry
     let table: UnsafePageTable
+    /// A remote shelf's cache of the node's bytes; nil for a local shelf.
+    let remote: RemoteShelfCache?
     private let bitmap: UnsafeMutablePointer<UInt64>
     /// Where the next search for free pages starts; global lock.
     private var searchHint = 0
 
-    init(index: Int, file: MappedFile, geometry: ShelfGeometry) {
+    init(index: Int, file: MappedFile, geometry: ShelfGeometry, remote: RemoteShelfCache? = nil) {
         self.index = index
         self.file = file
         self.geometry = geometry
+        self.remote = remote
         table = UnsafePageTable(shelf: index, entries: file.words(at: geometry.pageTableOffset, count: geometry.pageCount),
                                 pages: file.pointer(at: Int(geometry.dataOffset), count: Int(geometry.dataBytes)),
-                                geometry: geometry, persistent: file.isPersistentMemory)
+                                geometry: geometry, persistent: file.isPersistentMemory, isRemote: remote != nil)
         bitmap = file.words(at: geometry.bitmapOffset, count: geometry.bitmapWords)
     }
 
@@ -206,6 +209,8 @@ final class Shelf: @unchecked Sendable {
     /// Makes sure the file's blocks under a run exist, so a store cannot
     /// SIGBUS on a full tmpfs. Reserves ahead in 2 MiB steps.
     func reserveBlocks(forPage page: Int, length: Int) throws -> Bool {
+        // A remote shelf's file holds only what its cache holds.
+        if remote != nil { return true }
         let end = geometry.offset(ofPage: page + length)
         // Past where memory was given back, the run may lie over holes:
         // their blocks come back first.

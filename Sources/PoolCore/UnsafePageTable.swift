@@ -14,9 +14,13 @@ struct UnsafePageTable {
     let pageShift: UInt64
     /// Entry stores are flushed to persistence when the shelf is real pmem.
     let persistent: Bool
+    /// The pages' bytes live on a memory node (RemoteShelfCache): no
+    /// pointer into them leaves PoolCore but through the cache.
+    let isRemote: Bool
 
     init(shelf: Int, entries: UnsafeMutablePointer<UInt64>, pages: UnsafeMutableRawPointer, geometry: ShelfGeometry,
-         persistent: Bool) {
+         persistent: Bool, isRemote: Bool = false) {
+        self.isRemote = isRemote
         self.shelf = shelf
         self.entries = entries
         self.pages = pages

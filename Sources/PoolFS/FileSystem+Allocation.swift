@@ -47,15 +47,21 @@ extension FileSystem {
             free(fresh.map { Release(extent: $0, heap: heap.id) })
             throw FileSystemError.noSpace
         }
-        for extent in fresh {
-            let start = extent.page << pageShift, end = extent.byteEnd(pageShift)
-            if keeping.lowerBound > start {
-                pages.zero(extent.address, at: 0, count: Int(min(keeping.lowerBound, end) - start))
+        do {
+            for extent in fresh {
+                let start = extent.page << pageShift, end = extent.byteEnd(pageShift)
+                if keeping.lowerBound > start {
+                    try pages.zero(extent.address, at: 0, count: Int(min(keeping.lowerBound, end) - start))
+                }
+                let from = max(keeping.upperBound, start), to = min(end, max(visibleTo, keeping.upperBound))
+                if from < to { try pages.zero(extent.address, at: from - start, count: Int(to - from)) }
             }
-            let from = max(keeping.upperBound, start), to = min(end, max(visibleTo, keeping.upperBound))
-            if from < to { pages.zero(extent.address, at: from - start, count: Int(to - from)) }
-            inode.extents.insert(extent)
+        } catch {
+            // A remote shelf's node did not answer.
+            free(fresh.map { Release(extent: $0, heap: heap.id) })
+            throw FileSystemError.answering(error, otherwise: .io)
         }
+        for extent in fresh { inode.extents.insert(extent) }
         return fresh
     }
 
@@ -80,7 +86,7 @@ extension FileSystem {
     func takeBack(_ fresh: [Extent], logged: Int, of inode: Inode) {
         for (index, extent) in fresh.enumerated() {
             if index < logged {
-                pages.zero(extent.address, at: 0, count: Int(extent.byteCount(pageShift)))
+                try? pages.zero(extent.address, at: 0, count: Int(extent.byteCount(pageShift)))
             } else {
                 inode.extents.remove(extent)
                 free([Release(extent: extent, heap: inode.record.heap)])

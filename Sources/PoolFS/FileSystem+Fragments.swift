@@ -42,15 +42,14 @@ extension FileSystem {
             throw FileSystemError.noSpace
         }
         let size = Int(min(inode.record.size, old.byteCount(pageShift)))
-        pages.bytes(new.address, at: 0, count: size)
-            .copyMemory(from: UnsafeRawBufferPointer(pages.bytes(old.address, at: 0, count: size)))
         do {
+            try pages.copy(size, from: old.address, to: new.address)
             // Durable before the log names them in place of the old ones.
             try durably("flushing a small file's bytes") { try pool.persist(at: new.address, count: size) }
             try commit(.extent(inode: inode.number, new))
         } catch {
             free([Release(extent: new, heap: heap.id)])
-            throw error is FileSystemError ? error : FileSystemError.noSpace
+            throw FileSystemError.answering(error, otherwise: .noSpace)
         }
     }
 }

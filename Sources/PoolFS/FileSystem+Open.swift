@@ -38,7 +38,11 @@ extension FileSystem {
                 // A close cannot fail: on a full pool the size stays to be
                 // logged by the next fsync, change or unmount.
                 if inode.dirty { try? logWritten(inode) }
-                if inode.opens == 0 { giveBackAhead(inode) }
+                if inode.opens == 0 {
+                    giveBackAhead(inode)
+                    // Kept dirty where the node does not answer: fsync says so.
+                    try? writeBack(inode, from: 0, to: .max)
+                }
                 return inode.opens == 0 && (inode.record.nlink == 0 || inode.directory?.isSparse == true)
             }
         }

@@ -12,7 +12,8 @@ extension FileSystem {
     /// for holes. The pages cannot be freed until `body` returns.
     public func withReadSegments<R>(_ number: UInt64, offset: UInt64, size: Int,
                                     _ body: (UnsafeBufferPointer<iovec>) -> R) throws -> R {
-        try withReadSegments(number, offset: offset, size: size, unlessAccessDue: false, body)!
+        defer { evictRemotePagesIfNeeded() }
+        return try withReadSegments(number, offset: offset, size: size, unlessAccessDue: false, body)!
     }
 
     /// A read of the file's bytes: `body` gets the segments, as above, and
@@ -25,6 +26,7 @@ extension FileSystem {
     /// metadata (under a lock) each time.
     public func read(_ number: UInt64, offset: UInt64, size: Int, attributesStale: () -> Void,
                      _ body: (UnsafeBufferPointer<iovec>) -> Void) throws {
+        defer { evictRemotePagesIfNeeded() }
         if try withReadSegments(number, offset: offset, size: size,
                                 unlessAccessDue: accessTimes.load(ordering: .relaxed), body) != nil { return }
         if accessed(number) { attributesStale() }
@@ -42,7 +44,7 @@ extension FileSystem {
                 guard offset < fileSize, size > 0 else { return body(UnsafeBufferPointer(start: nil, count: 0)) }
                 let end = min(fileSize, offset + UInt64(size))
                 let capacity = Int((end - offset) >> pageShift) + 3 + size / UnsafeFilePages.zeroBytes
-                return withUnsafeTemporaryAllocation(of: iovec.self, capacity: capacity) { segments in
+                return try withUnsafeTemporaryAllocation(of: iovec.self, capacity: capacity) { segments in
                     let extents = inode.extents.extents
                     var count = 0
                     var position = offset
@@ -51,7 +53,7 @@ extension FileSystem {
                         if index < extents.count, extents[index].page << pageShift <= position {
                             let extent = extents[index]
                             let runEnd = min(end, extent.byteEnd(pageShift))
-                            segments[count] = pages.segment(extent.address, at: position - extent.page << pageShift,
+                            segments[count] = try pages.segment(extent.address, at: position - extent.page << pageShift,
                                                             count: Int(runEnd - position))
                             count += 1
                             position = runEnd

@@ -34,6 +34,7 @@ extension FileSystem {
                     let stop = inode.extents.position(covering: FileSystem.stepBytes, from: at,
                                                       to: range.upperBound, pageShift: pageShift)
                     try persist(inode, from: at, to: stop, except: [])
+                    try writeBack(inode, from: at, to: stop)
                     flushed = stop
                     return stop
                 }

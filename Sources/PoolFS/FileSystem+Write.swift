@@ -35,6 +35,7 @@ extension FileSystem {
     private func write(_ number: UInt64, offset: UInt64, count: Int, by caller: Caller?,
                        _ fill: (GlobalAddress, UnsafeMutableRawBufferPointer) throws -> Void) throws -> Int {
         try refuseIfFailed()
+        defer { evictRemotePagesIfNeeded() }
         var setIDBits: UInt32 = 0
         let written = try tree.reading {
             let inode = try inode(number)
@@ -63,7 +64,9 @@ extension FileSystem {
                         let extent = extents[index]
                         let runEnd = min(end, extent.byteEnd(pageShift))
                         let at = position - extent.page << pageShift
-                        try fill(extent.address.advanced(by: at), pages.bytes(extent.address, at: at, count: Int(runEnd - position)))
+                        let count = Int(runEnd - position)
+                        try fill(extent.address.advanced(by: at), try pages.bytes(extent.address, at: at, count: count))
+                        pages.written(extent.address, at: at, count: count)
                         position = runEnd
                         index += 1
                     }
@@ -74,7 +77,7 @@ extension FileSystem {
                     inode.noteUnsynced(offset..<end)
                 } catch {
                     takeBack(fresh, logged: 0, of: inode)
-                    throw error is FileSystemError ? error : FileSystemError.noSpace
+                    throw FileSystemError.answering(error, otherwise: .noSpace)
                 }
                 try logRuns(fresh, of: inode, growingTo: grows ? end : nil, time: now, durableTo: end)
                 if let last = fresh.last, last.end > lastPage, !inode.aheadOfSize { noteAhead(inode, true) }

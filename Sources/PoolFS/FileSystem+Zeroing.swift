@@ -26,7 +26,7 @@ extension FileSystem {
 
     private func zero(_ inode: Inode, from: UInt64, to: UInt64, persisting: Bool) throws {
         try forEachPiece(of: inode, from: from, to: to) { extent, offset, count in
-            pages.zero(extent.address, at: offset, count: count)
+            try pages.zero(extent.address, at: offset, count: count)
             if persisting { try pool.persist(at: extent.address.advanced(by: offset), count: count) }
         }
     }
@@ -43,7 +43,7 @@ extension FileSystem {
 
     /// `body` with each run under `[from, to)`: the run, where in it the
     /// range starts, and how many of its bytes the range covers.
-    private func forEachPiece(of inode: Inode, from: UInt64, to: UInt64,
+    func forEachPiece(of inode: Inode, from: UInt64, to: UInt64,
                               _ body: (Extent, UInt64, Int) throws -> Void) throws {
         guard from < to else { return }
         let extents = inode.extents.extents

@@ -103,6 +103,8 @@ public final class FileSystem: @unchecked Sendable {
             // as after a crash. Nor is a log marked clean that left a size
             // unlogged.
             guard !failed.load(ordering: .acquiring) else { return }
+            // Dirty pages a node did not take stay cached, for the next mount.
+            try? pool.writeBackAll()
             log.releaseSpares()
             if lost == 0 { log.setClean(true) }
         }
@@ -272,6 +274,9 @@ public final class FileSystem: @unchecked Sendable {
             throw error
         } catch PoolError.poolFull {
             throw FileSystemError.noSpace
+        } catch PoolError.remoteShelf {
+            // The node is down, not this pool: the change fails alone.
+            throw FileSystemError.io
         } catch {
             noteFailure(what, error)
             throw FileSystemError.io

@@ -1,3 +1,4 @@
+import PoolCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,4 +26,12 @@ public struct FileSystemError: Error, Equatable, CustomStringConvertible {
     public static let tooManyLinks = FileSystemError(EMLINK)
 
     public var description: String { String(cString: strerror(code)) }
+
+    /// What a failed step of a change answers: its own errno, EIO where a
+    /// remote shelf's node did not answer, else `otherwise`.
+    static func answering(_ error: Error, otherwise: FileSystemError) -> FileSystemError {
+        if let error = error as? FileSystemError { return error }
+        if case PoolError.remoteShelf? = error as? PoolError { return .io }
+        return otherwise
+    }
 }

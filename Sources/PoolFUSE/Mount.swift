@@ -71,18 +71,44 @@ public enum Mount {
         }
     }
 
+    /// `remote_cache=SIZE` (256M unless told) and `remote_timeout=SECONDS`
+    /// (`2s`, `500ms`; 2 s unless told), taken out of the options: ours.
+    static func remoteSettings(taking options: inout [String]) throws -> RemoteCacheSettings {
+        var settings = RemoteCacheSettings()
+        for option in options {
+            if option.hasPrefix("remote_cache=") {
+                let text = String(option.dropFirst("remote_cache=".count))
+                guard let bytes = try? ByteSize.parse(text) else {
+                    throw OptionsRefused(options: option, reason: "expected a size such as 256M or 1G")
+                }
+                settings.cacheBytes = bytes
+            } else if option.hasPrefix("remote_timeout=") {
+                let text = String(option.dropFirst("remote_timeout=".count))
+                let (number, scale): (Substring, Double) = text.hasSuffix("ms") ? (text.dropLast(2), 0.001)
+                    : text.hasSuffix("s") ? (text.dropLast(), 1) : (Substring(text), 1)
+                guard let value = Double(number), value.isFinite, value > 0, value * scale <= 3600 else {
+                    throw OptionsRefused(options: option, reason: "expected a time from 1ms to 3600s, such as 2s or 500ms")
+                }
+                settings.timeoutSeconds = value * scale
+            }
+        }
+        options.removeAll { $0.hasPrefix("remote_cache=") || $0.hasPrefix("remote_timeout=") }
+        return settings
+    }
+
     /// Runs the file system on `mountpoint` until it is unmounted; calls
     /// `ready` once it is mounted (after going to the background unless
     /// `foreground`). Returns when the session ends.
     public static func run(pool: Pool, mountpoint: String, foreground: Bool, options: [String],
                            ready: () -> Void) throws {
         try checkMountPoint(mountpoint)
+        var options = options
+        pool.remoteCacheSettings = try remoteSettings(taking: &options)
         try pool.holdExclusively(for: "mounted")
         let fs = try FileSystem(pool: pool)
         let adapter = FUSEAdapter(fs: fs, tree: ControlTree(pool: pool, fileSystem: fs))
         let transport = FUSETransport(handler: adapter)
         // Ours, not libfuse's: requests through /dev/fuse only.
-        var options = options
         let rings = !options.contains(noIOUring)
         options.removeAll { $0 == noIOUring }
         // Also the kernel's: reads leave access times alone.

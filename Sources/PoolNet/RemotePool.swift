@@ -73,6 +73,13 @@ public final class RemotePool: PageMemory, @unchecked Sendable {
         }
     }
 
+    /// The fastest transport UCX may use to reach nodes: an RDMA one where
+    /// the machine has it, else `tcp`.
+    public var transport: String {
+        let names = Set(worker.transports().compactMap { $0.split(separator: "/").first.map(String.init) })
+        return ["rc_mlx5", "dc_mlx5", "rc_verbs", "ud_mlx5", "ud_verbs", "tcp"].first(where: names.contains) ?? "tcp"
+    }
+
     /// Whether a proven connection is up now.
     public var isConnected: Bool { lock.withLock { link != nil } }
 

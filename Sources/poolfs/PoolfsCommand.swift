@@ -33,6 +33,8 @@ extension PoolLocation {
     /// Opens the pool for the length of `body`; errors become one line.
     func withPool(_ body: (Pool) throws -> Void) throws {
         try reportingErrors {
+            // Remote shelves reach their nodes through PoolNet.
+            RemoteShelves.install()
             let pool = try Pool.open(name: name, at: path)
             defer { pool.close() }
             try body(pool)

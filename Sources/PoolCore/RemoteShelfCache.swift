@@ -1,0 +1,379 @@
+import Atomics
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A remote shelf's data pages as this machine keeps them: the shelf file's
+/// data pages are a window onto the node's region, holding the pages read
+/// or written lately (Rcmp's remote page swap). One byte per page, in
+/// `shelf-N.cache`, says whether the window's page is absent, a clean copy
+/// or dirty (newer than the node's); on tmpfs beside the window, it lasts
+/// as long as the window does, so a kill -9 of the mount loses neither.
+///
+/// Every transfer and state change happens under `mutex`. Pointers handed
+/// out by `prepare` stay valid while the caller keeps eviction away (the
+/// file system holds its tree's lock shared; it evicts under it exclusive).
+final class RemoteShelfCache: @unchecked Sendable {
+    enum State: UInt8 { case absent = 0, clean = 1, dirty = 2 }
+
+    let shelf: Int
+    let place: RemoteShelfPlace
+    private let file: MappedFile
+    private let geometry: ShelfGeometry
+    private let states: MappedFile
+    private let state: UnsafeMutablePointer<UInt8>
+    private let budget: RemoteBudget
+    private let mutex = ThreadMutex()
+    /// Pages touched since the clock hand last passed (second chance).
+    private var referenced: [UInt64]
+    private var hand = 0
+    private var link: RemoteShelfLink?
+    /// When transfers began to fail (wall seconds), nil while they succeed.
+    private var unreachableSince: Int64?
+    private var lastFailure = ""
+    private var lastAttempt: UInt64 = 0
+    private var counters = RemoteShelfCounters()
+    /// Whether this process keeps the cache (another may, with the pool open too).
+    private let isHeldHere: Bool
+
+    /// Pages in one transfer at most (bytes in flight stay bounded).
+    private static let transferBytes = 1 << 20
+    /// While a node is down, a transfer is tried again after this long;
+    /// in between, calls fail at once, so no caller waits out a deadline
+    /// that another just waited.
+    private static let retryNanoseconds: UInt64 = 1_000_000_000
+
+    static func stateFileName(_ shelf: Int) -> String { "shelf-\(shelf).cache" }
+
+    init(shelf: Int, file: MappedFile, geometry: ShelfGeometry, home: PoolDirectory, budget: RemoteBudget) throws {
+        self.shelf = shelf
+        self.file = file
+        self.geometry = geometry
+        self.budget = budget
+        let placePath = home.path(of: RemoteShelfPlace.fileName(shelf))
+        guard let text = try? SystemCall.readText(placePath) else {
+            throw PoolError.damaged(path: home.path, reason: "remote shelf \(shelf) has no \(RemoteShelfPlace.fileName(shelf))")
+        }
+        place = try RemoteShelfPlace(parsing: text, path: placePath)
+        guard place.bytes >= geometry.dataBytes else {
+            throw PoolError.damaged(path: placePath, reason: "its region holds \(place.bytes) bytes, the shelf \(geometry.dataBytes)")
+        }
+        let name = RemoteShelfCache.stateFileName(shelf)
+        let count = UInt64(geometry.pageCount)
+        let fresh = !home.exists(name)
+        states = fresh ? try MappedFile.create(in: home, name: name, size: count, reserve: count, medium: .dram)
+                       : try MappedFile.open(in: home, name: name, medium: .dram)
+        guard states.length == geometry.pageCount else {
+            throw PoolError.damaged(path: states.path, reason: "\(states.length) bytes for \(geometry.pageCount) pages")
+        }
+        state = states.pointer(at: 0, count: geometry.pageCount).assumingMemoryBound(to: UInt8.self)
+        referenced = [UInt64](repeating: 0, count: geometry.bitmapWords)
+        // One process at a time keeps the cache: two would each think
+        // they own the window.
+        isHeldHere = FileLock.tryLock(states.descriptor, byte: Layout.LockByte.base, .exclusive)
+        guard isHeldHere else { return }
+        if fresh {
+            // No record of the window: whatever it holds is forgotten.
+            try SystemCall.punchHole(file.descriptor, offset: geometry.dataOffset, length: geometry.dataBytes, path: file.path)
+        }
+        var resident = 0
+        var absentFrom: Int?
+        for page in 0...geometry.pageCount {
+            let kept = page < geometry.pageCount && (state[page] == State.clean.rawValue || state[page] == State.dirty.rawValue)
+            if page < geometry.pageCount && !kept {
+                state[page] = State.absent.rawValue
+                if absentFrom == nil { absentFrom = page }
+            }
+            if kept { resident += 1 }
+            if kept || page == geometry.pageCount, let from = absentFrom {
+                // A page forgotten while being evicted may still be there.
+                try? punch(from..<page)
+                absentFrom = nil
+            }
+        }
+        budget.residentPages.wrappingIncrement(by: resident, ordering: .relaxed)
+    }
+
+    deinit { link?.close() }
+
+    private var pageSize: Int { Int(geometry.pageSize) }
+
+    private func window(_ page: Int) -> UnsafeMutableRawPointer {
+        file.pointer(at: Int(geometry.offset(ofPage: page)), count: pageSize)
+    }
+
+    /// The pages `[offset, offset+count)` of the shelf file falls in.
+    private func pages(_ offset: Int, _ count: Int) -> Range<Int> {
+        let first = (offset - Int(geometry.dataOffset)) / pageSize
+        let end = (offset + max(count, 1) - Int(geometry.dataOffset) + pageSize - 1) / pageSize
+        return first..<end
+    }
+
+    // MARK: Access
+
+    /// Readies `[offset, offset+count)` of the shelf file: absent pages are
+    /// read from the node, except, when `writing`, pages the write covers
+    /// whole; written pages are marked dirty. Returns the bytes' pointer.
+    func prepare(offset: Int, count: Int, writing: Bool) throws -> UnsafeMutableRawPointer {
+        try mutex.withLock { try prepareLocked(offset: offset, count: count, writing: writing) }
+        return file.pointer(at: offset, count: count)
+    }
+
+    /// Marks written pages dirty again, once the bytes are in: a write-back
+    /// that ran between `prepare` and the copy (a fragment's page that
+    /// another file shares) cleaned them too early.
+    func noteWritten(offset: Int, count: Int) {
+        guard count > 0 else { return }
+        mutex.withLock {
+            for page in pages(offset, count) where state[page] != State.dirty.rawValue {
+                if state[page] == State.absent.rawValue { budget.residentPages.wrappingIncrement(ordering: .relaxed) }
+                state[page] = State.dirty.rawValue
+            }
+        }
+    }
+
+    /// The bytes lent to `body` with the cache's lock held, for callers
+    /// that keep no lock of their own against eviction (the library).
+    func withBytes<R>(offset: Int, count: Int, writing: Bool, _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
+        try mutex.withLock {
+            try prepareLocked(offset: offset, count: count, writing: writing)
+            return try body(UnsafeMutableRawBufferPointer(start: file.pointer(at: offset, count: count), count: count))
+        }
+    }
+
+    private func prepareLocked(offset: Int, count: Int, writing: Bool) throws {
+        guard count > 0 else { return }
+        try refuseUnlessHeldHere()
+        let range = pages(offset, count)
+        var missing: [Int] = []
+        for page in range {
+            setReferenced(page)
+            guard state[page] == State.absent.rawValue else {
+                if !writing { counters.hits += 1 }
+                continue
+            }
+            let start = Int(geometry.offset(ofPage: page))
+            let whole = offset <= start && offset + count >= start + pageSize
+            if writing && whole { continue }
+            if !writing { counters.misses += 1 }
+            missing.append(page)
+        }
+        if !missing.isEmpty {
+            try transfer(missing, "reading") { link, pieces in
+                try link.read(pieces.map { piece in
+                    (UInt64(piece.lowerBound * pageSize), UnsafeMutableRawBufferPointer(start: window(piece.lowerBound), count: piece.count * pageSize))
+                })
+                counters.bytesRead += UInt64(missing.count * pageSize)
+            }
+            for page in missing { state[page] = State.clean.rawValue }
+            budget.residentPages.wrappingIncrement(by: missing.count, ordering: .relaxed)
+        }
+        if writing {
+            for page in range where state[page] != State.dirty.rawValue {
+                if state[page] == State.absent.rawValue { budget.residentPages.wrappingIncrement(ordering: .relaxed) }
+                state[page] = State.dirty.rawValue
+            }
+        }
+    }
+
+    // MARK: Write-back
+
+    /// Writes the dirty pages of `[offset, offset+count)` to the node.
+    func writeBack(offset: Int, count: Int) throws {
+        try mutex.withLock {
+            let dirty = pages(offset, count).filter { state[$0] == State.dirty.rawValue }
+            try writeBackLocked(dirty)
+        }
+    }
+
+    /// Every dirty page to the node (fsync of a whole pool, unmount).
+    func writeBackAll() throws {
+        try mutex.withLock {
+            try writeBackLocked((0..<geometry.pageCount).filter { state[$0] == State.dirty.rawValue })
+        }
+    }
+
+    private func writeBackLocked(_ dirty: [Int]) throws {
+        guard !dirty.isEmpty else { return }
+        try transfer(dirty, "writing back") { link, pieces in
+            try link.write(pieces.map { piece in
+                (UInt64(piece.lowerBound * pageSize), UnsafeRawBufferPointer(start: window(piece.lowerBound), count: piece.count * pageSize))
+            })
+            counters.bytesWritten += UInt64(dirty.count * pageSize)
+        }
+        for page in dirty { state[page] = State.clean.rawValue }
+    }
+
+    // MARK: Eviction
+
+    /// Drops up to `wanted` pages from the window, least lately used first
+    /// (CLOCK): dirty ones are written back first, and kept where that
+    /// fails. Returns how many went. Nobody may hold a pointer `prepare`
+    /// gave into this shelf meanwhile.
+    func evict(_ wanted: Int) -> Int {
+        mutex.withLock {
+            guard isHeldHere else { return 0 }
+            var clean: [Int] = [], dirty: [Int] = []
+            var steps = 0
+            while clean.count + dirty.count < wanted, steps < 2 * geometry.pageCount {
+                let page = hand
+                hand = hand + 1 == geometry.pageCount ? 0 : hand + 1
+                steps += 1
+                guard let s = State(rawValue: state[page]), s != .absent else { continue }
+                if clearReferenced(page) { continue }
+                if s == .dirty { dirty.append(page) } else { clean.append(page) }
+            }
+            if !dirty.isEmpty, (try? writeBackLocked(dirty.sorted())) != nil { clean += dirty }
+            clean.sort()
+            for page in clean { state[page] = State.absent.rawValue }
+            budget.residentPages.wrappingDecrement(by: clean.count, ordering: .relaxed)
+            for piece in RemoteShelfCache.contiguous(clean, limit: .max) { try? punch(piece) }
+            counters.evicted += UInt64(clean.count)
+            return clean.count
+        }
+    }
+
+    private func punch(_ pages: Range<Int>) throws {
+        guard !pages.isEmpty else { return }
+        try SystemCall.punchHole(file.descriptor, offset: geometry.offset(ofPage: pages.lowerBound),
+                                 length: UInt64(pages.count) * geometry.pageSize, path: file.path)
+    }
+
+    private func setReferenced(_ page: Int) { referenced[page >> 6] |= 1 << UInt64(page & 63) }
+
+    private func clearReferenced(_ page: Int) -> Bool {
+        let bit: UInt64 = 1 << UInt64(page & 63)
+        defer { referenced[page >> 6] &= ~bit }
+        return referenced[page >> 6] & bit != 0
+    }
+
+    // MARK: The node
+
+    /// Runs `body` with the link and `pages` cut into contiguous pieces of
+    /// at most `transferBytes`; a failure is EIO naming the node and why.
+    private func transfer(_ pages: [Int], _ what: String,
+                          _ body: (RemoteShelfLink, [Range<Int>]) throws -> Void) throws {
+        let pieces = RemoteShelfCache.contiguous(pages, limit: max(1, RemoteShelfCache.transferBytes / pageSize))
+        try refuseUnlessHeldHere()
+        let now = SystemCall.monotonicNanoseconds()
+        if unreachableSince != nil, now - lastAttempt < RemoteShelfCache.retryNanoseconds {
+            throw failure("\(what) failed: unreachable since \(SystemCall.utc(unreachableSince!)) (\(lastFailure))")
+        }
+        lastAttempt = now
+        do {
+            if link == nil {
+                guard let connect = RemoteShelves.connect else {
+                    throw PoolError.remoteShelf(shelf, node: place.node, reason: "this program cannot reach memory nodes (no PoolNet)")
+                }
+                link = try connect(place, budget.settings.timeoutSeconds)
+            }
+            try body(link!, pieces)
+            unreachableSince = nil
+        } catch {
+            if unreachableSince == nil { unreachableSince = Int64(time(nil)) }
+            lastFailure = "\(error)"
+            throw failure("\(what) \(pages.count) page\(pages.count == 1 ? "" : "s") failed: \(error)")
+        }
+    }
+
+    private func refuseUnlessHeldHere() throws {
+        guard isHeldHere else {
+            throw failure("another process that has the pool open keeps this shelf's cache (the mount?); use the pool from it")
+        }
+    }
+
+    private func failure(_ reason: String) -> PoolError {
+        .remoteShelf(shelf, node: place.node, reason: reason)
+    }
+
+    /// Sorted pages as ranges of consecutive pages, each at most `limit` long.
+    static func contiguous(_ pages: [Int], limit: Int) -> [Range<Int>] {
+        var pieces: [Range<Int>] = []
+        for page in pages {
+            if let last = pieces.last, last.upperBound == page, last.count < limit {
+                pieces[pieces.count - 1] = last.lowerBound..<page + 1
+            } else {
+                pieces.append(page..<page + 1)
+            }
+        }
+        return pieces
+    }
+
+    // MARK: Status
+
+    func status() -> RemoteShelfStatus {
+        mutex.withLock {
+            var resident = 0, dirty = 0
+            for page in 0..<geometry.pageCount {
+                if state[page] != State.absent.rawValue { resident += 1 }
+                if state[page] == State.dirty.rawValue { dirty += 1 }
+            }
+            return RemoteShelfStatus(shelf: shelf, place: place, transport: link?.transport,
+                                     unreachableSince: unreachableSince, lastFailure: lastFailure, counters: counters,
+                                     cachedBytes: UInt64(resident) * geometry.pageSize, dirtyBytes: UInt64(dirty) * geometry.pageSize)
+        }
+    }
+
+    func close() {
+        mutex.withLock {
+            link?.close()
+            link = nil
+        }
+    }
+}
+
+/// What a pool's remote shelves share: the settings, and how many of their
+/// pages the caches hold, all shelves together.
+final class RemoteBudget: @unchecked Sendable {
+    private let stored = Locked(RemoteCacheSettings())
+    let residentPages = ManagedAtomic<Int>(0)
+    /// The cache size in pages, read on every file operation.
+    let limitPages: ManagedAtomic<Int>
+    private let pageSize: UInt64
+
+    init(pageSize: UInt64) {
+        self.pageSize = pageSize
+        limitPages = ManagedAtomic(Int(RemoteCacheSettings().cacheBytes / pageSize))
+    }
+
+    var settings: RemoteCacheSettings {
+        get { stored.withLock { $0 } }
+        set {
+            stored.withLock { $0 = newValue }
+            limitPages.store(Int(min(newValue.cacheBytes / pageSize, UInt64(Int.max))), ordering: .relaxed)
+        }
+    }
+}
+
+/// Transfers and cache hits of one remote shelf since the pool was opened.
+public struct RemoteShelfCounters: Sendable, Equatable {
+    public var bytesRead: UInt64 = 0
+    public var bytesWritten: UInt64 = 0
+    /// Pages a read found in the cache, and pages it had to fetch.
+    public var hits: UInt64 = 0
+    public var misses: UInt64 = 0
+    public var evicted: UInt64 = 0
+
+    /// Hits over reads of pages, 0 before any.
+    public var hitRate: Double { hits + misses == 0 ? 0 : Double(hits) / Double(hits + misses) }
+}
+
+/// A remote shelf as `.pool/shelves/N` and `poolfs info` show it.
+public struct RemoteShelfStatus: Sendable {
+    public let shelf: Int
+    public let place: RemoteShelfPlace
+    /// The transport of the link, nil before the first transfer.
+    public let transport: String?
+    /// Wall seconds since when transfers fail; nil while the node answers.
+    public let unreachableSince: Int64?
+    public let lastFailure: String
+    public let counters: RemoteShelfCounters
+    public let cachedBytes: UInt64
+    public let dirtyBytes: UInt64
+
+    /// `up`, `not connected yet`, or `unreachable since TIME (why)`.
+    public var stateDescription: String {
+        if let since = unreachableSince { return "unreachable since \(SystemCall.utc(since)) (\(lastFailure))" }
+        return transport == nil ? "not connected yet" : "up"
+    }
+}
