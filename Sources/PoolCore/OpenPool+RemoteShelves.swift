@@ -65,7 +65,8 @@ extension OpenPool {
         }
     }
 
-    func remoteShelfStatus() -> [RemoteShelfStatus] {
-        shelves.all.compactMap { $0.remote?.status() }
+    /// Each remote shelf's place: what `poolfs check` asks the node about.
+    func remotePlaces() -> [(shelf: Int, place: RemoteShelfPlace)] {
+        shelves.all.compactMap { shelf in shelf.remote.map { (shelf.index, $0.place) } }
     }
 }

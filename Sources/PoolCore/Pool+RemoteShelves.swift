@@ -44,6 +44,22 @@ extension Pool {
     /// budget. No pointer `unsafeResidentPointer` gave may be in use.
     public func evictRemotePages() { core.evictRemotePages() }
 
-    /// Each remote shelf's node, state, traffic and cache.
-    public func remoteShelves() -> [RemoteShelfStatus] { core.remoteShelfStatus() }
+    /// Each remote shelf's index and where its bytes live.
+    public func remoteShelves() -> [(shelf: Int, place: RemoteShelfPlace)] { core.remotePlaces() }
+}
+
+extension Pool {
+    /// The remote shelves of a pool, read from its directory without
+    /// opening it (`poolfs check` asks their nodes).
+    public static func remoteShelfPlaces(name: String, at home: String? = nil) throws -> [(shelf: Int, place: RemoteShelfPlace)] {
+        guard let directory = try PoolHome.poolDirectory(name, home) else {
+            throw PoolError.poolNotFound(name: name, path: Pool.directory(name, home))
+        }
+        return try directory.list().compactMap { file -> (Int, RemoteShelfPlace)? in
+            guard file.hasPrefix("shelf-"), file.hasSuffix(".remote"),
+                  let index = Int(file.dropFirst("shelf-".count).dropLast(".remote".count)) else { return nil }
+            let path = directory.path(of: file)
+            return (index, try RemoteShelfPlace(parsing: try SystemCall.readText(path), path: path))
+        }.sorted { $0.0 < $1.0 }
+    }
 }

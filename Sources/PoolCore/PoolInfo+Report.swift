@@ -22,6 +22,7 @@ extension PoolInfo {
             let medium = shelf.medium.rawValue + (shelf.persistentMemory ? " (real pmem)" : "")
             out += "  \(shelf.index)  \(medium)  \(ByteSize.format(shelf.sizeBytes))  \(shelf.pages) pages, "
                 + "\(shelf.usedPages) used, \(shelf.freePages + shelf.cachedPages) free  \(shelf.path)\n"
+            if let remote = shelf.remote { out += "     \(remote.summary)\n" }
         }
         out += "heaps      \(info.heaps.count)\n"
         for heap in info.heaps {

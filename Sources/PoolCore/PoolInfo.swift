@@ -34,6 +34,8 @@ public struct ShelfInfo: Codable, Sendable {
     public var usedPages: Int
     public var cachedPages: Int
     public var freePages: Int
+    /// A remote shelf's node, state, traffic and cache; nil for a local one.
+    public var remote: RemoteShelfInfo?
 }
 
 public struct HeapSummary: Codable, Sendable, Equatable {
@@ -108,7 +110,7 @@ extension OpenPool {
             ShelfInfo(index: shelf.index, medium: shelf.file.medium, persistentMemory: shelf.file.isPersistentMemory,
                       path: shelf.file.path, sizeBytes: shelf.geometry.size, pages: shelf.pageCount,
                       usedPages: count.used, cachedPages: count.cached,
-                      freePages: shelf.pageCount - count.used - count.cached)
+                      freePages: shelf.pageCount - count.used - count.cached, remote: shelf.remote?.status())
         }
         let pages = shelfInfos.reduce(0) { $0 + $1.pages }
         let used = shelfInfos.reduce(0) { $0 + $1.usedPages }

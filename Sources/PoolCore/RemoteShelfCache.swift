@@ -301,16 +301,20 @@ final class RemoteShelfCache: @unchecked Sendable {
 
     // MARK: Status
 
-    func status() -> RemoteShelfStatus {
+    func status() -> RemoteShelfInfo {
         mutex.withLock {
             var resident = 0, dirty = 0
             for page in 0..<geometry.pageCount {
                 if state[page] != State.absent.rawValue { resident += 1 }
                 if state[page] == State.dirty.rawValue { dirty += 1 }
             }
-            return RemoteShelfStatus(shelf: shelf, place: place, transport: link?.transport,
-                                     unreachableSince: unreachableSince, lastFailure: lastFailure, counters: counters,
-                                     cachedBytes: UInt64(resident) * geometry.pageSize, dirtyBytes: UInt64(dirty) * geometry.pageSize)
+            let state = !isHeldHere ? "cached by another process"
+                : unreachableSince.map { "unreachable since \(SystemCall.utc($0)) (\(lastFailure))" }
+                ?? (link == nil ? "not connected yet" : "up")
+            return RemoteShelfInfo(node: place.node, region: place.region, transport: link?.transport ?? "", state: state,
+                                   bytesRead: counters.bytesRead, bytesWritten: counters.bytesWritten,
+                                   hitRate: counters.hitRate, cachedBytes: UInt64(resident) * geometry.pageSize,
+                                   dirtyBytes: UInt64(dirty) * geometry.pageSize, evictedPages: counters.evicted)
         }
     }
 
@@ -359,21 +363,25 @@ public struct RemoteShelfCounters: Sendable, Equatable {
 }
 
 /// A remote shelf as `.pool/shelves/N` and `poolfs info` show it.
-public struct RemoteShelfStatus: Sendable {
-    public let shelf: Int
-    public let place: RemoteShelfPlace
-    /// The transport of the link, nil before the first transfer.
-    public let transport: String?
-    /// Wall seconds since when transfers fail; nil while the node answers.
-    public let unreachableSince: Int64?
-    public let lastFailure: String
-    public let counters: RemoteShelfCounters
-    public let cachedBytes: UInt64
-    public let dirtyBytes: UInt64
-
+public struct RemoteShelfInfo: Codable, Sendable {
+    public var node: String
+    public var region: String
+    /// The link's transport; empty before the first transfer.
+    public var transport: String
     /// `up`, `not connected yet`, or `unreachable since TIME (why)`.
-    public var stateDescription: String {
-        if let since = unreachableSince { return "unreachable since \(SystemCall.utc(since)) (\(lastFailure))" }
-        return transport == nil ? "not connected yet" : "up"
+    public var state: String
+    public var bytesRead: UInt64
+    public var bytesWritten: UInt64
+    /// Of the pages reads asked for, the share the cache had.
+    public var hitRate: Double
+    public var cachedBytes: UInt64
+    public var dirtyBytes: UInt64
+    public var evictedPages: UInt64
+
+    /// One line: `node 10.0.0.2:7000 (tcp) up; 1.2M cached, 0B dirty, 93% hits; 5M read, 5M written`.
+    public var summary: String {
+        "node \(node)\(transport.isEmpty ? "" : " (\(transport))") \(state); \(ByteSize.format(cachedBytes)) cached, "
+            + "\(ByteSize.format(dirtyBytes)) dirty, \(Int((hitRate * 100).rounded()))% hits; "
+            + "\(ByteSize.format(bytesRead)) read, \(ByteSize.format(bytesWritten)) written"
     }
 }

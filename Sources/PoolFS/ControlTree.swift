@@ -212,9 +212,25 @@ public final class ControlTree: @unchecked Sendable {
                 free \(shelf.freePages + shelf.cachedPages)
                 path \(shelf.path)
 
-                """.utf8)
+                """.utf8) + Array((shelf.remote.map(ControlTree.remoteLines) ?? "").utf8)
         default: return nil
         }
+    }
+
+    /// A remote shelf's part of `.pool/shelves/N`.
+    static func remoteLines(_ remote: RemoteShelfInfo) -> String {
+        """
+        node \(remote.node)
+        region \(remote.region)
+        transport \(remote.transport.isEmpty ? "none yet" : remote.transport)
+        state \(remote.state)
+        read \(remote.bytesRead)
+        written \(remote.bytesWritten)
+        cached \(remote.cachedBytes)
+        dirty \(remote.dirtyBytes)
+        hit-rate \(Int((remote.hitRate * 1000).rounded()) / 10).\(Int((remote.hitRate * 1000).rounded()) % 10)%
+
+        """
     }
 
     /// A region file's bytes, lent to `body` straight from pool memory.

@@ -10,7 +10,9 @@ struct CheckCommand: ParsableCommand {
             Verifies the page tables, the free-page bitmaps, the region table and the
             process slots against each other, then replays the mounted file system's
             metadata log and checks that its files name exactly the pages it holds
-            (a run that nothing names is a leak). Exits 0 when the pool is consistent,
+            (a run that nothing names is a leak). A remote shelf's node is asked whether \
+            the shelf's region is still reserved there (a node that does not answer is \
+            reported, not counted as damage). Exits 0 when the pool is consistent,
             1 when it found damage or leaks (after --repair: when some remain).
             """)
 
@@ -36,6 +38,7 @@ struct CheckCommand: ParsableCommand {
                 + "allocated runs, \(report.regionPages) in regions, \(report.heapPages) in heaps "
                 + "(\(report.heapObjects) objects), \(report.leakedPages) leaked")
             let files = try checkFileSystem(inspected)
+            guard try RemoteShelfCheck.run(pool: pool.name, at: pool.path) else { throw ExitCode(1) }
             if report.isClean && files {
                 print("clean")
             } else if report.problems.isEmpty {

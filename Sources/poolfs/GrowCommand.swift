@@ -37,7 +37,7 @@ struct GrowCommand: ParsableCommand {
                 index = try opened.grow(by: size)
             }
             let info = opened.info()
-            print("added \(remote.map { "remote shelf on \($0)" } ?? "shelf") \(index) (\(ByteSize.format(size))) to pool '\(info.name)': "
+            print("added \(remote == nil ? "" : "remote ")shelf \(index) (\(ByteSize.format(size))\(remote.map { " on \($0)" } ?? "")) to pool '\(info.name)': "
                 + "capacity now \(ByteSize.format(info.capacityBytes))")
         }
     }
