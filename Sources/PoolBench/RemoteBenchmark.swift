@@ -18,7 +18,7 @@ struct RemoteBenchmark {
         defer { withExtendedLifetime(home) {} }
         let node = try Server(["serve", "bench", "--path", home.path, "--listen", "127.0.0.1:0",
                                "--key-file", home.path + "/key", "-f"], executable: Server.poolfs, setUp: {
-            _ = try Pool.create(name: "bench", size: 256 << 20, pageSize: 64 << 10, at: home.path).close()
+            _ = try Pool.create(name: "bench", size: 1 << 30, pageSize: 64 << 10, at: home.path).close()
             try NodeKey.create(at: home.path + "/key")
         })
         defer { node.stop() }
@@ -63,9 +63,20 @@ struct RemoteBenchmark {
         let units = ["1 MiB read": "MB/s", "CAS round trip": "µs"]
         let order = ["4 KiB read, queue depth 1", "4 KiB read, queue depth 16", "4 KiB write, queue depth 1",
                      "4 KiB write, queue depth 16", "1 MiB read", "CAS round trip"]
-        return order.map { name in
+        let calls = order.map { name in
             Workload(name: name, unit: units[name] ?? "ops/s", results: results[name]!.mapValues(Measure.median))
         }
+        let mount = try RemoteMountBenchmark(seconds: seconds, node: String(address), keyFile: home.path + "/key",
+                                             home: home.path).run()
+        let tagBandwidth = Measure.median(results["1 MiB read"]!["ucx_perftest"]!)
+        return calls + [
+            Workload(name: "mount: 1 MiB sequential write, then close", unit: "MB/s", results: mount.write),
+            Workload(name: "mount: 1 MiB sequential read, cached", unit: "MB/s", results: mount.cached),
+            Workload(name: "mount: 1 MiB sequential read, cold", unit: "MB/s",
+                     results: ["poolfs": mount.cold, "ucx_perftest": tagBandwidth]),
+            Workload(name: "mount: 4 KiB random read, \(Int((mount.hitRate * 100).rounded()))% cache hits", unit: "ops/s",
+                     results: mount.random),
+        ]
     }
 
     /// Reads or writes of `bytes` at random pages of the region, `depth` in

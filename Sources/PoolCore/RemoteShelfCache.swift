@@ -34,7 +34,7 @@ final class RemoteShelfCache: @unchecked Sendable {
     private var lastAttempt: UInt64 = 0
     private var counters = RemoteShelfCounters()
     /// Whether this process keeps the cache (another may, with the pool open too).
-    private let isHeldHere: Bool
+    private var isHeldHere: Bool
 
     /// Pages in one transfer at most (bytes in flight stay bounded).
     private static let transferBytes = 1 << 20
@@ -313,15 +313,18 @@ final class RemoteShelfCache: @unchecked Sendable {
                 ?? (link == nil ? "not connected yet" : "up")
             return RemoteShelfInfo(node: place.node, region: place.region, transport: link?.transport ?? "", state: state,
                                    bytesRead: counters.bytesRead, bytesWritten: counters.bytesWritten,
-                                   hitRate: counters.hitRate, cachedBytes: UInt64(resident) * geometry.pageSize,
+                                   hits: counters.hits, misses: counters.misses, hitRate: counters.hitRate, cachedBytes: UInt64(resident) * geometry.pageSize,
                                    dirtyBytes: UInt64(dirty) * geometry.pageSize, evictedPages: counters.evicted)
         }
     }
 
+    /// The link closed and the cache left to the next process that opens the pool.
     func close() {
         mutex.withLock {
             link?.close()
             link = nil
+            if isHeldHere { FileLock.unlock(states.descriptor, byte: Layout.LockByte.base) }
+            isHeldHere = false
         }
     }
 }
@@ -372,6 +375,9 @@ public struct RemoteShelfInfo: Codable, Sendable {
     public var state: String
     public var bytesRead: UInt64
     public var bytesWritten: UInt64
+    /// Pages reads found in the cache, and pages they fetched.
+    public var hits: UInt64
+    public var misses: UInt64
     /// Of the pages reads asked for, the share the cache had.
     public var hitRate: Double
     public var cachedBytes: UInt64

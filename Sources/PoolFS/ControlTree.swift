@@ -228,6 +228,8 @@ public final class ControlTree: @unchecked Sendable {
         written \(remote.bytesWritten)
         cached \(remote.cachedBytes)
         dirty \(remote.dirtyBytes)
+        hits \(remote.hits)
+        misses \(remote.misses)
         hit-rate \(Int((remote.hitRate * 1000).rounded()) / 10).\(Int((remote.hitRate * 1000).rounded()) % 10)%
 
         """

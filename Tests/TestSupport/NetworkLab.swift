@@ -64,6 +64,26 @@ public final class NetworkLab {
         try ip(["-n", node, "link", "set", "\(tag)v\(client)", up ? "up" : "down"])
     }
 
+    /// Joins this machine's own namespace to the node's bridge by a veth
+    /// pair (10.N.0.250 on this side), for a program that cannot run in a
+    /// namespace of its own (a FUSE mount the test must see). Deleting the
+    /// node's namespace deletes the pair. Returns this side's name.
+    public func linkHost() throws -> String {
+        let hostSide = "\(tag)h", nodeSide = "\(tag)g"
+        try ip(["link", "add", hostSide, "type", "veth", "peer", "name", nodeSide])
+        try ip(["link", "set", nodeSide, "netns", node])
+        try ip(["-n", node, "link", "set", nodeSide, "master", "\(tag)b"])
+        try ip(["-n", node, "link", "set", nodeSide, "up"])
+        try ip(["addr", "add", "10.\(subnet).0.250/24", "dev", hostSide])
+        try ip(["link", "set", hostSide, "up"])
+        return hostSide
+    }
+
+    /// Cuts or restores the host's link, on the node's side.
+    public func setHostLink(_ host: String, up: Bool) throws {
+        try ip(["-n", node, "link", "set", "\(tag)g", up ? "up" : "down"])
+    }
+
     /// `executable arguments` inside `namespace`. `ip netns exec` becomes
     /// the program (no fork), with /sys showing the namespace's devices,
     /// which UCX lists to choose its interfaces.
