@@ -36,6 +36,7 @@ struct RemoteBenchmark {
         defer { redis.stop() }
 
         var results: [String: [String: [Double]]] = [:]
+        let registered = "1 MiB read into a buffer registered once"
         func record(_ workload: String, _ peer: String, _ value: Double) {
             results[workload, default: [:]][peer, default: []].append(value)
         }
@@ -59,10 +60,16 @@ struct RemoteBenchmark {
             for workload in [read1, write1] { record(workload, "ucx_perftest", 1e6 / (2 * oneWay)) }
             record("CAS round trip", "ucx_perftest", 2 * oneWay)
             record("1 MiB read", "ucx_perftest", try perftest("tag_bw", size: 1 << 20, iterations: Int(2000 * seconds)).bandwidth)
+
+            // Lunasa's point: the caller's buffer registered once, against per transfer.
+            pool.registrationMode = .perTransfer
+            record(registered, "registered per transfer", try transfers(pool, region, depth: 1, bytes: 1 << 20, write: false) * 1.048576)
+            pool.registrationMode = .cached
+            record(registered, "poolfs", try transfers(pool, region, depth: 1, bytes: 1 << 20, write: false) * 1.048576)
         }
-        let units = ["1 MiB read": "MB/s", "CAS round trip": "µs"]
+        let units = ["1 MiB read": "MB/s", "CAS round trip": "µs", registered: "MB/s"]
         let order = ["4 KiB read, queue depth 1", "4 KiB read, queue depth 16", "4 KiB write, queue depth 1",
-                     "4 KiB write, queue depth 16", "1 MiB read", "CAS round trip"]
+                     "4 KiB write, queue depth 16", "1 MiB read", "CAS round trip", registered]
         let calls = order.map { name in
             Workload(name: name, unit: units[name] ?? "ops/s", results: results[name]!.mapValues(Measure.median))
         }

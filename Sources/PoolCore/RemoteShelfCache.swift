@@ -265,7 +265,9 @@ final class RemoteShelfCache: @unchecked Sendable {
                 guard let connect = RemoteShelves.connect else {
                     throw PoolError.remoteShelf(shelf, node: place.node, reason: "this program cannot reach memory nodes (no PoolNet)")
                 }
-                link = try connect(place, budget.settings.timeoutSeconds)
+                let window = UnsafeMutableRawBufferPointer(start: file.pointer(at: Int(geometry.dataOffset), count: Int(geometry.dataBytes)),
+                                                           count: Int(geometry.dataBytes))
+                link = try connect(place, budget.settings.timeoutSeconds, window)
             }
             try body(link!, pieces)
             unreachableSince = nil

@@ -67,10 +67,12 @@ public protocol RemoteShelfLink: AnyObject, Sendable {
 
 /// How a pool's remote shelves reach their nodes.
 public enum RemoteShelves {
-    /// Opens a link to a shelf's region within `deadlineSeconds`, or throws
-    /// saying why. Set once, before pools open, by PoolNet; unset, remote
-    /// shelves answer EIO saying PoolNet is not linked.
-    public nonisolated(unsafe) static var connect: (@Sendable (RemoteShelfPlace, Double) throws -> RemoteShelfLink)?
+    /// Opens a link to a shelf's region within `deadlineSeconds`, with the
+    /// cache's window (the memory every transfer goes into or out of:
+    /// registered once), or throws saying why. Set once, before pools
+    /// open, by PoolNet; unset, remote shelves answer EIO saying so.
+    public nonisolated(unsafe) static var connect:
+        (@Sendable (RemoteShelfPlace, Double, UnsafeMutableRawBufferPointer) throws -> RemoteShelfLink)?
 }
 
 /// Settings a pool's remote shelves share: the cache's size, the deadline.

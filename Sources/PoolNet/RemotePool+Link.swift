@@ -71,6 +71,8 @@ extension RemotePool {
         var call: NodeCall
         var payload: UnsafeRawBufferPointer? = nil
         var into: UnsafeMutableRawBufferPointer? = nil
+        /// The registration of `payload` or `into`, where it has one.
+        var memory: ucp_mem_h? = nil
     }
 
     /// Calls in flight at once (a queue depth of `calls.count`), each
@@ -84,7 +86,7 @@ extension RemotePool {
             nextRequest &+= 1
             index[id] = i
             let status = worker.post(NodeMessage.request(id: id, outgoing.call).encoded(), payload: outgoing.payload,
-                                     to: link.endpoint)
+                                     memory: outgoing.memory, to: link.endpoint)
             guard status == UCS_OK else { throw .unreachable(node: node.text, reason: UCX.describe(status)) }
         }
         var answers = [NodeAnswer?](repeating: nil, count: calls.count)
@@ -107,7 +109,8 @@ extension RemotePool {
                 switch answer {
                 case let .data(count):
                     guard let buffer = calls[i].into, buffer.count == count,
-                          worker.receive(arrival.payload, into: buffer, token: Int(truncatingIfNeeded: id), events: events)
+                          worker.receive(arrival.payload, into: buffer, memory: calls[i].memory,
+                                         token: Int(truncatingIfNeeded: id), events: events)
                     else {
                         worker.release(arrival.payload)
                         throw .protocolViolation("a read answered with \(count) bytes")

@@ -44,7 +44,13 @@ extension RemotePool {
     private func transfer(_ calls: [Outgoing], _ what: String) throws {
         try lock.withLock {
             try withLink(what) { link, deadline throws(NetError) in
-                let calls = calls.filter { ($0.payload?.count ?? $0.into?.count ?? 0) > 0 }
+                var holding: [UCXMemory] = []
+                defer { withExtendedLifetime(holding) {} }
+                var calls = calls.filter { ($0.payload?.count ?? $0.into?.count ?? 0) > 0 }
+                for i in calls.indices {
+                    let buffer = calls[i].payload ?? calls[i].into.map(UnsafeRawBufferPointer.init)!
+                    calls[i].memory = try registrations.handle(for: buffer, holding: &holding)
+                }
                 for outgoing in calls {
                     switch outgoing.call {
                     case let .read(address, count), let .write(address, count):

@@ -28,6 +28,10 @@ public final class RemotePool: PageMemory, @unchecked Sendable {
     let lock = ThreadMutex()
     let worker: UCXWorker
     let events = UCXEvents()
+    /// Lunasa's registered memory: eager buffers and the lazy cache (lock).
+    let registrations: RegistrationCache
+    /// Eager data objects' registered memory, made at the first (lock).
+    var arena: ObjectArena?
     var link: RemoteLink?
     /// Set by close(): no call connects again.
     var isClosed = false
@@ -45,6 +49,7 @@ public final class RemotePool: PageMemory, @unchecked Sendable {
         self.key = key
         self.deadlineSeconds = deadlineSeconds
         worker = try UCXWorker(serving: false)
+        registrations = RegistrationCache(context: worker.context)
         try worker.receiveMessages(into: events)
         let first = try RemoteLink.open(to: node, key: key, worker: worker, events: events,
                                         by: .after(seconds: deadlineSeconds), expecting: nil)
@@ -70,6 +75,8 @@ public final class RemotePool: PageMemory, @unchecked Sendable {
         lock.withLock {
             isClosed = true
             dropLink(leaving: true)
+            // Before the context goes: a registration outliving it would unmap into nothing.
+            registrations.dropAll()
         }
     }
 
@@ -147,3 +154,35 @@ public final class RemotePool: PageMemory, @unchecked Sendable {
         }
     }
 }
+
+/// Registered memory (Lunasa): what a caller registers for good, forgets,
+/// and how transfers register the rest.
+extension RemotePool {
+    /// Registers `buffer` once, for every transfer into or out of it from
+    /// now on, until `unregister` (eager memory: the mount's cache window).
+    public func register(_ buffer: UnsafeRawBufferPointer) throws {
+        _ = try lock.withLock { () throws(NetError) in try registrations.registerEager(buffer) }
+    }
+
+    /// Forgets the registrations inside `buffer`, eager or lazy: call it
+    /// before freeing memory that transfers used, whose addresses may come
+    /// back as other memory (on RDMA verbs the old pages stay pinned).
+    public func unregister(_ buffer: UnsafeRawBufferPointer) {
+        lock.withLock { registrations.forget(buffer, eagerToo: true) }
+    }
+
+    /// Cached (the default): a caller's buffer of 64 KiB or more is
+    /// registered at its first transfer and kept. perTransfer: registered
+    /// and dropped around each, to measure what reuse saves.
+    public var registrationMode: RegistrationMode {
+        get { lock.withLock { registrations.mode } }
+        set { lock.withLock { registrations.mode = newValue } }
+    }
+
+    /// Registrations made so far, and transfers that reused one.
+    public var registrationCounts: (registrations: Int, reuses: Int) {
+        lock.withLock { (registrations.registrations, registrations.reuses) }
+    }
+}
+
+public typealias RegistrationMode = RegistrationCache.Mode

@@ -10,11 +10,13 @@ final class RemoteShelfConnection: RemoteShelfLink, @unchecked Sendable {
     private let region: GlobalAddress
     let transport: String
 
-    init(_ place: RemoteShelfPlace, deadlineSeconds: Double) throws {
+    init(_ place: RemoteShelfPlace, deadlineSeconds: Double, window: UnsafeMutableRawBufferPointer) throws {
         let key = try NodeKey.load(from: place.keyFile)
         pool = try RemotePool(connectingTo: try NodeAddress(place.node), key: key, deadlineSeconds: deadlineSeconds)
         region = place.address
         transport = pool.transport
+        // Lunasa's eager memory: the cache's window, registered once.
+        try pool.register(UnsafeRawBufferPointer(window))
     }
 
     func read(_ batch: [(offset: UInt64, into: UnsafeMutableRawBufferPointer)]) throws {
@@ -31,7 +33,7 @@ final class RemoteShelfConnection: RemoteShelfLink, @unchecked Sendable {
 extension RemoteShelves {
     /// Lets pools opened from now on reach their remote shelves' nodes.
     public static func install() {
-        connect = { place, deadline in try RemoteShelfConnection(place, deadlineSeconds: deadline) }
+        connect = { place, deadline, window in try RemoteShelfConnection(place, deadlineSeconds: deadline, window: window) }
     }
 
     /// Reserves `bytes` for shelf `shelf` of the pool `poolUUID` on a node:

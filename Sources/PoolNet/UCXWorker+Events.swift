@@ -89,7 +89,9 @@ extension UCXWorker {
     /// is freed when UCX is done with it, so nothing waits on a peer that
     /// stopped reading. `payload` (pool memory, which stays mapped) goes
     /// with it uncopied, by rendezvous when large.
-    func post(_ bytes: [UInt8], payload: UnsafeRawBufferPointer? = nil, to endpoint: OpaquePointer) -> ucs_status_t {
+    /// `memory`: the payload's registration, where it has one.
+    func post(_ bytes: [UInt8], payload: UnsafeRawBufferPointer? = nil, memory: ucp_mem_h? = nil,
+              to endpoint: OpaquePointer) -> ucs_status_t {
         let copy = malloc(max(bytes.count, 1))!
         bytes.withUnsafeBytes { copy.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         var param = ucp_request_param_t()
@@ -104,6 +106,10 @@ extension UCXWorker {
             ucp_request_free(request)
         }
         param.user_data = copy
+        if let memory {
+            param.op_attr_mask |= UInt32(UCP_OP_ATTR_FIELD_MEMH.rawValue)
+            param.memh = memory
+        }
         let request = if let payload {
             ucp_am_send_nbx(endpoint, nodeMessageID, copy, bytes.count, payload.baseAddress, payload.count, &param)
         } else {
@@ -120,8 +126,8 @@ extension UCXWorker {
     /// caller's buffer that outlives the wait) without waiting:
     /// `events.received` gets `token` when they are there. Returns false if nothing will come (then `token`
     /// is not reported): bytes of the wrong size, or a failed start.
-    func receive(_ payload: Arrival.Payload, into target: UnsafeMutableRawBufferPointer, token: Int,
-                 events: UCXEvents) -> Bool {
+    func receive(_ payload: Arrival.Payload, into target: UnsafeMutableRawBufferPointer, memory: ucp_mem_h? = nil,
+                 token: Int, events: UCXEvents) -> Bool {
         switch payload {
         case .none:
             guard target.isEmpty else { return false }
@@ -146,6 +152,10 @@ extension UCXWorker {
                 ucp_request_free(request)
             }
             param.user_data = pending
+            if let memory {
+                param.op_attr_mask |= UInt32(UCP_OP_ATTR_FIELD_MEMH.rawValue)
+                param.memh = memory
+            }
             let request = ucp_am_recv_data_nbx(handle, descriptor, target.baseAddress, count, &param)
             if let request, CUCX_ptr_is_ptr(request) != 0 { return true }
             Unmanaged<Pending>.fromOpaque(pending).release()
