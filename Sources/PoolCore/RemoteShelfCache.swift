@@ -33,6 +33,11 @@ final class RemoteShelfCache: @unchecked Sendable {
     private var lastFailure = ""
     private var lastAttempt: UInt64 = 0
     private var counters = RemoteShelfCounters()
+    /// Where a sequential reader's next miss would start, and how far
+    /// ahead of it the cache now reads.
+    private var nextSequential = -1
+    private var readAheadPages = 0
+    static let readAheadBytes = 8 << 20
     /// Whether this process keeps the cache (another may, with the pool open too).
     private var isHeldHere: Bool
 
@@ -158,8 +163,17 @@ final class RemoteShelfCache: @unchecked Sendable {
             if !writing { counters.misses += 1 }
             missing.append(page)
         }
+        if !writing, let last = missing.last {
+            missing += readAhead(after: last, sequential: missing[0] == nextSequential)
+            nextSequential = missing[missing.count - 1] + 1
+        }
         if !missing.isEmpty {
             try transfer(missing, "reading") { link, pieces in
+                for piece in pieces {
+                    // Pages allocated in one call, not one fault at a time
+                    // inside the transfer's copy (MADV_POPULATE_WRITE).
+                    madvise(window(piece.lowerBound), piece.count * pageSize, 23)
+                }
                 try link.read(pieces.map { piece in
                     (UInt64(piece.lowerBound * pageSize), UnsafeMutableRawBufferPointer(start: window(piece.lowerBound), count: piece.count * pageSize))
                 })
@@ -174,6 +188,20 @@ final class RemoteShelfCache: @unchecked Sendable {
                 state[page] = State.dirty.rawValue
             }
         }
+    }
+
+    /// Pages to fetch with a read that missed up to `last`: none unless
+    /// the read follows the last fetch (a sequential reader), then the
+    /// absent pages after it, twice as many each time, up to `readAheadBytes`.
+    private func readAhead(after last: Int, sequential: Bool) -> [Int] {
+        readAheadPages = sequential ? min(max(readAheadPages * 2, 1), max(1, RemoteShelfCache.readAheadBytes / pageSize)) : 0
+        var pages: [Int] = []
+        var page = last + 1
+        while pages.count < readAheadPages, page < geometry.pageCount, state[page] == State.absent.rawValue {
+            pages.append(page)
+            page += 1
+        }
+        return pages
     }
 
     // MARK: Write-back
