@@ -15,8 +15,9 @@ struct HeapCommand: ParsableCommand {
             discussion: """
                 POLICY is local, bind NODES, preferred NODE, preferred-many NODES, interleave NODES
                 or weighted-interleave NODES, with NODES as numactl writes them (0-3,5); quote it.
-                New pages follow it; --migrate moves the pages the heap has. `default` goes back
-                to the pool's default.
+                Or remote (any remote shelf) or remote N (shelf N): pages on a memory node (poolfs
+                grow --remote). New pages follow it; --migrate moves the pages the heap has (not
+                to or from remote shelves). `default` goes back to the pool's default.
                 """)
         @OptionGroup var pool: PoolLocation
         @Argument(help: "The heap's name.") var heap: String

@@ -24,7 +24,7 @@ struct MountCommand: ParsableCommand {
     var mountpoint: String
     @Flag(name: .customShort("f"), help: "Stay in the foreground.") var foreground = false
     @Option(name: .customShort("o"),
-            help: "Mount options, comma-separated: libfuse's (allow_other, noatime, …), nodiratime, and no_io_uring to serve requests through /dev/fuse alone.")
+            help: "Mount options, comma-separated: libfuse's (allow_other, noatime, …), nodiratime, no_io_uring to serve requests through /dev/fuse alone, and for remote shelves remote_cache=SIZE (256M) and remote_timeout=TIME (2s).")
     var options: String?
 
     func run() throws {
