@@ -17,6 +17,10 @@ extension OpenPool {
     func setPlacement(_ placement: Placement?, ofHeap heap: Int, migrate: Bool) throws {
         try withGlobalLock {
             if case .remote(let wanted)? = placement {
+                guard heapName(heap) != "default" else {
+                    throw PoolError.invalidPlacement(placement!.description, reason: "heap 'default' holds the mount's metadata log, "
+                        + "which stays on this machine: place another heap remote and give it to a directory")
+                }
                 let remote = shelves.all.filter { $0.remote != nil }.map(\.index)
                 guard wanted.map(remote.contains) ?? !remote.isEmpty else {
                     throw PoolError.invalidPlacement(placement!.description, reason: wanted == nil

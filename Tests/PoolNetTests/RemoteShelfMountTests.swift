@@ -222,6 +222,8 @@ struct RemoteShelfMountTests {
         let scratch = Scratch()
         let pool = try Pool.create(name: "p", size: 8 << 20, pageSize: 4096, at: scratch.path)
         defer { pool.close() }
+        let refusal = #expect(throws: PoolError.self) { try pool.openHeap(name: "default", create: true).setPlacement(.remote(nil)) }
+        #expect(refusal?.description.contains("metadata log") == true)
         let heap = try pool.createHeap(name: "h")
         #expect(throws: PoolError.self) { try heap.setPlacement(.remote(nil)) }
         #expect(throws: PoolError.self) { try heap.setPlacement(.remote(0)) }
