@@ -143,11 +143,14 @@ public final class Pool: @unchecked Sendable {
         removePoolFiles(name, in: parent)
     }
 
+    /// `shelf-N`, and what a shelf keeps beside it: `.tmp` while made, a
+    /// remote shelf's `.remote` and `.cache` (and their `.tmp`).
     static func isShelfFileName(_ file: String) -> Bool {
         guard file.hasPrefix("shelf-") else { return false }
-        let rest = file.dropFirst(6)
-        let number = rest.hasSuffix(".tmp") ? rest.dropLast(4) : rest
-        return !number.isEmpty && number.allSatisfy(\.isNumber)
+        var rest = file.dropFirst(6)
+        if rest.hasSuffix(".tmp") { rest = rest.dropLast(4) }
+        for suffix in [".remote", ".cache"] where rest.hasSuffix(suffix) { rest = rest.dropLast(suffix.count) }
+        return !rest.isEmpty && rest.allSatisfy(\.isNumber)
     }
 
     /// Removes directory `name` of `parent` with the shelf files in it.

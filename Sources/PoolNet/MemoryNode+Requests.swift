@@ -143,6 +143,9 @@ extension MemoryNode {
             case let .createRegion(name, size):
                 let region = try pool.createRegion(name: name, size: size)
                 return .region(RemoteRegion(name: region.name, address: region.address, size: region.size))
+            case let .destroyRegion(name):
+                try pool.destroyRegion(name: name)
+                return .done
             case .describe:
                 return .pool(description())
             case .ping:

@@ -41,6 +41,8 @@ enum NodeCall: Sendable {
     case free(GlobalAddress, count: Int)
     case openRegion(String)
     case createRegion(String, size: UInt64)
+    /// Frees a region's pages (a pool's remote shelf, destroyed with it).
+    case destroyRegion(String)
     /// The shelves again, after the pool grew.
     case describe
     /// The heartbeat.
@@ -96,6 +98,7 @@ enum NodeMessage: Sendable {
             case let .free(address, count): w.u8(2); w.address(address); w.u64(UInt64(count))
             case let .openRegion(name): w.u8(3); w.string(name)
             case let .createRegion(name, size): w.u8(4); w.string(name); w.u64(size)
+            case let .destroyRegion(name): w.u8(12); w.string(name)
             case .describe: w.u8(5)
             case .ping: w.u8(7)
             case let .read(address, count): w.u8(8); w.address(address); w.u64(UInt64(count))
@@ -141,6 +144,7 @@ enum NodeMessage: Sendable {
             case 9: .write(try r.address(), count: try count(&r))
             case 10: .compareAndSwap(try r.address(), expected: try r.u64(), desired: try r.u64())
             case 11: .fetchAndAdd(try r.address(), try r.u64())
+            case 12: .destroyRegion(try r.string())
             case let other: throw .protocolViolation("unknown call \(other)")
             }
             message = .request(id: id, call)

@@ -122,6 +122,11 @@ public final class RemotePool: PageMemory, @unchecked Sendable {
         return region
     }
 
+    /// Frees the region and its pages on the node.
+    public func destroyRegion(name: String) throws {
+        _ = try call(.destroyRegion(name), "destroy region")
+    }
+
     /// The node's shelves: index, first data address and bytes of data pages.
     public func shelves() throws -> [(index: Int, start: GlobalAddress, bytes: UInt64)] {
         try lock.withLock {

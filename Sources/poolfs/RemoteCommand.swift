@@ -127,13 +127,19 @@ struct RemoteCommand: ParsableCommand {
 
     struct Region: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Open region NAME (or create it with --size); prints its address and size.")
+            abstract: "Open region NAME (or create it with --size, or free it with --destroy); prints its address and size.")
         @OptionGroup var node: Node
         @Argument var name: String
         @Option(help: "Create the region with this size (64K, 1G…).") var size: String?
+        @Flag(help: "Free the region and its pages.") var destroy = false
 
         func run() throws {
             try node.withPool { pool in
+                if destroy {
+                    guard size == nil else { throw ValidationError("--destroy takes no --size") }
+                    try pool.destroyRegion(name: name)
+                    return print("destroyed region '\(name)'")
+                }
                 let region = try size.map { try pool.createRegion(name: name, size: ByteSize.parse($0)) }
                     ?? pool.openRegion(name: name)
                 print("\(region.address) \(region.size)")

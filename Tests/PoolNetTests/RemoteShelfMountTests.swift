@@ -218,6 +218,45 @@ struct RemoteShelfMountTests {
         if !eventually(within: 10, { contents(remote.far + "/file") == far }) { expectFile(remote.far + "/file", holds: far) }
     }
 
+    /// A local pool with a remote shelf on `served`, closed; its directory's home.
+    private func poolWithARemoteShelf(on served: ServedPool) throws -> (Scratch, RemoteShelfPlace) {
+        RemoteShelves.install()
+        let scratch = Scratch()
+        let pool = try Pool.create(name: "p", size: 8 << 20, pageSize: 4096, at: scratch.path)
+        defer { pool.close() }
+        try pool.grow(by: 8 << 20) { shelf, bytes in
+            try RemoteShelves.reserve(on: served.address, keyFile: served.keyFile, poolUUID: pool.uuid, shelf: shelf, bytes: bytes)
+        }
+        return (scratch, try #require(pool.remoteShelves().first).place)
+    }
+
+    @Test func destroyFreesTheRegionsOnTheNodesOrSaysHow() throws {
+        let served = try ServedPool(size: "64M", pageSize: "4K")
+        let (scratch, place) = try poolWithARemoteShelf(on: served)
+        let remote = try connect(served)
+        defer { remote.close() }
+        #expect(try remote.openRegion(name: place.region).size >= 8 << 20 - 64 << 10)
+        let destroyed = try run(builtExecutable("poolfs"), ["destroy", "p", "--path", scratch.path])
+        #expect(destroyed.status == 0 && destroyed.output.contains("freed region '\(place.region)'"), "\(destroyed.output)")
+        guard case .node(_, ENOENT, _)? = netError({ _ = try remote.openRegion(name: place.region) }) else {
+            Issue.record("the region is still there")
+            return
+        }
+        // A node that does not answer: the pool goes, a line says how to free the region.
+        let (again, other) = try poolWithARemoteShelf(on: served)
+        served.node!.kill9()
+        served.node!.wait()
+        let left = try run(builtExecutable("poolfs"), ["destroy", "p", "--path", again.path])
+        #expect(left.status == 0, "\(left.output)")
+        #expect(left.output.contains("stays reserved on \(served.address)"), "\(left.output)")
+        #expect(left.output.contains("poolfs remote region \(served.address) --key-file \(served.keyFile) \(other.region) --destroy"),
+                "\(left.output)")
+        try served.restart()
+        let freed = try run(builtExecutable("poolfs"), ["remote", "region", served.address, "--key-file", served.keyFile,
+                                                          other.region, "--destroy"])
+        #expect(freed.status == 0 && freed.output.contains("destroyed region"), "\(freed.output)")
+    }
+
     @Test func bytesOnAShelfThatIsNotRemoteRefuseThePlacement() throws {
         let scratch = Scratch()
         let pool = try Pool.create(name: "p", size: 8 << 20, pageSize: 4096, at: scratch.path)
