@@ -66,7 +66,7 @@ extension OpenPool {
     }
 
     /// Each remote shelf's place: what `poolfs check` asks the node about.
-    func remotePlaces() -> [(shelf: Int, place: RemoteShelfPlace)] {
-        shelves.all.compactMap { shelf in shelf.remote.map { (shelf.index, $0.place) } }
+    func remotePlaces() -> [(shelf: Int, place: RemoteShelfPlace, dataStart: GlobalAddress)] {
+        shelves.all.compactMap { shelf in shelf.remote.map { (shelf.index, $0.place, shelf.address(ofPage: 0)) } }
     }
 }

@@ -44,8 +44,9 @@ extension Pool {
     /// budget. No pointer `unsafeResidentPointer` gave may be in use.
     public func evictRemotePages() { core.evictRemotePages() }
 
-    /// Each remote shelf's index and where its bytes live.
-    public func remoteShelves() -> [(shelf: Int, place: RemoteShelfPlace)] { core.remotePlaces() }
+    /// Each remote shelf's index, where its bytes live, and the address of
+    /// its first data page (the region's first byte on the node).
+    public func remoteShelves() -> [(shelf: Int, place: RemoteShelfPlace, dataStart: GlobalAddress)] { core.remotePlaces() }
 }
 
 extension Pool {

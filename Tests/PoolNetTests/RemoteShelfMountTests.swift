@@ -230,6 +230,32 @@ struct RemoteShelfMountTests {
         return (scratch, try #require(pool.remoteShelves().first).place)
     }
 
+    /// The library, no mount: a heap placed remote hands out runs on the
+    /// remote shelf, and Pool.write puts their bytes on the node.
+    @Test func theLibraryReadsAndWritesRemoteRunsThroughTheCache() throws {
+        let served = try ServedPool(size: "64M", pageSize: "4K")
+        let (scratch, place) = try poolWithARemoteShelf(on: served)
+        let pool = try Pool.open(name: "p", at: scratch.path)
+        defer { pool.close() }
+        let heap = try pool.createHeap(name: "far")
+        try heap.setPlacement(.remote(1))
+        let run = try heap.allocatePages(count: 4)
+        #expect(run.shelf == 1)
+        let bytes = pattern(3 * 4096 + 100, seed: 12)
+        try pool.write(at: run.advanced(by: 50), bytes: bytes)
+        #expect(try pool.read(at: run.advanced(by: 50), count: bytes.count) == bytes)
+        // On the node, at the same offset of the shelf's region.
+        let remote = try connect(served)
+        defer { remote.close() }
+        let dataStart = try #require(pool.remoteShelves().first).dataStart
+        let offsetInRegion = run.offset + 50 - dataStart.offset
+        #expect(try remote.read(at: place.address.advanced(by: offsetInRegion), count: bytes.count) == bytes)
+        // Atomic words and raw pointers stay the node's business.
+        #expect(throws: PoolError.self) { _ = try pool.load(at: run) }
+        #expect(pool.unsafePointer(to: run) == nil)
+        try heap.freePages(at: run, count: 4)
+    }
+
     @Test func destroyFreesTheRegionsOnTheNodesOrSaysHow() throws {
         let served = try ServedPool(size: "64M", pageSize: "4K")
         let (scratch, place) = try poolWithARemoteShelf(on: served)
