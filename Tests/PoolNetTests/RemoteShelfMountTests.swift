@@ -129,6 +129,29 @@ struct RemoteShelfMountTests {
         try remote.mounted.remount()
     }
 
+    /// kill -9 of the mount while files are written to the remote shelf:
+    /// the next mount frees the runs no file names, and check is clean.
+    @Test func aMountKilledMidWriteLeavesTheRemoteShelfConsistent() throws {
+        let remote = try RemoteMount(options: ["-o", "remote_cache=1M"])
+        let writer = try Child("/bin/sh", ["-c", "i=0; while [ $i -lt 3000 ]; do yes abcdefg | head -c 70000 > \(remote.far)/f$i || exit 0; i=$((i+1)); done"])
+        #expect(eventually(within: 30) { (try? FileManager.default.contentsOfDirectory(atPath: remote.far).count) ?? 0 >= 40 })
+        remote.mounted.killDaemon()
+        _ = writer.wait()
+        try remote.mounted.remount()
+        // Every file closed before the kill holds its bytes, from the node.
+        let files = try FileManager.default.contentsOfDirectory(atPath: remote.far)
+        #expect(files.count >= 40)
+        let whole = files.filter { status(remote.far + "/" + $0)?.st_size == 70_000 }
+        #expect(whole.count >= files.count - 1)
+        let line = Array("abcdefg\n".utf8)
+        let expected = (0..<70_000).map { line[$0 % line.count] }
+        for file in whole.prefix(20) { expectFile(remote.far + "/" + file, holds: expected) }
+        remote.mounted.unmount()
+        let checked = try run(builtExecutable("poolfs"), ["check", "near", "--path", remote.mounted.scratch.path])
+        #expect(checked.status == 0 && checked.output.contains("clean"), "\(checked.output)")
+        try remote.mounted.remount()
+    }
+
     @Test func fsyncWritesBackAndEvictionKeepsTheCacheToItsSize() throws {
         let remote = try RemoteMount(options: ["-o", "remote_cache=1M"])
         let path = remote.far + "/big"
