@@ -88,11 +88,12 @@ public final class Heap: @unchecked Sendable {
 
     /// A run tagged as this heap's (`tag` says whose within it), placed by the heap.
     func allocatePages(count: Int, tag: PageEntry.Tag) throws -> GlobalAddress {
-        if case .remote(let shelf)? = core.placement(ofHeap: index) {
+        let placement = core.placement(ofHeap: index)
+        if case .remote(let shelf)? = placement {
             return try core.allocateRemotePages(count: count, tag: tag, shelf: shelf)
         }
         let address = try core.allocatePages(count: count, tag: tag)
-        core.place(heap: index, run: address.rawValue, pages: count)
+        if let placement { core.place(run: address.rawValue, pages: count, placement) }
         return address
     }
 

@@ -85,7 +85,14 @@ extension OpenPool {
         if let actual = table.exchangeEntry(page, expected: expected, desired: .cached(length: expected.length, owner: slot)) {
             throw PoolError.invalidFree(address, reason: describeMismatch(actual, count: expected.length))
         }
+        // A remote run goes straight back: a thread's stock serves any heap.
+        if table.isRemote { return try releaseRemote(raw: table.address(ofPage: page).rawValue, count: expected.length) }
         try stash(raw: table.address(ofPage: page).rawValue, count: expected.length)
+    }
+
+    @inline(never)
+    private func releaseRemote(raw: UInt64, count: Int) throws {
+        try withGlobalLock { releaseCached(raw, count) }
     }
 
     /// Keeps a run whose head says `cached(us)` in this thread's stack, or
@@ -93,8 +100,7 @@ extension OpenPool {
     @inline(__always)
     func stash(raw: UInt64, count: Int) throws {
         internalCheck(isCachedByUs(raw, count), "stashing \(GlobalAddress(rawValue: raw)), not ours")
-        // A remote run goes straight back: a thread's stock serves any heap.
-        if count <= UnsafeThreadCache.maxRun, !location(of: raw).0.isRemote, let cache = try? threadCache(),
+        if count <= UnsafeThreadCache.maxRun, let cache = try? threadCache(),
            cache.push(count, raw, capacity: cacheCapacity(count)) {
             return
         }
@@ -136,7 +142,7 @@ extension OpenPool {
     @inline(never)
     private func stashSlow(raw: UInt64, count: Int) throws {
         try withGlobalLock {
-            if count <= UnsafeThreadCache.maxRun, !location(of: raw).0.isRemote, let cache = try? threadCache() {
+            if count <= UnsafeThreadCache.maxRun, let cache = try? threadCache() {
                 let capacity = cacheCapacity(count)
                 for run in cache.drain(count, limit: (capacity + 1) / 2) { releaseCached(run, count) }
                 if cache.push(count, raw, capacity: capacity) { return }

@@ -51,7 +51,12 @@ extension OpenPool {
 
     /// Before a new run of the heap is first touched.
     func place(heap: Int, run raw: UInt64, pages: Int) {
-        guard let placement = placement(ofHeap: heap), placement.isNUMA else { return }
+        if let placement = placement(ofHeap: heap) { place(run: raw, pages: pages, placement) }
+    }
+
+    /// The same, with the heap's placement already looked up.
+    func place(run raw: UInt64, pages: Int, _ placement: Placement) {
+        guard placement.isNUMA else { return }
         let (table, page) = location(of: raw)
         try? NodePlacement.apply(placement, to: table.pointer(toPage: page), bytes: pages * Int(pageSize), migrate: true)
     }
