@@ -3,8 +3,8 @@
 /// eviction.
 extension OpenPool {
     /// Where `[address, address+count)` is in this process, read into the
-    /// cache first where it lies on a remote shelf (and, `writing`, marked
-    /// dirty). Local shelves: the mapping, nothing else.
+    /// cache first where it lies on a remote shelf (`writing`: but pages it
+    /// covers whole). Local shelves: the mapping, nothing else.
     @inline(__always)
     func residentPointer(to address: GlobalAddress, count: Int, writing: Bool) throws -> UnsafeMutableRawPointer {
         if let table = shelves.table(address.shelf), !table.isRemote, let page = table.page(containing: address.offset),

@@ -13,8 +13,9 @@ extension Pool {
     public var hasRemoteShelves: Bool { core.hasRemoteShelves }
 
     /// Where `[address, address+count)` is mapped in this process, fetched
-    /// into the cache first if it lies on a remote shelf (then, `writing`,
-    /// marked dirty; pages the range covers whole are not fetched). Valid
+    /// into the cache first if it lies on a remote shelf (`writing`: pages
+    /// the range covers whole are not fetched; call `noteWritten` once the
+    /// bytes are in, which makes them dirty). Valid
     /// until `evictRemotePages()`: the caller keeps that from running.
     /// A node that does not answer throws `PoolError.remoteShelf` (EIO).
     @inline(__always)
@@ -23,7 +24,7 @@ extension Pool {
     }
 
     /// After bytes were stored through `unsafeResidentPointer`: their pages
-    /// are dirty (again, if a write-back came between).
+    /// are dirty, to be written back.
     public func noteWritten(at address: GlobalAddress, count: Int) {
         core.noteWritten(at: address, count: count)
     }

@@ -118,23 +118,18 @@ final class RemoteShelfCache: @unchecked Sendable {
 
     /// Readies `[offset, offset+count)` of the shelf file: absent pages are
     /// read from the node, except, when `writing`, pages the write covers
-    /// whole; written pages are marked dirty. Returns the bytes' pointer.
+    /// whole. Returns the bytes' pointer; a writer calls `noteWritten` once
+    /// its bytes are in (a page covered whole holds nothing before: marked
+    /// dirty earlier, a write that then failed would send that to the node).
     func prepare(offset: Int, count: Int, writing: Bool) throws -> UnsafeMutableRawPointer {
         try mutex.withLock { try prepareLocked(offset: offset, count: count, writing: writing) }
         return file.pointer(at: offset, count: count)
     }
 
-    /// Marks written pages dirty again, once the bytes are in: a write-back
-    /// that ran between `prepare` and the copy (a fragment's page that
-    /// another file shares) cleaned them too early.
+    /// Marks written pages dirty, once the bytes are in.
     func noteWritten(offset: Int, count: Int) {
         guard count > 0 else { return }
-        mutex.withLock {
-            for page in pages(offset, count) where state[page] != State.dirty.rawValue {
-                if state[page] == State.absent.rawValue { budget.residentPages.wrappingIncrement(ordering: .relaxed) }
-                state[page] = State.dirty.rawValue
-            }
-        }
+        mutex.withLock { markDirtyLocked(pages(offset, count)) }
     }
 
     /// The bytes lent to `body` with the cache's lock held, for callers
@@ -142,7 +137,9 @@ final class RemoteShelfCache: @unchecked Sendable {
     func withBytes<R>(offset: Int, count: Int, writing: Bool, _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
         try mutex.withLock {
             try prepareLocked(offset: offset, count: count, writing: writing)
-            return try body(UnsafeMutableRawBufferPointer(start: file.pointer(at: offset, count: count), count: count))
+            let result = try body(UnsafeMutableRawBufferPointer(start: file.pointer(at: offset, count: count), count: count))
+            if writing { markDirtyLocked(pages(offset, count)) }
+            return result
         }
     }
 
@@ -182,19 +179,23 @@ final class RemoteShelfCache: @unchecked Sendable {
             for page in missing { state[page] = State.clean.rawValue }
             budget.residentPages.wrappingIncrement(by: missing.count, ordering: .relaxed)
         }
-        if writing {
-            for page in range where state[page] != State.dirty.rawValue {
-                if state[page] == State.absent.rawValue { budget.residentPages.wrappingIncrement(ordering: .relaxed) }
-                state[page] = State.dirty.rawValue
-            }
+    }
+
+    private func markDirtyLocked(_ pages: Range<Int>) {
+        for page in pages where state[page] != State.dirty.rawValue {
+            if state[page] == State.absent.rawValue { budget.residentPages.wrappingIncrement(ordering: .relaxed) }
+            state[page] = State.dirty.rawValue
         }
     }
 
     /// Pages to fetch with a read that missed up to `last`: none unless
     /// the read follows the last fetch (a sequential reader), then the
-    /// absent pages after it, twice as many each time, up to `readAheadBytes`.
+    /// absent pages after it, twice as many each time, up to `readAheadBytes`
+    /// or a quarter of the cache, whichever is less (more would evict what
+    /// it read ahead before the reader gets there).
     private func readAhead(after last: Int, sequential: Bool) -> [Int] {
-        readAheadPages = sequential ? min(max(readAheadPages * 2, 1), max(1, RemoteShelfCache.readAheadBytes / pageSize)) : 0
+        let most = min(RemoteShelfCache.readAheadBytes / pageSize, budget.limitPages.load(ordering: .relaxed) / 4)
+        readAheadPages = sequential ? min(max(readAheadPages * 2, 1), max(most, 0)) : 0
         var pages: [Int] = []
         var page = last + 1
         while pages.count < readAheadPages, page < geometry.pageCount, state[page] == State.absent.rawValue {

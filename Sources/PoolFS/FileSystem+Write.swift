@@ -57,18 +57,17 @@ extension FileSystem {
                                          visibleTo: oldSize, logReserved: grows, appending: grows && offset <= oldSize)
                 let now = Timestamp.now()
                 do {
-                    let extents = inode.extents.extents
-                    var index = inode.extents.firstEnding(after: offset >> pageShift)
-                    var position = offset
-                    while position < end {
-                        let extent = extents[index]
-                        let runEnd = min(end, extent.byteEnd(pageShift))
-                        let at = position - extent.page << pageShift
-                        let count = Int(runEnd - position)
+                    // Every run's pages ready before the first byte lands: a
+                    // remote shelf's node that does not answer fails the
+                    // write before it changes anything.
+                    if pool.hasRemoteShelves {
+                        try forEachPiece(of: inode, from: offset, to: end) { extent, at, count in
+                            _ = try pages.bytes(extent.address, at: at, count: count)
+                        }
+                    }
+                    try forEachPiece(of: inode, from: offset, to: end) { extent, at, count in
                         try fill(extent.address.advanced(by: at), try pages.bytes(extent.address, at: at, count: count))
                         pages.written(extent.address, at: at, count: count)
-                        position = runEnd
-                        index += 1
                     }
                     // What landed past the old end in a run the file had may
                     // cover a freed file's bytes there: durable before the

@@ -44,7 +44,7 @@ extension FileSystem {
     /// `body` with each run under `[from, to)`: the run, where in it the
     /// range starts, and how many of its bytes the range covers.
     func forEachPiece(of inode: Inode, from: UInt64, to: UInt64,
-                              _ body: (Extent, UInt64, Int) throws -> Void) throws {
+                      _ body: (Extent, UInt64, Int) throws -> Void) throws {
         guard from < to else { return }
         let extents = inode.extents.extents
         var index = inode.extents.firstEnding(after: from >> pageShift)
