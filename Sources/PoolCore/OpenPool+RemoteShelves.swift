@@ -17,8 +17,9 @@ extension OpenPool {
     }
 
     func noteWritten(at address: GlobalAddress, count: Int) {
-        guard let shelf = shelves[address.shelf], let remote = shelf.remote,
-              shelf.containsData(offset: address.offset, count: UInt64(count)) else { return }
+        // Local shelves answer from the page table, with no reference counted.
+        guard shelves.table(address.shelf)?.isRemote == true, let shelf = shelves[address.shelf],
+              let remote = shelf.remote, shelf.containsData(offset: address.offset, count: UInt64(count)) else { return }
         remote.noteWritten(offset: Int(address.offset), count: count)
     }
 
@@ -40,9 +41,7 @@ extension OpenPool {
         if let failure { throw failure }
     }
 
-    var hasRemoteShelves: Bool {
-        (0..<shelves.count).contains { shelves.table($0)?.isRemote == true }
-    }
+    var hasRemoteShelves: Bool { shelves.hasRemote }
 
     @inline(__always)
     var remoteCacheIsOverBudget: Bool {

@@ -8,6 +8,8 @@ final class ShelfDirectory: @unchecked Sendable {
     private let tables: UnsafeMutablePointer<UnsafePageTable>
     /// The count, in memory of its own: read on every fast-path lookup.
     private let published = UnsafeAtomic<Int>.create(0)
+    /// Set once a remote shelf is mapped: read on every file write and close.
+    private let anyRemote = UnsafeAtomic<Bool>.create(false)
 
     init() {
         slots = .allocate(capacity: Layout.ShelfTable.capacity)
@@ -20,9 +22,12 @@ final class ShelfDirectory: @unchecked Sendable {
         slots.deallocate()
         tables.deallocate()
         published.destroy()
+        anyRemote.destroy()
     }
 
     var count: Int { published.load(ordering: .acquiring) }
+
+    var hasRemote: Bool { anyRemote.load(ordering: .relaxed) }
 
     @inline(__always)
     subscript(index: Int) -> Shelf? {
@@ -45,6 +50,7 @@ final class ShelfDirectory: @unchecked Sendable {
         precondition(index < Layout.ShelfTable.capacity && shelf.index == index)
         slots[index] = Unmanaged.passRetained(shelf)
         (tables + index).initialize(to: shelf.table)
+        if shelf.remote != nil { anyRemote.store(true, ordering: .relaxed) }
         published.store(index + 1, ordering: .releasing)
     }
 }
