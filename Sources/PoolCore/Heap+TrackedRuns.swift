@@ -22,7 +22,15 @@ extension Heap {
     /// order), each a run of its own after, and frees the rest (a file cut
     /// short, or with a hole punched in it).
     public func carveTrackedPages(at address: GlobalAddress, count: Int, keeping pieces: [Range<Int>]) throws {
-        try pool.core.carveRun(address, count: count, keeping: pieces, tag: .tracked(index))
+        try reshapeTrackedRun(at: address, count: count, keeping: pieces.map { RunPiece(pages: $0) })
+    }
+
+    /// Cuts a tracked run whose head counts `shares` owners beyond the
+    /// first into the pieces it keeps, each with its own count, and frees
+    /// the rest: a client's recovery setting counts to what its record
+    /// names (SharedPages.swift).
+    public func reshapeTrackedRun(at address: GlobalAddress, count: Int, shares: Int = 0, keeping pieces: [RunPiece]) throws {
+        try pool.core.carveRun(address, count: count, shares: shares, keeping: pieces, tag: .tracked(index))
     }
 
     /// This heap's number in the pool's table: stable while the heap lives.
@@ -34,11 +42,35 @@ public struct TrackedRun: Hashable, Sendable {
     public let address: GlobalAddress
     public let pages: Int
     public let heap: Int
+    /// Owners of its pages beyond the first.
+    public let shares: Int
 
-    public init(address: GlobalAddress, pages: Int, heap: Int) {
+    public init(address: GlobalAddress, pages: Int, heap: Int, shares: Int = 0) {
         self.address = address
         self.pages = pages
         self.heap = heap
+        self.shares = shares
+    }
+}
+
+extension Pool {
+    /// One more owner for the `count` pages of tracked runs at `address`
+    /// (a clone names them): a write by any owner must first copy them
+    /// (`sharedPages`). Count up before the new owner's record names them.
+    public func shareTrackedPages(at address: GlobalAddress, count: Int) throws {
+        try core.sharePages(at: address, count: count)
+    }
+
+    /// One owner fewer for the `count` pages of tracked runs at `address`;
+    /// pages left with none are freed. After the record that drops them.
+    public func releaseTrackedPages(at address: GlobalAddress, count: Int) throws {
+        try core.releasePages(at: address, count: count)
+    }
+
+    /// Which of the `count` pages at `address` other owners share too (page
+    /// ranges from `address`): those a write must copy first.
+    public func sharedPages(at address: GlobalAddress, count: Int) -> [Range<Int>] {
+        core.sharedPages(at: address, count: count)
     }
 }
 
@@ -49,7 +81,7 @@ extension Pool {
         for shelf in core.shelves.all {
             shelf.forEachHead { page, entry in
                 guard entry.kind == .allocated, case .tracked(let heap)? = entry.tag else { return }
-                runs.append(TrackedRun(address: shelf.address(ofPage: page), pages: entry.length, heap: heap))
+                runs.append(TrackedRun(address: shelf.address(ofPage: page), pages: entry.length, heap: heap, shares: entry.shares))
             }
         }
         return runs

@@ -66,6 +66,8 @@ extension OpenPool {
         case (.free?, _), (.cached?, _): return "it is not allocated (already freed?)"
         case (.tail?, _): return "it lies inside a run, \(actual.length) pages after its start"
         case (.allocated?, .region(let index)?): return "it belongs to region '\(regionName(index) ?? "#\(index)")'"
+        case (.allocated?, _) where actual.length == count:
+            return "its pages are shared with \(actual.shares) other owner\(actual.shares == 1 ? "" : "s")"
         case (.allocated?, _): return "it starts a run of \(actual.length) pages, not \(count)"
         case (nil, _): return "its page-table entry is damaged"
         }
@@ -85,9 +87,15 @@ extension OpenPool {
         if let actual = table.exchangeEntry(page, expected: expected, desired: .cached(length: expected.length, owner: slot)) {
             throw PoolError.invalidFree(address, reason: describeMismatch(actual, count: expected.length))
         }
+        try keepGivenBack(table, page, count: expected.length)
+    }
+
+    /// A run just made `cached(us)` by a free goes to this thread's stock.
+    @inline(__always)
+    func keepGivenBack(_ table: UnsafePageTable, _ page: Int, count: Int) throws {
         // A remote run goes straight back: a thread's stock serves any heap.
-        if table.isRemote { return try releaseRemote(raw: table.address(ofPage: page).rawValue, count: expected.length) }
-        try stash(raw: table.address(ofPage: page).rawValue, count: expected.length)
+        if table.isRemote { return try releaseRemote(raw: table.address(ofPage: page).rawValue, count: count) }
+        try stash(raw: table.address(ofPage: page).rawValue, count: count)
     }
 
     @inline(never)
@@ -113,27 +121,32 @@ extension OpenPool {
     }
 
     /// Cuts an allocated run into the `pieces` it keeps (page ranges in
-    /// it, in order, not overlapping), each a run of its own after, and
-    /// frees its other pages.
-    func carveRun(_ address: GlobalAddress, count: Int, keeping pieces: [Range<Int>], tag: PageEntry.Tag) throws {
+    /// it, in order, not overlapping), each a run of its own after with
+    /// its own count of `shares`, and frees its other pages. `shares`: what
+    /// the run's head must say (a run shared since is not cut).
+    func carveRun(_ address: GlobalAddress, count: Int, shares: Int = 0, keeping pieces: [RunPiece],
+                  tag: PageEntry.Tag) throws {
         try checkCount(count)
         var end = 0
         let inOrder = pieces.allSatisfy { piece in
-            defer { end = piece.upperBound }
-            return piece.lowerBound >= end && !piece.isEmpty && piece.upperBound <= count
+            defer { end = piece.pages.upperBound }
+            return piece.pages.lowerBound >= end && !piece.pages.isEmpty && piece.pages.upperBound <= count
+                && (0...PageEntry.maximumShares).contains(piece.shares)
         }
-        guard inOrder, pieces != [0..<count] else {
-            throw PoolError.invalidSize("pages \(pieces)", reason: "a run of \(count) keeps pieces of itself, in order")
+        guard inOrder, pieces != [RunPiece(pages: 0..<count, shares: shares)] else {
+            throw PoolError.invalidSize("pages \(pieces.map(\.pages))", reason: "a run of \(count) keeps pieces of itself, in order")
         }
         guard let shelf = shelf(address.shelf), let page = shelf.page(at: address.offset) else {
             throw PoolError.invalidFree(address, reason: "not the start of a data page")
         }
         try withGlobalLock {
             let actual = shelf.table.entry(page)
-            guard actual == .allocated(length: count, tag: tag) else {
+            guard actual == .allocated(length: count, tag: tag, shares: shares) else {
                 throw PoolError.invalidFree(address, reason: describeMismatch(actual, count: count))
             }
-            shelf.carveRun(at: page, length: count, keeping: pieces) { .allocated(length: $0, tag: tag) }
+            shelf.carveRun(at: page, length: count, keeping: pieces.map(\.pages)) {
+                .allocated(length: pieces[$0].pages.count, tag: tag, shares: pieces[$0].shares)
+            }
         }
     }
 

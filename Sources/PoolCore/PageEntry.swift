@@ -7,7 +7,10 @@
 /// - a run moves between allocated and cached by one atomic store or CAS on
 ///   its head, without the global lock; it becomes free or non-free only under
 ///   the global lock, tails first when allocating and head first when freeing,
-///   so a tail that no head covers is free.
+///   so a tail that no head covers is free;
+/// - every page of an allocated run has the same owners: a head's `shares`
+///   counts those beyond the first (a clone's, a snapshot's), so a run whose
+///   pages come to differ is cut where they do (SharedPages.swift).
 struct PageEntry: RawRepresentable, Equatable, Sendable {
     var rawValue: UInt64
 
@@ -76,9 +79,14 @@ struct PageEntry: RawRepresentable, Equatable, Sendable {
 
     static let free = PageEntry(rawValue: 0)
 
-    static func allocated(length: Int, tag: Tag) -> PageEntry {
-        PageEntry(rawValue: Kind.allocated.rawValue | tag.bits << 16 | UInt64(length) << 32)
+    static func allocated(length: Int, tag: Tag, shares: Int = 0) -> PageEntry {
+        PageEntry(rawValue: Kind.allocated.rawValue | UInt64(shares) << 4 | tag.bits << 16 | UInt64(length) << 32)
     }
+
+    /// Owners beyond the first of an allocated run's pages, kept in the bits
+    /// where a cached head keeps the process that holds it.
+    var shares: Int { kind == .allocated ? Int(rawValue >> 4 & 0xfff) : 0 }
+    static let maximumShares = 0xfff
 
     static func cached(length: Int, owner: Int) -> PageEntry {
         PageEntry(rawValue: Kind.cached.rawValue | UInt64(owner) << 4 | UInt64(length) << 32)

@@ -16,6 +16,7 @@ extension PoolError {
         case .damaged, .remoteShelf: EIO
         case .newerVersion: ENOTSUP
         case .inUse, .heapInUse, .heldExclusively: EBUSY
+        case .tooManyShares: EMLINK
         case .closed: EBADF
         case .refusedDirectory: EACCES
         case .system(_, _, let code): code

@@ -24,6 +24,7 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
     case heapInUse(String, reason: String)
     case tooManyHeaps(limit: Int)
     case destinationTaken(GlobalAddress)
+    case tooManyShares(GlobalAddress, limit: Int)
     case invalidPlacement(String, reason: String)
     case heldExclusively(name: String, use: String, pid: Int32)
     case closed(name: String)
@@ -82,6 +83,8 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
             return "heap '\(name)' is in use: \(reason)"
         case let .tooManyHeaps(limit):
             return "the pool already has the maximum of \(limit) heaps"
+        case let .tooManyShares(address, limit):
+            return "cannot share the pages at \(address): they already have \(limit) owners, the most a page has"
         case let .destinationTaken(address):
             return "the word at \(address) already holds an address; publish only into a zero word"
         case let .invalidPlacement(text, reason):

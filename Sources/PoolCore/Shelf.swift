@@ -80,18 +80,18 @@ final class Shelf: @unchecked Sendable {
     }
 
     /// Cuts a run headed at `page` into the `pieces` it keeps, each a run
-    /// headed by `head(its length)`, and frees the pages between. Pieces
+    /// headed by `head(its index in pieces)`, and frees the pages between. Pieces
     /// past the first page get their tails, then their heads, while the
     /// old head still covers them: a crash leaves the old run whole (its
     /// owner carves it again). Then the old head shrinks to the first
     /// piece, or goes, so a crash leaves the pages between as uncovered
     /// tails, which count as free.
     func carveRun(at page: Int, length: Int, keeping pieces: [Range<Int>], head: (Int) -> PageEntry) {
-        for piece in pieces.reversed() where piece.lowerBound > 0 {
+        for (index, piece) in pieces.enumerated().reversed() where piece.lowerBound > 0 {
             for i in 1..<piece.count { setEntry(page + piece.lowerBound + i, .tail(distance: i)) }
-            setEntry(page + piece.lowerBound, head(piece.count))
+            setEntry(page + piece.lowerBound, head(index))
         }
-        if let first = pieces.first, first.lowerBound == 0 { setEntry(page, head(first.count)) } else { setEntry(page, .free) }
+        if let first = pieces.first, first.lowerBound == 0 { setEntry(page, head(0)) } else { setEntry(page, .free) }
         for gap in zip([0] + pieces.map(\.upperBound), pieces.map(\.lowerBound) + [length]) where gap.0 < gap.1 {
             for i in gap.0..<gap.1 where i > 0 { setEntry(page + i, .free) }
             setBits(page + gap.0, gap.1 - gap.0, used: false)

@@ -21,9 +21,10 @@ enum Change: Sendable {
     case setAttributes(inode: UInt64, AttributeChange)
     /// Size and modification time after writes.
     case written(inode: UInt64, size: UInt64, time: Timestamp)
-    /// A new run (or fragment) of the file; at page 0 it replaces the
-    /// file's fragment, if it has one, and a fragment replaces the file's
-    /// only page.
+    /// Pages (or a fragment) of the file: they replace what the file had
+    /// under them (a copy of shared pages, a clone's pages); at page 0 they
+    /// replace the file's fragment, if it has one, and a fragment replaces
+    /// the file's only page.
     case extent(inode: UInt64, Extent)
     /// Frees file pages `from ..< to`: runs inside go, a run across an end
     /// keeps its pieces outside.

@@ -193,5 +193,30 @@ struct Release {
     let heap: Int
     var kept: [Range<Int>] = []
 
-    var freedPages: Int { extent.pages - kept.reduce(0) { $0 + $1.count } }
+    /// The page ranges of the run it lets go of.
+    var freed: [Range<Int>] {
+        zip([0] + kept.map(\.upperBound), kept.map(\.lowerBound) + [extent.pages]).compactMap { $0 < $1 ? $0..<$1 : nil }
+    }
+}
+
+/// Pages a file or log chunk names, for recovery.
+struct Name {
+    let address: GlobalAddress
+    let pages: Int
+    let owner: UInt64
+
+    func end(_ pageShift: UInt64) -> UInt64 { address.offset + UInt64(pages) << pageShift }
+}
+
+/// A run of the file system cut to what its names say: the pieces they
+/// cover, each counting its owners; pages no one names freed.
+struct Reshape {
+    let run: TrackedRun
+    let pieces: [RunPiece]
+
+    var freedPages: Int { run.pages - pieces.reduce(0) { $0 + $1.pages.count } }
+    /// Pages still named whose count was higher than their names.
+    var overcountedPages: Int {
+        pieces.reduce(0) { $0 + ($1.shares < run.shares ? $1.pages.count : 0) }
+    }
 }

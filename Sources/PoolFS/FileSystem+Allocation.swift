@@ -66,7 +66,7 @@ extension FileSystem {
     }
 
     /// Runs of `heap` for the file pages `hole`, as long as the pool has them.
-    private func allocateRuns(_ hole: Range<UInt64>, from heap: Heap, into fresh: inout [Extent]) throws {
+    func allocateRuns(_ hole: Range<UInt64>, from heap: Heap, into fresh: inout [Extent]) throws {
         var page = hole.lowerBound
         var longest = FileSystem.maximumRun
         while page < hole.upperBound {

@@ -109,6 +109,12 @@ extension FileSystem {
                first.isFragment || extent.isFragment {
                 inode.extents.remove(first)
                 released.append(Release(extent: first, heap: inode.record.heap))
+            } else if !extent.isFragment {
+                // A page copied from shared pages (or a clone's pages)
+                // takes the place of what the file had there.
+                released += inode.extents.punch(extent.page..<extent.end, pageShift: pageShift).map {
+                    Release(extent: $0.extent, heap: inode.record.heap, kept: $0.kept)
+                }
             }
             inode.extents.insert(extent)
 

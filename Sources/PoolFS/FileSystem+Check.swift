@@ -9,6 +9,8 @@ public struct FileSystemReport: Sendable {
     public var filePages = 0
     public var logPages = 0
     public var unreferencedPages = 0
+    /// Shared pages whose count names an owner that let them go.
+    public var overcountedPages = 0
     /// Damage: the file system cannot be trusted.
     public var problems: [String] = []
     /// What a mount killed mid-change left; the next mount repairs it.
@@ -37,13 +39,16 @@ extension FileSystem {
             let unreferenced = try fs.unreferencedRuns()
             report.filePages += fs.fragments.runCount
             let pages = unreferenced.reduce(0) { $0 + $1.freedPages }
+            let overcounted = unreferenced.reduce(0) { $0 + $1.overcountedPages }
             report.unreferencedPages = pages
+            report.overcountedPages = overcounted
             if !unreferenced.isEmpty {
                 // A run whose pieces are all named, but not yet cut, frees no page.
-                report.leftByCrash.append("file system: \(pages) pages that no file names, in \(unreferenced.count) runs (the next mount frees them)")
+                report.leftByCrash.append("file system: \(pages) pages that no file names, and \(overcounted) shared pages "
+                    + "counted for an owner that let go, in \(unreferenced.count) runs (the next mount frees and recounts them)")
                 if repair {
                     fs.freeFound(unreferenced)
-                    report.repaired.append("file system: freed \(pages) unreferenced pages")
+                    report.repaired.append("file system: freed \(pages) unreferenced pages, recounted \(overcounted) shared pages")
                 }
             }
         } catch {

@@ -50,6 +50,10 @@ extension FileSystem {
             try logRuns(fresh, of: inode, growingTo: mode == 0 && end > inode.record.size ? end : nil, time: .now())
         case punchHole | keepSize:
             let first = (offset + pageSize - 1) >> pageShift, last = end >> pageShift
+            // The partial pages at the ends are zeroed in place: copied
+            // first if shared, before anything changes.
+            try unshare(inode, from: offset, to: min(first << pageShift, end))
+            try unshare(inode, from: max(offset, last << pageShift), to: end)
             try commit(.punch(inode: inode.number, from: min(first, last), to: last, time: .now()))
             zero(inode, from: offset, to: min(end, inode.record.size))
             inode.noteUnsynced(offset..<max(offset, min(end, inode.record.size)))

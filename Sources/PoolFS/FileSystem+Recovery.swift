@@ -32,13 +32,18 @@ extension FileSystem {
         for inode in inodes.values where inode.isRegular { inode.wholeUnsynced = true }
     }
 
-    /// The file system's runs, or their pages, that no file and no log
-    /// chunk names: a run with a piece named is carved to its pieces (a
-    /// cut or punch logged, killed before the pool's run was cut). Throws
-    /// when a file names pages that are not the file system's. Also finds
-    /// which slots of its shared runs the files' fragments take.
-    func unreferencedRuns() throws -> [Release] {
-        var named: [(address: GlobalAddress, pages: Int, owner: UInt64)] = log.runs.map { ($0, log.chunkPages, 0) }
+    /// The file system's runs whose page table disagrees with what the
+    /// files and log chunks name: pages no one names (a kill before their
+    /// free), owners counted that no longer name them (a kill between a
+    /// record dropping shared pages and the count going down), a run with
+    /// pieces named apart (a cut logged, killed before the pool's run was
+    /// cut). Each comes with the pieces and counts it must be cut to.
+    /// Throws when a file names pages that are not the file system's, or
+    /// more owners name pages than their run counts (a count too low would
+    /// free pages still named). Also finds which slots of its shared runs
+    /// the files' fragments take.
+    func unreferencedRuns() throws -> [Reshape] {
+        var named: [Name] = log.runs.map { Name(address: $0, pages: log.chunkPages, owner: 0) }
         let runs = pool.trackedRuns().sorted { $0.address < $1.address }
         var heapOfRun: [GlobalAddress: Int] = [:]
         for run in runs where run.pages == 1 { heapOfRun[run.address] = run.heap }
@@ -48,39 +53,86 @@ extension FileSystem {
                 if extent.isFragment {
                     fragments.append((inode.number, extent))
                 } else {
-                    named.append((extent.address, extent.pages, inode.number))
+                    named.append(Name(address: extent.address, pages: extent.pages, owner: inode.number))
                 }
             }
         }
-        for (run, owner) in try self.fragments.rebuild(fragments, heapOfRun: heapOfRun) { named.append((run, 1, owner)) }
+        for (run, owner) in try self.fragments.rebuild(fragments, heapOfRun: heapOfRun) {
+            named.append(Name(address: run, pages: 1, owner: owner))
+        }
         named.sort { $0.address < $1.address }
-        func damaged(_ name: (address: GlobalAddress, pages: Int, owner: UInt64), _ what: String) -> Error {
+        func damaged(_ name: Name, _ what: String) -> Error {
             PoolError.damaged(path: pool.path, reason: "inode \(name.owner) names \(name.pages) pages at \(name.address)\(what)")
         }
-        var unreferenced: [Release] = []
+        for name in named where !held(name, in: runs) { throw damaged(name, ", which the file system does not hold") }
+        var reshapes: [Reshape] = []
+        // Names that began in this run or earlier ones and may reach into it.
+        var open: [Name] = []
         var next = 0
         for run in runs {
-            if next < named.count, named[next].address < run.address {
-                throw damaged(named[next], ", which the file system does not hold")
-            }
             let end = run.address.offset + UInt64(run.pages) << pageShift
-            var pieces: [Range<Int>] = []
+            open.removeAll { $0.address.shelf != run.address.shelf || $0.end(pageShift) <= run.address.offset }
             while next < named.count, named[next].address.shelf == run.address.shelf, named[next].address.offset < end {
-                let name = named[next], distance = name.address.offset - run.address.offset
-                let first = Int(distance >> pageShift)
-                guard distance & (pageSize - 1) == 0, first >= (pieces.last?.upperBound ?? 0), name.pages <= run.pages - first else {
-                    throw damaged(name, " in a run of \(run.pages) at \(run.address), across another's pages or its end")
-                }
-                pieces.append(first..<(first + name.pages))
+                open.append(named[next])
                 next += 1
             }
-            if pieces != [0..<run.pages] {
-                unreferenced.append(Release(extent: Extent(page: 0, address: run.address, pages: run.pages), heap: run.heap,
-                                            kept: pieces))
+            let pieces = owners(of: run, named: open)
+            if let many = pieces.first(where: { $0.shares > run.shares }) {
+                throw PoolError.damaged(path: pool.path, reason: "\(many.shares + 1) owners name pages \(many.pages) of the run at "
+                                        + "\(run.address), which counts \(run.shares + 1)")
+            }
+            if pieces != [RunPiece(pages: 0..<run.pages, shares: run.shares)] {
+                reshapes.append(Reshape(run: run, pieces: pieces))
             }
         }
-        if next < named.count { throw damaged(named[next], ", which the file system does not hold") }
-        return unreferenced
+        return reshapes
+    }
+
+    /// Whether runs (sorted), one after another, hold all of `name`'s pages.
+    private func held(_ name: Name, in runs: [TrackedRun]) -> Bool {
+        guard name.address.offset & (pageSize - 1) == 0 else { return false }
+        var low = 0, high = runs.count
+        while low < high {
+            let middle = (low + high) / 2
+            if runs[middle].address <= name.address { low = middle + 1 } else { high = middle }
+        }
+        var index = low - 1, position = name.address.offset
+        let end = name.end(pageShift)
+        while index >= 0, index < runs.count, runs[index].address.shelf == name.address.shelf,
+              runs[index].address.offset <= position {
+            position = max(position, runs[index].address.offset + UInt64(runs[index].pages) << pageShift)
+            if position >= end { return true }
+            index += 1
+        }
+        return false
+    }
+
+    /// The pieces of `run` its names cover, each with its owners beyond the
+    /// first (pages no name covers are in no piece).
+    private func owners(of run: TrackedRun, named: [Name]) -> [RunPiece] {
+        var edges: [(page: Int, delta: Int)] = []
+        for name in named {
+            let first = Int((Int64(bitPattern: name.address.offset) - Int64(bitPattern: run.address.offset)) >> Int64(pageShift))
+            let low = max(first, 0), high = min(first + name.pages, run.pages)
+            if low < high { edges += [(low, 1), (high, -1)] }
+        }
+        edges.sort { $0.page < $1.page }
+        var pieces: [RunPiece] = []
+        var owners = 0, index = 0
+        while index < edges.count {
+            let page = edges[index].page
+            while index < edges.count, edges[index].page == page { owners += edges[index].delta; index += 1 }
+            guard index < edges.count else { break }
+            let upto = edges[index].page
+            if owners > 0 {
+                if let last = pieces.last, last.pages.upperBound == page, last.shares == owners - 1 {
+                    pieces[pieces.count - 1].pages = last.pages.lowerBound..<upto
+                } else {
+                    pieces.append(RunPiece(pages: page..<upto, shares: owners - 1))
+                }
+            }
+        }
+        return pieces
     }
 
     /// The current state as records, in an order replay accepts.

@@ -44,52 +44,59 @@ extension FileSystem {
             guard count > 0 else { return 0 }
             let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
             guard !overflow, end <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
-            return try inode.lock.writing {
-                try makeRoom(in: inode, upTo: end)
-                let oldSize = inode.record.size
-                let grows = end > oldSize
-                // Room to log the new size (and the frees that make room again).
-                if grows { try reserveLog() }
-                // A write past the end shows the bytes between: zeros, not what the runs held.
-                if offset > oldSize { try zeroGrowing(inode, from: oldSize, to: offset) }
-                let lastPage = (end - 1) >> pageShift + 1
-                let fresh = try allocate(inode, pages: (offset >> pageShift)..<lastPage, keeping: offset..<end,
-                                         visibleTo: oldSize, logReserved: grows, appending: grows && offset <= oldSize)
-                let now = Timestamp.now()
-                do {
-                    // Every run's pages ready before the first byte lands: a
-                    // remote shelf's node that does not answer fails the
-                    // write before it changes anything.
-                    if pool.hasRemoteShelves {
-                        try forEachPiece(of: inode, from: offset, to: end) { extent, at, count in
-                            _ = try pages.bytes(extent.address, at: at, count: count)
-                        }
-                    }
-                    try forEachPiece(of: inode, from: offset, to: end) { extent, at, count in
-                        try fill(extent.address.advanced(by: at), try pages.bytes(extent.address, at: at, count: count))
-                        pages.written(extent.address, at: at, count: count)
-                    }
-                    // What landed past the old end in a run the file had may
-                    // cover a freed file's bytes there: durable before the
-                    // size that shows it (a power cut on pmem).
-                    if grows { try durably("flushing a write") { try persist(inode, from: max(offset, oldSize), to: end, except: fresh) } }
-                    inode.noteUnsynced(offset..<end)
-                } catch {
-                    takeBack(fresh, logged: 0, of: inode)
-                    throw FileSystemError.answering(error, otherwise: .noSpace)
-                }
-                try logRuns(fresh, of: inode, growingTo: grows ? end : nil, time: now, durableTo: end)
-                if let last = fresh.last, last.end > lastPage, !inode.aheadOfSize { noteAhead(inode, true) }
-                inode.record.mtime = now
-                inode.record.ctime = now
-                // Times not yet logged (a growing write logged them with its size).
-                inode.dirty = !grows
-                return count
-            }
+            return try inode.lock.writing { try writeLocked(inode, offset: offset, count: count, fill) }
         }
         // Rare, and a change of the namespace's kind: after the write, under the tree's lock.
         if setIDBits != 0 { try dropSetIDBits(number, setIDBits) }
         return written
+    }
+
+    /// A write with the inode's lock held for writing (and `tree` for
+    /// reading): `count` bytes at `offset`, checked to fit.
+    func writeLocked(_ inode: Inode, offset: UInt64, count: Int,
+                     _ fill: (GlobalAddress, UnsafeMutableRawBufferPointer) throws -> Void) throws -> Int {
+        let end = offset + UInt64(count)
+        try makeRoom(in: inode, upTo: end)
+        try unshare(inode, from: offset, to: end)
+        let oldSize = inode.record.size
+        let grows = end > oldSize
+        // Room to log the new size (and the frees that make room again).
+        if grows { try reserveLog() }
+        // A write past the end shows the bytes between: zeros, not what the runs held.
+        if offset > oldSize { try zeroGrowing(inode, from: oldSize, to: offset) }
+        let lastPage = (end - 1) >> pageShift + 1
+        let fresh = try allocate(inode, pages: (offset >> pageShift)..<lastPage, keeping: offset..<end,
+                                 visibleTo: oldSize, logReserved: grows, appending: grows && offset <= oldSize)
+        let now = Timestamp.now()
+        do {
+            // Every run's pages ready before the first byte lands: a
+            // remote shelf's node that does not answer fails the
+            // write before it changes anything.
+            if pool.hasRemoteShelves {
+                try forEachPiece(of: inode, from: offset, to: end) { extent, at, count in
+                    _ = try pages.bytes(extent.address, at: at, count: count)
+                }
+            }
+            try forEachPiece(of: inode, from: offset, to: end) { extent, at, count in
+                try fill(extent.address.advanced(by: at), try pages.bytes(extent.address, at: at, count: count))
+                pages.written(extent.address, at: at, count: count)
+            }
+            // What landed past the old end in a run the file had may
+            // cover a freed file's bytes there: durable before the
+            // size that shows it (a power cut on pmem).
+            if grows { try durably("flushing a write") { try persist(inode, from: max(offset, oldSize), to: end, except: fresh) } }
+            inode.noteUnsynced(offset..<end)
+        } catch {
+            takeBack(fresh, logged: 0, of: inode)
+            throw FileSystemError.answering(error, otherwise: .noSpace)
+        }
+        try logRuns(fresh, of: inode, growingTo: grows ? end : nil, time: now, durableTo: end)
+        if let last = fresh.last, last.end > lastPage, !inode.aheadOfSize { noteAhead(inode, true) }
+        inode.record.mtime = now
+        inode.record.ctime = now
+        // Times not yet logged (a growing write logged them with its size).
+        inode.dirty = !grows
+        return count
     }
 
     /// Logs the runs `allocate` made, once their bytes are in

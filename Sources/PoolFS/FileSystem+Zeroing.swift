@@ -8,11 +8,26 @@ import Glibc
 extension FileSystem {
     /// Zeroes the bytes past the end of the file inside its last run (and
     /// in runs wholly past it), so that growing the file reads zeros.
+    /// Shared pages are left as they are: no owner shows those bytes, and
+    /// one that grows over them copies the page first (`zeroGrowing`).
     func zeroBeyondSize(_ inode: Inode) {
-        zero(inode, from: inode.record.size, to: .max)
+        let shared = sharedPieces(of: inode, from: inode.record.size, to: .max)
+        try? forEachPiece(of: inode, from: inode.record.size, to: .max) { extent, offset, count in
+            var position = offset
+            let end = offset + UInt64(count)
+            // Pieces of this run, in order, widened to whole pages.
+            for piece in shared where piece.address.shelf == extent.address.shelf && piece.address >= extent.address {
+                let start = piece.address.offset - extent.address.offset, stop = start + piece.byteCount(pageShift)
+                guard stop > position, start < end else { continue }
+                if start > position { try pages.zero(extent.address, at: position, count: Int(start - position)) }
+                position = stop
+            }
+            if end > position { try pages.zero(extent.address, at: position, count: Int(end - position)) }
+        }
     }
 
-    /// Zeroes `[from, to)` of the file where it has pages.
+    /// Zeroes `[from, to)` of the file where it has pages (a punched hole's
+    /// partial pages: `unshare` them first).
     func zero(_ inode: Inode, from: UInt64, to: UInt64) {
         try? zero(inode, from: from, to: to, persisting: false)
     }
@@ -20,7 +35,9 @@ extension FileSystem {
     /// Zeroes what a file growing from `from` to `to` comes to show of its
     /// runs (what lay past its end), durably before the size that shows it
     /// is logged: on pmem a power cut must not bring the old bytes back.
+    /// Shared pages are copied first.
     func zeroGrowing(_ inode: Inode, from: UInt64, to: UInt64) throws {
+        try unshare(inode, from: from, to: to)
         try durably("zeroing what a file grows over") { try zero(inode, from: from, to: to, persisting: true) }
     }
 

@@ -203,21 +203,22 @@ public final class FileSystem: @unchecked Sendable {
                 if let (run, heap) = fragments.release(extent) { try? self.heap(heap).freeTrackedPages(at: run, count: 1) }
                 continue
             }
-            let heap = heap(release.heap)
-            if !release.kept.isEmpty {
-                try? heap.carveTrackedPages(at: extent.address, count: extent.pages, keeping: release.kept)
-            } else {
-                try? heap.freeTrackedPages(at: extent.address, count: extent.pages)
+            // Pages others share only count one owner fewer.
+            for pages in release.freed {
+                try? pool.releaseTrackedPages(at: extent.address.advanced(by: UInt64(pages.lowerBound) << pageShift),
+                                              count: pages.count)
             }
         }
     }
 
-    /// Frees the runs `unreferencedRuns` found, each cut entry by entry under
-    /// the pool's lock: a kill may have left one half cut, which must never
-    /// go into a thread's cache of runs with stale entries inside.
-    func freeFound(_ found: [Release]) {
-        for release in found {
-            try? heap(release.heap).carveTrackedPages(at: release.extent.address, count: release.extent.pages, keeping: release.kept)
+    /// Cuts the runs `unreferencedRuns` found to what is named, entry by
+    /// entry under the pool's lock: a kill may have left one half cut,
+    /// which must never go into a thread's cache of runs with stale entries
+    /// inside.
+    func freeFound(_ found: [Reshape]) {
+        for reshape in found {
+            try? heap(reshape.run.heap).reshapeTrackedRun(at: reshape.run.address, count: reshape.run.pages,
+                                                          shares: reshape.run.shares, keeping: reshape.pieces)
         }
     }
 

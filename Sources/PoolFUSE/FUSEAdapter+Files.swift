@@ -279,6 +279,22 @@ extension FUSEAdapter {
         }
     }
 
+    /// copy_file_range(2) (and so cp, shutil.copyfile): shared pages, not
+    /// copied bytes (FileSystem+Clone.swift). The control tree's files say
+    /// EOPNOTSUPP, and the kernel copies them through reads and writes.
+    func copyFileRange(_ req: fuse_req_t?, _ source: fuse_ino_t, _ sourceOffset: off_t, _ target: fuse_ino_t,
+                       _ targetOffset: off_t, _ length: Int, _ flags: Int32) {
+        FUSEAdapter.replying(req) {
+            guard FUSEAdapter.control(source) == nil, FUSEAdapter.control(target) == nil else {
+                throw FileSystemError.notSupported
+            }
+            guard sourceOffset >= 0, targetOffset >= 0, flags == 0 else { throw FileSystemError.invalid }
+            let copied = try fs.copyRange(from: source, at: UInt64(sourceOffset), to: target, at: UInt64(targetOffset),
+                                          count: UInt64(length), by: FUSEAdapter.caller(req))
+            fuse_reply_write(req, copied)
+        }
+    }
+
     /// The kernel asks only for SEEK_DATA and SEEK_HOLE; it answers the rest.
     func lseek(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ offset: off_t, _ whence: Int32) {
         FUSEAdapter.replying(req) {

@@ -161,6 +161,9 @@ public final class FUSEAdapter: @unchecked Sendable {
             FUSEAdapter.session(req).fallocate(req, inode, mode, offset, length)
         }
         ops.lseek = { req, inode, offset, whence, _ in FUSEAdapter.session(req).lseek(req, inode, offset, whence) }
+        ops.copy_file_range = { req, source, sourceOffset, _, target, targetOffset, _, length, flags in
+            FUSEAdapter.session(req).copyFileRange(req, source, sourceOffset, target, targetOffset, length, flags)
+        }
         ops.forget = { req, _, _ in fuse_reply_none(req) }
         ops.forget_multi = { req, _, _ in fuse_reply_none(req) }
         return ops

@@ -77,11 +77,11 @@ import Glibc
         let otherPage = try #require(shelf.page(at: other.offset))
         let pieces = [0..<1, 3..<4, 5..<8]
         var heads = 0
-        shelf.carveRun(at: otherPage, length: 8, keeping: pieces) { length in
+        shelf.carveRun(at: otherPage, length: 8, keeping: pieces) { index in
             heads += 1
             #expect(shelf.entry(otherPage) == .allocated(length: 8, tag: .tracked(heap.id)))
             #expect(shelf.isHalfCarvedRun(otherPage, 8))
-            return .allocated(length: length, tag: .tracked(heap.id))
+            return .allocated(length: pieces[index].count, tag: .tracked(heap.id))
         }
         #expect(heads == 3)
         for piece in pieces { try heap.freeTrackedPages(at: other.advanced(by: UInt64(piece.lowerBound) * 4096), count: piece.count) }

@@ -7,7 +7,7 @@ import TestSupport
 // The file system model without FUSE: its log replays to the same tree,
 // and what a crash can leave behind is repaired at the next mount.
 
-private let caller = FileSystem.Caller(uid: 0, gid: 0)
+let caller = FileSystem.Caller(uid: 0, gid: 0)
 
 /// Every entry under the root: path, type and mode, links, size, bytes, xattrs.
 func describe(_ fs: FileSystem) throws -> [String] {
@@ -49,23 +49,23 @@ func remount(_ pool: inout Pool, _ scratch: Scratch) throws -> FileSystem {
 
 /// The file system unmounted in order and its pool closed, then checked as
 /// `poolfs check` does: on the pool mapped, not joined.
-private func unmountAndCheck(_ fs: FileSystem, _ pool: Pool, _ scratch: Scratch) throws -> FileSystemReport {
+func unmountAndCheck(_ fs: FileSystem, _ pool: Pool, _ scratch: Scratch) throws -> FileSystemReport {
     fs.unmount()
     pool.close()
     return try #require(try Pool.inspecting(name: "model", at: scratch.path) { FileSystem.check(pool: $0, repair: false) })
 }
 
 @discardableResult
-private func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offset: UInt64 = 0) throws -> Int {
+func write(_ fs: FileSystem, _ inode: UInt64, _ bytes: [UInt8], at offset: UInt64 = 0) throws -> Int {
     try bytes.withUnsafeBytes { try fs.write(inode, offset: offset, from: $0) }
 }
 
-private func makeFile(_ fs: FileSystem, _ name: FileName) throws -> UInt64 {
+func makeFile(_ fs: FileSystem, _ name: FileName) throws -> UInt64 {
     UInt64(try fs.create(parent: 1, name: name, mode: S_IFREG | 0o644, caller: caller).st_ino)
 }
 
 /// The file's bytes, as a read of `size` finds them.
-private func bytes(_ fs: FileSystem, _ inode: UInt64, size: Int = 1 << 20) throws -> [UInt8] {
+func bytes(_ fs: FileSystem, _ inode: UInt64, size: Int = 1 << 20) throws -> [UInt8] {
     try fs.withReadSegments(inode, offset: 0, size: size) { segments in
         segments.flatMap { Array(UnsafeRawBufferPointer(start: $0.iov_base, count: $0.iov_len)) }
     }
