@@ -14,10 +14,6 @@ private func filePages(_ fs: FileSystem, _ pool: Pool) -> Int {
     pool.trackedRuns().reduce(0) { $0 + $1.pages } - fs.log.runs.count * fs.log.chunkPages
 }
 
-private func pattern(_ count: Int, seed: Int = 1) -> [UInt8] {
-    (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 12 &+ seed) }
-}
-
 private func size(_ fs: FileSystem, _ inode: UInt64) throws -> Int { Int(try fs.attributes(of: inode).st_size) }
 
 @Suite struct CloneTests {
@@ -25,7 +21,7 @@ private func size(_ fs: FileSystem, _ inode: UInt64) throws -> Int { Int(try fs.
         let scratch = Scratch()
         var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
         var fs = try FileSystem(pool: pool)
-        let content = pattern(5 * 4096 + 100)
+        let content = pattern(5 * 4096 + 100, seed: 1)
         let a = try makeFile(fs, "a"), b = try makeFile(fs, "b")
         try write(fs, a, content)
         let pages = filePages(fs, pool)
@@ -118,7 +114,7 @@ private func size(_ fs: FileSystem, _ inode: UInt64) throws -> Int { Int(try fs.
         var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
         var fs = try FileSystem(pool: pool)
         let a = try makeFile(fs, "a"), b = try makeFile(fs, "b")
-        try write(fs, a, pattern(4 * 4096))
+        try write(fs, a, pattern(4 * 4096, seed: 2))
         _ = try fs.copyRange(from: a, at: 0, to: b, at: 0, count: 4 * 4096)
         let run = try #require(fs.tree.reading { try fs.inode(a).extents.extents.first })
         try pool.shareTrackedPages(at: run.address.advanced(by: 4096), count: 2)
@@ -135,7 +131,7 @@ private func size(_ fs: FileSystem, _ inode: UInt64) throws -> Int { Int(try fs.
 
         // A third name the counts do not know of: damage.
         let c = try makeFile(fs, "c"), d = try makeFile(fs, "d")
-        try write(fs, c, pattern(2 * 4096))
+        try write(fs, c, pattern(2 * 4096, seed: 3))
         let shared = try #require(fs.tree.reading { try fs.inode(c).extents.extents.first })
         try fs.commit(.extent(inode: d, shared))
         pool.close()
