@@ -61,6 +61,11 @@ extension Pool {
         try core.sharePages(at: address, count: count)
     }
 
+    /// The same for many ranges at once (a snapshot's files); all or nothing.
+    public func shareTrackedPages(_ ranges: [(address: GlobalAddress, count: Int)]) throws {
+        try core.sharePages(ranges)
+    }
+
     /// One owner fewer for the `count` pages of tracked runs at `address`;
     /// pages left with none are freed. After the record that drops them.
     public func releaseTrackedPages(at address: GlobalAddress, count: Int) throws {

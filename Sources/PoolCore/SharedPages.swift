@@ -63,14 +63,29 @@ extension OpenPool {
     /// One more owner for `count` pages at `address`, which tracked runs
     /// cover; all or nothing.
     func sharePages(at address: GlobalAddress, count: Int) throws {
-        try checkCount(count)
-        let (table, first) = try locateRun(address)
+        try sharePages([(address, count)])
+    }
+
+    /// One more owner for the pages of each range, under one hold of the
+    /// lock (a snapshot shares every file's); all or nothing.
+    func sharePages(_ ranges: [(address: GlobalAddress, count: Int)]) throws {
+        for range in ranges { try checkCount(range.count) }
         try withGlobalLock {
-            let runs = try runsCovering(table, first, count, address)
-            if runs.contains(where: { $0.entry.shares >= PageEntry.maximumShares }) {
-                throw PoolError.tooManyShares(address, limit: PageEntry.maximumShares + 1)
+            var done = 0
+            do {
+                for range in ranges {
+                    let (table, first) = try locateRun(range.address)
+                    let runs = try runsCovering(table, first, range.count, range.address)
+                    if runs.contains(where: { $0.entry.shares >= PageEntry.maximumShares }) {
+                        throw PoolError.tooManyShares(range.address, limit: PageEntry.maximumShares + 1)
+                    }
+                    for run in runs { setShares(table, head: run.head, entry: run.entry, covered: run.covered, to: run.entry.shares + 1) }
+                    done += 1
+                }
+            } catch {
+                for range in ranges.prefix(done) { try? releaseLocked(range.address, range.count) }
+                throw error
             }
-            for run in runs { setShares(table, head: run.head, entry: run.entry, covered: run.covered, to: run.entry.shares + 1) }
         }
     }
 
@@ -85,11 +100,15 @@ extension OpenPool {
            table.exchangeEntry(first, expected: entry, desired: .cached(length: count, owner: slot)) == nil {
             return try keepGivenBack(table, first, count: count)
         }
-        try withGlobalLock {
-            for run in try runsCovering(table, first, count, address) {
-                setShares(table, head: run.head, entry: run.entry, covered: run.covered,
-                          to: run.entry.shares > 0 ? run.entry.shares - 1 : nil)
-            }
+        try withGlobalLock { try releaseLocked(address, count) }
+    }
+
+    /// Global lock held.
+    private func releaseLocked(_ address: GlobalAddress, _ count: Int) throws {
+        let (table, first) = try locateRun(address)
+        for run in try runsCovering(table, first, count, address) {
+            setShares(table, head: run.head, entry: run.entry, covered: run.covered,
+                      to: run.entry.shares > 0 ? run.entry.shares - 1 : nil)
         }
     }
 

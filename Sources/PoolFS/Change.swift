@@ -41,6 +41,19 @@ enum Change: Sendable {
 }
 
 extension Change {
+    /// The inodes it changes (a snapshot's refuse: FileSystem+Snapshots.swift).
+    var inodes: [UInt64] {
+        switch self {
+        case .inode(let record): [record.number]
+        case let .entry(parent, _, _), let .create(parent, _, _), let .unlink(parent, _, _): [parent]
+        case let .link(parent, _, inode, _): [parent, inode]
+        case let .rename(from, _, to, _, _, _, _): [from, to]
+        case let .setAttributes(inode, _), let .written(inode, _, _), let .extent(inode, _), let .punch(inode, _, _, _),
+             let .setXattr(inode, _, _, _), let .removeXattr(inode, _, _), let .setHeap(inode, _, _), let .drop(inode),
+             let .ahead(inode, _): [inode]
+        }
+    }
+
     /// Whether the change removes (or gives back) rather than adds: these
     /// may use the log's reserve on a full pool (MetadataLog.swift).
     var makesRoom: Bool {

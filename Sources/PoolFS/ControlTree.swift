@@ -49,6 +49,9 @@ public final class ControlTree: @unchecked Sendable {
     public static let root: UInt64 = 1
     public static let control: UInt64 = 2; static let info: UInt64 = 3, infoJSON: UInt64 = 4
     static let heaps: UInt64 = 5, regions: UInt64 = 6, shelves: UInt64 = 7
+    /// `.pool/snapshots/`: its entries are the file system's (each
+    /// snapshot's root), which the adapter asks the file system for.
+    public static let snapshots: UInt64 = 8
     static let heapBase: UInt64 = 0x1_0000, regionBase: UInt64 = 0x2_0000, shelfBase: UInt64 = 0x3_0000
     /// Region files made by create and not yet sized: the pool has no
     /// region until a truncate gives one its size.
@@ -114,6 +117,7 @@ public final class ControlTree: @unchecked Sendable {
         case ControlTree.heaps: return directory(inode, "heaps")
         case ControlTree.regions: return directory(inode, "regions")
         case ControlTree.shelves: return directory(inode, "shelves")
+        case ControlTree.snapshots where fileSystem != nil: return directory(inode, "snapshots")
         case ControlTree.heapBase..<ControlTree.regionBase:
             let heap = Int((inode - ControlTree.heapBase) / 4)
             guard let name = pool.heap(id: heap)?.name else { return nil }
@@ -157,8 +161,8 @@ public final class ControlTree: @unchecked Sendable {
         switch inode {
         case ControlTree.root: return [directory(ControlTree.control, ".pool")]
         case ControlTree.control:
-            return [ControlTree.info, ControlTree.infoJSON, ControlTree.heaps, ControlTree.regions, ControlTree.shelves]
-                .compactMap(node)
+            return [ControlTree.info, ControlTree.infoJSON, ControlTree.heaps, ControlTree.regions, ControlTree.shelves,
+                    ControlTree.snapshots].compactMap(node)
         case ControlTree.heaps:
             return pool.heapList().map { directory(ControlTree.heapBase + UInt64($0.id) * 4, $0.name) }
         case ControlTree.regions:

@@ -8,7 +8,7 @@ extension FileSystem {
 
     /// The clock is read only when the times alone do not decide.
     static func accessDue(_ record: InodeRecord, now: @autoclosure () -> Timestamp) -> Bool {
-        record.atime <= record.mtime || record.atime <= record.ctime
+        !isFrozen(record.number) && record.atime <= record.mtime || record.atime <= record.ctime
             || now().seconds - record.atime.seconds >= relatimeSeconds
     }
 

@@ -13,7 +13,11 @@ extension FileSystem {
         switch change {
         case .inode(let record):
             inodes[record.number] = Inode(record)
-            nextInode = max(nextInode, record.number + 1)
+            if FileSystem.isFrozen(record.number) {
+                nextFrozen = max(nextFrozen, record.number + 1)
+            } else {
+                nextInode = max(nextInode, record.number + 1)
+            }
 
         case let .entry(parent, name, number):
             inodes[parent]?.directory?.add(name, number)

@@ -14,6 +14,7 @@ extension FileSystem {
     public func copyRange(from source: UInt64, at sourceOffset: UInt64, to target: UInt64, at targetOffset: UInt64,
                           count: UInt64, by caller: Caller? = nil) throws -> Int {
         try refuseIfFailed()
+        if FileSystem.isFrozen(target) { throw FileSystemError.readOnly }
         defer { evictRemotePagesIfNeeded() }
         var setIDBits: UInt32 = 0
         let copied = try tree.reading {

@@ -9,6 +9,7 @@ extension FileSystem {
     public func allocateSpace(_ number: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws {
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard length > 0, !overflow else { throw FileSystemError.invalid }
+        if FileSystem.isFrozen(number) { throw FileSystemError.readOnly }
         guard end <= FileSystem.maximumFileSize else { throw FileSystemError.tooBig }
         // Like a write, under the file's lock: no other file waits. Space
         // is allocated `stepBytes` at a time.

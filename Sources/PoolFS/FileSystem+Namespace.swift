@@ -149,6 +149,7 @@ extension FileSystem {
 
     /// `tree` held for writing.
     func setAttributesLocked(_ number: UInt64, _ change: AttributeChange) throws -> stat {
+        if FileSystem.isFrozen(number) { throw FileSystemError.readOnly }
         do {
             let inode = try inode(number)
             if let size = change.size {

@@ -17,7 +17,7 @@ extension FileSystem {
         // last close (before the zeroing, which would clear them for nothing).
         for inode in inodes.values where inode.aheadOfSize { giveBackAhead(inode) }
         if afterCrash {
-            for inode in inodes.values where inode.isRegular { zeroBeyondSize(inode) }
+            for inode in inodes.values where inode.isRegular && !FileSystem.isFrozen(inode.number) { zeroBeyondSize(inode) }
         }
         // What the crash left unnamed goes first: the rewrite may need the room.
         freeFound(unreferenced)

@@ -35,6 +35,7 @@ extension FileSystem {
     private func write(_ number: UInt64, offset: UInt64, count: Int, by caller: Caller?,
                        _ fill: (GlobalAddress, UnsafeMutableRawBufferPointer) throws -> Void) throws -> Int {
         try refuseIfFailed()
+        if FileSystem.isFrozen(number) { throw FileSystemError.readOnly }
         defer { evictRemotePagesIfNeeded() }
         var setIDBits: UInt32 = 0
         let written = try tree.reading {

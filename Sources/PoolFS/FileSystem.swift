@@ -27,6 +27,8 @@ public final class FileSystem: @unchecked Sendable {
     /// Every inode, by number; `tree`.
     var inodes: [UInt64: Inode] = [:]
     var nextInode: UInt64 = 2
+    /// The next number of a snapshot's inode (FileSystem+Snapshots.swift).
+    var nextFrozen = FileSystem.frozenBase + 1
     /// Reads move access times (FileSystem+Access.swift); off for `noatime`.
     public let accessTimes = Atomic<Bool>(true)
     let tree = ReadWriteLock()
@@ -262,6 +264,7 @@ public final class FileSystem: @unchecked Sendable {
     /// the file system in its failed state.
     func commitLogOnly(_ change: Change) throws {
         try refuseIfFailed()
+        if change.inodes.contains(where: FileSystem.isFrozen) { throw FileSystemError.readOnly }
         try durably("logging a change") { try log.append(change) }
     }
 

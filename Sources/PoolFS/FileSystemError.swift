@@ -24,6 +24,8 @@ public struct FileSystemError: Error, Equatable, CustomStringConvertible {
     public static let range = FileSystemError(ERANGE)
     public static let io = FileSystemError(EIO)
     public static let tooManyLinks = FileSystemError(EMLINK)
+    /// A snapshot's files (FileSystem+Snapshots.swift).
+    public static let readOnly = FileSystemError(EROFS)
 
     public var description: String { String(cString: strerror(code)) }
 

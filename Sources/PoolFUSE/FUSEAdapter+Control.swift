@@ -29,6 +29,12 @@ extension FUSEAdapter {
     var controlDirectory: stat { controlAttributes(tree.node(ControlTree.control)!) }
 
     func controlLookup(_ req: fuse_req_t?, _ parent: UInt64, _ name: String) {
+        if parent == ControlTree.snapshots {
+            return FUSEAdapter.replying(req) {
+                guard let root = fs.snapshot(named: FileName(name)) else { throw FileSystemError.notFound }
+                replyEntry(req, try fs.attributes(of: root))
+            }
+        }
         guard let node = tree.lookup(parent: parent, name: name) else {
             fuse_reply_err(req, ENOENT)
             return
@@ -46,6 +52,7 @@ extension FUSEAdapter {
     }
 
     func controlReaddir(_ req: fuse_req_t?, _ inode: UInt64, _ size: Int, _ offset: off_t, plus: Bool) {
+        if inode == ControlTree.snapshots { return snapshotsReaddir(req, size, offset, plus: plus) }
         guard let children = tree.children(inode) else {
             fuse_reply_err(req, ENOTDIR)
             return
@@ -62,6 +69,26 @@ extension FUSEAdapter {
                 // readdirplus: attributes made now, kept by nobody.
                 if plus, ino != FUSE_ROOT_ID, let node = tree.node(ino & ~FUSEAdapter.controlBit) { st = controlAttributes(node) }
                 if !reply.add(FileName(name), st, next: off_t(index + 1), timeout: 0) { break }
+            }
+        }
+    }
+
+    /// `.pool/snapshots/`: each entry a snapshot's root, a file system
+    /// directory (read-only) with its own attributes.
+    private func snapshotsReaddir(_ req: fuse_req_t?, _ size: Int, _ offset: off_t, plus: Bool) {
+        let entries = [(FileName("."), ControlTree.snapshots | FUSEAdapter.controlBit),
+                       (FileName(".."), ControlTree.control | FUSEAdapter.controlBit)]
+            + fs.snapshots().map { ($0.name, $0.root) }
+        DirectoryReply.send(req, size: size, plus: plus) { reply in
+            for index in entries.indices where index >= offset {
+                let (name, ino) = entries[index]
+                var st = stat()
+                st.st_ino = UInt(ino)
+                st.st_mode = S_IFDIR
+                if plus, FUSEAdapter.control(ino) == nil, let attributes = try? fs.attributes(of: ino) { st = attributes }
+                if !reply.add(name, st, next: off_t(index + 1), timeout: FUSEAdapter.control(ino) == nil ? FUSEAdapter.cacheSeconds : 0) {
+                    break
+                }
             }
         }
     }

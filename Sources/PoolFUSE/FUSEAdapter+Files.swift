@@ -68,6 +68,9 @@ extension FUSEAdapter {
         FUSEAdapter.replying(req) {
             let name = try FUSEAdapter.name(name)
             if let parent = FUSEAdapter.control(parent) {
+                if parent == ControlTree.snapshots, mode & S_IFMT == S_IFDIR {
+                    return replyEntry(req, try fs.makeSnapshot(named: name))
+                }
                 if mode & S_IFMT == S_IFREG {
                     return replyEntry(req, controlAttributes(try tree.createRegionFile(parent: parent, name: FUSEAdapter.controlName(name),
                                                                                      access: FUSEAdapter.creatorsRegion(req))), timeout: 0)
@@ -94,6 +97,11 @@ extension FUSEAdapter {
         FUSEAdapter.replying(req) {
             let name = try FUSEAdapter.name(name)
             if let parent = FUSEAdapter.control(parent) {
+                if parent == ControlTree.snapshots, directory {
+                    try fs.removeSnapshot(named: name)
+                    fuse_reply_err(req, 0)
+                    return
+                }
                 let name = try FUSEAdapter.controlName(name)
                 if directory { try tree.removeDirectory(parent: parent, name: name) } else { try tree.remove(parent: parent, name: name) }
             } else {
@@ -155,6 +163,7 @@ extension FUSEAdapter {
         }
         if let inode = FUSEAdapter.control(inode) { return controlOpen(req, inode, info) }
         FUSEAdapter.replying(req) {
+            if FileSystem.isFrozen(inode), info.pointee.flags & O_ACCMODE != O_RDONLY { throw FileSystemError.readOnly }
             let mode = try fs.open(inode, truncate: info.pointee.flags & O_TRUNC != 0)
             prepare(info, cachePolicy.opened(inode, mode: mode, writeOnly: FUSEAdapter.writeOnly(info)))
             fuse_reply_open(req, info)

@@ -10,7 +10,7 @@ import TestSupport
 let caller = FileSystem.Caller(uid: 0, gid: 0)
 
 /// Every entry under the root: path, type and mode, links, size, bytes, xattrs.
-func describe(_ fs: FileSystem) throws -> [String] {
+func describe(_ fs: FileSystem, root: UInt64 = FileSystem.rootInode) throws -> [String] {
     var lines: [String] = []
     func walk(_ directory: UInt64, _ path: String) throws {
         var children: [(FileName, stat)] = []
@@ -35,7 +35,7 @@ func describe(_ fs: FileSystem) throws -> [String] {
             if st.st_mode & S_IFMT == S_IFDIR { try walk(inode, "\(path)/\(name)") }
         }
     }
-    try walk(FileSystem.rootInode, "")
+    try walk(root, "")
     return lines
 }
 

@@ -1,0 +1,124 @@
+import Dispatch
+import Synchronization
+import Testing
+import TestSupport
+@testable import PoolCore
+@testable import PoolFS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Snapshots without FUSE: the whole tree frozen, read-only, kept across
+// remounts, and dropped with exactly the pages only it held.
+
+/// Distinct pages the files hold: the file system's runs but its log.
+private func filePages(_ fs: FileSystem, _ pool: Pool) -> Int {
+    pool.trackedRuns().reduce(0) { $0 + $1.pages } - fs.log.runs.count * fs.log.chunkPages
+}
+
+@Suite struct SnapshotTests {
+    @Test func aSnapshotFreezesTheTreeAndRefusesChanges() throws {
+        let scratch = Scratch()
+        var pool = try Pool.create(name: "model", size: 32 << 20, pageSize: 4096, at: scratch.path)
+        var fs = try FileSystem(pool: pool)
+        let docs = UInt64(try fs.create(parent: 1, name: "docs", mode: S_IFDIR | 0o750, caller: caller).st_ino)
+        let a = UInt64(try fs.create(parent: docs, name: "a", mode: S_IFREG | 0o640, caller: caller).st_ino)
+        try write(fs, a, pattern(5 * 4096 + 7, seed: 3))
+        _ = try fs.link(a, parent: 1, name: "a-too")
+        let small = try makeFile(fs, "small")
+        try write(fs, small, Array("a small file".utf8))
+        _ = try fs.create(parent: docs, name: "link", mode: S_IFLNK | 0o777, target: Array("../small".utf8), caller: caller)
+        try fs.setXattr(a, name: "user.tag", value: Array("x".utf8), flags: 0)
+        let frozen = try describe(fs)
+        let pages = filePages(fs, pool)
+
+        let root = UInt64(try fs.makeSnapshot(named: "monday").st_ino)
+        #expect(FileSystem.isFrozen(root) && fs.snapshot(named: "monday") == root)
+        #expect(try describe(fs, root: root) == frozen)
+        #expect(filePages(fs, pool) == pages, "pages shared; the small file's bytes copied into a free slot of a fragment page")
+        #expect(throws: FileSystemError.exists) { try fs.makeSnapshot(named: "monday") }
+
+        // The live tree moves on; the snapshot does not.
+        try write(fs, a, Array(repeating: 0xee, count: 100), at: 4096)
+        _ = try fs.setAttributes(small, AttributeChange(size: 1))
+        try fs.remove(parent: 1, name: "a-too", directory: false)
+        _ = try makeFile(fs, "new")
+        #expect(try describe(fs, root: root) == frozen)
+        #expect(filePages(fs, pool) == pages + 1, "one page of a copied on its write")
+
+        // Nothing changes a snapshot's files.
+        let lookup = { (name: FileName) in UInt64(try fs.lookup(parent: root, name: name).st_ino) }
+        let frozenA = try lookup("a-too")
+        #expect(throws: FileSystemError.readOnly) { try write(fs, frozenA, [1]) }
+        #expect(throws: FileSystemError.readOnly) { try fs.setAttributes(frozenA, AttributeChange(size: 0)) }
+        #expect(throws: FileSystemError.readOnly) { try fs.setAttributes(frozenA, AttributeChange(mode: 0o777)) }
+        #expect(throws: FileSystemError.readOnly) { try fs.allocateSpace(frozenA, mode: 0, offset: 0, length: 1 << 20) }
+        #expect(throws: FileSystemError.readOnly) { try fs.remove(parent: root, name: "a-too", directory: false) }
+        #expect(throws: FileSystemError.readOnly) { try fs.create(parent: root, name: "x", mode: S_IFREG | 0o644, caller: caller) }
+        #expect(throws: FileSystemError.readOnly) { try fs.setXattr(frozenA, name: "user.y", value: [], flags: 0) }
+        #expect(throws: FileSystemError.readOnly) { try fs.copyRange(from: a, at: 0, to: frozenA, at: 0, count: 10) }
+        #expect(throws: FileSystemError.readOnly) {
+            try fs.rename(from: root, name: "a-too", to: 1, newName: "back", noReplace: false, exchange: false)
+        }
+        #expect(fs.failure == nil)
+        // Bytes come back by copying out of it: shared, not copied.
+        let back = try makeFile(fs, "back")
+        let before = filePages(fs, pool)
+        _ = try fs.copyRange(from: frozenA, at: 0, to: back, at: 0, count: 1 << 30)
+        #expect(try bytes(fs, back) == pattern(5 * 4096 + 7, seed: 3))
+        #expect(filePages(fs, pool) == before)
+        try fs.remove(parent: 1, name: "back", directory: false)
+
+        _ = try fs.makeSnapshot(named: "tuesday")
+        fs = try remount(&pool, scratch)
+        #expect(fs.snapshots().map(\.name) == ["monday", "tuesday"])
+        #expect(try describe(fs, root: try #require(fs.snapshot(named: "monday"))) == frozen)
+
+        // Dropping a snapshot frees what only it held, a's old page;
+        // tuesday's pages stay.
+        let held = filePages(fs, pool)
+        try fs.removeSnapshot(named: "monday")
+        #expect(filePages(fs, pool) == held - 1)
+        #expect(throws: FileSystemError.notFound) { try fs.removeSnapshot(named: "monday") }
+        try fs.removeSnapshot(named: "tuesday")
+        try fs.remove(parent: docs, name: "a", directory: false)
+        try fs.remove(parent: 1, name: "small", directory: false)
+        #expect(filePages(fs, pool) <= 1, "at most the fragment page of the file 'new'")
+        let report = try unmountAndCheck(fs, pool, scratch)
+        #expect(report.problems.isEmpty && report.leftByCrash.isEmpty, "\(report)")
+    }
+
+    /// Each file in a snapshot taken under a writer is the file at one
+    /// instant: the writer fills the whole file with one byte per write.
+    @Test func aSnapshotUnderAWriterHoldsWholeWrites() throws {
+        let scratch = Scratch()
+        let pool = try Pool.create(name: "model", size: 64 << 20, pageSize: 4096, at: scratch.path)
+        let fs = try FileSystem(pool: pool)
+        let file = try makeFile(fs, "f")
+        let size = 64 * 4096
+        try write(fs, file, Array(repeating: 0, count: size))
+        final class Stop: Sendable { let flag = Atomic<Bool>(false) }
+        let stop = Stop()
+        let writer = DispatchGroup()
+        DispatchQueue.global().async(group: writer) {
+            var value: UInt8 = 1
+            while !stop.flag.load(ordering: .relaxed) {
+                _ = try? write(fs, file, Array(repeating: value, count: size))
+                value &+= 1
+            }
+        }
+        var seen: Set<UInt8> = []
+        for index in 0..<20 {
+            let root = UInt64(try fs.makeSnapshot(named: FileName("s\(index)")).st_ino)
+            let frozen = try bytes(fs, UInt64(try fs.lookup(parent: root, name: "f").st_ino), size: size)
+            #expect(frozen.count == size && Set(frozen).count == 1, "snapshot \(index) mixes writes")
+            seen.insert(frozen[0])
+        }
+        stop.flag.store(true, ordering: .relaxed)
+        writer.wait()
+        #expect(seen.count > 1, "the writer ran between snapshots")
+        for index in 0..<20 { try fs.removeSnapshot(named: FileName("s\(index)")) }
+        fs.unmount()
+        pool.close()
+    }
+}
