@@ -193,9 +193,11 @@ public final class ControlTree: @unchecked Sendable {
     public func contents(_ inode: UInt64) -> [UInt8]? {
         switch inode {
         case ControlTree.info:
-            return Array((pool.info().report + "requests   \(requests.withLock { $0 })\nstate      \(state)\n").utf8)
+            return Array((pool.info().report + "requests   \(requests.withLock { $0 })\nstate      \(state)\n"
+                + (fileSystem.map { ControlTree.sharingLine($0.sharing()) } ?? "")).utf8)
         case ControlTree.infoJSON:
-            return Array((JSONText.encode(MountInfo(pool: pool.info(), requests: requests.withLock { $0 }, state: state)) + "\n").utf8)
+            return Array((JSONText.encode(MountInfo(pool: pool.info(), requests: requests.withLock { $0 }, state: state,
+                                                    sharing: fileSystem?.sharing())) + "\n").utf8)
         case ControlTree.heapBase..<ControlTree.regionBase:
             guard let heap = pool.heap(id: Int((inode - ControlTree.heapBase) / 4)) else { return nil }
             switch (inode - ControlTree.heapBase) % 4 {
@@ -219,6 +221,12 @@ public final class ControlTree: @unchecked Sendable {
                 """.utf8) + Array((shelf.remote.map(ControlTree.remoteLines) ?? "").utf8)
         default: return nil
         }
+    }
+
+    /// Clones' and snapshots' pages, as `du` would want them counted.
+    static func sharingLine(_ sharing: Sharing) -> String {
+        "shared     \(ByteSize.format(sharing.sharedBytes)) in pages more than one file names; "
+            + "\(sharing.snapshots) snapshot\(sharing.snapshots == 1 ? "" : "s") alone hold \(ByteSize.format(sharing.snapshotOnlyBytes))\n"
     }
 
     /// A remote shelf's part of `.pool/shelves/N`.
@@ -345,12 +353,18 @@ struct MountInfo: Encodable {
     let pool: PoolInfo
     let requests: String
     let state: String
+    let sharing: Sharing?
 
     func encode(to encoder: Encoder) throws {
         try pool.encode(to: encoder)
         var container = encoder.container(keyedBy: Key.self)
         try container.encode(requests, forKey: Key(stringValue: "requests"))
         try container.encode(state, forKey: Key(stringValue: "state"))
+        if let sharing {
+            try container.encode(sharing.snapshots, forKey: Key(stringValue: "snapshots"))
+            try container.encode(sharing.sharedBytes, forKey: Key(stringValue: "sharedBytes"))
+            try container.encode(sharing.snapshotOnlyBytes, forKey: Key(stringValue: "snapshotOnlyBytes"))
+        }
     }
 
     struct Key: CodingKey {

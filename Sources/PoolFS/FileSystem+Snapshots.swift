@@ -37,58 +37,9 @@ extension FileSystem {
             try refuseIfFailed()
             let home = snapshotHomeInode()
             guard home.directory!.inode(named: name) == nil else { throw FileSystemError.exists }
-            // Every inode the root reaches, each once (hard links).
-            var copies: [UInt64: UInt64] = [:]
-            var order: [Inode] = []
-            var next = nextFrozen
-            var queue = [FileSystem.rootInode]
-            while let number = queue.popLast() {
-                guard copies[number] == nil, let inode = inodes[number] else { continue }
-                copies[number] = next
-                next += 1
-                order.append(inode)
-                for (_, child) in inode.directory?.names ?? [] { queue.append(child) }
-            }
-            // The pages each file shows (not those taken ahead of its appends).
-            var shared: [(inode: Inode, extents: [Extent])] = []
-            for inode in order where inode.isRegular {
-                let pages = (inode.record.size + pageSize - 1) >> pageShift
-                let extents = inode.extents.extents.compactMap { extent -> Extent? in
-                    guard !extent.isFragment, extent.page < pages else { return nil }
-                    var kept = extent
-                    kept.pages = Int(min(extent.end, pages) - extent.page)
-                    return kept
-                }
-                shared.append((inode, extents))
-            }
-            do {
-                try pool.shareTrackedPages(shared.flatMap { $0.extents.map { ($0.address, $0.pages) } })
-            } catch PoolError.tooManyShares {
-                throw FileSystemError(EMLINK)
-            } catch {
-                throw FileSystemError.noSpace
-            }
-            let extents = Dictionary(shared.map { ($0.inode.number, $0.extents) }, uniquingKeysWith: { first, _ in first })
-            var made: [Inode] = []
-            do {
-                for inode in order {
-                    var record = inode.record
-                    record.number = copies[inode.number]!
-                    if inode.isDirectory { record.parent = copies[record.parent] ?? FileSystem.snapshotHome }
-                    if inode.number == FileSystem.rootInode { record.parent = FileSystem.snapshotHome }
-                    let copy = Inode(record)
-                    copy.xattrs = inode.xattrs
-                    for extent in extents[inode.number] ?? [] { copy.extents.insert(extent) }
-                    if let fragment = inode.extents.fragment { copy.extents.insert(try copyFragment(fragment, of: inode)) }
-                    for (name, child) in inode.directory?.names ?? [] { copy.directory!.add(name, copies[child]!) }
-                    made.append(copy)
-                }
-            } catch {
-                dropCopies(made, unmade: order.dropFirst(made.count).flatMap { extents[$0.number] ?? [] })
-                throw FileSystemError.answering(error, otherwise: .noSpace)
-            }
+            let (made, next) = try copyTree(from: FileSystem.rootInode, numberedFrom: nextFrozen, parent: FileSystem.snapshotHome)
             for copy in made { inodes[copy.number] = copy }
-            home.directory!.add(name, copies[FileSystem.rootInode]!)
+            home.directory!.add(name, made[0].number)
             home.record.nlink += 1
             do {
                 try compact()
@@ -96,12 +47,103 @@ extension FileSystem {
                 home.directory!.remove(name)
                 home.record.nlink -= 1
                 for copy in made { inodes.removeValue(forKey: copy.number) }
-                dropCopies(made, unmade: [])
+                free(releases(of: made))
                 throw FileSystemError.answering(error, otherwise: .noSpace)
             }
             nextFrozen = next
-            return attributes(inodes[copies[FileSystem.rootInode]!]!)
+            return attributes(made[0])
         }
+    }
+
+    /// Makes the live tree snapshot `name`'s again (the snapshot stays):
+    /// what the tree holds now goes. For a pool that is not mounted: a
+    /// mount's kernel would keep showing the old tree.
+    public func restoreSnapshot(named name: FileName) throws {
+        try tree.writing {
+            try refuseIfFailed()
+            guard let root = inodes[FileSystem.snapshotHome]?.directory?.inode(named: name) else { throw FileSystemError.notFound }
+            let (made, next) = try copyTree(from: root, numberedFrom: nextInode, root: FileSystem.rootInode,
+                                            parent: FileSystem.rootInode)
+            let old = reachable(from: FileSystem.rootInode).compactMap { inodes.removeValue(forKey: $0) }
+            for copy in made { inodes[copy.number] = copy }
+            do {
+                try compact()
+            } catch {
+                for copy in made { inodes.removeValue(forKey: copy.number) }
+                for inode in old { inodes[inode.number] = inode }
+                free(releases(of: made))
+                throw FileSystemError.answering(error, otherwise: .noSpace)
+            }
+            nextInode = next
+            free(releases(of: old))
+        }
+    }
+
+    /// Copies of every inode `source` reaches (each once: hard links stay
+    /// links), numbered from `first` (the copy of `source` as `root`, if
+    /// given), whose pages they share up to each file's size (small files'
+    /// fragments copied); the copy of `source` has `parent` as its "..".
+    /// Not yet in `inodes`. On failure nothing is left shared or taken.
+    /// `tree` held for writing.
+    private func copyTree(from source: UInt64, numberedFrom first: UInt64, root: UInt64? = nil,
+                          parent: UInt64) throws -> (made: [Inode], next: UInt64) {
+        var copies: [UInt64: UInt64] = [:]
+        var order: [Inode] = []
+        var next = first
+        var queue = [source]
+        while let number = queue.popLast() {
+            guard copies[number] == nil, let inode = inodes[number] else { continue }
+            if number == source, let root { copies[number] = root } else {
+                copies[number] = next
+                next += 1
+            }
+            order.append(inode)
+            for (_, child) in (inode.directory?.names ?? []).reversed() { queue.append(child) }
+        }
+        // The pages each file shows (not those taken ahead of its appends).
+        var shared: [UInt64: [Extent]] = [:]
+        for inode in order where inode.isRegular {
+            let pages = (inode.record.size + pageSize - 1) >> pageShift
+            shared[inode.number] = inode.extents.extents.compactMap { extent -> Extent? in
+                guard !extent.isFragment, extent.page < pages else { return nil }
+                var kept = extent
+                kept.pages = Int(min(extent.end, pages) - extent.page)
+                return kept
+            }
+        }
+        do {
+            try pool.shareTrackedPages(order.flatMap { shared[$0.number] ?? [] }.map { ($0.address, $0.pages) })
+        } catch PoolError.tooManyShares {
+            throw FileSystemError.tooManyLinks
+        } catch {
+            throw FileSystemError.answering(error, otherwise: .noSpace)
+        }
+        var made: [Inode] = []
+        do {
+            for inode in order {
+                var record = inode.record
+                record.number = copies[inode.number]!
+                if inode.isDirectory { record.parent = inode.number == source ? parent : copies[record.parent] ?? parent }
+                let copy = Inode(record)
+                copy.xattrs = inode.xattrs
+                for extent in shared[inode.number] ?? [] { copy.extents.insert(extent) }
+                if let fragment = inode.extents.fragment { copy.extents.insert(try copyFragment(fragment, of: inode)) }
+                for (name, child) in inode.directory?.names ?? [] { copy.directory!.add(name, copies[child]!) }
+                made.append(copy)
+            }
+        } catch {
+            free(releases(of: made))
+            for inode in order.dropFirst(made.count) {
+                for extent in shared[inode.number] ?? [] { try? pool.releaseTrackedPages(at: extent.address, count: extent.pages) }
+            }
+            throw FileSystemError.answering(error, otherwise: .noSpace)
+        }
+        return (made, next)
+    }
+
+    /// What dropping `dropped` lets go of: their pages and fragments.
+    private func releases(of dropped: [Inode]) -> [Release] {
+        dropped.flatMap { inode in inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) } }
     }
 
     /// Drops snapshot `name`: its inodes go, and the pages only it held
@@ -123,15 +165,8 @@ extension FileSystem {
                 home.record.nlink += 1
                 throw error
             }
-            free(dropped.flatMap { inode in inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) } })
+            free(releases(of: dropped))
         }
-    }
-
-    /// Undoes a snapshot that failed: its copies' pages and fragments go
-    /// back, and so do the counts taken for copies not made.
-    private func dropCopies(_ made: [Inode], unmade: [Extent]) {
-        free(made.flatMap { copy in copy.extents.extents.map { Release(extent: $0, heap: copy.record.heap) } })
-        for extent in unmade { try? pool.releaseTrackedPages(at: extent.address, count: extent.pages) }
     }
 
     /// Every inode `root` reaches, each once; `tree` held.
@@ -170,5 +205,42 @@ extension FileSystem {
             throw error
         }
         return copy
+    }
+}
+
+/// `du` for shared pages: what `.pool/info` says of snapshots and clones.
+public struct Sharing: Sendable, Equatable {
+    public var snapshots = 0
+    /// Bytes of pages more than one file names (clones, snapshots).
+    public var sharedBytes: UInt64 = 0
+    /// Bytes of pages only snapshots name: what dropping them all frees.
+    public var snapshotOnlyBytes: UInt64 = 0
+}
+
+extension FileSystem {
+    public func sharing() -> Sharing {
+        tree.reading {
+            var sharing = Sharing(snapshots: inodes[FileSystem.snapshotHome]?.directory?.names.count ?? 0)
+            // Where names of the live tree and of snapshots start and end.
+            var edges: [(at: UInt64, live: Int, frozen: Int)] = []
+            for inode in inodes.values where inode.isRegular {
+                let frozen = FileSystem.isFrozen(inode.number)
+                for extent in inode.extents.extents where !extent.isFragment {
+                    let start = extent.address.rawValue, end = start + UInt64(extent.pages) << pageShift
+                    edges.append((start, frozen ? 0 : 1, frozen ? 1 : 0))
+                    edges.append((end, frozen ? 0 : -1, frozen ? -1 : 0))
+                }
+            }
+            edges.sort { $0.at < $1.at }
+            var live = 0, frozen = 0
+            for (edge, next) in zip(edges, edges.dropFirst()) {
+                live += edge.live
+                frozen += edge.frozen
+                let bytes = next.at - edge.at
+                if live + frozen > 1 { sharing.sharedBytes += bytes }
+                if live == 0 && frozen > 0 { sharing.snapshotOnlyBytes += bytes }
+            }
+            return sharing
+        }
     }
 }
