@@ -97,7 +97,10 @@ private func filePages(_ fs: FileSystem, _ pool: Pool) -> Int {
         let file = try makeFile(fs, "f")
         let size = 64 * 4096
         try write(fs, file, Array(repeating: 0, count: size))
-        final class Stop: Sendable { let flag = Atomic<Bool>(false) }
+        final class Stop: Sendable {
+            let flag = Atomic<Bool>(false)
+            let writes = Atomic<Int>(0)
+        }
         let stop = Stop()
         let writer = DispatchGroup()
         DispatchQueue.global().async(group: writer) {
@@ -105,10 +108,14 @@ private func filePages(_ fs: FileSystem, _ pool: Pool) -> Int {
             while !stop.flag.load(ordering: .relaxed) {
                 _ = try? write(fs, file, Array(repeating: value, count: size))
                 value &+= 1
+                stop.writes.add(1, ordering: .releasing)
             }
         }
         var seen: Set<UInt8> = []
         for index in 0..<20 {
+            // At least one whole write since the last snapshot.
+            let next = stop.writes.load(ordering: .acquiring) + 1
+            while stop.writes.load(ordering: .acquiring) < next { sched_yield() }
             let root = UInt64(try fs.makeSnapshot(named: FileName("s\(index)")).st_ino)
             let frozen = try bytes(fs, UInt64(try fs.lookup(parent: root, name: "f").st_ino), size: size)
             #expect(frozen.count == size && Set(frozen).count == 1, "snapshot \(index) mixes writes")

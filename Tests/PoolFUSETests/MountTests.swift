@@ -14,7 +14,7 @@ import TestSupport
                 for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: i * 7) }
             }
         }
-        #expect(mounted.list(".pool") == ["heaps", "info", "info.json", "regions", "shelves"])
+        #expect(mounted.list(".pool") == ["heaps", "info", "info.json", "regions", "shelves", "snapshots"])
         #expect(mounted.text(".pool/info")?.hasPrefix("pool       mnt\n") == true)
         let json = try #require(mounted.text(".pool/info.json"))
         let info = try JSONDecoder().decode(PoolInfo.self, from: Data(json.utf8))
