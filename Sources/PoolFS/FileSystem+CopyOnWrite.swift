@@ -17,6 +17,10 @@ extension FileSystem {
         guard !shared.isEmpty else { return }
         let heap = self.heap(inode.record.heap)
         for piece in shared {
+            if piece.isFragment {
+                try moveFragment(of: inode, to: piece.fragmentBytes)
+                continue
+            }
             var copies: [Extent] = []
             do {
                 try reserveLog()
@@ -49,7 +53,10 @@ extension FileSystem {
         let low = from & ~(pageSize - 1)
         let high = to > UInt64.max - pageSize ? to : (to + pageSize - 1) & ~(pageSize - 1)
         try? forEachPiece(of: inode, from: low, to: high) { extent, at, count in
-            guard !extent.isFragment else { return }
+            guard !extent.isFragment else {
+                if fragments.isShared(extent) { shared.append(extent) }
+                return
+            }
             let first = at >> pageShift
             let pages = Int((at + UInt64(count) + pageSize - 1) >> pageShift - first)
             for range in pool.sharedPages(at: extent.address.advanced(by: first << pageShift), count: pages) {

@@ -27,6 +27,12 @@ extension FileSystem {
         try move(inode, from: only, toHold: size)
     }
 
+    /// Copies a shared fragment into one of the file's own, of `bytes`.
+    func moveFragment(of inode: Inode, to bytes: Int) throws {
+        guard let old = inode.extents.fragment else { return }
+        try move(inode, from: old, toHold: UInt64(bytes))
+    }
+
     /// Moves the file's first `size` bytes from `old` (its fragment, or
     /// its only page) into a fragment that holds `end` bytes, or a page.
     private func move(_ inode: Inode, from old: Extent, toHold end: UInt64) throws {

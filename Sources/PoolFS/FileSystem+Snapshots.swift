@@ -81,9 +81,9 @@ extension FileSystem {
 
     /// Copies of every inode `source` reaches (each once: hard links stay
     /// links), numbered from `first` (the copy of `source` as `root`, if
-    /// given), whose pages they share up to each file's size (small files'
-    /// fragments copied); the copy of `source` has `parent` as its "..".
-    /// Not yet in `inodes`. On failure nothing is left shared or taken.
+    /// given), whose pages (and small files' fragments) they share up to
+    /// each file's size; the copy of `source` has `parent` as its "..".
+    /// Not yet in `inodes`. On failure nothing is left shared.
     /// `tree` held for writing.
     private func copyTree(from source: UInt64, numberedFrom first: UInt64, root: UInt64? = nil,
                           parent: UInt64) throws -> (made: [Inode], next: UInt64) {
@@ -119,24 +119,19 @@ extension FileSystem {
             throw FileSystemError.answering(error, otherwise: .noSpace)
         }
         var made: [Inode] = []
-        do {
-            for inode in order {
-                var record = inode.record
-                record.number = copies[inode.number]!
-                if inode.isDirectory { record.parent = inode.number == source ? parent : copies[record.parent] ?? parent }
-                let copy = Inode(record)
-                copy.xattrs = inode.xattrs
-                for extent in shared[inode.number] ?? [] { copy.extents.insert(extent) }
-                if let fragment = inode.extents.fragment { copy.extents.insert(try copyFragment(fragment, of: inode)) }
-                for (name, child) in inode.directory?.names ?? [] { copy.directory!.add(name, copies[child]!) }
-                made.append(copy)
+        for inode in order {
+            var record = inode.record
+            record.number = copies[inode.number]!
+            if inode.isDirectory { record.parent = inode.number == source ? parent : copies[record.parent] ?? parent }
+            let copy = Inode(record)
+            copy.xattrs = inode.xattrs
+            for extent in shared[inode.number] ?? [] { copy.extents.insert(extent) }
+            if let fragment = inode.extents.fragment {
+                fragments.share(fragment)
+                copy.extents.insert(fragment)
             }
-        } catch {
-            free(releases(of: made))
-            for inode in order.dropFirst(made.count) {
-                for extent in shared[inode.number] ?? [] { try? pool.releaseTrackedPages(at: extent.address, count: extent.pages) }
-            }
-            throw FileSystemError.answering(error, otherwise: .noSpace)
+            for (name, child) in inode.directory?.names ?? [] { copy.directory!.add(name, copies[child]!) }
+            made.append(copy)
         }
         return (made, next)
     }
@@ -190,21 +185,6 @@ extension FileSystem {
         inodes[FileSystem.snapshotHome] = home
         nextFrozen = max(nextFrozen, FileSystem.snapshotHome + 1)
         return home
-    }
-
-    /// A small file's bytes in a fragment of the copy's own.
-    private func copyFragment(_ fragment: Extent, of inode: Inode) throws -> Extent {
-        let heap = self.heap(inode.record.heap)
-        let copy = try fragments.allocate(bytes: fragment.fragmentBytes, from: heap)
-        do {
-            let size = Int(min(inode.record.size, UInt64(fragment.fragmentBytes)))
-            try pages.copy(size, from: fragment.address, to: copy.address)
-            try pool.persist(at: copy.address, count: size)
-        } catch {
-            free([Release(extent: copy, heap: heap.id)])
-            throw error
-        }
-        return copy
     }
 }
 

@@ -24,6 +24,10 @@ final class FragmentRuns: @unchecked Sendable {
         var used: UInt64
     }
     private var runs: [GlobalAddress: Run] = [:]
+    /// Owners beyond the first of a fragment that snapshots share, by its
+    /// address (its slots stay taken until the last one lets go). Rebuilt
+    /// at a mount from the names, as the slots are.
+    private var shares: [GlobalAddress: Int] = [:]
     /// Runs with room, by heap and by their longest stretch of free slots
     /// (index 1 up to `slots`), so a request for n slots finds one at once.
     private var roomy: [Int: [Set<GlobalAddress>]] = [:]
@@ -101,10 +105,25 @@ final class FragmentRuns: @unchecked Sendable {
 
     private static func mask(_ count: Int) -> UInt64 { count == 64 ? .max : (1 << count) - 1 }
 
-    /// Gives `fragment`'s slots back; returns its run and the run's heap if
-    /// the run is now empty, for the caller to free.
+    /// One more owner for `fragment` (a snapshot's copy of a small file).
+    func share(_ fragment: Extent) {
+        mutex.withLock { shares[fragment.address, default: 0] += 1 }
+    }
+
+    /// Whether another file names `fragment` too: a write copies it first.
+    func isShared(_ fragment: Extent) -> Bool {
+        mutex.withLock { shares[fragment.address] != nil }
+    }
+
+    /// Gives `fragment`'s slots back (or one owner of a shared one);
+    /// returns its run and the run's heap if the run is now empty, for the
+    /// caller to free.
     func release(_ fragment: Extent) -> (address: GlobalAddress, heap: Int)? {
         mutex.withLock {
+            if let owners = shares[fragment.address] {
+                shares[fragment.address] = owners > 1 ? owners - 1 : nil
+                return nil
+            }
             guard let (address, bits) = position(of: fragment), let before = runs[address] else { return nil }
             runs[address]!.used &= ~bits
             let run = runs[address]!
@@ -129,13 +148,17 @@ final class FragmentRuns: @unchecked Sendable {
     /// the pool holds (`heapOfRun`: each one-page run of the file system,
     /// with its heap). Returns the runs, each with a file it holds (for the
     /// recovery's list of named runs). Throws on a fragment outside them or
-    /// two that overlap.
+    /// two that overlap, unless it is one fragment that snapshots share
+    /// with at most one file of the live tree.
     func rebuild(_ fragments: [(owner: UInt64, extent: Extent)],
                  heapOfRun: [GlobalAddress: Int]) throws -> [(run: GlobalAddress, owner: UInt64)] {
         try mutex.withLock {
             runs = [:]
             roomy = [:]
+            shares = [:]
             var named: [(run: GlobalAddress, owner: UInt64)] = []
+            var sizes: [GlobalAddress: Int] = [:]
+            var live: Set<GlobalAddress> = []
             func damaged(_ owner: UInt64, _ fragment: Extent, _ reason: String) -> Error {
                 PoolError.damaged(path: pool.path, reason: "inode \(owner) names a fragment at \(fragment.address) \(reason)")
             }
@@ -145,7 +168,15 @@ final class FragmentRuns: @unchecked Sendable {
                 }
                 if runs[address] == nil { named.append((address, owner)) }
                 var run = runs[address] ?? Run(heap: heap, used: 0)
+                let frozen = FileSystem.isFrozen(owner)
+                if sizes[fragment.address] == fragment.fragmentBytes, frozen || !live.contains(fragment.address) {
+                    shares[fragment.address, default: 0] += 1
+                    if !frozen { live.insert(fragment.address) }
+                    continue
+                }
                 guard run.used & bits == 0 else { throw damaged(owner, fragment, "overlapping another file's") }
+                sizes[fragment.address] = fragment.fragmentBytes
+                if !frozen { live.insert(fragment.address) }
                 run.used |= bits
                 runs[address] = run
             }
