@@ -72,6 +72,11 @@ extension Pool {
         try core.releasePages(at: address, count: count)
     }
 
+    /// The same for many ranges at once (a snapshot's files).
+    public func releaseTrackedPages(_ ranges: [(address: GlobalAddress, count: Int)]) throws {
+        try core.releasePages(ranges)
+    }
+
     /// Which of the `count` pages at `address` other owners share too (page
     /// ranges from `address`): those a write must copy first.
     public func sharedPages(at address: GlobalAddress, count: Int) -> [Range<Int>] {

@@ -103,6 +103,29 @@ extension OpenPool {
         try withGlobalLock { try releaseLocked(address, count) }
     }
 
+    /// The same for many ranges (a snapshot's files): those that need the
+    /// lock under one hold of it. One that is not owned is skipped, as a
+    /// refused release changes nothing.
+    func releasePages(_ ranges: [(address: GlobalAddress, count: Int)]) throws {
+        var locked: [(address: GlobalAddress, count: Int)] = []
+        for range in ranges {
+            guard range.count >= 1, range.count < OpenPool.maximumRun, let (table, first) = try? locateRun(range.address) else {
+                continue
+            }
+            let entry = table.entry(first)
+            if entry.kind == .allocated, entry.length == range.count, entry.shares == 0, case .tracked? = entry.tag,
+               table.exchangeEntry(first, expected: entry, desired: .cached(length: range.count, owner: slot)) == nil {
+                try keepGivenBack(table, first, count: range.count)
+            } else {
+                locked.append(range)
+            }
+        }
+        guard !locked.isEmpty else { return }
+        try withGlobalLock {
+            for range in locked { try? releaseLocked(range.address, range.count) }
+        }
+    }
+
     /// Global lock held.
     private func releaseLocked(_ address: GlobalAddress, _ count: Int) throws {
         let (table, first) = try locateRun(address)

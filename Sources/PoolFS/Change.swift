@@ -38,6 +38,12 @@ enum Change: Sendable {
     /// ahead of its appends (FileSystem+Allocation.swift): a mount gives back
     /// those that a kill kept from the file's last close.
     case ahead(inode: UInt64, taken: Bool)
+    /// Snapshot `name` of the tree as it is here: its inodes are copies of
+    /// every inode the root reaches, numbered from `first` in the order of
+    /// a walk of the tree (FileSystem+Snapshots.swift), made again on replay.
+    case snapshot(name: FileName, first: UInt64)
+    /// Snapshot `name` and all its inodes go.
+    case dropSnapshot(name: FileName)
 }
 
 extension Change {
@@ -51,6 +57,8 @@ extension Change {
         case let .setAttributes(inode, _), let .written(inode, _, _), let .extent(inode, _), let .punch(inode, _, _, _),
              let .setXattr(inode, _, _, _), let .removeXattr(inode, _, _), let .setHeap(inode, _, _), let .drop(inode),
              let .ahead(inode, _): [inode]
+        // Made and dropped only through FileSystem+Snapshots.swift.
+        case .snapshot, .dropSnapshot: []
         }
     }
 
@@ -58,7 +66,7 @@ extension Change {
     /// may use the log's reserve on a full pool (MetadataLog.swift).
     var makesRoom: Bool {
         switch self {
-        case .unlink, .punch, .drop, .removeXattr: true
+        case .unlink, .punch, .drop, .removeXattr, .dropSnapshot: true
         case .rename(_, _, _, _, _, _, let whiteout): whiteout == nil
         case .setAttributes(_, let change): change.size == 0
         case .ahead(_, let taken): !taken
@@ -140,6 +148,8 @@ struct RecordWriter {
         case let .setHeap(inode, heap, time): w.u8(13); w.u64(inode); w.u32(UInt32(heap)); w.time(time)
         case let .drop(inode): w.u8(14); w.u64(inode)
         case let .ahead(inode, taken): w.u8(16); w.u64(inode); w.u8(taken ? 1 : 0)
+        case let .snapshot(name, first): w.u8(18); w.name(name); w.u64(first)
+        case let .dropSnapshot(name): w.u8(19); w.name(name)
         }
         w.bytes[4] |= RecordReader.checked
         let length = UInt32(w.bytes.count + 4).littleEndian
@@ -280,6 +290,11 @@ struct RecordReader {
                           "a fragment of \(bytes) bytes at \(address)")
             change = .extent(inode: inode, .fragment(address, bytes: bytes))
         case 16: change = .ahead(inode: try r.u64(), taken: try r.u8() != 0)
+        case 18:
+            let name = try r.name(), first = try r.u64()
+            try r.require(FileSystem.isFrozen(first) && first > FileSystem.snapshotHome, "a snapshot numbered from \(first)")
+            change = .snapshot(name: name, first: first)
+        case 19: change = .dropSnapshot(name: try r.name())
         default: throw Malformed(reason: "its kind \(kind) is unknown")
         }
         try r.require(r.position == body.count, "its length does not match its fields")

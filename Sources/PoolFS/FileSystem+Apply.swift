@@ -146,6 +146,12 @@ extension FileSystem {
             inodes[number]?.record.heap = heap
             inodes[number]?.record.ctime = time
 
+        case let .snapshot(name, first):
+            copySnapshot(name, first: first)
+
+        case let .dropSnapshot(name):
+            released += dropSnapshot(name)
+
         case let .drop(number):
             if let inode = inodes.removeValue(forKey: number) {
                 for name in inode.xattrs.keys { noteNames(removed: name) }

@@ -8,8 +8,9 @@ import Glibc
 /// read-only under `.pool/snapshots/NAME/`. A snapshot's inodes are
 /// numbered from `frozenBase` on; the directory `snapshotHome` names each
 /// snapshot's root. Nothing changes a frozen inode but dropping its
-/// snapshot (EROFS). Making or dropping one rewrites the log (`compact`),
-/// whose switch is one store: a kill leaves the snapshot whole or absent.
+/// snapshot (EROFS). Making or dropping one is one log record: replay
+/// makes the same copies of the same tree again, so a kill leaves the
+/// snapshot whole or absent, and the log grows by a record, not a tree.
 extension FileSystem {
     static let frozenBase: UInt64 = 1 << 61
     static let snapshotHome = frozenBase
@@ -29,116 +30,48 @@ extension FileSystem {
 
     /// Freezes the tree as snapshot `name`; returns its root's attributes.
     /// Every write in flight ends first (`tree` for writing), so each file
-    /// is frozen at one instant.
+    /// is frozen at one instant; sizes and times writes left unlogged are
+    /// logged first, so that replay copies what this copies.
     public func makeSnapshot(named name: FileName) throws -> stat {
         try FileSystem.checkLength(name)
         guard name != ".", name != "..", !name.bytes.contains(UInt8(ascii: "/")) else { throw FileSystemError.invalid }
         return try tree.writing {
             try refuseIfFailed()
-            let home = snapshotHomeInode()
-            guard home.directory!.inode(named: name) == nil else { throw FileSystemError.exists }
-            let (made, next) = try copyTree(from: FileSystem.rootInode, numberedFrom: nextFrozen, parent: FileSystem.snapshotHome)
-            for copy in made { inodes[copy.number] = copy }
-            home.directory!.add(name, made[0].number)
-            home.record.nlink += 1
+            guard inodes[FileSystem.snapshotHome]?.directory?.inode(named: name) == nil else { throw FileSystemError.exists }
+            for inode in inodes.values where inode.dirty { try logWritten(inode) }
+            let order = walk(from: FileSystem.rootInode)
+            let named = order.flatMap { frozenExtents(of: $0) }
+            let pages = named.filter { !$0.isFragment }
             do {
-                try compact()
+                try pool.shareTrackedPages(pages.map { ($0.address, $0.pages) })
+            } catch PoolError.tooManyShares {
+                throw FileSystemError.tooManyLinks
             } catch {
-                home.directory!.remove(name)
-                home.record.nlink -= 1
-                for copy in made { inodes.removeValue(forKey: copy.number) }
-                free(releases(of: made))
                 throw FileSystemError.answering(error, otherwise: .noSpace)
             }
-            nextFrozen = next
-            return attributes(made[0])
-        }
-    }
-
-    /// Makes the live tree snapshot `name`'s again (the snapshot stays):
-    /// what the tree holds now goes. For a pool that is not mounted: a
-    /// mount's kernel would keep showing the old tree.
-    public func restoreSnapshot(named name: FileName) throws {
-        try tree.writing {
-            try refuseIfFailed()
-            guard let root = inodes[FileSystem.snapshotHome]?.directory?.inode(named: name) else { throw FileSystemError.notFound }
-            let (made, next) = try copyTree(from: root, numberedFrom: nextInode, root: FileSystem.rootInode,
-                                            parent: FileSystem.rootInode)
-            let old = reachable(from: FileSystem.rootInode).compactMap { inodes.removeValue(forKey: $0) }
-            for copy in made { inodes[copy.number] = copy }
+            for fragment in named where fragment.isFragment { fragments.share(fragment) }
+            let first = nextFrozen
             do {
-                try compact()
+                try reserveLog()
+                try commitLogOnly(.snapshot(name: name, first: first))
             } catch {
-                for copy in made { inodes.removeValue(forKey: copy.number) }
-                for inode in old { inodes[inode.number] = inode }
-                free(releases(of: made))
-                throw FileSystemError.answering(error, otherwise: .noSpace)
+                free(named.map { Release(extent: $0, heap: 0) })
+                throw error
             }
-            nextInode = next
-            free(releases(of: old))
+            _ = apply(.snapshot(name: name, first: first), replaying: false)
+            return attributes(inodes[first]!)
         }
     }
 
-    /// Copies of every inode `source` reaches (each once: hard links stay
-    /// links), numbered from `first` (the copy of `source` as `root`, if
-    /// given), whose pages (and small files' fragments) they share up to
-    /// each file's size; the copy of `source` has `parent` as its "..".
-    /// Not yet in `inodes`. On failure nothing is left shared.
-    /// `tree` held for writing.
-    private func copyTree(from source: UInt64, numberedFrom first: UInt64, root: UInt64? = nil,
-                          parent: UInt64) throws -> (made: [Inode], next: UInt64) {
-        var copies: [UInt64: UInt64] = [:]
-        var order: [Inode] = []
-        var next = first
-        var queue = [source]
-        while let number = queue.popLast() {
-            guard copies[number] == nil, let inode = inodes[number] else { continue }
-            if number == source, let root { copies[number] = root } else {
-                copies[number] = next
-                next += 1
-            }
-            order.append(inode)
-            for (_, child) in (inode.directory?.names ?? []).reversed() { queue.append(child) }
-        }
-        // The pages each file shows (not those taken ahead of its appends).
-        var shared: [UInt64: [Extent]] = [:]
-        for inode in order where inode.isRegular {
-            let pages = (inode.record.size + pageSize - 1) >> pageShift
-            shared[inode.number] = inode.extents.extents.compactMap { extent -> Extent? in
-                guard !extent.isFragment, extent.page < pages else { return nil }
-                var kept = extent
-                kept.pages = Int(min(extent.end, pages) - extent.page)
-                return kept
-            }
-        }
-        do {
-            try pool.shareTrackedPages(order.flatMap { shared[$0.number] ?? [] }.map { ($0.address, $0.pages) })
-        } catch PoolError.tooManyShares {
-            throw FileSystemError.tooManyLinks
-        } catch {
-            throw FileSystemError.answering(error, otherwise: .noSpace)
-        }
-        var made: [Inode] = []
-        for inode in order {
-            var record = inode.record
-            record.number = copies[inode.number]!
-            if inode.isDirectory { record.parent = inode.number == source ? parent : copies[record.parent] ?? parent }
-            let copy = Inode(record)
-            copy.xattrs = inode.xattrs
-            for extent in shared[inode.number] ?? [] { copy.extents.insert(extent) }
-            if let fragment = inode.extents.fragment {
-                fragments.share(fragment)
-                copy.extents.insert(fragment)
-            }
-            for (name, child) in inode.directory?.names ?? [] { copy.directory!.add(name, copies[child]!) }
-            made.append(copy)
-        }
-        return (made, next)
-    }
-
-    /// What dropping `dropped` lets go of: their pages and fragments.
-    private func releases(of dropped: [Inode]) -> [Release] {
-        dropped.flatMap { inode in inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) } }
+    /// Applies `.snapshot`: copies of every inode the root reaches.
+    func copySnapshot(_ name: FileName, first: UInt64) {
+        let home = snapshotHomeInode()
+        guard home.directory!.inode(named: name) == nil else { return }
+        let made = copies(of: walk(from: FileSystem.rootInode), numberedFrom: first, root: nil, parent: FileSystem.snapshotHome)
+        for copy in made { inodes[copy.number] = copy }
+        home.directory!.add(name, first)
+        home.record.nlink += 1
+        nextFrozen = max(nextFrozen, first + UInt64(made.count))
     }
 
     /// Drops snapshot `name`: its inodes go, and the pages only it held
@@ -146,33 +79,103 @@ extension FileSystem {
     public func removeSnapshot(named name: FileName) throws {
         try tree.writing {
             try refuseIfFailed()
-            guard let home = inodes[FileSystem.snapshotHome], let root = home.directory?.inode(named: name) else {
-                throw FileSystemError.notFound
-            }
-            let dropped = reachable(from: root).compactMap { inodes.removeValue(forKey: $0) }
-            home.directory!.remove(name)
-            home.record.nlink -= 1
+            guard inodes[FileSystem.snapshotHome]?.directory?.inode(named: name) != nil else { throw FileSystemError.notFound }
+            try commit(.dropSnapshot(name: name))
+        }
+    }
+
+    /// Applies `.dropSnapshot`: the snapshot's inodes, and what they held.
+    func dropSnapshot(_ name: FileName) -> [Release] {
+        guard let home = inodes[FileSystem.snapshotHome], let root = home.directory?.remove(name) else { return [] }
+        home.record.nlink -= 1
+        let dropped = reachable(from: root).compactMap { inodes.removeValue(forKey: $0) }
+        return dropped.flatMap { inode in inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) } }
+    }
+
+    /// Makes the live tree snapshot `name`'s again (the snapshot stays):
+    /// what the tree holds now goes. For a pool that is not mounted: a
+    /// mount's kernel would keep showing the old tree. The log is
+    /// rewritten to take it (`compact`).
+    public func restoreSnapshot(named name: FileName) throws {
+        try tree.writing {
+            try refuseIfFailed()
+            guard let root = inodes[FileSystem.snapshotHome]?.directory?.inode(named: name) else { throw FileSystemError.notFound }
+            let order = walk(from: root)
+            let named = order.flatMap { frozenExtents(of: $0) }
+            try pool.shareTrackedPages(named.filter { !$0.isFragment }.map { ($0.address, $0.pages) })
+            for fragment in named where fragment.isFragment { fragments.share(fragment) }
+            let made = copies(of: order, numberedFrom: nextInode, root: FileSystem.rootInode, parent: FileSystem.rootInode)
+            let old = reachable(from: FileSystem.rootInode).compactMap { inodes.removeValue(forKey: $0) }
+            for copy in made { inodes[copy.number] = copy }
             do {
                 try compact()
             } catch {
-                for inode in dropped { inodes[inode.number] = inode }
-                home.directory!.add(name, root)
-                home.record.nlink += 1
-                throw error
+                for copy in made { inodes.removeValue(forKey: copy.number) }
+                for inode in old { inodes[inode.number] = inode }
+                free(named.map { Release(extent: $0, heap: 0) })
+                throw FileSystemError.answering(error, otherwise: .noSpace)
             }
-            free(releases(of: dropped))
+            nextInode += UInt64(made.count)
+            free(old.flatMap { inode in inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) } })
+        }
+    }
+
+    /// Every inode `source` reaches, each once (hard links), in a walk
+    /// that depends on the tree alone: replay walks it the same.
+    private func walk(from source: UInt64) -> [Inode] {
+        var seen: Set<UInt64> = []
+        var order: [Inode] = []
+        var queue = [source]
+        while let number = queue.popLast() {
+            guard seen.insert(number).inserted, let inode = inodes[number] else { continue }
+            order.append(inode)
+            for (_, child) in (inode.directory?.names ?? []).reversed() { queue.append(child) }
+        }
+        return order
+    }
+
+    /// What a copy of `inode` names: its pages up to its size (not those
+    /// taken ahead of its appends), and its fragment.
+    private func frozenExtents(of inode: Inode) -> [Extent] {
+        guard inode.isRegular else { return [] }
+        let pages = (inode.record.size + pageSize - 1) >> pageShift
+        return inode.extents.extents.compactMap { extent -> Extent? in
+            if extent.isFragment { return extent }
+            guard extent.page < pages else { return nil }
+            var kept = extent
+            kept.pages = Int(min(extent.end, pages) - extent.page)
+            return kept
+        }
+    }
+
+    /// Copies of `order` (a walk), numbered from `first` in its order (the
+    /// first, the walk's start, as `root` if given), naming what
+    /// `frozenExtents` says; the copy of the start has `parent` as "..".
+    private func copies(of order: [Inode], numberedFrom first: UInt64, root: UInt64?, parent: UInt64) -> [Inode] {
+        var numbers: [UInt64: UInt64] = [:]
+        numbers.reserveCapacity(order.count)
+        var next = first
+        for (index, inode) in order.enumerated() {
+            if index == 0, let root { numbers[inode.number] = root } else {
+                numbers[inode.number] = next
+                next += 1
+            }
+        }
+        return order.enumerated().map { index, inode in
+            var record = inode.record
+            record.number = numbers[inode.number]!
+            if inode.isDirectory { record.parent = index == 0 ? parent : numbers[record.parent] ?? parent }
+            let copy = Inode(record)
+            copy.xattrs = inode.xattrs
+            for extent in frozenExtents(of: inode) { copy.extents.insert(extent) }
+            for (name, child) in inode.directory?.names ?? [] { copy.directory!.add(name, numbers[child]!) }
+            return copy
         }
     }
 
     /// Every inode `root` reaches, each once; `tree` held.
     func reachable(from root: UInt64) -> [UInt64] {
-        var seen: Set<UInt64> = []
-        var queue = [root]
-        while let number = queue.popLast() {
-            guard seen.insert(number).inserted, let inode = inodes[number] else { continue }
-            for (_, child) in inode.directory?.names ?? [] { queue.append(child) }
-        }
-        return Array(seen)
+        walk(from: root).map(\.number)
     }
 
     /// The directory whose entries are the snapshots, made on first use.

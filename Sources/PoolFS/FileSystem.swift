@@ -198,18 +198,23 @@ public final class FileSystem: @unchecked Sendable {
     }
 
     func free(_ released: [Release]) {
+        var ranges: [(address: GlobalAddress, count: Int)] = []
         for release in released {
             let extent = release.extent
             if extent.isFragment {
                 // The run goes when its last fragment does, to the heap it came from.
-                if let (run, heap) = fragments.release(extent) { try? self.heap(heap).freeTrackedPages(at: run, count: 1) }
+                if let (run, _) = fragments.release(extent) { ranges.append((run, 1)) }
                 continue
             }
             // Pages others share only count one owner fewer.
             for pages in release.freed {
-                try? pool.releaseTrackedPages(at: extent.address.advanced(by: UInt64(pages.lowerBound) << pageShift),
-                                              count: pages.count)
+                ranges.append((extent.address.advanced(by: UInt64(pages.lowerBound) << pageShift), pages.count))
             }
+        }
+        if ranges.count == 1 {
+            try? pool.releaseTrackedPages(at: ranges[0].address, count: ranges[0].count)
+        } else if !ranges.isEmpty {
+            try? pool.releaseTrackedPages(ranges)
         }
     }
 
