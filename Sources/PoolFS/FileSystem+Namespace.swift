@@ -103,6 +103,9 @@ extension FileSystem {
             let source = try directory(from)
             let target = try directory(to)
             guard let moving = source.directory!.inode(named: name) else { throw FileSystemError.notFound }
+            if FileSystem.isFrozen(from), !FileSystem.isFrozen(to), !exchange, whiteout == nil {
+                return try bringBack(try inode(moving), to: target, newName: newName, noReplace: noReplace)
+            }
             let existing = target.directory!.inode(named: newName)
             if existing == moving { return }
             let movingInode = try inode(moving)

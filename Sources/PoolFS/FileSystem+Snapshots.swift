@@ -120,6 +120,52 @@ extension FileSystem {
         }
     }
 
+    /// rename(2) of a file out of a snapshot: the snapshot stays as it is,
+    /// and `newName` becomes a file of the live tree with the frozen one's
+    /// bytes (its pages shared), mode, owners, times and xattrs. The copy
+    /// is named last: a kill before leaves an inode no directory names,
+    /// which the next mount drops. A directory is EXDEV (`mv` then copies
+    /// it, with `cp`, whose copies share pages too). `tree` held for writing.
+    func bringBack(_ frozen: Inode, to target: Inode, newName: FileName, noReplace: Bool) throws {
+        guard frozen.isRegular || frozen.record.mode & S_IFMT == S_IFLNK else { throw FileSystemError(EXDEV) }
+        let existing = target.directory!.inode(named: newName)
+        if let existing {
+            guard !noReplace else { throw FileSystemError.exists }
+            guard inodes[existing]?.isDirectory != true else { throw FileSystemError.isDirectory }
+        }
+        let named = frozenExtents(of: frozen)
+        do {
+            try pool.shareTrackedPages(named.filter { !$0.isFragment }.map { ($0.address, $0.pages) })
+        } catch {
+            throw FileSystemError.answering(error, otherwise: .noSpace)
+        }
+        for fragment in named where fragment.isFragment { fragments.share(fragment) }
+        var record = frozen.record
+        record.number = nextInode
+        record.nlink = 0
+        record.parent = 0
+        var logged = 0
+        do {
+            try reserveLog()
+            try commitLogOnly(.inode(record))
+            _ = apply(.inode(record), replaying: false)
+            for extent in named {
+                try commitLogOnly(.extent(inode: record.number, extent))
+                _ = apply(.extent(inode: record.number, extent), replaying: false)
+                logged += 1
+            }
+            for (name, value) in frozen.xattrs.sorted(by: { $0.key < $1.key }) {
+                try commit(.setXattr(inode: record.number, name: name, value: value, time: record.ctime))
+            }
+            let now = Timestamp.now()
+            if existing != nil { try commit(.unlink(parent: target.number, name: newName, time: now)) }
+            try commit(.link(parent: target.number, name: newName, inode: record.number, time: now))
+        } catch {
+            free(named.dropFirst(logged).map { Release(extent: $0, heap: 0) })
+            throw error
+        }
+    }
+
     /// Every inode `source` reaches, each once (hard links), in a walk
     /// that depends on the tree alone: replay walks it the same.
     private func walk(from source: UInt64) -> [Inode] {

@@ -14,7 +14,11 @@ extension FUSEAdapter {
             if let parent = FUSEAdapter.control(parent) { return controlLookup(req, parent, try FUSEAdapter.controlName(name)) }
             if FUSEAdapter.isControlName(parent, name) { return replyEntry(req, controlDirectory, timeout: 0) }
             do {
-                replyEntry(req, try fs.lookup(parent: parent, name: name))
+                // A snapshot's entries are asked for again at each use: one
+                // renamed out of it (FileSystem+Snapshots.swift) leaves the
+                // kernel's entry on the frozen file, at the new name.
+                replyEntry(req, try fs.lookup(parent: parent, name: name),
+                           timeout: FileSystem.isFrozen(parent) ? 0 : FUSEAdapter.cacheSeconds)
             } catch let error as FileSystemError where error == .notFound {
                 // Names appear only through this mount: the kernel may remember absences.
                 var entry = fuse_entry_param()
@@ -336,8 +340,9 @@ extension FUSEAdapter {
             try DirectoryReply.send(req, size: size, plus: plus) { reply in
                 let extra = inode == FUSE_ROOT_ID ? (name: FUSEAdapter.controlName, attributes: controlDirectory) : nil
                 try fs.listDirectory(inode, from: Int64(offset), extra: extra, attributes: plus) { name, attributes, next in
-                    // The control tree's ".pool" changes underneath: not kept.
-                    let kept = attributes.st_ino & UInt(FUSEAdapter.controlBit) == 0
+                    // The control tree's ".pool" changes underneath, and a
+                    // snapshot's entries are asked for at each use (lookup): not kept.
+                    let kept = attributes.st_ino & UInt(FUSEAdapter.controlBit) == 0 && !FileSystem.isFrozen(inode)
                     return reply.add(name, attributes, next: off_t(next), timeout: kept ? FUSEAdapter.cacheSeconds : 0)
                 }
             }

@@ -51,9 +51,18 @@ struct SnapshotMountTests {
         #expect(mkdir(frozen("new"), 0o755) == -1 && errno == EROFS)
         #expect(truncate(frozen("docs/big"), 0) == -1 && errno == EROFS)
         #expect(chmod(frozen("small"), 0o777) == -1 && errno == EROFS)
-        // Its bytes come back with cp, whose copies share the pages.
+        // Its bytes come back with cp, whose copies share the pages, or mv,
+        // which leaves the snapshot as it was; the file it makes is the
+        // live tree's (writable).
         let cp = try run("/bin/cp", ["-a", frozen("small"), mounted.path("small")])
         #expect(cp.status == 0 && describe(mounted.path("small")) == before[2], "\(cp.output)")
+        let mv = try run("/bin/mv", [frozen("docs/big"), mounted.path("big-back")])
+        #expect(mv.status == 0, "\(mv.output)")
+        #expect(contents(mounted.path("big-back")) == pattern(300_000, seed: 2))
+        #expect(names.map { describe(frozen($0)) } == before)
+        #expect(store(Array("live".utf8), mounted.path("big-back"), flags: O_WRONLY))
+        #expect(contents(frozen("docs/big")) == pattern(300_000, seed: 2))
+        #expect(unlink(mounted.path("big-back")) == 0)
 
         // The command line, through the mount.
         var result = try poolfs(mounted, "snapshot", mounted.name, "s2")
