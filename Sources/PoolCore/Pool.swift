@@ -299,6 +299,26 @@ public final class Pool: @unchecked Sendable {
         try core.destroyRegion(name: name)
     }
 
+    /// A new region `newName` with `name`'s size, owner, mode and bytes as
+    /// they are now. Copied, not shared: a region's pages are plain memory
+    /// that any process writes through its mapping, unseen by the pool, so
+    /// no write could be caught to copy a shared page first. A process
+    /// writing `name` meanwhile may leave a mix of before and after.
+    @discardableResult
+    public func cloneRegion(name: String, as newName: String, placement: Placement? = nil) throws -> Region {
+        let source = try openRegion(name: name)
+        let copy = try createRegion(name: newName, size: source.size, placement: placement, access: source.access)
+        do {
+            try source.withUnsafeMutableBytes { from in
+                try copy.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(from)) }
+            }
+        } catch {
+            try? destroyRegion(name: newName)
+            throw error
+        }
+        return copy
+    }
+
     public func regions() -> [RegionInfo] { core.regions() }
 
     /// Regions with their table rows: numbers that stay while they live.

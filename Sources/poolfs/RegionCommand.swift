@@ -5,7 +5,7 @@ struct RegionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "region",
         abstract: "Create, list and destroy regions: named runs of pages mapped as plain memory.",
-        subcommands: [Create.self, List.self, Destroy.self, Chmod.self, Chown.self])
+        subcommands: [Create.self, List.self, Clone.self, Destroy.self, Chmod.self, Chown.self])
 
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a zero-filled region.")
@@ -38,6 +38,23 @@ struct RegionCommand: ParsableCommand {
                     print("\(region.name)\t\(ByteSize.format(region.size))\t\(region.address)\t"
                         + "\(String(access.mode, radix: 8)) \(access.uid):\(access.gid)")
                 }
+            }
+        }
+    }
+
+    struct Clone: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make region NEWREGION a copy of REGION: its size, owner, mode and bytes.",
+            discussion: "The bytes are copied, not shared: programs write a region's pages through their mappings, which the pool cannot see.")
+        @OptionGroup var pool: PoolLocation
+        @Argument(help: "The region to copy.") var region: String
+        @Argument(help: "The new region's name.") var newRegion: String
+        @Option(help: "Where the copy's pages live (as for `heap policy`); the pool's default otherwise.") var policy: String?
+
+        func run() throws {
+            try pool.withPool { opened in
+                let copy = try opened.cloneRegion(name: region, as: newRegion, placement: try policy.map(Placement.init(parsing:)))
+                print("cloned region '\(region)' as '\(copy.name)' (\(ByteSize.format(copy.size))) at \(copy.address)")
             }
         }
     }

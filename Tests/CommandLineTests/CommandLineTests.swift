@@ -21,6 +21,10 @@ import TestSupport
         #expect(result.status == 0, "\(result.output)")
         result = try poolfs("region", "list", "cli", in: scratch)
         #expect(result.output.hasPrefix("weights\t1M\t0:0x"))
+        result = try poolfs("region", "clone", "cli", "weights", "weights-copy", in: scratch)
+        #expect(result.status == 0 && result.output.hasPrefix("cloned region 'weights' as 'weights-copy' (1M)"), "\(result.output)")
+        result = try poolfs("region", "destroy", "cli", "weights-copy", in: scratch)
+        #expect(result.status == 0, "\(result.output)")
 
         result = try poolfs("grow", "cli", "--by", "16M", in: scratch)
         #expect(result.status == 0 && result.output.contains("added shelf 1"), "\(result.output)")

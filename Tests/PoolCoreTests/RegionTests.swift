@@ -35,6 +35,29 @@ import TestSupport
         #expect(try fresh.withUnsafeMutableBytes { $0.allSatisfy { $0 == 0 } })
     }
 
+    /// A clone has the region's size, owner, mode and bytes, and pages of
+    /// its own: later writes on either side stay on that side.
+    @Test func aCloneIsAnIndependentCopy() throws {
+        let scratch = Scratch()
+        let pool = try Pool.create(name: "reg", size: 16 << 20, pageSize: 4096, at: scratch.path)
+        var access = RegionAccess.creators
+        access.mode = 0o640
+        let region = try pool.createRegion(name: "matrix", size: 10_000, access: access)
+        try region.withUnsafeMutableBytes { for i in $0.indices { $0[i] = UInt8(truncatingIfNeeded: i * 7) } }
+        let copy = try pool.cloneRegion(name: "matrix", as: "matrix-copy")
+        #expect(copy.size == 10_000 && copy.access == region.access && copy.address != region.address)
+        #expect(try copy.withUnsafeMutableBytes { Array($0) } == region.withUnsafeMutableBytes { Array($0) })
+        try region.withUnsafeMutableBytes { $0[0] = 0xff }
+        try copy.withUnsafeMutableBytes { $0[9_999] = 0xee }
+        #expect(try copy.withUnsafeMutableBytes { $0[0] } == 0)
+        #expect(try region.withUnsafeMutableBytes { $0[9_999] } == UInt8(truncatingIfNeeded: 9_999 * 7))
+        #expect(throws: PoolError.regionExists("matrix-copy")) { try pool.cloneRegion(name: "matrix", as: "matrix-copy") }
+        #expect(throws: PoolError.regionNotFound("nope")) { try pool.cloneRegion(name: "nope", as: "other") }
+        #expect(pool.regions().map(\.name).sorted() == ["matrix", "matrix-copy"])
+        pool.close()
+        #expect(try Pool.check(name: "reg", at: scratch.path).isClean)
+    }
+
     @Test func twoProcessesSeeEachOthersWrites() throws {
         let scratch = Scratch()
         let pool = try Pool.create(name: "shared", size: 16 << 20, pageSize: 4096, at: scratch.path)
