@@ -29,6 +29,8 @@ let package = Package(
         .systemLibrary(name: "CLinux"),
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3",
                        providers: [.apt(["libfuse3-dev", "liburing-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd",
+                       providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CUCX", pkgConfig: "ucx",
                        providers: [.apt(["libucx-dev", "libibverbs-dev"])]),
 
@@ -72,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "poolfs",
             dependencies: [
-                "PoolCore", "PoolFS", "PoolFUSE", "PoolNet",
+                "PoolCore", "PoolFS", "PoolFUSE", "PoolNet", "CZstd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // The benchmark links the peers (pmemobj, …) so that `poolfs` does not.

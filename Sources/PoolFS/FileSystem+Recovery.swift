@@ -42,7 +42,9 @@ extension FileSystem {
     /// more owners name pages than their run counts (a count too low would
     /// free pages still named). Also finds which slots of its shared runs
     /// the files' fragments take.
-    func unreferencedRuns() throws -> [Reshape] {
+    /// `recounting` (a checkpoint's restore): counts below their names are
+    /// raised too, not damage.
+    func unreferencedRuns(recounting: Bool = false) throws -> [Reshape] {
         var named: [Name] = log.runs.map { Name(address: $0, pages: log.chunkPages, owner: 0) }
         let runs = pool.trackedRuns().sorted { $0.address < $1.address }
         var heapOfRun: [GlobalAddress: Int] = [:]
@@ -77,7 +79,7 @@ extension FileSystem {
                 next += 1
             }
             let pieces = owners(of: run, named: open)
-            if let many = pieces.first(where: { $0.shares > run.shares }) {
+            if !recounting, let many = pieces.first(where: { $0.shares > run.shares }) {
                 throw PoolError.damaged(path: pool.path, reason: "\(many.shares + 1) owners name pages \(many.pages) of the run at "
                                         + "\(run.address), which counts \(run.shares + 1)")
             }
@@ -158,7 +160,7 @@ extension FileSystem {
     /// Rewrites the log when it has grown well past the state it holds.
     /// `tree` held for writing.
     func compactIfLarge() {
-        guard log.needsRewrite else { return }
+        guard log.needsRewrite, !checkpointing else { return }
         try? compact()
     }
 

@@ -55,8 +55,15 @@ public final class FileSystem: @unchecked Sendable {
         try self.init(pool: pool, inspecting: false)
     }
 
+    /// A pool just restored from a checkpoint taken while mounted: its file
+    /// system as it was at the checkpoint's snapshot `checkpoint`
+    /// (FileSystem+Checkpoint.swift). The pool must be locked for mounting.
+    public convenience init(pool: Pool, restoringCheckpoint checkpoint: FileName) throws {
+        try self.init(pool: pool, inspecting: false, checkpoint: checkpoint)
+    }
+
     /// `inspecting`: replays the log and changes nothing in the pool.
-    init(pool: Pool, inspecting: Bool) throws {
+    init(pool: Pool, inspecting: Bool, checkpoint: FileName? = nil) throws {
         self.pool = pool
         pageSize = UInt64(pool.pageSize)
         pageShift = UInt64(pool.pageSize.trailingZeroBitCount)
@@ -74,11 +81,28 @@ public final class FileSystem: @unchecked Sendable {
             defaultHeap = try pool.openHeap(name: "default", create: !inspecting)
         }
         log = MetadataLog(pool: pool, heap: defaultHeap)
-        let clean: Bool
+        var clean = false
+        // A checkpoint's image holds the log up to its snapshot's record;
+        // what came after it (appended while the image was taken) is not
+        // the image's, and may be torn.
+        var reached = false
         do {
-            clean = try log.open(creating: !inspecting) { change in _ = apply(change, replaying: true) }
+            clean = try log.open(creating: !inspecting) { change in
+                guard !reached else { return }
+                _ = apply(change, replaying: true)
+                if case .snapshot(let name, _) = change, name == checkpoint { reached = true }
+            }
         } catch let damage as MetadataLog.Damaged {
-            throw PoolError.damaged(path: pool.path, reason: "the file system's metadata log: \(damage.description)")
+            guard reached else {
+                throw PoolError.damaged(path: pool.path, reason: "the file system's metadata log: \(damage.description)")
+            }
+        }
+        if let checkpoint {
+            guard reached else {
+                throw PoolError.damaged(path: pool.path, reason: "the file system's log has no checkpoint '\(checkpoint)'")
+            }
+            try recoverCheckpoint(checkpoint)
+            return
         }
         if inspecting { return }
         if inodes[FileSystem.rootInode] == nil {

@@ -273,6 +273,17 @@ final class MetadataLog: @unchecked Sendable {
         }
     }
 
+    /// After a checkpoint's restore: the chain as the image took it is
+    /// left (its chunks are runs no one names, which the restore frees);
+    /// the next rewrite starts the log afresh.
+    func forgetChain() {
+        mutex.withLock {
+            chunks = []
+            committed = 0
+            bytes = 0
+        }
+    }
+
     /// Before a write that grows a file: the reserve whole (its records
     /// are not removals: they refill what they take).
     func reserveSpares() throws {

@@ -15,7 +15,7 @@ struct PoolfsCommand: ParsableCommand {
         subcommands: [
             CreateCommand.self, InfoCommand.self, GrowCommand.self, DestroyCommand.self, MountCommand.self,
             HeapCommand.self, RegionCommand.self, CheckCommand.self, TrimCommand.self, ExecCommand.self,
-            SnapshotCommand.self, ServeCommand.self, KeyCommand.self, RemoteCommand.self, BenchCommand.self,
+            SnapshotCommand.self, CheckpointCommand.self, RestoreCommand.self, ServeCommand.self, KeyCommand.self, RemoteCommand.self, BenchCommand.self,
         ])
 }
 

@@ -101,7 +101,7 @@ private func withFileSystem(_ location: PoolLocation, _ snapshot: String? = nil,
         do {
             try pool.holdExclusively(for: "mounted")
         } catch PoolError.heldExclusively(let name, let use, let pid) {
-            guard let mountpoint = mountpoint(of: pool) else { throw PoolError.heldExclusively(name: name, use: use, pid: pid) }
+            guard let mountpoint = PoolfsMounts.mountpoint(of: pool) else { throw PoolError.heldExclusively(name: name, use: use, pid: pid) }
             return try mounted(mountpoint)
         }
         let fs = try FileSystem(pool: pool)
@@ -112,22 +112,6 @@ private func withFileSystem(_ location: PoolLocation, _ snapshot: String? = nil,
             throw refusal(error.code, location, snapshot)
         }
     }
-}
-
-/// Where the pool is mounted: a poolfs mount of that name whose
-/// `.pool/info` shows this pool's shelf files.
-private func mountpoint(of pool: Pool) -> String? {
-    guard let mounts = try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8) else { return nil }
-    for line in mounts.split(separator: "\n") {
-        let fields = line.split(separator: " ")
-        guard fields.count > 2, fields[0] == "poolfs:\(pool.name)", fields[2] == "fuse.poolfs" else { continue }
-        // /proc/mounts writes a space in a path as \040.
-        let path = fields[1].replacingOccurrences(of: "\\040", with: " ")
-        if let info = try? String(contentsOfFile: "\(path)/.pool/info", encoding: .utf8), info.contains(pool.path + "/") {
-            return path
-        }
-    }
-    return nil
 }
 
 /// mkdir or rmdir in `.pool/snapshots/`: its errno as one line.

@@ -7,23 +7,30 @@ import Glibc
 /// A pool mounted for real (root, /dev/fuse), unmounted and waited for even
 /// when the test fails.
 public final class MountedPool {
-    public let scratch = Scratch()
+    public let scratch: Scratch
     public let name: String
     public let mountpoint: String
     public let options: [String]
     public private(set) var daemon: Child
 
     /// `options`: poolfs mount's arguments after the mount point (-o …).
-    public init(name: String = "mnt", size: UInt64 = 32 << 20, pageSize: UInt64 = 4096, options: [String] = [],
-         configure: (Pool) throws -> Void = { _ in }) throws {
-        self.name = name
-        self.options = options
+    public convenience init(name: String = "mnt", size: UInt64 = 32 << 20, pageSize: UInt64 = 4096, options: [String] = [],
+                            configure: (Pool) throws -> Void = { _ in }) throws {
+        let scratch = Scratch()
         let pool = try Pool.create(name: name, size: size, pageSize: pageSize, at: scratch.path)
         try configure(pool)
         pool.close()
-        mountpoint = scratch.path + "/mountpoint"
-        guard mkdir(mountpoint, 0o755) == 0 else { throw PoolError.system(call: "mkdir", path: mountpoint, errno: errno) }
-        daemon = try MountedPool.start(name, mountpoint, scratch.path, options)
+        try self.init(existing: name, scratch: scratch, mountpoint: "mountpoint", options: options)
+    }
+
+    /// Pool `name` of `scratch`, which exists, mounted at `scratch/mountpoint`.
+    public init(existing name: String, scratch: Scratch, mountpoint: String, options: [String] = []) throws {
+        self.scratch = scratch
+        self.name = name
+        self.options = options
+        self.mountpoint = scratch.path + "/" + mountpoint
+        guard mkdir(self.mountpoint, 0o755) == 0 else { throw PoolError.system(call: "mkdir", path: self.mountpoint, errno: errno) }
+        daemon = try MountedPool.start(name, self.mountpoint, scratch.path, options)
     }
 
     private static func start(_ name: String, _ mountpoint: String, _ home: String, _ options: [String]) throws -> Child {

@@ -1,0 +1,2 @@
+// zstd, for checkpoint images (poolfs checkpoint, poolfs restore).
+#include <zstd.h>

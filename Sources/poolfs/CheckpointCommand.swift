@@ -1,0 +1,145 @@
+import ArgumentParser
+import Foundation
+import PoolCore
+import PoolFS
+import PoolNet
+
+struct CheckpointCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "checkpoint",
+        abstract: "Write an image of the whole pool to FILE, while it is in use.",
+        discussion: """
+            The image holds every shelf's metadata and allocated pages: heaps, regions and the \
+            file system, compressed with zstd, each chunk with a checksum. On a mounted pool, \
+            the file system is frozen first by a snapshot (a pause of milliseconds, said in \
+            the output) and the image holds it as it was then, whatever is written \
+            meanwhile. Heaps and regions are copied as they are while the image is written: \
+            a program that writes them meanwhile may leave a mix in it. `poolfs restore` \
+            makes a new pool from the image.
+            """)
+
+    @OptionGroup var pool: PoolLocation
+    @Argument(help: "The image to write (replaced when the checkpoint is whole).") var file: String
+    @Option(help: "zstd's level, 1 (fastest) to 19.") var level: Int32 = 1
+
+    func run() throws {
+        guard (1...19).contains(level) else { throw ValidationError("a zstd level is 1 to 19") }
+        try pool.withPool { opened in
+            let start = Date()
+            var snapshot = ""
+            var mountpoint: String?
+            do {
+                try opened.holdExclusively(for: "checkpointed")
+            } catch PoolError.heldExclusively(let name, let use, let pid) {
+                guard let mounted = PoolfsMounts.mountpoint(of: opened) else {
+                    throw PoolError.heldExclusively(name: name, use: use, pid: pid)
+                }
+                mountpoint = mounted
+                snapshot = FileSystem.checkpointPrefix + "\(getpid())-\(Int(start.timeIntervalSince1970))"
+                let paused = Date()
+                guard mkdir("\(mounted)/.pool/snapshots/\(snapshot)", 0o700) == 0 else {
+                    throw ImageRefusal(description: "could not freeze the file system at \(mounted): \(String(cString: strerror(errno)))")
+                }
+                print("froze the file system at \(mounted) in \(String(format: "%.1f", Date().timeIntervalSince(paused) * 1000)) ms")
+            }
+            defer { if let mountpoint { rmdir("\(mountpoint)/.pool/snapshots/\(snapshot)") } }
+            let shelves = try opened.checkpointShelves()
+            let writer = try CheckpointFileWriter(path: file, header: CheckpointImage.Header(
+                pageSize: UInt64(opened.pageSize), shelves: shelves.map { ($0.size, $0.medium) },
+                snapshot: snapshot, takenAt: UInt64(start.timeIntervalSince1970)), level: level)
+            do {
+                let total = shelves.reduce(UInt64(0)) { $0 + UInt64($1.metadata.count) + $1.runs.reduce(0) { $0 + UInt64($1.count) } }
+                let progress = ProgressLine(total: total, what: "checkpoint")
+                for shelf in shelves {
+                    try shelf.metadata.withUnsafeBytes { try writer.add(shelf: shelf.index, offset: 0, $0) }
+                    progress.update(writer.rawBytes)
+                    for run in shelf.runs {
+                        var offset = run.lowerBound
+                        while offset < run.upperBound {
+                            let count = Int(min(run.upperBound - offset, UInt64(CheckpointImage.chunkBytes)))
+                            try opened.withShelfBytes(shelf.index, offset: offset, count: count) {
+                                try writer.add(shelf: shelf.index, offset: offset, $0)
+                            }
+                            offset += UInt64(count)
+                            progress.update(writer.rawBytes)
+                        }
+                    }
+                }
+                try writer.finish()
+                progress.done()
+            } catch {
+                writer.abandon()
+                throw error
+            }
+            let seconds = Date().timeIntervalSince(start)
+            print("wrote \(file): \(ByteSize.format(writer.rawBytes)) of pages in \(ByteSize.format(writer.writtenBytes)) "
+                + "(\(writer.chunks) chunks) in \(String(format: "%.2f", seconds)) s")
+        }
+    }
+}
+
+struct RestoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "Make pool NAME from a checkpoint image; a damaged or cut image is refused.",
+        discussion: """
+            The new pool has the image's page size and shelves, the same global addresses, and \
+            its heaps, regions and file system as the checkpoint took them (the file system as \
+            it was at the checkpoint's start). Every checksum is checked as the image is read; \
+            on any failure no pool is left.
+            """)
+
+    @Argument(help: "The image `poolfs checkpoint` wrote.") var file: String
+    @OptionGroup var pool: PoolLocation
+
+    func run() throws {
+        try reportingErrors {
+            RemoteShelves.install()
+            let reader = try CheckpointFileReader(path: file)
+            let header = reader.header
+            try Pool.restore(name: pool.name, at: pool.path, pageSize: header.pageSize, shelves: header.shelves) { target in
+                try reader.forEachChunk { shelf, offset, raw in try target.write(shelf: shelf, offset: offset, raw) }
+            }
+            do {
+                let restored = try Pool.open(name: pool.name, at: pool.path)
+                defer { restored.close() }
+                try restored.holdExclusively(for: "restored")
+                if !header.snapshot.isEmpty {
+                    try FileSystem(pool: restored, restoringCheckpoint: FileName(header.snapshot)).unmount()
+                } else if !restored.rootAddress.isNull {
+                    try FileSystem(pool: restored).unmount()
+                }
+            } catch {
+                try? Pool.destroy(name: pool.name, at: pool.path)
+                throw error
+            }
+            print("restored pool '\(pool.name)' from \(file)")
+        }
+    }
+}
+
+/// A progress bar on standard error, drawn only on a terminal.
+final class ProgressLine {
+    let total: UInt64
+    let what: String
+    private let shown = isatty(2) != 0
+    private var last = -1
+
+    init(total: UInt64, what: String) {
+        self.total = max(total, 1)
+        self.what = what
+    }
+
+    func update(_ done: UInt64) {
+        guard shown else { return }
+        let percent = Int(min(done, total) * 100 / total)
+        guard percent != last else { return }
+        last = percent
+        let bar = String(repeating: "#", count: percent / 4) + String(repeating: ".", count: 25 - percent / 4)
+        FileOutput.standardError.write("\r\(what) [\(bar)] \(percent)% of \(ByteSize.format(total))")
+    }
+
+    func done() {
+        if shown { FileOutput.standardError.write("\n") }
+    }
+}

@@ -1,0 +1,296 @@
+import CZstd
+import PoolCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A checkpoint image (poolfs checkpoint, poolfs restore), little endian:
+///
+///     header   "POOLCKPT", version u32, shelves u32, page size u64,
+///              taken-at u64, snapshot name length u32, per shelf (size u64,
+///              medium u32), the name's bytes, CRC-32C of all before u32
+///     chunk    "CHNK" u32, shelf u32, offset u64, raw bytes u32, zstd
+///              bytes u32, CRC-32C of the raw bytes u32, CRC-32C of the
+///              chunk header before it u32; then the zstd frame
+///     end      "POOLEND\0", chunks u64, raw bytes u64, CRC-32C of the
+///              chunk headers' CRCs in order u32, CRC-32C of the end before it u32
+///
+/// Each chunk is at most `chunkBytes` of one shelf file, compressed alone:
+/// a damaged chunk is found by its checksums, a cut file by its missing end.
+enum CheckpointImage {
+    static let magic = Array("POOLCKPT".utf8)
+    static let endMagic = Array("POOLEND\0".utf8)
+    static let chunkMagic: UInt32 = 0x4b4e_4843   // "CHNK"
+    static let version: UInt32 = 1
+    static let chunkBytes = 4 << 20
+    static let chunkHeaderBytes = 32
+    static let endBytes = 32
+
+    struct Header {
+        var pageSize: UInt64
+        var shelves: [(size: UInt64, medium: Medium)]
+        /// The snapshot that froze the file system (a mounted pool's), or "".
+        var snapshot: String
+        var takenAt: UInt64
+    }
+
+    static func mediumCode(_ medium: Medium) -> UInt32 { medium == .pmem ? 1 : 0 }
+}
+
+/// Little-endian fields into bytes.
+struct ImageBytes {
+    var bytes: [UInt8] = []
+    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+    mutating func crc() { u32(bytes.withUnsafeBytes { CRC32C.checksum($0) }) }
+}
+
+/// Fields out of bytes read from an image.
+struct ImageFields {
+    let bytes: [UInt8]
+    var position = 0
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    mutating func u32() -> UInt32 {
+        defer { position += 4 }
+        return bytes.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: position, as: UInt32.self)) }
+    }
+    mutating func u64() -> UInt64 {
+        defer { position += 8 }
+        return bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: position, as: UInt64.self)) }
+    }
+    /// Whether the CRC-32C at `position` matches the bytes before it.
+    func crcMatches() -> Bool {
+        bytes.count >= position + 4 && bytes.withUnsafeBytes {
+            CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[..<position]))
+                == UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: position, as: UInt32.self))
+        }
+    }
+}
+
+/// Why an image is refused: one line naming the file and the cause.
+struct ImageRefusal: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Writes an image to `path` + ".part", renamed to `path` when whole: a
+/// checkpoint cut short leaves no image that looks whole.
+final class CheckpointFileWriter {
+    let path: String
+    private let fd: Int32
+    private let context: OpaquePointer
+    private let level: Int32
+    private var headerCRCs = ImageBytes()
+    private(set) var chunks: UInt64 = 0
+    private(set) var rawBytes: UInt64 = 0
+    private(set) var writtenBytes: UInt64 = 0
+    private var compressed: [UInt8]
+    /// A chunk's bytes as taken: pages others write meanwhile must not
+    /// differ between what is compressed and what is checksummed.
+    private var taken: [UInt8]
+
+    init(path: String, header: CheckpointImage.Header, level: Int32) throws {
+        self.path = path
+        self.level = level
+        fd = open(path + ".part", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw PoolError.system(call: "open", path: path + ".part", errno: errno) }
+        context = ZSTD_createCCtx()
+        compressed = [UInt8](repeating: 0, count: ZSTD_compressBound(CheckpointImage.chunkBytes))
+        taken = [UInt8](repeating: 0, count: CheckpointImage.chunkBytes)
+        var bytes = ImageBytes(bytes: CheckpointImage.magic)
+        bytes.u32(CheckpointImage.version)
+        bytes.u32(UInt32(header.shelves.count))
+        bytes.u64(header.pageSize)
+        bytes.u64(header.takenAt)
+        let name = Array(header.snapshot.utf8)
+        bytes.u32(UInt32(name.count))
+        for shelf in header.shelves {
+            bytes.u64(shelf.size)
+            bytes.u32(CheckpointImage.mediumCode(shelf.medium))
+        }
+        bytes.bytes += name
+        bytes.crc()
+        try write(bytes.bytes)
+    }
+
+    deinit {
+        ZSTD_freeCCtx(context)
+        if fd >= 0 { close(fd) }
+    }
+
+    /// Writes `raw` (bytes at `offset` of shelf `shelf`) as chunks.
+    func add(shelf: Int, offset: UInt64, _ raw: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < raw.count {
+            let count = min(CheckpointImage.chunkBytes, raw.count - done)
+            taken.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[done..<(done + count)])) }
+            let (size, crc) = taken.withUnsafeBytes { taken in
+                let piece = UnsafeRawBufferPointer(rebasing: taken[..<count])
+                let size = compressed.withUnsafeMutableBytes {
+                    ZSTD_compressCCtx(context, $0.baseAddress, $0.count, piece.baseAddress, count, level)
+                }
+                return (size, CRC32C.checksum(piece))
+            }
+            guard ZSTD_isError(size) == 0 else {
+                throw ImageRefusal(description: "zstd could not compress: \(String(cString: ZSTD_getErrorName(size)))")
+            }
+            var header = ImageBytes()
+            header.u32(CheckpointImage.chunkMagic)
+            header.u32(UInt32(shelf))
+            header.u64(offset + UInt64(done))
+            header.u32(UInt32(count))
+            header.u32(UInt32(size))
+            header.u32(crc)
+            header.crc()
+            headerCRCs.bytes += header.bytes.suffix(4)
+            try write(header.bytes)
+            try compressed.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[..<size])) }
+            chunks += 1
+            rawBytes += UInt64(count)
+            done += count
+        }
+    }
+
+    /// The end marker, then the image made durable and given its name.
+    func finish() throws {
+        var end = ImageBytes(bytes: CheckpointImage.endMagic)
+        end.u64(chunks)
+        end.u64(rawBytes)
+        end.u32(headerCRCs.bytes.withUnsafeBytes { CRC32C.checksum($0) })
+        end.crc()
+        try write(end.bytes)
+        guard fsync(fd) == 0 else { throw PoolError.system(call: "fsync", path: path, errno: errno) }
+        guard rename(path + ".part", path) == 0 else { throw PoolError.system(call: "rename", path: path, errno: errno) }
+    }
+
+    /// Leaves no part behind.
+    func abandon() { unlink(path + ".part") }
+
+    private func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    private func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            guard n > 0 else {
+                if n < 0 && errno == EINTR { continue }
+                throw PoolError.system(call: "write", path: path + ".part", errno: errno)
+            }
+            done += n
+        }
+        writtenBytes += UInt64(bytes.count)
+    }
+}
+
+/// Reads an image, checking every checksum before anything is believed.
+final class CheckpointFileReader {
+    let path: String
+    private let fd: Int32
+    private let context: OpaquePointer
+    private(set) var header = CheckpointImage.Header(pageSize: 0, shelves: [], snapshot: "", takenAt: 0)
+
+    init(path: String) throws {
+        self.path = path
+        fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw PoolError.system(call: "open", path: path, errno: errno) }
+        context = ZSTD_createDCtx()
+        header = try readHeader()
+    }
+
+    deinit {
+        ZSTD_freeDCtx(context)
+        if fd >= 0 { close(fd) }
+    }
+
+    private func refuse(_ reason: String) -> ImageRefusal {
+        ImageRefusal(description: "\(path) is \(reason); nothing was restored")
+    }
+
+    /// Exactly `count` bytes, or nil at the end of the file.
+    private func read(_ count: Int) throws -> [UInt8]? {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + done, count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw PoolError.system(call: "read", path: path, errno: errno) }
+            if n == 0 { return done == 0 ? nil : Array(bytes[..<done]) }
+            done += n
+        }
+        return bytes
+    }
+
+    private func readHeader() throws -> CheckpointImage.Header {
+        guard let fixed = try read(36), fixed.count == 36, Array(fixed[..<8]) == CheckpointImage.magic else {
+            throw ImageRefusal(description: "\(path) is not a poolfs checkpoint image")
+        }
+        var fields = ImageFields(fixed)
+        fields.position = 8
+        let version = fields.u32(), shelves = Int(fields.u32()), pageSize = fields.u64(), takenAt = fields.u64()
+        let nameLength = Int(fields.u32())
+        guard version == CheckpointImage.version else {
+            throw ImageRefusal(description: "\(path) is a checkpoint of version \(version); this poolfs reads version \(CheckpointImage.version)")
+        }
+        guard shelves >= 1, shelves <= 64, nameLength <= 255 else { throw refuse("damaged: its header is") }
+        guard let rest = try read(shelves * 12 + nameLength + 4), rest.count == shelves * 12 + nameLength + 4 else {
+            throw refuse("truncated inside its header")
+        }
+        var all = ImageFields(fixed + rest)
+        all.position = fixed.count + rest.count - 4
+        guard all.crcMatches() else { throw refuse("damaged: its header does not match its checksum") }
+        all.position = 36
+        var list: [(size: UInt64, medium: Medium)] = []
+        for _ in 0..<shelves {
+            let size = all.u64(), code = all.u32()
+            guard code <= 1 else { throw refuse("damaged: a shelf's medium is unknown") }
+            list.append((size, code == 1 ? .pmem : .dram))
+        }
+        let name = String(decoding: rest[(shelves * 12)..<(shelves * 12 + nameLength)], as: UTF8.self)
+        return CheckpointImage.Header(pageSize: pageSize, shelves: list, snapshot: name, takenAt: takenAt)
+    }
+
+    /// Each chunk's raw bytes, in order, checked, then the end marker.
+    func forEachChunk(_ body: (_ shelf: Int, _ offset: UInt64, _ raw: UnsafeRawBufferPointer) throws -> Void) throws {
+        var raw = [UInt8](repeating: 0, count: CheckpointImage.chunkBytes)
+        var headerCRCs = ImageBytes()
+        var chunks: UInt64 = 0, rawBytes: UInt64 = 0
+        while true {
+            guard let head = try read(CheckpointImage.chunkHeaderBytes) else {
+                throw refuse("truncated: it ends after \(chunks) chunks, without its end marker")
+            }
+            if head.count >= 8, Array(head[..<8]) == CheckpointImage.endMagic {
+                guard head.count == CheckpointImage.endBytes else { throw refuse("truncated inside its end marker") }
+                var end = ImageFields(head)
+                end.position = 8
+                let count = end.u64(), bytes = end.u64(), crcs = end.u32()
+                end.position = 28
+                guard end.crcMatches(), count == chunks, bytes == rawBytes,
+                      crcs == headerCRCs.bytes.withUnsafeBytes({ CRC32C.checksum($0) }) else {
+                    throw refuse("damaged: its end marker does not match its \(chunks) chunks")
+                }
+                return
+            }
+            guard head.count == CheckpointImage.chunkHeaderBytes else { throw refuse("truncated inside chunk \(chunks)") }
+            var fields = ImageFields(head)
+            let magic = fields.u32(), shelf = Int(fields.u32()), offset = fields.u64()
+            let rawCount = Int(fields.u32()), size = Int(fields.u32()), rawCRC = fields.u32()
+            guard magic == CheckpointImage.chunkMagic, fields.crcMatches(), rawCount <= CheckpointImage.chunkBytes,
+                  size <= ZSTD_compressBound(CheckpointImage.chunkBytes) else {
+                throw refuse("damaged: chunk \(chunks)'s header does not match its checksum")
+            }
+            guard let frame = try read(size), frame.count == size else { throw refuse("truncated inside chunk \(chunks)") }
+            let got = raw.withUnsafeMutableBytes { out in
+                frame.withUnsafeBytes { ZSTD_decompressDCtx(context, out.baseAddress, out.count, $0.baseAddress, size) }
+            }
+            let checked = raw.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[..<min(rawCount, $0.count)]) }
+            guard ZSTD_isError(got) == 0, got == rawCount, CRC32C.checksum(checked) == rawCRC else {
+                throw refuse("damaged: chunk \(chunks) (shelf \(shelf), offset 0x\(String(offset, radix: 16))) does not match its checksum")
+            }
+            try body(shelf, offset, checked)
+            headerCRCs.bytes += head.suffix(4)
+            chunks += 1
+            rawBytes += UInt64(rawCount)
+        }
+    }
+}
