@@ -21,10 +21,13 @@ struct CheckpointCommand: ParsableCommand {
     @OptionGroup var pool: PoolLocation
     @Argument(help: "The image to write (replaced when the checkpoint is whole).") var file: String
     @Option(help: "zstd's level, 1 (fastest) to 19.") var level: Int32 = 1
+    @Option(help: ArgumentHelp("Write only what changed since checkpoint BASE (restoring needs BASE too).", valueName: "BASE"))
+    var incremental: String?
 
     func run() throws {
         guard (1...19).contains(level) else { throw ValidationError("a zstd level is 1 to 19") }
         try pool.withPool { opened in
+            let base = try incremental.map { try BaseImage(path: $0) }
             let start = Date()
             var snapshot = ""
             var mountpoint: String?
@@ -46,7 +49,9 @@ struct CheckpointCommand: ParsableCommand {
             let shelves = try opened.checkpointShelves()
             let writer = try CheckpointFileWriter(path: file, header: CheckpointImage.Header(
                 pageSize: UInt64(opened.pageSize), shelves: shelves.map { ($0.size, $0.medium) },
-                snapshot: snapshot, takenAt: UInt64(start.timeIntervalSince1970)), level: level)
+                snapshot: snapshot, takenAt: UInt64(start.timeIntervalSince1970), baseID: base?.reader.header.id ?? 0,
+                basePath: base.map { URL(fileURLWithPath: $0.path).standardizedFileURL.path } ?? ""), level: level)
+            writer.base = base
             do {
                 let total = shelves.reduce(UInt64(0)) { $0 + UInt64($1.metadata.count) + $1.runs.reduce(0) { $0 + UInt64($1.count) } }
                 let progress = ProgressLine(total: total, what: "checkpoint")
@@ -72,8 +77,9 @@ struct CheckpointCommand: ParsableCommand {
                 throw error
             }
             let seconds = Date().timeIntervalSince(start)
+            let unchanged = base == nil ? "" : ", \(ByteSize.format(writer.unchangedBytes)) of them unchanged since \(incremental!)"
             print("wrote \(file): \(ByteSize.format(writer.rawBytes)) of pages in \(ByteSize.format(writer.writtenBytes)) "
-                + "(\(writer.chunks) chunks) in \(String(format: "%.2f", seconds)) s")
+                + "(\(writer.chunks) chunks\(unchanged)) in \(String(format: "%.2f", seconds)) s")
         }
     }
 }
@@ -97,6 +103,15 @@ struct RestoreCommand: ParsableCommand {
             RemoteShelves.install()
             let reader = try CheckpointFileReader(path: file)
             let header = reader.header
+            if header.baseID != 0 {
+                // Where it was, or beside this image.
+                let stored = header.basePath, beside = BaseImage.resolve(String(stored.split(separator: "/").last ?? ""), beside: file)
+                let path = access(stored, F_OK) == 0 ? stored : beside
+                guard access(path, R_OK) == 0 else {
+                    throw ImageRefusal(description: "\(file) is incremental: its base \(stored) (nor \(beside)) cannot be read; nothing was restored")
+                }
+                reader.base = try BaseImage(path: path, id: header.baseID)
+            }
             try Pool.restore(name: pool.name, at: pool.path, pageSize: header.pageSize, shelves: header.shelves) { target in
                 try reader.forEachChunk { shelf, offset, raw in try target.write(shelf: shelf, offset: offset, raw) }
             }

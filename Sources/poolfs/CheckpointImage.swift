@@ -7,11 +7,15 @@ import Glibc
 /// A checkpoint image (poolfs checkpoint, poolfs restore), little endian:
 ///
 ///     header   "POOLCKPT", version u32, shelves u32, page size u64,
-///              taken-at u64, snapshot name length u32, per shelf (size u64,
-///              medium u32), the name's bytes, CRC-32C of all before u32
+///              taken-at u64, image id u64, base image id u64 (0: none),
+///              snapshot name length u32, base path length u32, per shelf
+///              (size u64, medium u32), the name's bytes, the base's path,
+///              CRC-32C of all before u32
 ///     chunk    "CHNK" u32, shelf u32, offset u64, raw bytes u32, zstd
-///              bytes u32, CRC-32C of the raw bytes u32, CRC-32C of the
-///              chunk header before it u32; then the zstd frame
+///              bytes u32 (`sameAsBase`: none, the base image has these
+///              bytes in a chunk at the same place), CRC-32C of the raw
+///              bytes u32, CRC-32C of the chunk header before it u32; then
+///              the zstd frame
 ///     end      "POOLEND\0", chunks u64, raw bytes u64, CRC-32C of the
 ///              chunk headers' CRCs in order u32, CRC-32C of the end before it u32
 ///
@@ -25,6 +29,7 @@ enum CheckpointImage {
     static let chunkBytes = 4 << 20
     static let chunkHeaderBytes = 32
     static let endBytes = 32
+    static let sameAsBase = UInt32.max
 
     struct Header {
         var pageSize: UInt64
@@ -32,6 +37,10 @@ enum CheckpointImage {
         /// The snapshot that froze the file system (a mounted pool's), or "".
         var snapshot: String
         var takenAt: UInt64
+        var id = UInt64.random(in: 1...UInt64.max)
+        /// The image an incremental one names for its unchanged chunks.
+        var baseID: UInt64 = 0
+        var basePath = ""
     }
 
     static func mediumCode(_ medium: Medium) -> UInt32 { medium == .pmem ? 1 : 0 }
@@ -101,13 +110,16 @@ final class CheckpointFileWriter {
         bytes.u32(UInt32(header.shelves.count))
         bytes.u64(header.pageSize)
         bytes.u64(header.takenAt)
-        let name = Array(header.snapshot.utf8)
+        bytes.u64(header.id)
+        bytes.u64(header.baseID)
+        let name = Array(header.snapshot.utf8), base = Array(header.basePath.utf8)
         bytes.u32(UInt32(name.count))
+        bytes.u32(UInt32(base.count))
         for shelf in header.shelves {
             bytes.u64(shelf.size)
             bytes.u32(CheckpointImage.mediumCode(shelf.medium))
         }
-        bytes.bytes += name
+        bytes.bytes += name + base
         bytes.crc()
         try write(bytes.bytes)
     }
@@ -117,15 +129,23 @@ final class CheckpointFileWriter {
         if fd >= 0 { close(fd) }
     }
 
-    /// Writes `raw` (bytes at `offset` of shelf `shelf`) as chunks.
+    /// The image an incremental checkpoint compares its chunks with.
+    var base: BaseImage?
+    private(set) var unchangedBytes: UInt64 = 0
+
+    /// Writes `raw` (bytes at `offset` of shelf `shelf`) as chunks; those
+    /// the base image holds the same are named, not written.
     func add(shelf: Int, offset: UInt64, _ raw: UnsafeRawBufferPointer) throws {
         var done = 0
         while done < raw.count {
             let count = min(CheckpointImage.chunkBytes, raw.count - done)
             taken.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[done..<(done + count)])) }
+            let same = try taken.withUnsafeBytes { taken in
+                try base?.holds(shelf: shelf, offset: offset + UInt64(done), UnsafeRawBufferPointer(rebasing: taken[..<count])) == true
+            }
             let (size, crc) = taken.withUnsafeBytes { taken in
                 let piece = UnsafeRawBufferPointer(rebasing: taken[..<count])
-                let size = compressed.withUnsafeMutableBytes {
+                let size = same ? 0 : compressed.withUnsafeMutableBytes {
                     ZSTD_compressCCtx(context, $0.baseAddress, $0.count, piece.baseAddress, count, level)
                 }
                 return (size, CRC32C.checksum(piece))
@@ -138,12 +158,16 @@ final class CheckpointFileWriter {
             header.u32(UInt32(shelf))
             header.u64(offset + UInt64(done))
             header.u32(UInt32(count))
-            header.u32(UInt32(size))
+            header.u32(same ? CheckpointImage.sameAsBase : UInt32(size))
             header.u32(crc)
             header.crc()
             headerCRCs.bytes += header.bytes.suffix(4)
             try write(header.bytes)
-            try compressed.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[..<size])) }
+            if same {
+                unchangedBytes += UInt64(count)
+            } else {
+                try compressed.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[..<size])) }
+            }
             chunks += 1
             rawBytes += UInt64(count)
             done += count
@@ -222,24 +246,25 @@ final class CheckpointFileReader {
     }
 
     private func readHeader() throws -> CheckpointImage.Header {
-        guard let fixed = try read(36), fixed.count == 36, Array(fixed[..<8]) == CheckpointImage.magic else {
+        let fixedBytes = 56
+        guard let fixed = try read(fixedBytes), fixed.count == fixedBytes, Array(fixed[..<8]) == CheckpointImage.magic else {
             throw ImageRefusal(description: "\(path) is not a poolfs checkpoint image")
         }
         var fields = ImageFields(fixed)
         fields.position = 8
         let version = fields.u32(), shelves = Int(fields.u32()), pageSize = fields.u64(), takenAt = fields.u64()
-        let nameLength = Int(fields.u32())
+        let id = fields.u64(), baseID = fields.u64()
+        let nameLength = Int(fields.u32()), baseLength = Int(fields.u32())
         guard version == CheckpointImage.version else {
             throw ImageRefusal(description: "\(path) is a checkpoint of version \(version); this poolfs reads version \(CheckpointImage.version)")
         }
-        guard shelves >= 1, shelves <= 64, nameLength <= 255 else { throw refuse("damaged: its header is") }
-        guard let rest = try read(shelves * 12 + nameLength + 4), rest.count == shelves * 12 + nameLength + 4 else {
-            throw refuse("truncated inside its header")
-        }
+        guard shelves >= 1, shelves <= 64, nameLength <= 255, baseLength <= 4096 else { throw refuse("damaged: its header is") }
+        let restBytes = shelves * 12 + nameLength + baseLength + 4
+        guard let rest = try read(restBytes), rest.count == restBytes else { throw refuse("truncated inside its header") }
         var all = ImageFields(fixed + rest)
         all.position = fixed.count + rest.count - 4
         guard all.crcMatches() else { throw refuse("damaged: its header does not match its checksum") }
-        all.position = 36
+        all.position = fixedBytes
         var list: [(size: UInt64, medium: Medium)] = []
         for _ in 0..<shelves {
             let size = all.u64(), code = all.u32()
@@ -247,50 +272,126 @@ final class CheckpointFileReader {
             list.append((size, code == 1 ? .pmem : .dram))
         }
         let name = String(decoding: rest[(shelves * 12)..<(shelves * 12 + nameLength)], as: UTF8.self)
-        return CheckpointImage.Header(pageSize: pageSize, shelves: list, snapshot: name, takenAt: takenAt)
+        let base = String(decoding: rest[(shelves * 12 + nameLength)..<(shelves * 12 + nameLength + baseLength)], as: UTF8.self)
+        return CheckpointImage.Header(pageSize: pageSize, shelves: list, snapshot: name, takenAt: takenAt, id: id,
+                                      baseID: baseID, basePath: base)
     }
+
+    /// The image this one names for its unchanged chunks (incremental).
+    var base: BaseImage?
+    private var raw = [UInt8](repeating: 0, count: CheckpointImage.chunkBytes)
+    private var headerCRCs = ImageBytes()
+    private var chunks: UInt64 = 0
+    private var rawBytes: UInt64 = 0
+    private var ended = false
 
     /// Each chunk's raw bytes, in order, checked, then the end marker.
     func forEachChunk(_ body: (_ shelf: Int, _ offset: UInt64, _ raw: UnsafeRawBufferPointer) throws -> Void) throws {
-        var raw = [UInt8](repeating: 0, count: CheckpointImage.chunkBytes)
-        var headerCRCs = ImageBytes()
-        var chunks: UInt64 = 0, rawBytes: UInt64 = 0
-        while true {
-            guard let head = try read(CheckpointImage.chunkHeaderBytes) else {
-                throw refuse("truncated: it ends after \(chunks) chunks, without its end marker")
-            }
-            if head.count >= 8, Array(head[..<8]) == CheckpointImage.endMagic {
-                guard head.count == CheckpointImage.endBytes else { throw refuse("truncated inside its end marker") }
-                var end = ImageFields(head)
-                end.position = 8
-                let count = end.u64(), bytes = end.u64(), crcs = end.u32()
-                end.position = 28
-                guard end.crcMatches(), count == chunks, bytes == rawBytes,
-                      crcs == headerCRCs.bytes.withUnsafeBytes({ CRC32C.checksum($0) }) else {
-                    throw refuse("damaged: its end marker does not match its \(chunks) chunks")
-                }
-                return
-            }
-            guard head.count == CheckpointImage.chunkHeaderBytes else { throw refuse("truncated inside chunk \(chunks)") }
-            var fields = ImageFields(head)
-            let magic = fields.u32(), shelf = Int(fields.u32()), offset = fields.u64()
-            let rawCount = Int(fields.u32()), size = Int(fields.u32()), rawCRC = fields.u32()
-            guard magic == CheckpointImage.chunkMagic, fields.crcMatches(), rawCount <= CheckpointImage.chunkBytes,
-                  size <= ZSTD_compressBound(CheckpointImage.chunkBytes) else {
-                throw refuse("damaged: chunk \(chunks)'s header does not match its checksum")
-            }
-            guard let frame = try read(size), frame.count == size else { throw refuse("truncated inside chunk \(chunks)") }
-            let got = raw.withUnsafeMutableBytes { out in
-                frame.withUnsafeBytes { ZSTD_decompressDCtx(context, out.baseAddress, out.count, $0.baseAddress, size) }
-            }
-            let checked = raw.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[..<min(rawCount, $0.count)]) }
-            guard ZSTD_isError(got) == 0, got == rawCount, CRC32C.checksum(checked) == rawCRC else {
-                throw refuse("damaged: chunk \(chunks) (shelf \(shelf), offset 0x\(String(offset, radix: 16))) does not match its checksum")
-            }
-            try body(shelf, offset, checked)
-            headerCRCs.bytes += head.suffix(4)
-            chunks += 1
-            rawBytes += UInt64(rawCount)
+        while let (shelf, offset, count) = try next() {
+            try raw.withUnsafeBytes { try body(shelf, offset, UnsafeRawBufferPointer(rebasing: $0[..<count])) }
         }
+    }
+
+    /// The next chunk, its raw bytes in `chunkBytes(count)`; nil after the
+    /// end marker, checked.
+    func next() throws -> (shelf: Int, offset: UInt64, count: Int)? {
+        guard !ended else { return nil }
+        guard let head = try read(CheckpointImage.chunkHeaderBytes) else {
+            throw refuse("truncated: it ends after \(chunks) chunks, without its end marker")
+        }
+        if head.count >= 8, Array(head[..<8]) == CheckpointImage.endMagic {
+            guard head.count == CheckpointImage.endBytes else { throw refuse("truncated inside its end marker") }
+            var end = ImageFields(head)
+            end.position = 8
+            let count = end.u64(), bytes = end.u64(), crcs = end.u32()
+            end.position = 28
+            guard end.crcMatches(), count == chunks, bytes == rawBytes,
+                  crcs == headerCRCs.bytes.withUnsafeBytes({ CRC32C.checksum($0) }) else {
+                throw refuse("damaged: its end marker does not match its \(chunks) chunks")
+            }
+            ended = true
+            return nil
+        }
+        guard head.count == CheckpointImage.chunkHeaderBytes else { throw refuse("truncated inside chunk \(chunks)") }
+        var fields = ImageFields(head)
+        let magic = fields.u32(), shelf = Int(fields.u32()), offset = fields.u64()
+        let rawCount = Int(fields.u32()), size = fields.u32(), rawCRC = fields.u32()
+        guard magic == CheckpointImage.chunkMagic, fields.crcMatches(), rawCount <= CheckpointImage.chunkBytes,
+              size == CheckpointImage.sameAsBase || Int(size) <= ZSTD_compressBound(CheckpointImage.chunkBytes) else {
+            throw refuse("damaged: chunk \(chunks)'s header does not match its checksum")
+        }
+        let place = "chunk \(chunks) (shelf \(shelf), offset 0x\(String(offset, radix: 16)))"
+        if size == CheckpointImage.sameAsBase {
+            guard let base else { throw refuse("incremental, but no base image was read for it") }
+            guard try base.copy(shelf: shelf, offset: offset, count: rawCount, into: &raw) else {
+                throw ImageRefusal(description: "\(path) names \(place) of its base \(base.path), which has no such chunk; nothing was restored")
+            }
+        } else {
+            guard let frame = try read(Int(size)), frame.count == Int(size) else { throw refuse("truncated inside chunk \(chunks)") }
+            let got = raw.withUnsafeMutableBytes { out in
+                frame.withUnsafeBytes { ZSTD_decompressDCtx(context, out.baseAddress, out.count, $0.baseAddress, Int(size)) }
+            }
+            guard ZSTD_isError(got) == 0, got == rawCount else { throw refuse("damaged: \(place) does not match its checksum") }
+        }
+        guard raw.withUnsafeBytes({ CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[..<rawCount])) }) == rawCRC else {
+            throw refuse("damaged: \(place) does not match its checksum")
+        }
+        headerCRCs.bytes += head.suffix(4)
+        chunks += 1
+        rawBytes += UInt64(rawCount)
+        return (shelf, offset, rawCount)
+    }
+
+    /// The last chunk's bytes.
+    func withChunk<R>(count: Int, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try raw.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+    }
+}
+
+/// An earlier image, read forward alongside a new one (both list chunks by
+/// shelf and offset): an incremental checkpoint asks whether it holds the
+/// same bytes at a place, a restore takes them from it.
+final class BaseImage {
+    let reader: CheckpointFileReader
+    var path: String { reader.path }
+    private var current: (shelf: Int, offset: UInt64, count: Int)?
+
+    /// Opens `path`, whose id must be `id` when given, and its own base.
+    init(path: String, id: UInt64? = nil) throws {
+        reader = try CheckpointFileReader(path: path)
+        if let id, reader.header.id != id {
+            throw ImageRefusal(description: "\(path) is not the image this one was made against (another checkpoint has its name)")
+        }
+        if reader.header.baseID != 0 {
+            reader.base = try BaseImage(path: BaseImage.resolve(reader.header.basePath, beside: path), id: reader.header.baseID)
+        }
+        current = try reader.next()
+    }
+
+    /// A base path as stored (relative ones from the image's directory).
+    static func resolve(_ base: String, beside image: String) -> String {
+        guard !base.hasPrefix("/"), let slash = image.lastIndex(of: "/") else { return base }
+        return String(image[...slash]) + base
+    }
+
+    /// Moves to the chunk at `shelf`, `offset` of `count` bytes; false when
+    /// the base has none there.
+    private func seek(_ shelf: Int, _ offset: UInt64, _ count: Int) throws -> Bool {
+        while let at = current, (at.shelf, at.offset) < (shelf, offset) { current = try reader.next() }
+        guard let at = current else { return false }
+        return at.shelf == shelf && at.offset == offset && at.count == count
+    }
+
+    /// Whether the base holds exactly `bytes` at that place.
+    func holds(shelf: Int, offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws -> Bool {
+        guard try seek(shelf, offset, bytes.count) else { return false }
+        return reader.withChunk(count: bytes.count) { memcmp($0.baseAddress!, bytes.baseAddress!, bytes.count) == 0 }
+    }
+
+    /// The base's bytes at that place into `raw`; false when it has none.
+    func copy(shelf: Int, offset: UInt64, count: Int, into raw: inout [UInt8]) throws -> Bool {
+        guard try seek(shelf, offset, count) else { return false }
+        reader.withChunk(count: count) { bytes in raw.withUnsafeMutableBytes { $0.copyMemory(from: bytes) } }
+        return true
     }
 }

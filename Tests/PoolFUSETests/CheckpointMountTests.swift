@@ -105,4 +105,34 @@ struct CheckpointMountTests {
         let copy = try MountedPool(existing: "copy", scratch: mounted.scratch, mountpoint: "copy-mount")
         #expect(contents(copy.path("big")) == pattern(3 << 20, seed: 1))
     }
+
+    /// --incremental BASE writes what changed since BASE, and a restore
+    /// takes the rest from BASE (which it checks is the same image).
+    @Test func anIncrementalCheckpointNamesWhatDidNotChange() throws {
+        let mounted = try MountedPool(size: 64 << 20)
+        for index in 0..<4 { #expect(store(pattern(5 << 20, seed: index), mounted.path("f\(index)"))) }
+        let full = mounted.scratch.path + "/full", delta = mounted.scratch.path + "/delta"
+        #expect(try poolfs(mounted, "checkpoint", mounted.name, full).status == 0)
+        #expect(store(Array(repeating: 9, count: 100), mounted.path("f2"), flags: O_WRONLY))
+        #expect(unlink(mounted.path("f3")) == 0)
+        let result = try poolfs(mounted, "checkpoint", mounted.name, delta, "--incremental", full)
+        #expect(result.status == 0 && result.output.contains("unchanged since"), "\(result.output)")
+        let sizes = (status(full)?.st_size ?? 0, status(delta)?.st_size ?? 0)
+        #expect(sizes.1 * 2 < sizes.0, "the incremental image (\(sizes.1) bytes) holds less than half the full one's (\(sizes.0))")
+        let restore = try poolfs(mounted, "restore", delta, "copy")
+        #expect(restore.status == 0, "\(restore.output)")
+        let copy = try MountedPool(existing: "copy", scratch: mounted.scratch, mountpoint: "copy-mount")
+        #expect(contents(copy.path("f0")) == pattern(5 << 20, seed: 0))
+        #expect(contents(copy.path("f2")) == Array(repeating: 9, count: 100) + pattern(5 << 20, seed: 2)[100...])
+        #expect(status(copy.path("f3")) == nil)
+        copy.unmount()
+        // Without its base, or with another image in its place: refused.
+        #expect(rename(full, full + ".moved") == 0)
+        var refused = try poolfs(mounted, "restore", delta, "other")
+        #expect(refused.status == 1 && refused.output.contains("cannot be read"), "\(refused.output)")
+        #expect(try poolfs(mounted, "checkpoint", mounted.name, full).status == 0)
+        refused = try poolfs(mounted, "restore", delta, "other")
+        #expect(refused.status == 1 && refused.output.contains("is not the image this one was made against"), "\(refused.output)")
+        #expect(status(mounted.scratch.path + "/other") == nil)
+    }
 }
