@@ -51,13 +51,21 @@ extension Pool {
         }
     }
 
-    /// `count` bytes at `offset` of shelf `index`'s file, lent to `body`.
-    public func withShelfBytes<R>(_ index: Int, offset: UInt64, count: Int, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+    /// Reads `buffer.count` bytes at `offset` of shelf `index`'s file into
+    /// `buffer`: by the file, not this process's mapping, which would take
+    /// a page fault per page not touched here before.
+    public func readShelf(_ index: Int, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         guard let shelf = core.shelves[index], shelf.remote == nil, offset <= UInt64(shelf.file.length),
-              count <= shelf.file.length - Int(offset) else {
-            throw PoolError.invalidAddress(GlobalAddress(shelf: index, offset: offset), reason: "\(count) bytes past its shelf")
+              buffer.count <= shelf.file.length - Int(offset), let base = buffer.baseAddress else {
+            throw PoolError.invalidAddress(GlobalAddress(shelf: index, offset: offset), reason: "\(buffer.count) bytes past its shelf")
         }
-        return try body(UnsafeRawBufferPointer(start: shelf.file.pointer(at: Int(offset), count: count), count: count))
+        var done = 0
+        while done < buffer.count {
+            let n = pread(shelf.file.descriptor, base + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw PoolError.system(call: "pread", path: shelf.file.path, errno: n < 0 ? errno : EIO) }
+            done += n
+        }
     }
 
     /// Makes pool `name` from a checkpoint: a pool of `pageSize` pages and

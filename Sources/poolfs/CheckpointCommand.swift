@@ -58,16 +58,19 @@ struct CheckpointCommand: ParsableCommand {
                 for shelf in shelves {
                     try shelf.metadata.withUnsafeBytes { try writer.add(shelf: shelf.index, offset: 0, $0) }
                     progress.update(writer.rawBytes)
+                    var pieces: [ReadAhead.Piece] = []
                     for run in shelf.runs {
-                        var offset = run.lowerBound
-                        while offset < run.upperBound {
-                            let count = Int(min(run.upperBound - offset, UInt64(CheckpointImage.chunkBytes)))
-                            try opened.withShelfBytes(shelf.index, offset: offset, count: count) {
-                                try writer.add(shelf: shelf.index, offset: offset, $0)
-                            }
-                            offset += UInt64(count)
-                            progress.update(writer.rawBytes)
+                        for offset in stride(from: run.lowerBound, to: run.upperBound, by: CheckpointImage.chunkBytes) {
+                            pieces.append(.init(shelf: shelf.index, offset: offset,
+                                                count: Int(min(run.upperBound - offset, UInt64(CheckpointImage.chunkBytes)))))
                         }
+                    }
+                    nonisolated(unsafe) let pool = opened
+                    try ReadAhead(pieces).forEach(read: { piece, buffer in
+                        try pool.readShelf(piece.shelf, offset: piece.offset, into: buffer)
+                    }) { piece, bytes, checksum in
+                        try writer.add(shelf: piece.shelf, offset: piece.offset, bytes, checksum: checksum)
+                        progress.update(writer.rawBytes)
                     }
                 }
                 try writer.finish()

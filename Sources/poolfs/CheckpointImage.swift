@@ -1,5 +1,7 @@
 import CZstd
+import Dispatch
 import PoolCore
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -93,9 +95,6 @@ final class CheckpointFileWriter {
     private(set) var rawBytes: UInt64 = 0
     private(set) var writtenBytes: UInt64 = 0
     private var compressed: [UInt8]
-    /// A chunk's bytes as taken: pages others write meanwhile must not
-    /// differ between what is compressed and what is checksummed.
-    private var taken: [UInt8]
 
     init(path: String, header: CheckpointImage.Header, level: Int32) throws {
         self.path = path
@@ -103,8 +102,8 @@ final class CheckpointFileWriter {
         fd = open(path + ".part", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw PoolError.system(call: "open", path: path + ".part", errno: errno) }
         context = ZSTD_createCCtx()
+        ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
         compressed = [UInt8](repeating: 0, count: ZSTD_compressBound(CheckpointImage.chunkBytes))
-        taken = [UInt8](repeating: 0, count: CheckpointImage.chunkBytes)
         var bytes = ImageBytes(bytes: CheckpointImage.magic)
         bytes.u32(CheckpointImage.version)
         bytes.u32(UInt32(header.shelves.count))
@@ -133,23 +132,19 @@ final class CheckpointFileWriter {
     var base: BaseImage?
     private(set) var unchangedBytes: UInt64 = 0
 
-    /// Writes `raw` (bytes at `offset` of shelf `shelf`) as chunks; those
-    /// the base image holds the same are named, not written.
-    func add(shelf: Int, offset: UInt64, _ raw: UnsafeRawBufferPointer) throws {
+    /// Writes `raw` (bytes at `offset` of shelf `shelf`, which no one
+    /// changes meanwhile: what is compressed is what is checksummed) as
+    /// chunks; those the base image holds the same are named, not written.
+    func add(shelf: Int, offset: UInt64, _ raw: UnsafeRawBufferPointer, checksum: UInt32? = nil) throws {
         var done = 0
         while done < raw.count {
             let count = min(CheckpointImage.chunkBytes, raw.count - done)
-            taken.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[done..<(done + count)])) }
-            let same = try taken.withUnsafeBytes { taken in
-                try base?.holds(shelf: shelf, offset: offset + UInt64(done), UnsafeRawBufferPointer(rebasing: taken[..<count])) == true
+            let piece = UnsafeRawBufferPointer(rebasing: raw[done..<(done + count)])
+            let same = try base?.holds(shelf: shelf, offset: offset + UInt64(done), piece) == true
+            let size = same ? 0 : compressed.withUnsafeMutableBytes {
+                ZSTD_compress2(context, $0.baseAddress, $0.count, piece.baseAddress, count)
             }
-            let (size, crc) = taken.withUnsafeBytes { taken in
-                let piece = UnsafeRawBufferPointer(rebasing: taken[..<count])
-                let size = same ? 0 : compressed.withUnsafeMutableBytes {
-                    ZSTD_compressCCtx(context, $0.baseAddress, $0.count, piece.baseAddress, count, level)
-                }
-                return (size, CRC32C.checksum(piece))
-            }
+            let crc = count == raw.count ? checksum ?? CRC32C.checksum(piece) : CRC32C.checksum(piece)
             guard ZSTD_isError(size) == 0 else {
                 throw ImageRefusal(description: "zstd could not compress: \(String(cString: ZSTD_getErrorName(size)))")
             }
@@ -393,5 +388,68 @@ final class BaseImage {
         guard try seek(shelf, offset, count) else { return false }
         reader.withChunk(count: count) { bytes in raw.withUnsafeMutableBytes { $0.copyMemory(from: bytes) } }
         return true
+    }
+}
+
+/// Reads a checkpoint's pieces and checksums them on a thread of its own,
+/// a few chunks ahead, while the caller compresses and writes them: the
+/// two overlap as tar and zstd do in a pipe.
+final class ReadAhead: @unchecked Sendable {
+    struct Piece: Sendable {
+        let shelf: Int
+        let offset: UInt64
+        let count: Int
+    }
+
+    private let pieces: [Piece]
+    private let buffers: [UnsafeMutableRawPointer]
+    private let empty: DispatchSemaphore
+    private let full = DispatchSemaphore(value: 0)
+    private let done = DispatchGroup()
+    private let stop = Atomic<Bool>(false)
+    private var failure: (any Error)?
+    private var checksums: [UInt32]
+
+    init(_ pieces: [Piece], depth: Int = 3) {
+        self.pieces = pieces
+        buffers = (0..<depth).map { _ in UnsafeMutableRawPointer.allocate(byteCount: CheckpointImage.chunkBytes, alignment: 4096) }
+        empty = DispatchSemaphore(value: depth)
+        checksums = Array(repeating: 0, count: depth)
+    }
+
+    deinit { for buffer in buffers { buffer.deallocate() } }
+
+    /// `body` with each piece's bytes and their CRC-32C, in order; `read`
+    /// fills them.
+    func forEach(read: @escaping @Sendable (Piece, UnsafeMutableRawBufferPointer) throws -> Void,
+                 _ body: (Piece, UnsafeRawBufferPointer, UInt32) throws -> Void) throws {
+        DispatchQueue.global().async(group: done) { [self] in
+            for (index, piece) in pieces.enumerated() {
+                empty.wait()
+                if stop.load(ordering: .acquiring) { break }
+                do {
+                    let buffer = UnsafeMutableRawBufferPointer(start: buffers[index % buffers.count], count: piece.count)
+                    try read(piece, buffer)
+                    checksums[index % buffers.count] = CRC32C.checksum(UnsafeRawBufferPointer(buffer))
+                } catch {
+                    failure = error
+                    full.signal()
+                    break
+                }
+                full.signal()
+            }
+        }
+        defer {
+            stop.store(true, ordering: .releasing)
+            for _ in buffers { empty.signal() }
+            done.wait()
+        }
+        for (index, piece) in pieces.enumerated() {
+            full.wait()
+            if let failure { throw failure }
+            try body(piece, UnsafeRawBufferPointer(start: buffers[index % buffers.count], count: piece.count),
+                     checksums[index % buffers.count])
+            empty.signal()
+        }
     }
 }
