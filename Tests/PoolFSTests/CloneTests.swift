@@ -10,11 +10,9 @@ import Glibc
 // counts exact after a remount and after a kill.
 
 /// Distinct pages the files hold: the file system's runs but its log.
-private func filePages(_ fs: FileSystem, _ pool: Pool) -> Int {
+func filePages(_ fs: FileSystem, _ pool: Pool) -> Int {
     pool.trackedRuns().reduce(0) { $0 + $1.pages } - fs.log.runs.count * fs.log.chunkPages
 }
-
-private func size(_ fs: FileSystem, _ inode: UInt64) throws -> Int { Int(try fs.attributes(of: inode).st_size) }
 
 @Suite struct CloneTests {
     @Test func eachSideOfACloneSeesOnlyItsOwnWrites() throws {

@@ -12,11 +12,6 @@ import Glibc
 // Snapshots without FUSE: the whole tree frozen, read-only, kept across
 // remounts, and dropped with exactly the pages only it held.
 
-/// Distinct pages the files hold: the file system's runs but its log.
-private func filePages(_ fs: FileSystem, _ pool: Pool) -> Int {
-    pool.trackedRuns().reduce(0) { $0 + $1.pages } - fs.log.runs.count * fs.log.chunkPages
-}
-
 @Suite struct SnapshotTests {
     @Test func aSnapshotFreezesTheTreeAndRefusesChanges() throws {
         let scratch = Scratch()

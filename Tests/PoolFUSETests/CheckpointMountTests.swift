@@ -12,9 +12,6 @@ import Glibc
 /// pool under a writer, its heap, region and files, and images refused.
 @Suite(.enabled(if: MountedPool.available, "needs root and /dev/fuse"))
 struct CheckpointMountTests {
-    private func poolfs(_ mounted: MountedPool, _ arguments: String...) throws -> (status: Int32, output: String) {
-        try run(builtExecutable("poolfs"), arguments + ["--path", mounted.scratch.path])
-    }
 
     @Test func aCheckpointUnderAWriterRestoresTheInstantItFroze() throws {
         let mounted = try MountedPool(size: 96 << 20)
@@ -55,16 +52,16 @@ struct CheckpointMountTests {
         }
         while writer.writes.load(ordering: .acquiring) < 3 { sched_yield() }
         let image = mounted.scratch.path + "/image"
-        let checkpoint = try poolfs(mounted, "checkpoint", mounted.name, image)
+        let checkpoint = try mounted.poolfs("checkpoint", mounted.name, image)
         writer.stop.store(true, ordering: .relaxed)
         group.wait()
         #expect(checkpoint.status == 0 && checkpoint.output.contains("froze the file system at"), "\(checkpoint.output)")
         #expect(mounted.list(".pool/snapshots").isEmpty, "the checkpoint's snapshot went when it was done")
         pool.close()
 
-        let restore = try poolfs(mounted, "restore", image, "copy")
+        let restore = try mounted.poolfs("restore", image, "copy")
         #expect(restore.status == 0 && restore.output == "restored pool 'copy' from \(image)", "\(restore.output)")
-        let check = try poolfs(mounted, "check", "copy")
+        let check = try mounted.poolfs("check", "copy")
         #expect(check.status == 0 && check.output.hasSuffix("clean"), "\(check.output)")
         let copy = try MountedPool(existing: "copy", scratch: mounted.scratch, mountpoint: "copy-mount")
         let frozen = try #require(contents(copy.path("f")))
@@ -85,7 +82,7 @@ struct CheckpointMountTests {
         mounted.unmount()
         let image = mounted.scratch.path + "/image"
         // Not mounted: the checkpoint holds the pool alone, no snapshot.
-        let checkpoint = try poolfs(mounted, "checkpoint", mounted.name, image)
+        let checkpoint = try mounted.poolfs("checkpoint", mounted.name, image)
         #expect(checkpoint.status == 0 && !checkpoint.output.contains("froze"), "\(checkpoint.output)")
         let bytes = try #require(contents(image))
 
@@ -96,11 +93,11 @@ struct CheckpointMountTests {
         #expect(store(Array("not an image".utf8), image + ".foreign"))
         for (suffix, cause) in [(".damaged", "is damaged: chunk"), (".cut", "is truncated"),
                                 (".foreign", "is not a poolfs checkpoint image")] {
-            let result = try poolfs(mounted, "restore", image + suffix, "copy")
+            let result = try mounted.poolfs("restore", image + suffix, "copy")
             #expect(result.status == 1 && result.output.contains(cause) && !result.output.contains("\n"), "\(suffix): \(result.output)")
             #expect(status(mounted.scratch.path + "/copy") == nil, "\(suffix) left a pool")
         }
-        let restore = try poolfs(mounted, "restore", image, "copy")
+        let restore = try mounted.poolfs("restore", image, "copy")
         #expect(restore.status == 0, "\(restore.output)")
         let copy = try MountedPool(existing: "copy", scratch: mounted.scratch, mountpoint: "copy-mount")
         #expect(contents(copy.path("big")) == pattern(3 << 20, seed: 1))
@@ -112,14 +109,14 @@ struct CheckpointMountTests {
         let mounted = try MountedPool(size: 64 << 20)
         for index in 0..<4 { #expect(store(pattern(5 << 20, seed: index), mounted.path("f\(index)"))) }
         let full = mounted.scratch.path + "/full", delta = mounted.scratch.path + "/delta"
-        #expect(try poolfs(mounted, "checkpoint", mounted.name, full).status == 0)
+        #expect(try mounted.poolfs("checkpoint", mounted.name, full).status == 0)
         #expect(store(Array(repeating: 9, count: 100), mounted.path("f2"), flags: O_WRONLY))
         #expect(unlink(mounted.path("f3")) == 0)
-        let result = try poolfs(mounted, "checkpoint", mounted.name, delta, "--incremental", full)
+        let result = try mounted.poolfs("checkpoint", mounted.name, delta, "--incremental", full)
         #expect(result.status == 0 && result.output.contains("unchanged since"), "\(result.output)")
         let sizes = (status(full)?.st_size ?? 0, status(delta)?.st_size ?? 0)
         #expect(sizes.1 * 2 < sizes.0, "the incremental image (\(sizes.1) bytes) holds less than half the full one's (\(sizes.0))")
-        let restore = try poolfs(mounted, "restore", delta, "copy")
+        let restore = try mounted.poolfs("restore", delta, "copy")
         #expect(restore.status == 0, "\(restore.output)")
         let copy = try MountedPool(existing: "copy", scratch: mounted.scratch, mountpoint: "copy-mount")
         #expect(contents(copy.path("f0")) == pattern(5 << 20, seed: 0))
@@ -128,10 +125,10 @@ struct CheckpointMountTests {
         copy.unmount()
         // Without its base, or with another image in its place: refused.
         #expect(rename(full, full + ".moved") == 0)
-        var refused = try poolfs(mounted, "restore", delta, "other")
+        var refused = try mounted.poolfs("restore", delta, "other")
         #expect(refused.status == 1 && refused.output.contains("cannot be read"), "\(refused.output)")
-        #expect(try poolfs(mounted, "checkpoint", mounted.name, full).status == 0)
-        refused = try poolfs(mounted, "restore", delta, "other")
+        #expect(try mounted.poolfs("checkpoint", mounted.name, full).status == 0)
+        refused = try mounted.poolfs("restore", delta, "other")
         #expect(refused.status == 1 && refused.output.contains("is not the image this one was made against"), "\(refused.output)")
         #expect(status(mounted.scratch.path + "/other") == nil)
     }

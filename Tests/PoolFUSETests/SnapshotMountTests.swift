@@ -10,9 +10,6 @@ import Glibc
 /// snapshots come and go.
 @Suite(.enabled(if: MountedPool.available, "needs root and /dev/fuse"))
 struct SnapshotMountTests {
-    private func poolfs(_ mounted: MountedPool, _ arguments: String...) throws -> (status: Int32, output: String) {
-        try run(builtExecutable("poolfs"), arguments + ["--path", mounted.scratch.path])
-    }
 
     /// What a user compares: kind, mode, owner, links, size, times, bytes, xattrs.
     private func describe(_ path: String) -> String? {
@@ -65,11 +62,11 @@ struct SnapshotMountTests {
         #expect(unlink(mounted.path("big-back")) == 0)
 
         // The command line, through the mount.
-        var result = try poolfs(mounted, "snapshot", mounted.name, "s2")
+        var result = try mounted.poolfs("snapshot", mounted.name, "s2")
         #expect(result.status == 0 && mounted.list(".pool/snapshots") == ["s1", "s2"], "\(result.output)")
-        result = try poolfs(mounted, "snapshot", mounted.name, "s2")
+        result = try mounted.poolfs("snapshot", mounted.name, "s2")
         #expect(result.status == 1 && result.output == "poolfs: pool 'mnt' already has a snapshot 's2'", "\(result.output)")
-        result = try poolfs(mounted, "snapshot", "restore", mounted.name, "s1")
+        result = try mounted.poolfs("snapshot", "restore", mounted.name, "s1")
         #expect(result.status == 1 && result.output.contains("is mounted at"), "\(result.output)")
         #expect(mounted.text(".pool/info")?.contains("2 snapshots alone hold") == true)
         #expect(rmdir(mounted.path(".pool/snapshots/s1")) == 0)
@@ -78,11 +75,11 @@ struct SnapshotMountTests {
 
         // Not mounted: list, restore (the tree becomes s2's again), delete.
         mounted.unmount()
-        result = try poolfs(mounted, "snapshot", "list", mounted.name)
+        result = try mounted.poolfs("snapshot", "list", mounted.name)
         #expect(result.status == 0 && result.output == "s2", "\(result.output)")
-        result = try poolfs(mounted, "snapshot", "restore", mounted.name, "s2")
+        result = try mounted.poolfs("snapshot", "restore", mounted.name, "s2")
         #expect(result.status == 0, "\(result.output)")
-        result = try poolfs(mounted, "snapshot", "delete", mounted.name, "nope")
+        result = try mounted.poolfs("snapshot", "delete", mounted.name, "nope")
         #expect(result.status == 1 && result.output == "poolfs: pool 'mnt' has no snapshot 'nope'", "\(result.output)")
         try mounted.remount()
         #expect(describe(mounted.path("docs/big")) == describe(mounted.path(".pool/snapshots/s2/docs/big")))
@@ -90,7 +87,7 @@ struct SnapshotMountTests {
         #expect(status(mounted.path("small")) != nil, "s2 was made after small came back")
         #expect(rmdir(mounted.path(".pool/snapshots/s2")) == 0)
         mounted.unmount()
-        let check = try poolfs(mounted, "check", mounted.name)
+        let check = try mounted.poolfs("check", mounted.name)
         #expect(check.status == 0 && check.output.hasSuffix("clean"), "\(check.output)")
     }
 
@@ -131,7 +128,7 @@ struct SnapshotMountTests {
             for snapshot in snapshots { #expect(rmdir(mounted.path(".pool/snapshots/\(snapshot)")) == 0) }
         }
         mounted.unmount()
-        let check = try poolfs(mounted, "check", mounted.name)
+        let check = try mounted.poolfs("check", mounted.name)
         #expect(check.status == 0 && check.output.hasSuffix("clean"), "\(check.output)")
         #expect(check.output.contains(" 0 unreferenced"), "\(check.output)")
     }

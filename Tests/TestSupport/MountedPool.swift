@@ -64,6 +64,11 @@ public final class MountedPool {
 
     public func path(_ relative: String) -> String { mountpoint + "/" + relative }
 
+    /// `poolfs ARGUMENTS --path` this pool's home, as a user runs it.
+    public func poolfs(_ arguments: String...) throws -> (status: Int32, output: String) {
+        try run(builtExecutable("poolfs"), arguments + ["--path", scratch.path])
+    }
+
     public func text(_ path: String) -> String? {
         (try? String(contentsOfFile: mountpoint + "/" + path, encoding: .utf8))
     }
