@@ -1,5 +1,5 @@
-/// Shared pages: a page named by several owners (files, snapshots, region
-/// clones), whose run head counts the owners beyond the first. A run keeps
+/// Shared pages: a page named by several owners (files and snapshots'
+/// files), whose run head counts the owners beyond the first. A run keeps
 /// one count for all its pages, so sharing part of a run, or letting go of
 /// part of it, first cuts it where the counts come to differ.
 ///
@@ -95,12 +95,18 @@ extension OpenPool {
     func releasePages(at address: GlobalAddress, count: Int) throws {
         try checkCount(count)
         let (table, first) = try locateRun(address)
-        let entry = table.entry(first)
-        if entry.kind == .allocated, entry.length == count, entry.shares == 0, case .tracked? = entry.tag,
-           table.exchangeEntry(first, expected: entry, desired: .cached(length: count, owner: slot)) == nil {
-            return try keepGivenBack(table, first, count: count)
-        }
+        if try releaseUnshared(table, first, count) { return }
         try withGlobalLock { try releaseLocked(address, count) }
+    }
+
+    /// The fast path: `count` pages at `first` are one whole tracked run
+    /// that nothing shares, made this thread's by one CAS. False otherwise.
+    private func releaseUnshared(_ table: UnsafePageTable, _ first: Int, _ count: Int) throws -> Bool {
+        let entry = table.entry(first)
+        guard entry.kind == .allocated, entry.length == count, entry.shares == 0, case .tracked? = entry.tag,
+              table.exchangeEntry(first, expected: entry, desired: .cached(length: count, owner: slot)) == nil else { return false }
+        try keepGivenBack(table, first, count: count)
+        return true
     }
 
     /// The same for many ranges (a snapshot's files): those that need the
@@ -112,13 +118,7 @@ extension OpenPool {
             guard range.count >= 1, range.count < OpenPool.maximumRun, let (table, first) = try? locateRun(range.address) else {
                 continue
             }
-            let entry = table.entry(first)
-            if entry.kind == .allocated, entry.length == range.count, entry.shares == 0, case .tracked? = entry.tag,
-               table.exchangeEntry(first, expected: entry, desired: .cached(length: range.count, owner: slot)) == nil {
-                try keepGivenBack(table, first, count: range.count)
-            } else {
-                locked.append(range)
-            }
+            if try !releaseUnshared(table, first, range.count) { locked.append(range) }
         }
         guard !locked.isEmpty else { return }
         try withGlobalLock {

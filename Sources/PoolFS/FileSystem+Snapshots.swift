@@ -88,8 +88,12 @@ extension FileSystem {
     func dropSnapshot(_ name: FileName) -> [Release] {
         guard let home = inodes[FileSystem.snapshotHome], let root = home.directory?.remove(name) else { return [] }
         home.record.nlink -= 1
-        let dropped = reachable(from: root).compactMap { inodes.removeValue(forKey: $0) }
-        return dropped.flatMap { inode in inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) } }
+        return releases(of: reachable(from: root).compactMap { inodes.removeValue(forKey: $0) })
+    }
+
+    /// What dropping `dropped` lets go of: their pages and fragments.
+    private func releases(of dropped: [Inode]) -> [Release] {
+        dropped.flatMap { inode in inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) } }
     }
 
     /// Makes the live tree snapshot `name`'s again (the snapshot stays):
@@ -116,7 +120,7 @@ extension FileSystem {
                 throw FileSystemError.answering(error, otherwise: .noSpace)
             }
             nextInode += UInt64(made.count)
-            free(old.flatMap { inode in inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) } })
+            free(releases(of: old))
         }
     }
 
