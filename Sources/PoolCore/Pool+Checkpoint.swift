@@ -34,8 +34,9 @@ extension Pool {
     public func checkpointShelves() throws -> [CheckpointShelf] {
         try core.withGlobalLock {
             try core.shelves.all.map { shelf in
-                guard shelf.remote == nil else {
-                    throw PoolError.invalidMedium("remote (shelf \(shelf.index)): a checkpoint holds local shelves only")
+                if let remote = shelf.remote {
+                    throw PoolError.remoteShelf(shelf.index, node: remote.place.node,
+                                                reason: "its bytes are on the node; a checkpoint holds local shelves only")
                 }
                 let metadata = Array(UnsafeRawBufferPointer(start: shelf.file.pointer(at: 0, count: Int(shelf.geometry.dataOffset)),
                                                             count: Int(shelf.geometry.dataOffset)))

@@ -126,6 +126,12 @@ struct RemoteShelfMountTests {
         #expect(checked.status == 0, "\(checked.output)")
         #expect(checked.output.contains("remote shelf 1: region"), "\(checked.output)")
         #expect(checked.output.contains("reserved on \(remote.served.address)"), "\(checked.output)")
+        // A checkpoint holds local shelves only: refused in one line, no image left.
+        let image = remote.mounted.scratch.path + "/image"
+        let checkpoint = try remote.mounted.poolfs("checkpoint", "near", image)
+        #expect(checkpoint.status == 1 && checkpoint.output.contains("a checkpoint holds local shelves only")
+                && !checkpoint.output.contains("\n"), "\(checkpoint.output)")
+        #expect(status(image) == nil && status(image + ".part") == nil)
         try remote.mounted.remount()
     }
 
