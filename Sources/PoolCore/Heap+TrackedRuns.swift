@@ -18,13 +18,6 @@ extension Heap {
         try freePages(at: address, count: count, tag: .tracked(index))
     }
 
-    /// Cuts a tracked run into the pieces it keeps (page ranges in it, in
-    /// order), each a run of its own after, and frees the rest (a file cut
-    /// short, or with a hole punched in it).
-    public func carveTrackedPages(at address: GlobalAddress, count: Int, keeping pieces: [Range<Int>]) throws {
-        try reshapeTrackedRun(at: address, count: count, keeping: pieces.map { RunPiece(pages: $0) })
-    }
-
     /// Cuts a tracked run whose head counts `shares` owners beyond the
     /// first into the pieces it keeps, each with its own count, and frees
     /// the rest: a client's recovery setting counts to what its record

@@ -47,18 +47,19 @@ enum Change: Sendable {
 }
 
 extension Change {
-    /// The inodes it changes (a snapshot's refuse: FileSystem+Snapshots.swift).
-    var inodes: [UInt64] {
+    /// Whether it changes a snapshot's inode, which refuses every change
+    /// (FileSystem+Snapshots.swift). Checked on every record: no array.
+    var changesSnapshot: Bool {
         switch self {
-        case .inode(let record): [record.number]
-        case let .entry(parent, _, _), let .create(parent, _, _), let .unlink(parent, _, _): [parent]
-        case let .link(parent, _, inode, _): [parent, inode]
-        case let .rename(from, _, to, _, _, _, _): [from, to]
+        case .inode(let record): FileSystem.isFrozen(record.number)
+        case let .entry(parent, _, _), let .create(parent, _, _), let .unlink(parent, _, _): FileSystem.isFrozen(parent)
+        case let .link(parent, _, inode, _): FileSystem.isFrozen(parent) || FileSystem.isFrozen(inode)
+        case let .rename(from, _, to, _, _, _, _): FileSystem.isFrozen(from) || FileSystem.isFrozen(to)
         case let .setAttributes(inode, _), let .written(inode, _, _), let .extent(inode, _), let .punch(inode, _, _, _),
              let .setXattr(inode, _, _, _), let .removeXattr(inode, _, _), let .setHeap(inode, _, _), let .drop(inode),
-             let .ahead(inode, _): [inode]
+             let .ahead(inode, _): FileSystem.isFrozen(inode)
         // Made and dropped only through FileSystem+Snapshots.swift.
-        case .snapshot, .dropSnapshot: []
+        case .snapshot, .dropSnapshot: false
         }
     }
 

@@ -190,7 +190,6 @@ struct ExtentMap: Sendable {
 /// logged.
 struct Release {
     let extent: Extent
-    let heap: Int
     var kept: [Range<Int>] = []
 
     /// The page ranges of the run it lets go of.

@@ -44,7 +44,7 @@ extension FileSystem {
                 }
             }
         } catch {
-            free(fresh.map { Release(extent: $0, heap: heap.id) })
+            free(fresh.map { Release(extent: $0) })
             throw FileSystemError.noSpace
         }
         do {
@@ -58,7 +58,7 @@ extension FileSystem {
             }
         } catch {
             // A remote shelf's node did not answer.
-            free(fresh.map { Release(extent: $0, heap: heap.id) })
+            free(fresh.map { Release(extent: $0) })
             throw FileSystemError.answering(error, otherwise: .io)
         }
         for extent in fresh { inode.extents.insert(extent) }
@@ -89,7 +89,7 @@ extension FileSystem {
                 try? pages.zero(extent.address, at: 0, count: Int(extent.byteCount(pageShift)))
             } else {
                 inode.extents.remove(extent)
-                free([Release(extent: extent, heap: inode.record.heap)])
+                free([Release(extent: extent)])
             }
         }
     }

@@ -89,9 +89,9 @@ extension FileSystem {
                 // Runs past the new size go, whatever the size was: replay
                 // and the live change cut the same runs.
                 let kept = (size + pageSize - 1) >> pageShift
-                released += inode.extents.removeAll(from: kept).map { Release(extent: $0, heap: inode.record.heap) }
+                released += inode.extents.removeAll(from: kept).map { Release(extent: $0) }
                 if let cut = inode.extents.cut(at: kept) {
-                    released.append(Release(extent: cut, heap: inode.record.heap, kept: [0..<Int(kept - cut.page)]))
+                    released.append(Release(extent: cut, kept: [0..<Int(kept - cut.page)]))
                 }
                 inode.record.size = size
             }
@@ -112,12 +112,12 @@ extension FileSystem {
             if extent.page == 0, let first = inode.extents.extents.first, first.page == 0,
                first.isFragment || extent.isFragment {
                 inode.extents.remove(first)
-                released.append(Release(extent: first, heap: inode.record.heap))
+                released.append(Release(extent: first))
             } else if !extent.isFragment {
                 // A page copied from shared pages (or a clone's pages)
                 // takes the place of what the file had there.
                 released += inode.extents.punch(extent.page..<extent.end, pageShift: pageShift).map {
-                    Release(extent: $0.extent, heap: inode.record.heap, kept: $0.kept)
+                    Release(extent: $0.extent, kept: $0.kept)
                 }
             }
             inode.extents.insert(extent)
@@ -125,7 +125,7 @@ extension FileSystem {
         case let .punch(number, from, to, time):
             guard let inode = inodes[number] else { break }
             released += inode.extents.punch(from..<to, pageShift: pageShift).map {
-                Release(extent: $0.extent, heap: inode.record.heap, kept: $0.kept)
+                Release(extent: $0.extent, kept: $0.kept)
             }
             inode.record.mtime = time
             inode.record.ctime = time
@@ -155,7 +155,7 @@ extension FileSystem {
         case let .drop(number):
             if let inode = inodes.removeValue(forKey: number) {
                 for name in inode.xattrs.keys { noteNames(removed: name) }
-                released += inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) }
+                released += inode.extents.extents.map { Release(extent: $0) }
             }
         }
         return released
@@ -184,7 +184,7 @@ extension FileSystem {
         guard inode.record.nlink == 0, inode.opens == 0 || replaying else { return [] }
         inodes.removeValue(forKey: number)
         for name in inode.xattrs.keys { noteNames(removed: name) }
-        return inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) }
+        return inode.extents.extents.map { Release(extent: $0) }
     }
 
     private func reparent(_ number: UInt64, from source: Inode, to target: Inode) {

@@ -26,7 +26,7 @@ extension FileSystem {
                 try reserveLog()
                 try allocateRuns(piece.page..<piece.end, from: heap, into: &copies)
             } catch {
-                free(copies.map { Release(extent: $0, heap: heap.id) })
+                free(copies.map { Release(extent: $0) })
                 throw FileSystemError.noSpace
             }
             var logged = 0
@@ -40,7 +40,7 @@ extension FileSystem {
                     logged += 1
                 }
             } catch {
-                free(copies.dropFirst(logged).map { Release(extent: $0, heap: heap.id) })
+                free(copies.dropFirst(logged).map { Release(extent: $0) })
                 throw FileSystemError.answering(error, otherwise: .noSpace)
             }
         }

@@ -54,7 +54,7 @@ extension FileSystem {
             try durably("flushing a small file's bytes") { try pool.persist(at: new.address, count: size) }
             try commit(.extent(inode: inode.number, new))
         } catch {
-            free([Release(extent: new, heap: heap.id)])
+            free([Release(extent: new)])
             throw FileSystemError.answering(error, otherwise: .noSpace)
         }
     }

@@ -55,7 +55,7 @@ extension FileSystem {
                 try reserveLog()
                 try commitLogOnly(.snapshot(name: name, first: first))
             } catch {
-                free(named.map { Release(extent: $0, heap: 0) })
+                free(named.map { Release(extent: $0) })
                 throw error
             }
             _ = apply(.snapshot(name: name, first: first), replaying: false)
@@ -93,7 +93,7 @@ extension FileSystem {
 
     /// What dropping `dropped` lets go of: their pages and fragments.
     private func releases(of dropped: [Inode]) -> [Release] {
-        dropped.flatMap { inode in inode.extents.extents.map { Release(extent: $0, heap: inode.record.heap) } }
+        dropped.flatMap { inode in inode.extents.extents.map { Release(extent: $0) } }
     }
 
     /// Makes the live tree snapshot `name`'s again (the snapshot stays):
@@ -116,7 +116,7 @@ extension FileSystem {
             } catch {
                 for copy in made { inodes.removeValue(forKey: copy.number) }
                 for inode in old { inodes[inode.number] = inode }
-                free(named.map { Release(extent: $0, heap: 0) })
+                free(named.map { Release(extent: $0) })
                 throw FileSystemError.answering(error, otherwise: .noSpace)
             }
             nextInode += UInt64(made.count)
@@ -165,7 +165,7 @@ extension FileSystem {
             if existing != nil { try commit(.unlink(parent: target.number, name: newName, time: now)) }
             try commit(.link(parent: target.number, name: newName, inode: record.number, time: now))
         } catch {
-            free(named.dropFirst(logged).map { Release(extent: $0, heap: 0) })
+            free(named.dropFirst(logged).map { Release(extent: $0) })
             throw error
         }
     }

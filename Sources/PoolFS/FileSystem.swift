@@ -293,7 +293,7 @@ public final class FileSystem: @unchecked Sendable {
     /// the file system in its failed state.
     func commitLogOnly(_ change: Change) throws {
         try refuseIfFailed()
-        if change.inodes.contains(where: FileSystem.isFrozen) { throw FileSystemError.readOnly }
+        if change.changesSnapshot { throw FileSystemError.readOnly }
         try durably("logging a change") { try log.append(change) }
     }
 

@@ -46,10 +46,10 @@ import Glibc
         let free0 = pool.freePageCount
         let run = try heap.allocateTrackedPages(count: 10)
         for bad in [[3..<5, 4..<6], [0..<10], [8..<11], [2..<2]] {
-            #expect(throws: PoolError.self, "\(bad)") { try heap.carveTrackedPages(at: run, count: 10, keeping: bad) }
+            #expect(throws: PoolError.self, "\(bad)") { try heap.reshapeTrackedRun(at: run, count: 10, keeping: bad.map { RunPiece(pages: $0) }) }
         }
         let pieces = [0..<2, 5..<7, 9..<10]
-        try heap.carveTrackedPages(at: run, count: 10, keeping: pieces)
+        try heap.reshapeTrackedRun(at: run, count: 10, keeping: pieces.map { RunPiece(pages: $0) })
         #expect(pool.freePageCount == free0 - 5)
         let runs = pool.trackedRuns().map { Int($0.address.offset - run.offset) / 4096 ..< Int($0.address.offset - run.offset) / 4096 + $0.pages }
         #expect(runs.sorted { $0.lowerBound < $1.lowerBound } == pieces)
@@ -95,7 +95,7 @@ import Glibc
         pool = try Pool.open(name: "halfcut", at: scratch.path)
         #expect(pool.trackedRuns().map(\.pages) == [8])
         heap = try pool.openHeap(name: "files")
-        try heap.carveTrackedPages(at: run, count: 8, keeping: [0..<2, 5..<8])
+        try heap.reshapeTrackedRun(at: run, count: 8, keeping: [RunPiece(pages: 0..<2), RunPiece(pages: 5..<8)])
         #expect(pool.trackedRuns().map(\.pages).sorted() == [2, 3])
         pool.close()
         #expect(try Pool.check(name: "halfcut", at: scratch.path).isClean)
