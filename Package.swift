@@ -10,6 +10,8 @@ let package = Package(
         .executable(name: "poolfs-bench", targets: ["PoolBench"]),
         // libpoolcore.so, the C API of include/poolcore.h.
         .library(name: "poolcore", type: .dynamic, targets: ["PoolCoreC"]),
+        // libpoolfs-direct.so: LD_PRELOAD it (or poolfs exec --direct) for direct access.
+        .library(name: "poolfs-direct", type: .dynamic, targets: ["PoolDirect"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -46,13 +48,19 @@ let package = Package(
         .target(
             name: "PoolThreads",
             dependencies: ["CLinux"]),
+        // Direct access: the interposed libc calls and the copy in C, the
+        // rest (leases, mappings, reports) in Swift.
+        .target(name: "DirectInterposer"),
+        .target(
+            name: "PoolDirect",
+            dependencies: ["DirectInterposer", "PoolFS", .product(name: "Atomics", package: "swift-atomics")]),
         .target(
             name: "PoolCoreC",
             dependencies: ["PoolCore"]),
         // The file system model over PoolCore: no FUSE in it.
         .target(
             name: "PoolFS",
-            dependencies: ["PoolCore"]),
+            dependencies: ["PoolCore", .product(name: "Atomics", package: "swift-atomics")]),
         // How FUSE requests arrive and replies leave: /dev/fuse through
         // libfuse, and rings per CPU. Knows no file system: it calls the
         // adapter through FUSETransportHandler.

@@ -194,10 +194,12 @@ public final class ControlTree: @unchecked Sendable {
         switch inode {
         case ControlTree.info:
             return Array((pool.info().report + "requests   \(requests.withLock { $0 })\nstate      \(state)\n"
-                + (fileSystem.map { ControlTree.sharingLine($0.sharing()) } ?? "")).utf8)
+                + (fileSystem.map { ControlTree.sharingLine($0.sharing()) } ?? "")
+                + (fileSystem?.directStatistics().map(ControlTree.directLine) ?? "")).utf8)
         case ControlTree.infoJSON:
             return Array((JSONText.encode(MountInfo(pool: pool.info(), requests: requests.withLock { $0 }, state: state,
-                                                    sharing: fileSystem?.sharing())) + "\n").utf8)
+                                                    sharing: fileSystem?.sharing(),
+                                                    direct: fileSystem?.directStatistics())) + "\n").utf8)
         case ControlTree.heapBase..<ControlTree.regionBase:
             guard let heap = pool.heap(id: Int((inode - ControlTree.heapBase) / 4)) else { return nil }
             switch (inode - ControlTree.heapBase) % 4 {
@@ -227,6 +229,12 @@ public final class ControlTree: @unchecked Sendable {
     static func sharingLine(_ sharing: Sharing) -> String {
         "shared     \(ByteSize.format(sharing.sharedBytes)) in pages more than one file names; "
             + "\(sharing.snapshots) snapshot\(sharing.snapshots == 1 ? "" : "s") alone hold \(ByteSize.format(sharing.snapshotOnlyBytes))\n"
+    }
+
+    /// Direct access (libpoolfs-direct.so): since this mount began.
+    static func directLine(_ direct: DirectLeases.Statistics) -> String {
+        "direct     \(direct.processes) process\(direct.processes == 1 ? "" : "es"); read \(ByteSize.format(direct.bytesRead)) "
+            + "in \(direct.reads), wrote \(ByteSize.format(direct.bytesWritten)) in \(direct.writes)\n"
     }
 
     /// A remote shelf's part of `.pool/shelves/N`.
@@ -354,6 +362,7 @@ struct MountInfo: Encodable {
     let requests: String
     let state: String
     let sharing: Sharing?
+    let direct: DirectLeases.Statistics?
 
     func encode(to encoder: Encoder) throws {
         try pool.encode(to: encoder)
@@ -364,6 +373,13 @@ struct MountInfo: Encodable {
             try container.encode(sharing.snapshots, forKey: Key(stringValue: "snapshots"))
             try container.encode(sharing.sharedBytes, forKey: Key(stringValue: "sharedBytes"))
             try container.encode(sharing.snapshotOnlyBytes, forKey: Key(stringValue: "snapshotOnlyBytes"))
+        }
+        if let direct {
+            try container.encode(direct.processes, forKey: Key(stringValue: "directProcesses"))
+            try container.encode(direct.reads, forKey: Key(stringValue: "directReads"))
+            try container.encode(direct.bytesRead, forKey: Key(stringValue: "directBytesRead"))
+            try container.encode(direct.writes, forKey: Key(stringValue: "directWrites"))
+            try container.encode(direct.bytesWritten, forKey: Key(stringValue: "directBytesWritten"))
         }
     }
 

@@ -62,6 +62,7 @@ extension FileSystem {
         if first < last {
             if targetOffset > oldSize { try zeroGrowing(target, from: oldSize, to: targetOffset) }
             try share(source, pages: first..<last, to: target, shift: shift)
+            publishShared(source)
             let sharedEnd = min(last, sourceEnd) &+ shift
             if sharedEnd > target.record.size {
                 let now = Timestamp.now()

@@ -39,6 +39,7 @@ extension FileSystem {
                 // logged by the next fsync, change or unmount.
                 if inode.dirty { try? logWritten(inode) }
                 if inode.opens == 0 {
+                    endLease(inode)
                     giveBackAhead(inode)
                     // Kept dirty where the node does not answer: fsync says so.
                     try? writeBack(inode, from: 0, to: .max)

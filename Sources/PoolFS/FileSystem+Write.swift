@@ -95,6 +95,7 @@ extension FileSystem {
         if let last = fresh.last, last.end > lastPage, !inode.aheadOfSize { noteAhead(inode, true) }
         inode.record.mtime = now
         inode.record.ctime = now
+        if grows || !fresh.isEmpty { publishWrite(inode, tookRuns: !fresh.isEmpty) }
         // Times not yet logged (a growing write logged them with its size).
         inode.dirty = !grows
         return count

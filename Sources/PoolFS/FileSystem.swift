@@ -34,6 +34,12 @@ public final class FileSystem: @unchecked Sendable {
     let tree = ReadWriteLock()
     /// When the pool's pages were last counted, and what was found.
     let spaceCount = Mutex<(time: UInt64, free: UInt64, capacity: UInt64)>((0, 0, 0))
+    /// Direct access's leased layouts (FileSystem+Direct.swift): set by
+    /// the mount before it serves; nil in a model without clients.
+    public var directLeases: DirectLeases?
+    /// Pages released while a direct reader was slow to leave: freed after
+    /// the next grace period.
+    let deferredReleases = Mutex<[Release]>([])
     /// Heaps by table number, opened once.
     private var heaps: [Int: Heap] = [:]
     private let heapsMutex = ThreadMutex()
@@ -218,7 +224,11 @@ public final class FileSystem: @unchecked Sendable {
     /// locks that readers of those runs take).
     func commit(_ change: Change) throws {
         try commitLogOnly(change)
-        free(apply(change, replaying: false))
+        let released = apply(change, replaying: false)
+        // Direct readers first learn where the file's bytes are now.
+        if let number = change.fileLaidOut, let inode = inodes[number] { publishLayout(inode) }
+        if case .snapshot = change { publishAllLayouts() }
+        if !released.isEmpty { freeAfterReaders(released) }
     }
 
     func free(_ released: [Release]) {

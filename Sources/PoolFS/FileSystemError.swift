@@ -24,6 +24,7 @@ public struct FileSystemError: Error, Equatable, CustomStringConvertible {
     public static let range = FileSystemError(ERANGE)
     public static let io = FileSystemError(EIO)
     public static let tooManyLinks = FileSystemError(EMLINK)
+    public static let noIoctl = FileSystemError(ENOTTY)
     /// A snapshot's files (FileSystem+Snapshots.swift).
     public static let readOnly = FileSystemError(EROFS)
 

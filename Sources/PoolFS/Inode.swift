@@ -53,6 +53,9 @@ final class Inode: @unchecked Sendable {
     /// its appends (FileSystem+Allocation.swift), to go back at its last close,
     /// or at the next mount after a kill (logged: Change.ahead).
     var aheadOfSize = false
+    /// The slot of its layout leased to direct access, -1 if none
+    /// (FileSystem+Direct.swift); until its last close.
+    var lease = -1
     let lock = ReadWriteLock()
 
     init(_ record: InodeRecord) {

@@ -164,6 +164,9 @@ public final class FUSEAdapter: @unchecked Sendable {
         ops.copy_file_range = { req, source, sourceOffset, _, target, targetOffset, _, length, flags in
             FUSEAdapter.session(req).copyFileRange(req, source, sourceOffset, target, targetOffset, length, flags)
         }
+        ops.ioctl = { req, inode, command, _, _, flags, input, inputBytes, outputBytes in
+            FUSEAdapter.session(req).ioctl(req, inode, command, flags, input, inputBytes, outputBytes)
+        }
         ops.forget = { req, _, _ in fuse_reply_none(req) }
         ops.forget_multi = { req, _, _ in fuse_reply_none(req) }
         return ops

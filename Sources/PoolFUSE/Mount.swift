@@ -105,7 +105,11 @@ public enum Mount {
         var options = options
         pool.remoteCacheSettings = try remoteSettings(taking: &options)
         try pool.holdExclusively(for: "mounted")
+        // Before recovery frees pages: an earlier mount's direct clients
+        // are told it is gone, and have stopped copying.
+        let leases = try? DirectLeases.create(in: pool.path)
         let fs = try FileSystem(pool: pool)
+        fs.directLeases = leases
         let adapter = FUSEAdapter(fs: fs, tree: ControlTree(pool: pool, fileSystem: fs))
         let transport = FUSETransport(handler: adapter)
         // Ours, not libfuse's: requests through /dev/fuse only.
@@ -171,5 +175,6 @@ public enum Mount {
             transport.stop()
         }
         fs.unmount()
+        leases?.retire()
     }
 }

@@ -106,9 +106,14 @@ public final class Child {
     /// Sends a command and returns the child's one-line answer.
     @discardableResult
     public func ask(_ line: String) -> String {
+        send(line)
+        return readLine() ?? "<no answer>"
+    }
+
+    /// Sends a line, and reads nothing.
+    public func send(_ line: String) {
         let text = line + "\n"
         _ = text.withCString { write(input, $0, strlen($0)) }
-        return readLine() ?? "<no answer>"
     }
 
     /// Reads lines until one starts with `prefix`; all lines read, in order.

@@ -1,0 +1,80 @@
+// The interposition layer of libpoolfs-direct.so: the libc calls it takes
+// over, the table of descriptors it serves, and the copy that skips the
+// FUSE round trip. Everything that is not a copy (leasing a layout,
+// mapping shelves, reporting writes) is Swift (Sources/PoolDirect), called
+// through the pd_swift_* functions below, which it defines with @_cdecl.
+#ifndef POOLFS_DIRECT_H
+#define POOLFS_DIRECT_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <pthread.h>
+
+// One run of a layout, as this process maps it: file bytes [start, end)
+// are at base.
+struct pd_run {
+    uint64_t start;
+    uint64_t end;
+    unsigned char *base;
+    uint64_t writable;
+};
+
+// A layout as copied out of the area at one generation. Never changed once
+// published, and kept until the file closes (a copy may still use it).
+struct pd_layout {
+    struct pd_layout *older;
+    uint64_t generation;
+    uint64_t count;
+    struct pd_run runs[];
+};
+
+// A pool's area as this process maps it: shared by its files.
+struct pd_area {
+    uint64_t *epoch;    // the header's epoch word
+    uint64_t *client;   // this process's client words (readers by parity at 1 and 2)
+};
+
+// One open file served directly.
+struct pd_file {
+    struct pd_layout *layout;          // the newest, loaded and stored atomically
+    uint64_t *generation;              // the layout's words in the area
+    uint64_t *size;
+    uint64_t *flags;
+    struct pd_area *area;
+    int readable;
+    int writable;                      // opened for writing, without O_APPEND
+    pthread_mutex_t offset_lock;       // read(2)/write(2): position and copy as one step
+    pthread_mutex_t report_lock;       // the written range below
+    uint64_t written_start, written_end;
+    uint64_t reported_at;              // CLOCK_MONOTONIC_COARSE, ns
+    uint64_t users;                    // copies under way; a close waits for them
+    int descriptors;                   // descriptors that serve it (dup); the table's mutex
+    uint64_t slot;                     // the layout's slot in the area, and the file it must name
+    uint64_t inode;
+    void *pool;                        // Swift's MappedPool, unretained
+};
+
+// Makes a layout of `count` runs (runs filled by the caller).
+struct pd_layout *pd_layout_new(uint64_t generation, uint64_t count);
+void pd_layout_set(struct pd_layout *layout, uint64_t index, uint64_t start, uint64_t end,
+                   unsigned char *base, int writable);
+// Publishes `layout` as the file's newest.
+void pd_file_publish(struct pd_file *file, struct pd_layout *layout);
+struct pd_file *pd_file_new(void);
+
+// Defined in Swift.
+// After open: a file of a poolfs mount gets its state, anything else NULL.
+struct pd_file *pd_swift_attach(int fd, int flags);
+// The layout's generation moved: copy it again; 0 on success.
+int pd_swift_refresh(struct pd_file *file);
+// Bytes [start, end) were written directly; tells the mount.
+void pd_swift_report(int fd, uint64_t start, uint64_t end);
+// In the child after fork: its own client slots.
+void pd_swift_forked(void);
+
+// The real calls, for Swift's own file work.
+int pd_real_open(const char *path, int flags, unsigned mode);
+int pd_real_close(int fd);
+int pd_real_ioctl(int fd, unsigned long request, void *argument);
+
+#endif

@@ -1,0 +1,620 @@
+// The libc calls libpoolfs-direct.so takes over. A descriptor of a poolfs
+// file that the mount leased a layout for is in `files`; its reads and
+// writes copy between the caller's buffer and the mapped pool pages, inside
+// an epoch (a count by the epoch's parity in this process's client words),
+// after one check of the layout's generation. Whatever the copy cannot do
+// (a hole, past the size, a page that must be allocated or is shared, a
+// layout that moved and could not be read again) goes to the real call,
+// that is, to the mount: a program sees the same bytes either way.
+#define _GNU_SOURCE
+#include "poolfs_direct.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/statfs.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <sched.h>
+#include <unistd.h>
+
+#define FUSE_SUPER_MAGIC 0x65735546
+#define MAX_FILES 65536
+#define FALLBACK (-2)
+
+// Set while this thread runs the library's own code (Swift's slow path):
+// its opens and closes go straight to libc.
+static __thread int inside __attribute__((tls_model("initial-exec")));
+static struct pd_file *files[MAX_FILES];
+// Closes and the reporter thread: a file is freed only under it.
+static pthread_mutex_t files_mutex = PTHREAD_MUTEX_INITIALIZER;
+static int disabled;
+// POOLFS_DIRECT_COPY_DELAY_US: a pause between the generation's check and
+// the copy, for tests that change a file under a copy in progress.
+static unsigned copy_delay;
+// Set once the constructor ran: opens before it are not served.
+static int started;
+static int resolved;
+
+static int (*real_open)(const char *, int, ...);
+static int (*real_openat)(int, const char *, int, ...);
+static int (*real_close)(int);
+static ssize_t (*real_read)(int, void *, size_t);
+static ssize_t (*real_pread)(int, void *, size_t, off_t);
+static ssize_t (*real_write)(int, const void *, size_t);
+static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
+static ssize_t (*real_readv)(int, const struct iovec *, int);
+static ssize_t (*real_preadv)(int, const struct iovec *, int, off_t);
+static ssize_t (*real_writev)(int, const struct iovec *, int);
+static ssize_t (*real_pwritev)(int, const struct iovec *, int, off_t);
+static int (*real_fsync)(int);
+static int (*real_fdatasync)(int);
+static int (*real_dup2)(int, int);
+static int (*real_dup3)(int, int, int);
+static int (*real_fclose)(FILE *);
+static int (*real_ioctl)(int, unsigned long, ...);
+static int (*real_dup)(int);
+static int (*real_fcntl)(int, int, ...);
+
+static int reporter_started;
+
+static void forked_child(void) {
+    reporter_started = 0;
+    pd_swift_forked();
+}
+
+// The real calls, found on first use: libraries loaded before this one
+// (the Swift runtime among them) call some while they start.
+static void resolve(void) {
+    real_open = dlsym(RTLD_NEXT, "open");
+    real_openat = dlsym(RTLD_NEXT, "openat");
+    real_close = dlsym(RTLD_NEXT, "close");
+    real_read = dlsym(RTLD_NEXT, "read");
+    real_pread = dlsym(RTLD_NEXT, "pread");
+    real_write = dlsym(RTLD_NEXT, "write");
+    real_pwrite = dlsym(RTLD_NEXT, "pwrite");
+    real_readv = dlsym(RTLD_NEXT, "readv");
+    real_preadv = dlsym(RTLD_NEXT, "preadv");
+    real_writev = dlsym(RTLD_NEXT, "writev");
+    real_pwritev = dlsym(RTLD_NEXT, "pwritev");
+    real_fsync = dlsym(RTLD_NEXT, "fsync");
+    real_fdatasync = dlsym(RTLD_NEXT, "fdatasync");
+    real_dup2 = dlsym(RTLD_NEXT, "dup2");
+    real_dup3 = dlsym(RTLD_NEXT, "dup3");
+    real_fclose = dlsym(RTLD_NEXT, "fclose");
+    real_ioctl = dlsym(RTLD_NEXT, "ioctl");
+    real_dup = dlsym(RTLD_NEXT, "dup");
+    real_fcntl = dlsym(RTLD_NEXT, "fcntl");
+    __atomic_store_n(&resolved, 1, __ATOMIC_RELEASE);
+}
+
+#define REAL(name) (__builtin_expect(__atomic_load_n(&resolved, __ATOMIC_ACQUIRE), 1) ? 0 : (resolve(), 0), real_##name)
+
+__attribute__((constructor)) static void load(void) {
+    if (!resolved) resolve();
+    const char *setting = getenv("POOLFS_DIRECT");
+    disabled = setting != NULL && strcmp(setting, "0") == 0;
+    const char *delay = getenv("POOLFS_DIRECT_COPY_DELAY_US");
+    if (delay != NULL) copy_delay = (unsigned)strtoul(delay, NULL, 10);
+    if (!disabled) pthread_atfork(NULL, NULL, forked_child);
+    // Until here, no file was attached: nothing opened before counts.
+    started = 1;
+}
+
+int pd_real_open(const char *path, int flags, unsigned mode) { return REAL(open)(path, flags, mode); }
+int pd_real_close(int fd) { return REAL(close)(fd); }
+int pd_real_ioctl(int fd, unsigned long request, void *argument) { return REAL(ioctl)(fd, request, argument); }
+
+// MARK: Layouts
+
+struct pd_layout *pd_layout_new(uint64_t generation, uint64_t count) {
+    struct pd_layout *layout = calloc(1, sizeof(struct pd_layout) + count * sizeof(struct pd_run));
+    if (layout == NULL) return NULL;
+    layout->generation = generation;
+    layout->count = count;
+    return layout;
+}
+
+void pd_layout_set(struct pd_layout *layout, uint64_t index, uint64_t start, uint64_t end,
+                   unsigned char *base, int writable) {
+    layout->runs[index] = (struct pd_run){start, end, base, (uint64_t)writable};
+}
+
+void pd_file_publish(struct pd_file *file, struct pd_layout *layout) {
+    layout->older = __atomic_load_n(&file->layout, __ATOMIC_ACQUIRE);
+    __atomic_store_n(&file->layout, layout, __ATOMIC_RELEASE);
+}
+
+struct pd_file *pd_file_new(void) {
+    struct pd_file *file = calloc(1, sizeof(struct pd_file));
+    if (file == NULL) return NULL;
+    pthread_mutex_init(&file->offset_lock, NULL);
+    pthread_mutex_init(&file->report_lock, NULL);
+    return file;
+}
+
+static void file_free(struct pd_file *file) {
+    struct pd_layout *layout = file->layout;
+    while (layout != NULL) {
+        struct pd_layout *older = layout->older;
+        free(layout);
+        layout = older;
+    }
+    pthread_mutex_destroy(&file->offset_lock);
+    pthread_mutex_destroy(&file->report_lock);
+    free(file);
+}
+
+// The file served for `fd`, held (`let_go` after): a close meanwhile
+// waits for the copy before it frees the state.
+static inline struct pd_file *hold(int fd) {
+    if (fd < 0 || fd >= MAX_FILES) return NULL;
+    struct pd_file *file = __atomic_load_n(&files[fd], __ATOMIC_ACQUIRE);
+    if (file == NULL) return NULL;
+    __atomic_fetch_add(&file->users, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&files[fd], __ATOMIC_SEQ_CST) != file) {
+        __atomic_fetch_sub(&file->users, 1, __ATOMIC_RELEASE);
+        return NULL;
+    }
+    return file;
+}
+
+static inline void let_go(struct pd_file *file) { __atomic_fetch_sub(&file->users, 1, __ATOMIC_RELEASE); }
+
+// MARK: Opening and closing
+
+static void start_reporter(void);
+
+static void attach(int fd, int flags) {
+    if (!started || disabled || fd < 0 || fd >= MAX_FILES || inside) return;
+    if (flags & (O_PATH | O_DIRECT | O_DIRECTORY)) return;
+    struct statfs where;
+    if (fstatfs(fd, &where) != 0 || where.f_type != FUSE_SUPER_MAGIC) return;
+    inside = 1;
+    struct pd_file *file = pd_swift_attach(fd, flags);
+    inside = 0;
+    if (file == NULL) return;
+    file->descriptors = 1;
+    __atomic_store_n(&files[fd], file, __ATOMIC_SEQ_CST);
+    if (file->writable) start_reporter();
+}
+
+static uint64_t coarse_now(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+// Tells the mount what was written since the last report; the file's
+// report lock held.
+static void report_locked(int fd, struct pd_file *file) {
+    if (file->written_end == 0) return;
+    uint64_t start = file->written_start, end = file->written_end;
+    file->written_start = 0;
+    file->written_end = 0;
+    file->reported_at = coarse_now();
+    int was_inside = inside;
+    inside = 1;
+    pd_swift_report(fd, start, end);
+    inside = was_inside;
+}
+
+// The descriptor is going (close, dup2 over it, fclose): its writes are
+// reported while it is still open, and its state freed.
+static void forget(int fd) {
+    if (fd < 0 || fd >= MAX_FILES || __atomic_load_n(&files[fd], __ATOMIC_ACQUIRE) == NULL) return;
+    pthread_mutex_lock(&files_mutex);
+    struct pd_file *file = files[fd];
+    __atomic_store_n(&files[fd], NULL, __ATOMIC_SEQ_CST);
+    int last = file != NULL && --file->descriptors == 0;
+    pthread_mutex_unlock(&files_mutex);
+    // Another descriptor (dup) still serves it.
+    if (!last) return;
+    // A thread still copying through it (a close racing a read is the
+    // program's race, but must not fault) finishes first.
+    while (__atomic_load_n(&file->users, __ATOMIC_SEQ_CST) != 0) sched_yield();
+    pthread_mutex_lock(&file->report_lock);
+    report_locked(fd, file);
+    pthread_mutex_unlock(&file->report_lock);
+    file_free(file);
+}
+
+static int open_mode(int flags, va_list arguments) {
+    return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? va_arg(arguments, int) : 0;
+}
+
+int open(const char *path, int flags, ...) {
+    va_list arguments;
+    va_start(arguments, flags);
+    int mode = open_mode(flags, arguments);
+    va_end(arguments);
+    int fd = REAL(open)(path, flags, mode);
+    if (fd >= 0) attach(fd, flags);
+    return fd;
+}
+
+int open64(const char *path, int flags, ...) __attribute__((alias("open")));
+
+int openat(int directory, const char *path, int flags, ...) {
+    va_list arguments;
+    va_start(arguments, flags);
+    int mode = open_mode(flags, arguments);
+    va_end(arguments);
+    int fd = REAL(openat)(directory, path, flags, mode);
+    if (fd >= 0) attach(fd, flags);
+    return fd;
+}
+
+int openat64(int directory, const char *path, int flags, ...) __attribute__((alias("openat")));
+
+int __open_2(const char *path, int flags) { return open(path, flags); }
+int __open64_2(const char *path, int flags) { return open(path, flags); }
+int __openat_2(int directory, const char *path, int flags) { return openat(directory, path, flags); }
+int __openat64_2(int directory, const char *path, int flags) { return openat(directory, path, flags); }
+
+int creat(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }
+int creat64(const char *path, mode_t mode) __attribute__((alias("creat")));
+
+// A duplicate of a served descriptor serves the same file (dup2, as dd
+// does with its input, or a shell's redirection).
+static void duplicated(int old, int new) {
+    if (new < 0 || new >= MAX_FILES || old == new) return;
+    pthread_mutex_lock(&files_mutex);
+    struct pd_file *file = old >= 0 && old < MAX_FILES ? files[old] : NULL;
+    if (file != NULL && files[new] == NULL) {
+        file->descriptors++;
+        __atomic_store_n(&files[new], file, __ATOMIC_SEQ_CST);
+    }
+    pthread_mutex_unlock(&files_mutex);
+}
+
+int dup(int old) {
+    int new = REAL(dup)(old);
+    if (new >= 0) duplicated(old, new);
+    return new;
+}
+
+int fcntl(int fd, int command, ...) {
+    va_list arguments;
+    va_start(arguments, command);
+    void *argument = va_arg(arguments, void *);
+    va_end(arguments);
+    int result = REAL(fcntl)(fd, command, argument);
+    if (result >= 0 && (command == F_DUPFD || command == F_DUPFD_CLOEXEC)) duplicated(fd, result);
+    return result;
+}
+
+int fcntl64(int fd, int command, ...) __attribute__((alias("fcntl")));
+
+int close(int fd) {
+    if (!inside) forget(fd);
+    return REAL(close)(fd);
+}
+
+int dup2(int old, int new) {
+    if (old == new) return REAL(dup2)(old, new);
+    forget(new);
+    int result = REAL(dup2)(old, new);
+    if (result >= 0) duplicated(old, new);
+    return result;
+}
+
+int dup3(int old, int new, int flags) {
+    forget(new);
+    int result = REAL(dup3)(old, new, flags);
+    if (result >= 0) duplicated(old, new);
+    return result;
+}
+
+int fclose(FILE *stream) {
+    if (stream != NULL) forget(fileno(stream));
+    return REAL(fclose)(stream);
+}
+
+// MARK: The copy
+
+static inline unsigned enter(struct pd_area *area) {
+    unsigned parity = (unsigned)__atomic_load_n(area->epoch, __ATOMIC_ACQUIRE) & 1;
+    __atomic_fetch_add(&area->client[1 + parity], 1, __ATOMIC_SEQ_CST);
+    return parity;
+}
+
+static inline void leave(struct pd_area *area, unsigned parity) {
+    __atomic_fetch_sub(&area->client[1 + parity], 1, __ATOMIC_RELEASE);
+}
+
+// The index of the run holding `offset`, or -1.
+static inline int64_t run_at(const struct pd_layout *layout, uint64_t offset) {
+    uint64_t low = 0, high = layout->count;
+    while (low < high) {
+        uint64_t middle = (low + high) / 2;
+        if (layout->runs[middle].end <= offset) low = middle + 1; else high = middle;
+    }
+    return low < layout->count && layout->runs[low].start <= offset ? (int64_t)low : -1;
+}
+
+// Whether runs from `index` on hold [offset, end) with no gap (and, for a
+// write, every one may be written).
+static inline int covered(const struct pd_layout *layout, int64_t index, uint64_t offset, uint64_t end, int writing) {
+    if (index < 0) return 0;
+    for (uint64_t i = (uint64_t)index; i < layout->count; i++) {
+        const struct pd_run *run = &layout->runs[i];
+        if (run->start > offset || (writing && !run->writable)) return 0;
+        if (run->end >= end) return 1;
+        offset = run->end;
+    }
+    return 0;
+}
+
+// Copies between `vector` (whose bytes total `total`) and the file at
+// `offset`: the bytes copied, 0 at the end of the file, or FALLBACK.
+static ssize_t copy(struct pd_file *file, const struct iovec *vector, int count, size_t total,
+                    uint64_t offset, int writing) {
+    if (writing ? !file->writable : !file->readable) return FALLBACK;
+    if (writing && (__atomic_load_n(file->flags, __ATOMIC_ACQUIRE) & 1)) return FALLBACK;
+    struct pd_area *area = file->area;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        unsigned parity = enter(area);
+        struct pd_layout *layout = __atomic_load_n(&file->layout, __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(file->generation, __ATOMIC_SEQ_CST) != layout->generation) {
+            leave(area, parity);
+            int failed;
+            pthread_mutex_lock(&file->report_lock);
+            inside = 1;
+            failed = pd_swift_refresh(file);
+            inside = 0;
+            pthread_mutex_unlock(&file->report_lock);
+            if (failed) return FALLBACK;
+            continue;
+        }
+        uint64_t size = __atomic_load_n(file->size, __ATOMIC_ACQUIRE);
+        if (offset >= size || total == 0) {
+            leave(area, parity);
+            // A write past the end grows the file: the mount's to do.
+            return writing && total > 0 ? FALLBACK : 0;
+        }
+        size_t length = total;
+        if (length > size - offset) {
+            if (writing) {
+                leave(area, parity);
+                return FALLBACK;
+            }
+            length = (size_t)(size - offset);
+        }
+        int64_t index = run_at(layout, offset);
+        if (!covered(layout, index, offset, offset + length, writing)) {
+            leave(area, parity);
+            return FALLBACK;
+        }
+        if (__builtin_expect(copy_delay != 0, 0)) usleep(copy_delay);
+        size_t done = 0;
+        const struct pd_run *run = &layout->runs[index];
+        for (int i = 0; i < count && done < length; i++) {
+            size_t taken = 0, wanted = vector[i].iov_len;
+            while (taken < wanted && done < length) {
+                uint64_t at = offset + done;
+                while (at >= run->end) run++;
+                size_t piece = wanted - taken;
+                if (piece > length - done) piece = length - done;
+                if (piece > run->end - at) piece = (size_t)(run->end - at);
+                unsigned char *pool = run->base + (at - run->start);
+                unsigned char *user = (unsigned char *)vector[i].iov_base + taken;
+                if (writing) memcpy(pool, user, piece); else memcpy(user, pool, piece);
+                taken += piece;
+                done += piece;
+            }
+        }
+        leave(area, parity);
+        __atomic_fetch_add(&area->client[writing ? 4 : 3], done, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&area->client[writing ? 6 : 5], 1, __ATOMIC_RELAXED);
+        if (writing) {
+            pthread_mutex_lock(&file->report_lock);
+            if (file->written_end == 0) {
+                file->written_start = offset;
+                file->written_end = offset + done;
+                if (file->reported_at == 0) file->reported_at = coarse_now();
+            } else {
+                if (offset < file->written_start) file->written_start = offset;
+                if (offset + done > file->written_end) file->written_end = offset + done;
+            }
+            pthread_mutex_unlock(&file->report_lock);
+        }
+        return (ssize_t)done;
+    }
+    return FALLBACK;
+}
+
+static size_t vector_total(const struct iovec *vector, int count) {
+    size_t total = 0;
+    for (int i = 0; i < count; i++) total += vector[i].iov_len;
+    return total;
+}
+
+// read(2) and write(2): the kernel keeps the position (so dup'ed and
+// inherited descriptors, and an exec'ed program, share it); this takes it,
+// copies, and moves it, as one step among this process's threads.
+static ssize_t at_position(int fd, struct pd_file *file, const struct iovec *vector, int count, int writing) {
+    pthread_mutex_lock(&file->offset_lock);
+    off_t position = lseek(fd, 0, SEEK_CUR);
+    ssize_t done = position < 0 ? FALLBACK : copy(file, vector, count, vector_total(vector, count), (uint64_t)position, writing);
+    if (done > 0) lseek(fd, position + done, SEEK_SET);
+    pthread_mutex_unlock(&file->offset_lock);
+    return done;
+}
+
+ssize_t pread(int fd, void *buffer, size_t count, off_t offset) {
+    struct pd_file *file = hold(fd);
+    if (file != NULL) {
+        ssize_t done = FALLBACK;
+        if (offset >= 0) {
+            struct iovec one = {buffer, count};
+            done = copy(file, &one, 1, count, (uint64_t)offset, 0);
+        }
+        let_go(file);
+        if (done != FALLBACK) return done;
+    }
+    return REAL(pread)(fd, buffer, count, offset);
+}
+
+ssize_t pread64(int fd, void *buffer, size_t count, off_t offset) __attribute__((alias("pread")));
+
+ssize_t pwrite(int fd, const void *buffer, size_t count, off_t offset) {
+    struct pd_file *file = hold(fd);
+    if (file != NULL) {
+        ssize_t done = FALLBACK;
+        if (offset >= 0) {
+            struct iovec one = {(void *)buffer, count};
+            done = copy(file, &one, 1, count, (uint64_t)offset, 1);
+        }
+        let_go(file);
+        if (done != FALLBACK) return done;
+    }
+    return REAL(pwrite)(fd, buffer, count, offset);
+}
+
+ssize_t pwrite64(int fd, const void *buffer, size_t count, off_t offset) __attribute__((alias("pwrite")));
+
+ssize_t read(int fd, void *buffer, size_t count) {
+    struct pd_file *file = hold(fd);
+    if (file != NULL) {
+        ssize_t done = FALLBACK;
+        if (1) {
+            struct iovec one = {buffer, count};
+            done = at_position(fd, file, &one, 1, 0);
+        }
+        let_go(file);
+        if (done != FALLBACK) return done;
+    }
+    return REAL(read)(fd, buffer, count);
+}
+
+ssize_t write(int fd, const void *buffer, size_t count) {
+    struct pd_file *file = hold(fd);
+    if (file != NULL) {
+        ssize_t done = FALLBACK;
+        if (1) {
+            struct iovec one = {(void *)buffer, count};
+            done = at_position(fd, file, &one, 1, 1);
+        }
+        let_go(file);
+        if (done != FALLBACK) return done;
+    }
+    return REAL(write)(fd, buffer, count);
+}
+
+ssize_t readv(int fd, const struct iovec *vector, int count) {
+    struct pd_file *file = hold(fd);
+    if (file != NULL) {
+        ssize_t done = FALLBACK;
+        if (count >= 0) {
+            done = at_position(fd, file, vector, count, 0);
+        }
+        let_go(file);
+        if (done != FALLBACK) return done;
+    }
+    return REAL(readv)(fd, vector, count);
+}
+
+ssize_t writev(int fd, const struct iovec *vector, int count) {
+    struct pd_file *file = hold(fd);
+    if (file != NULL) {
+        ssize_t done = FALLBACK;
+        if (count >= 0) {
+            done = at_position(fd, file, vector, count, 1);
+        }
+        let_go(file);
+        if (done != FALLBACK) return done;
+    }
+    return REAL(writev)(fd, vector, count);
+}
+
+ssize_t preadv(int fd, const struct iovec *vector, int count, off_t offset) {
+    struct pd_file *file = hold(fd);
+    if (file != NULL) {
+        ssize_t done = FALLBACK;
+        if (count >= 0 && offset >= 0) {
+            done = copy(file, vector, count, vector_total(vector, count), (uint64_t)offset, 0);
+        }
+        let_go(file);
+        if (done != FALLBACK) return done;
+    }
+    return REAL(preadv)(fd, vector, count, offset);
+}
+
+ssize_t preadv64(int fd, const struct iovec *vector, int count, off_t offset) __attribute__((alias("preadv")));
+
+ssize_t pwritev(int fd, const struct iovec *vector, int count, off_t offset) {
+    struct pd_file *file = hold(fd);
+    if (file != NULL) {
+        ssize_t done = FALLBACK;
+        if (count >= 0 && offset >= 0) {
+            done = copy(file, vector, count, vector_total(vector, count), (uint64_t)offset, 1);
+        }
+        let_go(file);
+        if (done != FALLBACK) return done;
+    }
+    return REAL(pwritev)(fd, vector, count, offset);
+}
+
+ssize_t pwritev64(int fd, const struct iovec *vector, int count, off_t offset) __attribute__((alias("pwritev")));
+
+// MARK: Reports
+
+static void report(int fd) {
+    struct pd_file *file = hold(fd);
+    if (file == NULL) return;
+    pthread_mutex_lock(&file->report_lock);
+    report_locked(fd, file);
+    pthread_mutex_unlock(&file->report_lock);
+    let_go(file);
+}
+
+int fsync(int fd) {
+    report(fd);
+    return REAL(fsync)(fd);
+}
+
+int fdatasync(int fd) {
+    report(fd);
+    return REAL(fdatasync)(fd);
+}
+
+// Times lag direct writes by at most a second: a thread reports what each
+// file wrote more than a second ago, for programs that write and then
+// neither close nor sync.
+static void *reporter(void *unused) {
+    (void)unused;
+    inside = 1;
+    for (;;) {
+        sleep(1);
+        uint64_t now = coarse_now();
+        pthread_mutex_lock(&files_mutex);
+        for (int fd = 0; fd < MAX_FILES; fd++) {
+            struct pd_file *file = files[fd];
+            if (file == NULL || file->written_end == 0) continue;
+            pthread_mutex_lock(&file->report_lock);
+            if (file->written_end != 0 && now - file->reported_at >= 900000000u) report_locked(fd, file);
+            pthread_mutex_unlock(&file->report_lock);
+        }
+        pthread_mutex_unlock(&files_mutex);
+    }
+    return NULL;
+}
+
+// Started by the first attached file that may be written; again in a
+// forked child, which has no threads but its caller's.
+
+static void start_reporter(void) {
+    if (__atomic_exchange_n(&reporter_started, 1, __ATOMIC_ACQ_REL)) return;
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    if (pthread_create(&thread, &attributes, reporter, NULL) != 0) reporter_started = 0;
+    pthread_attr_destroy(&attributes);
+}
