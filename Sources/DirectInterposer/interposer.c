@@ -17,13 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/statfs.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <sched.h>
 #include <unistd.h>
 
-#define FUSE_SUPER_MAGIC 0x65735546
 #define MAX_FILES 65536
 #define FALLBACK (-2)
 
@@ -168,20 +168,100 @@ static inline void let_go(struct pd_file *file) { __atomic_fetch_sub(&file->user
 
 // MARK: Opening and closing
 
-static void start_reporter(void);
+// Descriptors of regular files on a poolfs mount, not leased yet: leased
+// at their first read or write, so that an open that is only a create, a
+// stat or a rename target costs the mount no extra round trip.
+static unsigned char candidates[MAX_FILES];
 
-static void attach(int fd, int flags) {
+// Devices of poolfs mounts (their type in mountinfo is fuse.poolfs), and
+// of recent other file systems: an open looks its file's device up here
+// instead of asking the file system.
+#define DEVICES 32
+static pthread_mutex_t devices_mutex = PTHREAD_MUTEX_INITIALIZER;
+static dev_t poolfs_devices[DEVICES], other_devices[DEVICES];
+static int poolfs_count, other_count, other_next;
+
+// /proc/self/mountinfo's poolfs mounts into poolfs_devices; the mutex held.
+static void read_mounts(void) {
+    int fd = REAL(open)("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    static char text[1 << 16];
+    size_t length = 0;
+    ssize_t got;
+    while (length < sizeof text - 1 && (got = REAL(read)(fd, text + length, sizeof text - 1 - length)) > 0) length += (size_t)got;
+    REAL(close)(fd);
+    text[length] = 0;
+    poolfs_count = 0;
+    for (char *line = text, *next; line != NULL && *line != 0; line = next) {
+        next = strchr(line, '\n');
+        if (next != NULL) *next++ = 0;
+        unsigned major, minor;
+        char *separator = strstr(line, " - ");
+        if (separator == NULL || strncmp(separator + 3, "fuse.poolfs ", 12) != 0) continue;
+        if (sscanf(line, "%*u %*u %u:%u", &major, &minor) == 2 && poolfs_count < DEVICES) {
+            poolfs_devices[poolfs_count++] = makedev(major, minor);
+        }
+    }
+}
+
+static int on_poolfs(dev_t device) {
+    int found = 0, known = 0;
+    pthread_mutex_lock(&devices_mutex);
+    for (int i = 0; i < poolfs_count && !known; i++) if (poolfs_devices[i] == device) found = known = 1;
+    for (int i = 0; i < other_count && !known; i++) if (other_devices[i] == device) known = 1;
+    if (!known) {
+        read_mounts();
+        for (int i = 0; i < poolfs_count; i++) if (poolfs_devices[i] == device) found = 1;
+        if (!found) {
+            other_devices[other_next] = device;
+            other_next = (other_next + 1) % DEVICES;
+            if (other_count < DEVICES) other_count++;
+        }
+    }
+    pthread_mutex_unlock(&devices_mutex);
+    return found;
+}
+
+static void opened(int fd, int flags) {
     if (!started || disabled || fd < 0 || fd >= MAX_FILES || inside) return;
     if (flags & (O_PATH | O_DIRECT | O_DIRECTORY)) return;
-    struct statfs where;
-    if (fstatfs(fd, &where) != 0 || where.f_type != FUSE_SUPER_MAGIC) return;
+    struct stat info;
+    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode) || !on_poolfs(info.st_dev)) return;
+    __atomic_store_n(&candidates[fd], 1, __ATOMIC_RELEASE);
+}
+
+static void start_reporter(void);
+
+// A candidate's first read or write: its layout leased now. A write to an
+// empty file (a create's first write) leaves it a candidate: it grows the
+// file, which only the mount does.
+static struct pd_file *lease(int fd, int writing) {
+    if (writing) {
+        struct stat info;
+        if (fstat(fd, &info) != 0 || info.st_size == 0) return NULL;
+    }
+    if (!__atomic_exchange_n(&candidates[fd], 0, __ATOMIC_ACQ_REL)) return NULL;
+    int flags = REAL(fcntl)(fd, F_GETFL);
+    if (flags < 0) return NULL;
     inside = 1;
     struct pd_file *file = pd_swift_attach(fd, flags);
     inside = 0;
-    if (file == NULL) return;
+    if (file == NULL) return NULL;
     file->descriptors = 1;
+    pthread_mutex_lock(&files_mutex);
     __atomic_store_n(&files[fd], file, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&files_mutex);
     if (file->writable) start_reporter();
+    return hold(fd);
+}
+
+// The state that serves `fd`, held; leased first if it is a candidate.
+static inline struct pd_file *served(int fd, int writing) {
+    struct pd_file *file = hold(fd);
+    if (file == NULL && fd >= 0 && fd < MAX_FILES && __atomic_load_n(&candidates[fd], __ATOMIC_ACQUIRE)) {
+        file = lease(fd, writing);
+    }
+    return file;
 }
 
 static uint64_t coarse_now(void) {
@@ -207,7 +287,9 @@ static void report_locked(int fd, struct pd_file *file) {
 // The descriptor is going (close, dup2 over it, fclose): its writes are
 // reported while it is still open, and its state freed.
 static void forget(int fd) {
-    if (fd < 0 || fd >= MAX_FILES || __atomic_load_n(&files[fd], __ATOMIC_ACQUIRE) == NULL) return;
+    if (fd < 0 || fd >= MAX_FILES) return;
+    __atomic_store_n(&candidates[fd], 0, __ATOMIC_RELEASE);
+    if (__atomic_load_n(&files[fd], __ATOMIC_ACQUIRE) == NULL) return;
     pthread_mutex_lock(&files_mutex);
     struct pd_file *file = files[fd];
     __atomic_store_n(&files[fd], NULL, __ATOMIC_SEQ_CST);
@@ -234,7 +316,7 @@ int open(const char *path, int flags, ...) {
     int mode = open_mode(flags, arguments);
     va_end(arguments);
     int fd = REAL(open)(path, flags, mode);
-    if (fd >= 0) attach(fd, flags);
+    if (fd >= 0) opened(fd, flags);
     return fd;
 }
 
@@ -246,7 +328,7 @@ int openat(int directory, const char *path, int flags, ...) {
     int mode = open_mode(flags, arguments);
     va_end(arguments);
     int fd = REAL(openat)(directory, path, flags, mode);
-    if (fd >= 0) attach(fd, flags);
+    if (fd >= 0) opened(fd, flags);
     return fd;
 }
 
@@ -269,6 +351,8 @@ static void duplicated(int old, int new) {
     if (file != NULL && files[new] == NULL) {
         file->descriptors++;
         __atomic_store_n(&files[new], file, __ATOMIC_SEQ_CST);
+    } else if (old >= 0 && old < MAX_FILES && candidates[old]) {
+        __atomic_store_n(&candidates[new], 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&files_mutex);
 }
@@ -358,6 +442,8 @@ static ssize_t copy(struct pd_file *file, const struct iovec *vector, int count,
     if (writing ? !file->writable : !file->readable) return FALLBACK;
     if (writing && (__atomic_load_n(file->flags, __ATOMIC_ACQUIRE) & 1)) return FALLBACK;
     struct pd_area *area = file->area;
+    // No client slot (every one taken): the mount serves this process.
+    if (__atomic_load_n(&area->client, __ATOMIC_ACQUIRE) == NULL) return FALLBACK;
     for (int attempt = 0; attempt < 3; attempt++) {
         unsigned parity = enter(area);
         struct pd_layout *layout = __atomic_load_n(&file->layout, __ATOMIC_ACQUIRE);
@@ -413,6 +499,8 @@ static ssize_t copy(struct pd_file *file, const struct iovec *vector, int count,
         __atomic_fetch_add(&area->client[writing ? 4 : 3], done, __ATOMIC_RELAXED);
         __atomic_fetch_add(&area->client[writing ? 6 : 5], 1, __ATOMIC_RELAXED);
         if (writing) {
+            // A forked child has no reporter until it starts one.
+            if (!__atomic_load_n(&reporter_started, __ATOMIC_RELAXED)) start_reporter();
             pthread_mutex_lock(&file->report_lock);
             if (file->written_end == 0) {
                 file->written_start = offset;
@@ -448,7 +536,7 @@ static ssize_t at_position(int fd, struct pd_file *file, const struct iovec *vec
 }
 
 ssize_t pread(int fd, void *buffer, size_t count, off_t offset) {
-    struct pd_file *file = hold(fd);
+    struct pd_file *file = served(fd, 0);
     if (file != NULL) {
         ssize_t done = FALLBACK;
         if (offset >= 0) {
@@ -464,7 +552,7 @@ ssize_t pread(int fd, void *buffer, size_t count, off_t offset) {
 ssize_t pread64(int fd, void *buffer, size_t count, off_t offset) __attribute__((alias("pread")));
 
 ssize_t pwrite(int fd, const void *buffer, size_t count, off_t offset) {
-    struct pd_file *file = hold(fd);
+    struct pd_file *file = served(fd, 1);
     if (file != NULL) {
         ssize_t done = FALLBACK;
         if (offset >= 0) {
@@ -480,7 +568,7 @@ ssize_t pwrite(int fd, const void *buffer, size_t count, off_t offset) {
 ssize_t pwrite64(int fd, const void *buffer, size_t count, off_t offset) __attribute__((alias("pwrite")));
 
 ssize_t read(int fd, void *buffer, size_t count) {
-    struct pd_file *file = hold(fd);
+    struct pd_file *file = served(fd, 0);
     if (file != NULL) {
         ssize_t done = FALLBACK;
         if (1) {
@@ -494,7 +582,7 @@ ssize_t read(int fd, void *buffer, size_t count) {
 }
 
 ssize_t write(int fd, const void *buffer, size_t count) {
-    struct pd_file *file = hold(fd);
+    struct pd_file *file = served(fd, 1);
     if (file != NULL) {
         ssize_t done = FALLBACK;
         if (1) {
@@ -508,7 +596,7 @@ ssize_t write(int fd, const void *buffer, size_t count) {
 }
 
 ssize_t readv(int fd, const struct iovec *vector, int count) {
-    struct pd_file *file = hold(fd);
+    struct pd_file *file = served(fd, 0);
     if (file != NULL) {
         ssize_t done = FALLBACK;
         if (count >= 0) {
@@ -521,7 +609,7 @@ ssize_t readv(int fd, const struct iovec *vector, int count) {
 }
 
 ssize_t writev(int fd, const struct iovec *vector, int count) {
-    struct pd_file *file = hold(fd);
+    struct pd_file *file = served(fd, 1);
     if (file != NULL) {
         ssize_t done = FALLBACK;
         if (count >= 0) {
@@ -534,7 +622,7 @@ ssize_t writev(int fd, const struct iovec *vector, int count) {
 }
 
 ssize_t preadv(int fd, const struct iovec *vector, int count, off_t offset) {
-    struct pd_file *file = hold(fd);
+    struct pd_file *file = served(fd, 0);
     if (file != NULL) {
         ssize_t done = FALLBACK;
         if (count >= 0 && offset >= 0) {
@@ -549,7 +637,7 @@ ssize_t preadv(int fd, const struct iovec *vector, int count, off_t offset) {
 ssize_t preadv64(int fd, const struct iovec *vector, int count, off_t offset) __attribute__((alias("preadv")));
 
 ssize_t pwritev(int fd, const struct iovec *vector, int count, off_t offset) {
-    struct pd_file *file = hold(fd);
+    struct pd_file *file = served(fd, 1);
     if (file != NULL) {
         ssize_t done = FALLBACK;
         if (count >= 0 && offset >= 0) {

@@ -109,7 +109,10 @@ enum DirectFiles {
 
     /// A forked child counts its copies in slots of its own.
     static func forked() {
-        pools.withLock { pools in
+        // A lock another thread held at the fork stays held in the child:
+        // then the child counts in its parent's slots (the mount skips a
+        // slot whose process is gone).
+        _ = pools.withLockIfAvailable { pools in
             for pool in pools.values where !pool.claimClient() { pool.state.pointee.client = nil }
         }
     }

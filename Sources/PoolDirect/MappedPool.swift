@@ -1,6 +1,7 @@
 import Atomics
 import DirectInterposer
 import PoolFS
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,7 +15,8 @@ final class MappedPool: @unchecked Sendable {
     private let area: UnsafeMutableRawPointer
     /// What the C copy reads: the epoch and this process's client words.
     let state: UnsafeMutablePointer<pd_area>
-    private var shelves: [Int: (base: UnsafeMutableRawPointer, length: Int, writable: Bool)] = [:]
+    /// Mapped as runs name them: two files' refreshes may map at once.
+    private let shelves = Mutex<[Int: (base: UnsafeMutableRawPointer, length: Int, writable: Bool)]>([:])
 
     /// Maps `directory`'s area if it is the one with `identity` (the
     /// mount's of now) and takes a client slot in it; nil otherwise.
@@ -84,25 +86,29 @@ final class MappedPool: @unchecked Sendable {
     /// and whether they may be written; nil if the shelf cannot be mapped
     /// (no access) or does not hold them.
     func bytes(shelf index: Int, offset: UInt64, length: UInt64) -> (UnsafeMutablePointer<UInt8>, Bool)? {
-        if shelves[index] == nil {
-            let path = "\(directory)/shelf-\(index)"
-            var writable = true
-            var fd = pd_real_open(path, O_RDWR | O_CLOEXEC, 0)
-            if fd < 0 {
-                writable = false
-                fd = pd_real_open(path, O_RDONLY | O_CLOEXEC, 0)
+        shelves.withLock { shelves in
+            if shelves[index] == nil, let mapped = MappedPool.map("\(directory)/shelf-\(index)") { shelves[index] = mapped }
+            guard let shelf = shelves[index], offset <= UInt64(shelf.length), length <= UInt64(shelf.length) - offset else {
+                return nil
             }
-            guard fd >= 0 else { return nil }
-            defer { _ = pd_real_close(fd) }
-            var info = stat()
-            guard fstat(fd, &info) == 0, info.st_size > 0,
-                  let base = mmap(nil, Int(info.st_size), PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0),
-                  base != MAP_FAILED else { return nil }
-            shelves[index] = (base, Int(info.st_size), writable)
+            return ((shelf.base + Int(offset)).assumingMemoryBound(to: UInt8.self), shelf.writable)
         }
-        guard let shelf = shelves[index], offset <= UInt64(shelf.length), length <= UInt64(shelf.length) - offset else {
-            return nil
+    }
+
+    /// A shelf file mapped whole, for writing where this process may.
+    private static func map(_ path: String) -> (base: UnsafeMutableRawPointer, length: Int, writable: Bool)? {
+        var writable = true
+        var fd = pd_real_open(path, O_RDWR | O_CLOEXEC, 0)
+        if fd < 0 {
+            writable = false
+            fd = pd_real_open(path, O_RDONLY | O_CLOEXEC, 0)
         }
-        return ((shelf.base + Int(offset)).assumingMemoryBound(to: UInt8.self), shelf.writable)
+        guard fd >= 0 else { return nil }
+        defer { _ = pd_real_close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_size > 0,
+              let base = mmap(nil, Int(info.st_size), PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0),
+              base != MAP_FAILED else { return nil }
+        return (base, Int(info.st_size), writable)
     }
 }

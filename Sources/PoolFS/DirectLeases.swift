@@ -160,6 +160,9 @@ public final class DirectLeases: @unchecked Sendable {
                 let readers = area.client(client, UnsafeDirectArea.Client.readers + old)
                 var spins = 0
                 while readers.load(ordering: .sequentiallyConsistent) != 0 {
+                    // No process: a count left by one that died (a forked
+                    // child may count in its dead parent's slot for a moment).
+                    if area.client(client, UnsafeDirectArea.Client.pid).load(ordering: .acquiring) == 0 { break }
                     if isGone(area, client) { break }
                     if monotonicNanoseconds() > deadline { return false }
                     spins += 1
@@ -208,7 +211,8 @@ public final class DirectLeases: @unchecked Sendable {
         var total = Statistics()
         typealias C = UnsafeDirectArea.Client
         for client in 0..<area.clientCount {
-            if area.client(client, C.pid).load(ordering: .relaxed) != 0 { total.processes += 1 }
+            let pid = area.client(client, C.pid).load(ordering: .relaxed)
+            if pid != 0, kill(pid_t(truncatingIfNeeded: pid), 0) == 0 || errno != ESRCH { total.processes += 1 }
             total.reads &+= area.client(client, C.reads).load(ordering: .relaxed)
             total.writes &+= area.client(client, C.writes).load(ordering: .relaxed)
             total.bytesRead &+= area.client(client, C.bytesRead).load(ordering: .relaxed)
