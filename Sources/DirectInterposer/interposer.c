@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
@@ -60,12 +61,16 @@ static int (*real_fclose)(FILE *);
 static int (*real_ioctl)(int, unsigned long, ...);
 static int (*real_dup)(int);
 static int (*real_fcntl)(int, int, ...);
+static void *(*real_mmap)(void *, size_t, int, int, int, off_t);
+static int (*real_munmap)(void *, size_t);
+static int (*real_msync)(void *, size_t, int);
 
 static int reporter_started;
 
 static void forked_child(void) {
     reporter_started = 0;
     pd_swift_forked();
+    pd_pin_again_after_fork();
 }
 
 // The real calls, found on first use: libraries loaded before this one
@@ -90,6 +95,9 @@ static void resolve(void) {
     real_ioctl = dlsym(RTLD_NEXT, "ioctl");
     real_dup = dlsym(RTLD_NEXT, "dup");
     real_fcntl = dlsym(RTLD_NEXT, "fcntl");
+    real_mmap = dlsym(RTLD_NEXT, "mmap");
+    real_munmap = dlsym(RTLD_NEXT, "munmap");
+    real_msync = dlsym(RTLD_NEXT, "msync");
     __atomic_store_n(&resolved, 1, __ATOMIC_RELEASE);
 }
 
@@ -121,8 +129,8 @@ struct pd_layout *pd_layout_new(uint64_t generation, uint64_t count) {
 }
 
 void pd_layout_set(struct pd_layout *layout, uint64_t index, uint64_t start, uint64_t end,
-                   unsigned char *base, int writable) {
-    layout->runs[index] = (struct pd_run){start, end, base, (uint64_t)writable};
+                   unsigned char *base, int writable, int shelf, uint64_t shelf_offset) {
+    layout->runs[index] = (struct pd_run){start, end, base, (uint64_t)writable, shelf, shelf_offset};
 }
 
 void pd_file_publish(struct pd_file *file, struct pd_layout *layout) {
@@ -705,4 +713,194 @@ static void start_reporter(void) {
     pthread_t thread;
     if (pthread_create(&thread, &attributes, reporter, NULL) != 0) reporter_started = 0;
     pthread_attr_destroy(&attributes);
+}
+
+// MARK: Mappings
+
+// A file's pages mapped in place (famfs's way): each run of the range is
+// mapped from its shelf file at its place in one reserved range, so loads
+// and stores are the file's bytes, with no page cache copy. The mapping
+// holds a duplicate of the descriptor, so the file stays open (an unlinked
+// one keeps its pages) until it is unmapped, or the process dies; and a
+// pin in the process's client words, so that pages a truncate gives up
+// wait until it is unmapped, and pages mapped writable are never shared.
+struct mapping {
+    unsigned char *base;
+    size_t length;
+    uint64_t slot;
+    uint64_t offset;
+    int writable;
+    int descriptor;
+    struct pd_area *area;
+};
+
+#define MAPPINGS 256
+static struct mapping mappings[MAPPINGS];
+static pthread_mutex_t mappings_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+// Counts a mapping of `slot` in the client's pins; 0 if there is no room.
+// The mappings' mutex held.
+static int pin(struct pd_area *area, uint64_t slot, int writable, int64_t sign) {
+    uint64_t *pins = area->pins, amount = writable ? (1ull << 32) : 1;
+    if (pins == NULL) return 0;
+    int64_t empty = -1;
+    for (uint64_t i = 0; i < area->pin_count; i++) {
+        uint64_t held = __atomic_load_n(&pins[2 * i], __ATOMIC_ACQUIRE);
+        if (held == slot + 1) {
+            uint64_t count = __atomic_load_n(&pins[2 * i + 1], __ATOMIC_RELAXED);
+            count = sign > 0 ? count + amount : count - amount;
+            __atomic_store_n(&pins[2 * i + 1], count, __ATOMIC_SEQ_CST);
+            if (count == 0) __atomic_store_n(&pins[2 * i], 0, __ATOMIC_SEQ_CST);
+            return 1;
+        }
+        if (held == 0 && empty < 0) empty = (int64_t)i;
+    }
+    if (sign < 0 || empty < 0) return 0;
+    __atomic_store_n(&pins[2 * empty + 1], amount, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&pins[2 * empty], slot + 1, __ATOMIC_SEQ_CST);
+    return 1;
+}
+
+void pd_pin_again_after_fork(void) {
+    for (int i = 0; i < MAPPINGS; i++) {
+        if (mappings[i].base != NULL) pin(mappings[i].area, mappings[i].slot, mappings[i].writable, 1);
+    }
+}
+
+// Maps [offset, offset + length) of the file in place, or NULL where the
+// mount must: a range past the size's last page, a hole, a run a page
+// does not hold whole (a small file's slot), pages shared with a clone or
+// a snapshot (for a writable shared mapping), a set-ID file.
+static void *map_in_place(int fd, struct pd_file *file, size_t length, int prot, int flags, off_t offset) {
+    long page = sysconf(_SC_PAGESIZE);
+    int type = flags & MAP_TYPE;
+    int shared = type == MAP_SHARED || type == MAP_SHARED_VALIDATE;
+    // Anything more (MAP_SYNC, MAP_LOCKED, huge pages…) is the kernel's to answer.
+    if ((type != MAP_PRIVATE && !shared) || (flags & ~(MAP_TYPE | MAP_POPULATE | MAP_NONBLOCK | MAP_NORESERVE)) != 0) return NULL;
+    int writable = shared && (prot & PROT_WRITE);
+    if (offset < 0 || (offset & (page - 1)) != 0 || length == 0) return NULL;
+    if (writable && (!file->writable || (__atomic_load_n(file->flags, __ATOMIC_ACQUIRE) & 1))) return NULL;
+    if (!file->readable || __atomic_load_n(&file->area->client, __ATOMIC_ACQUIRE) == NULL) return NULL;
+    uint64_t start = (uint64_t)offset, end = start + ((length + (size_t)page - 1) & ~((size_t)page - 1));
+    pthread_mutex_lock(&mappings_mutex);
+    int free_record = -1;
+    for (int i = 0; i < MAPPINGS && free_record < 0; i++) if (mappings[i].base == NULL) free_record = i;
+    // Pinned before the layout is checked: the mount, which publishes
+    // before it looks at pins, either sees the pin or the check sees the
+    // new layout.
+    if (free_record < 0 || !pin(file->area, file->slot, writable, 1)) {
+        pthread_mutex_unlock(&mappings_mutex);
+        return NULL;
+    }
+    unsigned char *base = NULL;
+    for (int attempt = 0; attempt < 3 && base == NULL; attempt++) {
+        struct pd_layout *layout = __atomic_load_n(&file->layout, __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(file->generation, __ATOMIC_SEQ_CST) != layout->generation) {
+            pthread_mutex_lock(&file->report_lock);
+            inside = 1;
+            int failed = pd_swift_refresh(file);
+            inside = 0;
+            pthread_mutex_unlock(&file->report_lock);
+            if (failed) break;
+            continue;
+        }
+        uint64_t size = __atomic_load_n(file->size, __ATOMIC_ACQUIRE);
+        int64_t index = run_at(layout, start);
+        if (end > ((size + (uint64_t)page - 1) & ~((uint64_t)page - 1)) || !covered(layout, index, start, end, writable)) break;
+        int whole = 1;
+        for (uint64_t i = (uint64_t)index; i < layout->count && layout->runs[i].start < end; i++) {
+            const struct pd_run *run = &layout->runs[i];
+            if (((run->start | run->end | run->shelf_offset) & ((uint64_t)page - 1)) != 0) whole = 0;
+        }
+        if (!whole) break;
+        unsigned char *reserved = REAL(mmap)(NULL, end - start, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (reserved == MAP_FAILED) break;
+        int placed = 1;
+        for (uint64_t i = (uint64_t)index; i < layout->count && layout->runs[i].start < end && placed; i++) {
+            const struct pd_run *run = &layout->runs[i];
+            uint64_t low = run->start > start ? run->start : start, high = run->end < end ? run->end : end;
+            void *at = REAL(mmap)(reserved + (low - start), high - low, prot,
+                                  (flags & (MAP_TYPE | MAP_POPULATE | MAP_NONBLOCK)) | MAP_FIXED,
+                                  run->shelf, (off_t)(run->shelf_offset + (low - run->start)));
+            if (at == MAP_FAILED) placed = 0;
+        }
+        if (!placed) {
+            REAL(munmap)(reserved, end - start);
+            break;
+        }
+        base = reserved;
+    }
+    int holder = base == NULL ? -1 : REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 0);
+    if (base != NULL && holder < 0) {
+        REAL(munmap)(base, end - start);
+        base = NULL;
+    }
+    if (base == NULL) {
+        pin(file->area, file->slot, writable, -1);
+    } else {
+        mappings[free_record] = (struct mapping){base, end - start, file->slot, start, writable, holder, file->area};
+    }
+    pthread_mutex_unlock(&mappings_mutex);
+    return base;
+}
+
+void *mmap(void *address, size_t length, int prot, int flags, int fd, off_t offset) {
+    if (address == NULL && !(flags & MAP_ANONYMOUS) && fd >= 0 && !inside && !disabled) {
+        struct pd_file *file = served(fd, 0);
+        if (file != NULL) {
+            void *mapped = map_in_place(fd, file, length, prot, flags, offset);
+            let_go(file);
+            if (mapped != NULL) return mapped;
+        }
+    }
+    return REAL(mmap)(address, length, prot, flags, fd, offset);
+}
+
+void *mmap64(void *address, size_t length, int prot, int flags, int fd, off_t offset) __attribute__((alias("mmap")));
+
+// The mapping that `[address, address + length)` lies in, or -1; the mutex held.
+static int mapping_at(const void *address, size_t length) {
+    const unsigned char *low = address;
+    for (int i = 0; i < MAPPINGS; i++) {
+        struct mapping *m = &mappings[i];
+        if (m->base != NULL && low >= m->base && low + length <= m->base + m->length) return i;
+    }
+    return -1;
+}
+
+// Tells the mount what a writable mapping may have changed: its times
+// move, and its next fsync makes the range durable.
+static void report_mapping(const struct mapping *m, const unsigned char *low, size_t length) {
+    uint64_t start = m->offset + (uint64_t)(low - m->base);
+    int was_inside = inside;
+    inside = 1;
+    pd_swift_report(m->descriptor, start, start + length);
+    inside = was_inside;
+}
+
+int msync(void *address, size_t length, int flags) {
+    pthread_mutex_lock(&mappings_mutex);
+    int index = mapping_at(address, length);
+    if (index >= 0 && mappings[index].writable) report_mapping(&mappings[index], address, length);
+    pthread_mutex_unlock(&mappings_mutex);
+    return REAL(msync)(address, length, flags);
+}
+
+int munmap(void *address, size_t length) {
+    int result = REAL(munmap)(address, length);
+    if (result != 0 || inside) return result;
+    pthread_mutex_lock(&mappings_mutex);
+    int index = mapping_at(address, length);
+    // Only the whole mapping lets go: a part unmapped leaves it pinned
+    // (and the file open) until the process ends.
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (index >= 0 && mappings[index].base == address && ((length + page - 1) & ~(page - 1)) >= mappings[index].length) {
+        struct mapping gone = mappings[index];
+        mappings[index].base = NULL;
+        if (gone.writable) report_mapping(&gone, gone.base, gone.length);
+        pin(gone.area, gone.slot, gone.writable, -1);
+        REAL(close)(gone.descriptor);
+    }
+    pthread_mutex_unlock(&mappings_mutex);
+    return result;
 }

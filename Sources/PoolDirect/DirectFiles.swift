@@ -89,9 +89,11 @@ enum DirectFiles {
             for run in runs where run.start >= end && run.length > 0 {
                 let shelf = Int(run.address >> 48), offset = run.address & (1 << 48 - 1)
                 // A run this process cannot map is left out: the mount serves it.
-                guard let (base, writable) = pool.bytes(shelf: shelf, offset: offset, length: run.length) else { continue }
+                guard let (base, writable, descriptor) = pool.bytes(shelf: shelf, offset: offset, length: run.length) else {
+                    continue
+                }
                 pd_layout_set(layout, kept, run.start, run.start + run.length, base,
-                              writable && run.flags & R.writable != 0 ? 1 : 0)
+                              writable && run.flags & R.writable != 0 ? 1 : 0, descriptor, offset)
                 kept += 1
                 end = run.start + run.length
             }

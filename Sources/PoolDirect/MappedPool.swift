@@ -16,7 +16,15 @@ final class MappedPool: @unchecked Sendable {
     /// What the C copy reads: the epoch and this process's client words.
     let state: UnsafeMutablePointer<pd_area>
     /// Mapped as runs name them: two files' refreshes may map at once.
-    private let shelves = Mutex<[Int: (base: UnsafeMutableRawPointer, length: Int, writable: Bool)]>([:])
+    private let shelves = Mutex<[Int: Shelf]>([:])
+
+    /// A shelf file mapped whole, kept open for mappings of files' runs.
+    struct Shelf {
+        let base: UnsafeMutableRawPointer
+        let length: Int
+        let writable: Bool
+        let descriptor: Int32
+    }
 
     /// Maps `directory`'s area if it is the one with `identity` (the
     /// mount's of now) and takes a client slot in it; nil otherwise.
@@ -33,7 +41,8 @@ final class MappedPool: @unchecked Sendable {
         self.identity = identity
         area = base
         state = .allocate(capacity: 1)
-        state.initialize(to: pd_area(epoch: MappedPool.words(base, UnsafeDirectArea.Header.epoch), client: nil))
+        state.initialize(to: pd_area(epoch: MappedPool.words(base, UnsafeDirectArea.Header.epoch), client: nil, pins: nil,
+                                     pin_count: 0))
         guard word(UnsafeDirectArea.Header.magic).load(ordering: .acquiring) == 0x5443_4552_4944_5350,
               word(UnsafeDirectArea.Header.identity).load(ordering: .relaxed) == identity,
               claimClient() else {
@@ -67,6 +76,11 @@ final class MappedPool: @unchecked Sendable {
             }
             current = me
             for parity in 0..<2 { word(base + UnsafeDirectArea.Client.readers + parity).store(0, ordering: .releasing) }
+            for pin in 0..<(2 * UnsafeDirectArea.Client.pinCount) {
+                word(base + UnsafeDirectArea.Client.pins + pin).store(0, ordering: .releasing)
+            }
+            state.pointee.pins = MappedPool.words(area, base + UnsafeDirectArea.Client.pins)
+            state.pointee.pin_count = UInt64(UnsafeDirectArea.Client.pinCount)
             state.pointee.client = MappedPool.words(area, base)
             return true
         }
@@ -83,20 +97,20 @@ final class MappedPool: @unchecked Sendable {
     }
 
     /// Where `length` bytes at `offset` of shelf `index` are mapped here,
-    /// and whether they may be written; nil if the shelf cannot be mapped
-    /// (no access) or does not hold them.
-    func bytes(shelf index: Int, offset: UInt64, length: UInt64) -> (UnsafeMutablePointer<UInt8>, Bool)? {
+    /// whether they may be written, and the shelf file's descriptor; nil if
+    /// the shelf cannot be mapped (no access) or does not hold them.
+    func bytes(shelf index: Int, offset: UInt64, length: UInt64) -> (UnsafeMutablePointer<UInt8>, Bool, Int32)? {
         shelves.withLock { shelves in
             if shelves[index] == nil, let mapped = MappedPool.map("\(directory)/shelf-\(index)") { shelves[index] = mapped }
             guard let shelf = shelves[index], offset <= UInt64(shelf.length), length <= UInt64(shelf.length) - offset else {
                 return nil
             }
-            return ((shelf.base + Int(offset)).assumingMemoryBound(to: UInt8.self), shelf.writable)
+            return ((shelf.base + Int(offset)).assumingMemoryBound(to: UInt8.self), shelf.writable, shelf.descriptor)
         }
     }
 
     /// A shelf file mapped whole, for writing where this process may.
-    private static func map(_ path: String) -> (base: UnsafeMutableRawPointer, length: Int, writable: Bool)? {
+    private static func map(_ path: String) -> Shelf? {
         var writable = true
         var fd = pd_real_open(path, O_RDWR | O_CLOEXEC, 0)
         if fd < 0 {
@@ -104,11 +118,13 @@ final class MappedPool: @unchecked Sendable {
             fd = pd_real_open(path, O_RDONLY | O_CLOEXEC, 0)
         }
         guard fd >= 0 else { return nil }
-        defer { _ = pd_real_close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0, info.st_size > 0,
               let base = mmap(nil, Int(info.st_size), PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0),
-              base != MAP_FAILED else { return nil }
-        return (base, Int(info.st_size), writable)
+              base != MAP_FAILED else {
+            _ = pd_real_close(fd)
+            return nil
+        }
+        return Shelf(base: base, length: Int(info.st_size), writable: writable, descriptor: fd)
     }
 }

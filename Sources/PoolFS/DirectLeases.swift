@@ -186,6 +186,25 @@ public final class DirectLeases: @unchecked Sendable {
         return true
     }
 
+    /// Whether a live client maps pages of the layout in `slot`, and
+    /// whether one maps them writable. Pages a mapped layout gives up wait
+    /// until it is unmapped; pages mapped writable are never shared.
+    func pins(_ slot: Int) -> (mapped: Bool, writable: Bool) {
+        typealias C = UnsafeDirectArea.Client
+        var mapped = false, writable = false
+        for client in 0..<area.clientCount {
+            let pid = area.client(client, C.pid).load(ordering: .sequentiallyConsistent)
+            guard pid != 0 else { continue }
+            for pin in 0..<C.pinCount where area.client(client, C.pins + 2 * pin).load(ordering: .sequentiallyConsistent) == UInt64(slot) + 1 {
+                let count = area.client(client, C.pins + 2 * pin + 1).load(ordering: .sequentiallyConsistent)
+                guard count != 0, kill(pid_t(truncatingIfNeeded: pid), 0) == 0 || errno != ESRCH else { continue }
+                mapped = true
+                if count >= C.writablePin { writable = true }
+            }
+        }
+        return (mapped, writable)
+    }
+
     private var hasClients: Bool {
         (0..<area.clientCount).contains { area.client($0, UnsafeDirectArea.Client.pid).load(ordering: .relaxed) != 0 }
     }

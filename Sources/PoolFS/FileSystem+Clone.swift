@@ -54,7 +54,10 @@ extension FileSystem {
         var first = (sourceOffset + pageSize - 1) & ~(pageSize - 1)
         var last = sourceEnd & ~(pageSize - 1)
         if sourceEnd == size, oldSize <= targetEnd { last = (sourceEnd + pageSize - 1) & ~(pageSize - 1) }
-        if (sourceOffset ^ targetOffset) & (pageSize - 1) != 0 || source.extents.fragment != nil || first >= last {
+        // Pages a program maps writable (direct access) change under any
+        // sharer: they are copied.
+        if (sourceOffset ^ targetOffset) & (pageSize - 1) != 0 || source.extents.fragment != nil || first >= last
+            || isMappedWritable(source) {
             first = sourceEnd
             last = sourceEnd
         }

@@ -89,7 +89,9 @@ extension FileSystem {
     /// At a leased file's last close: no client holds it open any more.
     func endLease(_ inode: Inode) {
         guard inode.lease >= 0, let leases = directLeases else { return }
-        leases.giveBack(inode.lease)
+        let slot = inode.lease
+        freeUnmapped(slot)
+        leases.giveBack(slot)
         inode.lease = -1
     }
 
@@ -109,18 +111,45 @@ extension FileSystem {
     }
 
     /// Frees what a change released once no direct reader can be copying
-    /// from it; where one does not leave in time (a stopped process), the
-    /// pages wait for the next grace period that completes.
-    func freeAfterReaders(_ released: [Release]) {
+    /// from it; where one does not leave in time (a stopped process), or a
+    /// client maps the file's pages (its leased layout in `slot`), the pages
+    /// wait: for the next grace period that completes, and for the file to
+    /// be unmapped (or its last close).
+    func freeAfterReaders(_ released: [Release], slot: Int = -1) {
         guard let leases = directLeases else { return free(released) }
-        if leases.quiesce() {
-            free(deferredReleases.withLock { deferred in
-                defer { deferred = [] }
-                return deferred
-            } + released)
-        } else {
-            deferredReleases.withLock { $0 += released }
+        let quiet = leases.quiesce()
+        let ready = deferredReleases.withLock { deferred -> [Release] in
+            guard quiet else {
+                deferred.append((slot, released))
+                return []
+            }
+            var ready: [Release] = []
+            var waiting: [(slot: Int, releases: [Release])] = []
+            for entry in deferred + [(slot, released)] {
+                if entry.slot >= 0, leases.pins(entry.slot).mapped { waiting.append(entry) } else { ready += entry.releases }
+            }
+            deferred = waiting
+            return ready
         }
+        if !ready.isEmpty { free(ready) }
+    }
+
+    /// At a lease's end nothing maps the file (each mapping holds it open):
+    /// what waited for it goes.
+    private func freeUnmapped(_ slot: Int) {
+        let ready = deferredReleases.withLock { deferred -> [Release] in
+            let ready = deferred.filter { $0.slot == slot }.flatMap(\.releases)
+            deferred.removeAll { $0.slot == slot }
+            return ready
+        }
+        if !ready.isEmpty { free(ready) }
+    }
+
+    /// Whether a client maps the file writable: its pages must not be
+    /// shared (a clone copies them; a snapshot is refused).
+    func isMappedWritable(_ inode: Inode) -> Bool {
+        guard inode.lease >= 0, let leases = directLeases else { return false }
+        return leases.pins(inode.lease).writable
     }
 
     /// What a process wrote directly into the file `number` (bytes

@@ -38,6 +38,8 @@ extension FileSystem {
         return try tree.writing {
             try refuseIfFailed()
             guard inodes[FileSystem.snapshotHome]?.directory?.inode(named: name) == nil else { throw FileSystemError.exists }
+            // Pages a program maps writable would change under the snapshot.
+            if inodes.values.contains(where: isMappedWritable) { throw FileSystemError.busy }
             for inode in inodes.values where inode.dirty { try logWritten(inode) }
             let order = walk(from: FileSystem.rootInode)
             let named = order.flatMap { frozenExtents(of: $0) }

@@ -37,9 +37,10 @@ public final class FileSystem: @unchecked Sendable {
     /// Direct access's leased layouts (FileSystem+Direct.swift): set by
     /// the mount before it serves; nil in a model without clients.
     public var directLeases: DirectLeases?
-    /// Pages released while a direct reader was slow to leave: freed after
-    /// the next grace period.
-    let deferredReleases = Mutex<[Release]>([])
+    /// Pages released while a direct reader was slow to leave (slot -1),
+    /// or while a client maps the layout in a slot: freed after the next
+    /// grace period, once that slot is no longer mapped.
+    let deferredReleases = Mutex<[(slot: Int, releases: [Release])]>([])
     /// Heaps by table number, opened once.
     private var heaps: [Int: Heap] = [:]
     private let heapsMutex = ThreadMutex()
@@ -226,9 +227,10 @@ public final class FileSystem: @unchecked Sendable {
         try commitLogOnly(change)
         let released = apply(change, replaying: false)
         // Direct readers first learn where the file's bytes are now.
-        if let number = change.fileLaidOut, let inode = inodes[number] { publishLayout(inode) }
+        let laidOut = change.fileLaidOut.flatMap { inodes[$0] }
+        if let laidOut { publishLayout(laidOut) }
         if case .snapshot = change { publishAllLayouts() }
-        if !released.isEmpty { freeAfterReaders(released) }
+        if !released.isEmpty { freeAfterReaders(released, slot: laidOut?.lease ?? -1) }
     }
 
     func free(_ released: [Release]) {

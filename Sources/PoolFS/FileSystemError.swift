@@ -25,6 +25,8 @@ public struct FileSystemError: Error, Equatable, CustomStringConvertible {
     public static let io = FileSystemError(EIO)
     public static let tooManyLinks = FileSystemError(EMLINK)
     public static let noIoctl = FileSystemError(ENOTTY)
+    /// A snapshot while a program maps a file writable with direct access.
+    public static let busy = FileSystemError(EBUSY)
     /// A snapshot's files (FileSystem+Snapshots.swift).
     public static let readOnly = FileSystemError(EROFS)
 

@@ -11,15 +11,18 @@ import Glibc
 ///
 /// - header (one page): magic, version, the epoch readers enter, capacities,
 ///   whether a later mount has retired it.
-/// - clients (`clientCapacity` × 8 words), one per process: its pid, its
-///   readers by the epoch's parity, and what it served directly.
+/// - clients (`clientCapacity` × `Client.words` words), one per process:
+///   its pid, its readers by the epoch's parity, what it served directly,
+///   and its pins: the layouts whose pages it maps (slot + 1, and its
+///   mappings of that file: read-only ones in the low half, writable ones
+///   in the high half).
 /// - layouts (`layoutCapacity` × `layoutWords` words), one per leased
 ///   file: a generation (odd while rewritten), the inode, its size, flags,
 ///   and its runs (file offset, length, global address, flags).
 public struct UnsafeDirectArea: @unchecked Sendable {
     public static let fileName = "direct"
     static let magic: UInt64 = 0x5443_4552_4944_5350   // "PSDIRECT"
-    static let version: UInt64 = 1
+    static let version: UInt64 = 2
 
     public enum Header {
         public static let magic = 0, version = 1, epoch = 2, clients = 3, layouts = 4, layoutWords = 5
@@ -33,7 +36,10 @@ public struct UnsafeDirectArea: @unchecked Sendable {
     public enum Client {
         public static let pid = 0, readers = 1   // and 2: readers by parity
         public static let bytesRead = 3, bytesWritten = 4, reads = 5, writes = 6
-        public static let words = 8
+        public static let pins = 8, pinCount = 12
+        public static let words = 32
+        /// A writable mapping's count in a pin's second word.
+        public static let writablePin: UInt64 = 1 << 32
     }
 
     /// A layout's words; runs follow from `runs`, `Run.words` each.

@@ -320,4 +320,97 @@ struct DirectAccessMountTests {
         let check = try run(builtExecutable("poolfs"), ["check", mounted.name, "--path", mounted.scratch.path])
         #expect(check.status == 0 && check.output.hasSuffix("clean"), "\(check.output)")
     }
+
+    /// A Python process with direct access that maps files: map PATH
+    /// LENGTH WRITABLE (answers where the mapping's first page comes from),
+    /// get OFFSET LENGTH (hex), put OFFSET HEX, has BYTE (whether the
+    /// mapping holds that byte), sync, unmap.
+    static let mapperScript = """
+        import os, sys, mmap
+        m = None
+        for line in sys.stdin:
+            w = line.split()
+            try:
+                if w[0] == 'map':
+                    fd = os.open(w[1], os.O_RDWR if w[3] == '1' else os.O_RDONLY)
+                    os.pread(fd, 1, 0)
+                    before = set(open('/proc/self/maps'))
+                    m = mmap.mmap(fd, int(w[2]), mmap.MAP_SHARED, mmap.PROT_READ | (mmap.PROT_WRITE if w[3] == '1' else 0))
+                    os.close(fd)
+                    new = [l for l in open('/proc/self/maps') if l not in before]
+                    out = 'pool' if any('/shelf-' in l for l in new) else 'mount'
+                elif w[0] == 'get': out = m[int(w[1]):int(w[1]) + int(w[2])].hex()
+                elif w[0] == 'put': m[int(w[1]):int(w[1]) + len(w[2]) // 2] = bytes.fromhex(w[2]); out = 'ok'
+                elif w[0] == 'has': out = str(int(bytes([int(w[1])]) in m[:]))
+                elif w[0] == 'sync': m.flush(); out = 'ok'
+                elif w[0] == 'unmap': m.close(); m = None; out = 'ok'
+                else: break
+            except Exception as e: out = 'error ' + str(e)
+            print(out, flush=True)
+        """
+
+    static func mapper() throws -> Child {
+        try Child(builtExecutable("poolfs"), ["exec", "--direct", "--", python, "-c", mapperScript])
+    }
+
+    /// mmap maps the file's pool pages themselves: stores are the file's
+    /// bytes for a reader through the mount at once, and the other way;
+    /// msync moves the file's times. A range with a hole goes through the mount.
+    @Test func mmapMapsThePoolPagesThemselves() throws {
+        let mounted = try MountedPool(size: 32 << 20)
+        var content = pattern(1 << 20, seed: 14)
+        #expect(store(content, mounted.path("f")))
+        var old = [timespec(tv_sec: 1_000_000_000, tv_nsec: 0), timespec(tv_sec: 1_000_000_000, tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, mounted.path("f"), &old, 0) == 0)
+        let mapper = try DirectAccessMountTests.mapper()
+        #expect(mapper.ask("map \(mounted.path("f")) \(1 << 20) 1") == "pool")
+        #expect(mapper.ask("get 4090 12") == DirectAccessMountTests.hex(content[4090..<4102]))
+        #expect(mapper.ask("put 70000 abcdef") == "ok")
+        content.replaceSubrange(70_000..<70_003, with: [0xab, 0xcd, 0xef])
+        let mine = open(mounted.path("f"), O_RDWR)
+        defer { close(mine) }
+        var seen = [UInt8](repeating: 0, count: 3)
+        #expect(pread(mine, &seen, 3, 70_000) == 3 && seen == [0xab, 0xcd, 0xef])
+        #expect(pwrite(mine, [UInt8](repeating: 0x42, count: 2), 2, 500_000) == 2)
+        #expect(mapper.ask("get 500000 2") == "4242")
+        content.replaceSubrange(500_000..<500_002, with: [0x42, 0x42])
+        #expect(mapper.ask("sync") == "ok")
+        #expect((status(mounted.path("f"))?.st_mtim.tv_sec ?? 0) > 1_000_000_000)
+        #expect(mapper.ask("unmap") == "ok")
+        #expect(contents(mounted.path("f")) == content, "f differs")
+        // A range with a hole is mapped through the mount.
+        #expect(store([UInt8](repeating: 3, count: 4096), mounted.path("sparse")))
+        #expect(truncate(mounted.path("sparse"), 1 << 20) == 0)
+        #expect(mapper.ask("map \(mounted.path("sparse")) \(1 << 20) 0") == "mount")
+        #expect(mapper.ask("get 4095 2") == "0300")
+    }
+
+    /// A truncate under a mapping, and a new file taking pages at once: the
+    /// mapping never shows the new file's bytes (0xff), since the mapped
+    /// pages wait until it is gone; then they are freed. A mapped file's
+    /// pages are not shared (cp copies them), and a snapshot says EBUSY.
+    @Test func mappedPagesWaitForTheMappingAndAreNotShared() throws {
+        let mounted = try MountedPool(size: 32 << 20)
+        #expect(store([UInt8](repeating: 1, count: 4 << 20), mounted.path("a")))
+        let mapper = try DirectAccessMountTests.mapper()
+        #expect(mapper.ask("map \(mounted.path("a")) \(4 << 20) 1") == "pool")
+        let cp = try run("/bin/cp", [mounted.path("a"), mounted.path("copy")])
+        #expect(cp.status == 0)
+        #expect(mapper.ask("put 0 0707") == "ok")
+        #expect(contents(mounted.path("copy"))?.prefix(2) == [1, 1])
+        #expect(mkdir(mounted.path(".pool/snapshots/s"), 0o755) != 0 && errno == EBUSY)
+        let a = open(mounted.path("a"), O_RDWR)
+        #expect(ftruncate(a, 0) == 0)
+        close(a)
+        let free = freeBytes(mounted.mountpoint)
+        #expect(store([UInt8](repeating: 0xff, count: 4 << 20), mounted.path("b")))
+        #expect(mapper.ask("has 255") == "0")
+        #expect(mapper.ask("unmap") == "ok")
+        mapper.send("quit")
+        mapper.wait()
+        // Its 4 MiB came back once it was unmapped and closed.
+        #expect(eventually(within: 5) { freeBytes(mounted.mountpoint) >= free - (4 << 20) + (3 << 20) },
+                "\(freeBytes(mounted.mountpoint)) bytes free, \(free) before b")
+        #expect(mkdir(mounted.path(".pool/snapshots/s"), 0o755) == 0)
+    }
 }

@@ -17,6 +17,8 @@ struct pd_run {
     uint64_t end;
     unsigned char *base;
     uint64_t writable;
+    int shelf;                  // the shelf file's descriptor, and where the run is in it: for mmap
+    uint64_t shelf_offset;
 };
 
 // A layout as copied out of the area at one generation. Never changed once
@@ -32,6 +34,8 @@ struct pd_layout {
 struct pd_area {
     uint64_t *epoch;    // the header's epoch word
     uint64_t *client;   // this process's client words (readers by parity at 1 and 2)
+    uint64_t *pins;     // its pins: pairs of (layout slot + 1, mappings), pin_count of them
+    uint64_t pin_count;
 };
 
 // One open file served directly.
@@ -57,7 +61,7 @@ struct pd_file {
 // Makes a layout of `count` runs (runs filled by the caller).
 struct pd_layout *pd_layout_new(uint64_t generation, uint64_t count);
 void pd_layout_set(struct pd_layout *layout, uint64_t index, uint64_t start, uint64_t end,
-                   unsigned char *base, int writable);
+                   unsigned char *base, int writable, int shelf, uint64_t shelf_offset);
 // Publishes `layout` as the file's newest.
 void pd_file_publish(struct pd_file *file, struct pd_layout *layout);
 struct pd_file *pd_file_new(void);
@@ -71,6 +75,8 @@ int pd_swift_refresh(struct pd_file *file);
 void pd_swift_report(int fd, uint64_t start, uint64_t end);
 // In the child after fork: its own client slots.
 void pd_swift_forked(void);
+// Pins again, in the child's own client slots, what the parent's mappings pinned.
+void pd_pin_again_after_fork(void);
 
 // The real calls, for Swift's own file work.
 int pd_real_open(const char *path, int flags, unsigned mode);
