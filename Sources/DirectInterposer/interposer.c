@@ -142,7 +142,8 @@ struct pd_file *pd_file_new(void) {
     struct pd_file *file = calloc(1, sizeof(struct pd_file));
     if (file == NULL) return NULL;
     pthread_mutex_init(&file->offset_lock, NULL);
-    pthread_mutex_init(&file->report_lock, NULL);
+    pthread_mutex_init(&file->refresh_lock, NULL);
+    file->written_start = UINT64_MAX;
     return file;
 }
 
@@ -154,7 +155,7 @@ static void file_free(struct pd_file *file) {
         layout = older;
     }
     pthread_mutex_destroy(&file->offset_lock);
-    pthread_mutex_destroy(&file->report_lock);
+    pthread_mutex_destroy(&file->refresh_lock);
     free(file);
 }
 
@@ -278,14 +279,14 @@ static uint64_t coarse_now(void) {
     return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
 }
 
-// Tells the mount what was written since the last report; the file's
-// report lock held.
-static void report_locked(int fd, struct pd_file *file) {
-    if (file->written_end == 0) return;
-    uint64_t start = file->written_start, end = file->written_end;
-    file->written_start = 0;
-    file->written_end = 0;
-    file->reported_at = coarse_now();
+// Tells the mount what was written since the last report.
+static void report_written(int fd, struct pd_file *file) {
+    uint64_t end = __atomic_exchange_n(&file->written_end, 0, __ATOMIC_ACQ_REL);
+    if (end == 0) return;
+    uint64_t start = __atomic_exchange_n(&file->written_start, UINT64_MAX, __ATOMIC_ACQ_REL);
+    // A write between the two exchanges: the range reported is wider, never narrower.
+    if (start >= end) start = 0;
+    __atomic_store_n(&file->reported_at, coarse_now(), __ATOMIC_RELAXED);
     int was_inside = inside;
     inside = 1;
     pd_swift_report(fd, start, end);
@@ -308,9 +309,7 @@ static void forget(int fd) {
     // A thread still copying through it (a close racing a read is the
     // program's race, but must not fault) finishes first.
     while (__atomic_load_n(&file->users, __ATOMIC_SEQ_CST) != 0) sched_yield();
-    pthread_mutex_lock(&file->report_lock);
-    report_locked(fd, file);
-    pthread_mutex_unlock(&file->report_lock);
+    report_written(fd, file);
     file_free(file);
 }
 
@@ -443,6 +442,30 @@ static inline int covered(const struct pd_layout *layout, int64_t index, uint64_
     return 0;
 }
 
+// Reads the moved layout again; false where it cannot be read (the lease
+// ended, or another thread is reading it: the call goes to the mount).
+// No lock is waited for here: read(2) and write(2) must not block in a
+// signal handler on a lock the interrupted thread holds.
+static int refresh(struct pd_file *file) {
+    if (pthread_mutex_trylock(&file->refresh_lock) != 0) return 0;
+    int was_inside = inside;
+    inside = 1;
+    int failed = pd_swift_refresh(file);
+    inside = was_inside;
+    pthread_mutex_unlock(&file->refresh_lock);
+    return !failed;
+}
+
+// Widens the range written since the last report (lock-free, as above).
+static void note_written(struct pd_file *file, uint64_t start, uint64_t end) {
+    uint64_t seen = __atomic_load_n(&file->written_start, __ATOMIC_RELAXED);
+    while (start < seen && !__atomic_compare_exchange_n(&file->written_start, &seen, start, 1, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {}
+    seen = __atomic_load_n(&file->written_end, __ATOMIC_RELAXED);
+    while (end > seen && !__atomic_compare_exchange_n(&file->written_end, &seen, end, 1, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {}
+    uint64_t never = 0;
+    __atomic_compare_exchange_n(&file->reported_at, &never, coarse_now(), 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
 // Copies between `vector` (whose bytes total `total`) and the file at
 // `offset`: the bytes copied, 0 at the end of the file, or FALLBACK.
 static ssize_t copy(struct pd_file *file, const struct iovec *vector, int count, size_t total,
@@ -457,13 +480,7 @@ static ssize_t copy(struct pd_file *file, const struct iovec *vector, int count,
         struct pd_layout *layout = __atomic_load_n(&file->layout, __ATOMIC_ACQUIRE);
         if (__atomic_load_n(file->generation, __ATOMIC_SEQ_CST) != layout->generation) {
             leave(area, parity);
-            int failed;
-            pthread_mutex_lock(&file->report_lock);
-            inside = 1;
-            failed = pd_swift_refresh(file);
-            inside = 0;
-            pthread_mutex_unlock(&file->report_lock);
-            if (failed) return FALLBACK;
+            if (!refresh(file)) return FALLBACK;
             continue;
         }
         uint64_t size = __atomic_load_n(file->size, __ATOMIC_ACQUIRE);
@@ -509,16 +526,7 @@ static ssize_t copy(struct pd_file *file, const struct iovec *vector, int count,
         if (writing) {
             // A forked child has no reporter until it starts one.
             if (!__atomic_load_n(&reporter_started, __ATOMIC_RELAXED)) start_reporter();
-            pthread_mutex_lock(&file->report_lock);
-            if (file->written_end == 0) {
-                file->written_start = offset;
-                file->written_end = offset + done;
-                if (file->reported_at == 0) file->reported_at = coarse_now();
-            } else {
-                if (offset < file->written_start) file->written_start = offset;
-                if (offset + done > file->written_end) file->written_end = offset + done;
-            }
-            pthread_mutex_unlock(&file->report_lock);
+            note_written(file, offset, offset + done);
         }
         return (ssize_t)done;
     }
@@ -535,7 +543,9 @@ static size_t vector_total(const struct iovec *vector, int count) {
 // inherited descriptors, and an exec'ed program, share it); this takes it,
 // copies, and moves it, as one step among this process's threads.
 static ssize_t at_position(int fd, struct pd_file *file, const struct iovec *vector, int count, int writing) {
-    pthread_mutex_lock(&file->offset_lock);
+    // Held by another thread (or by the thread a signal handler interrupted):
+    // the kernel orders this one.
+    if (pthread_mutex_trylock(&file->offset_lock) != 0) return FALLBACK;
     off_t position = lseek(fd, 0, SEEK_CUR);
     ssize_t done = position < 0 ? FALLBACK : copy(file, vector, count, vector_total(vector, count), (uint64_t)position, writing);
     if (done > 0) lseek(fd, position + done, SEEK_SET);
@@ -664,9 +674,7 @@ ssize_t pwritev64(int fd, const struct iovec *vector, int count, off_t offset) _
 static void report(int fd) {
     struct pd_file *file = hold(fd);
     if (file == NULL) return;
-    pthread_mutex_lock(&file->report_lock);
-    report_locked(fd, file);
-    pthread_mutex_unlock(&file->report_lock);
+    report_written(fd, file);
     let_go(file);
 }
 
@@ -692,10 +700,8 @@ static void *reporter(void *unused) {
         pthread_mutex_lock(&files_mutex);
         for (int fd = 0; fd < MAX_FILES; fd++) {
             struct pd_file *file = files[fd];
-            if (file == NULL || file->written_end == 0) continue;
-            pthread_mutex_lock(&file->report_lock);
-            if (file->written_end != 0 && now - file->reported_at >= 900000000u) report_locked(fd, file);
-            pthread_mutex_unlock(&file->report_lock);
+            if (file == NULL || __atomic_load_n(&file->written_end, __ATOMIC_ACQUIRE) == 0) continue;
+            if (now - __atomic_load_n(&file->reported_at, __ATOMIC_RELAXED) >= 900000000u) report_written(fd, file);
         }
         pthread_mutex_unlock(&files_mutex);
     }
@@ -796,12 +802,7 @@ static void *map_in_place(int fd, struct pd_file *file, size_t length, int prot,
     for (int attempt = 0; attempt < 3 && base == NULL; attempt++) {
         struct pd_layout *layout = __atomic_load_n(&file->layout, __ATOMIC_ACQUIRE);
         if (__atomic_load_n(file->generation, __ATOMIC_SEQ_CST) != layout->generation) {
-            pthread_mutex_lock(&file->report_lock);
-            inside = 1;
-            int failed = pd_swift_refresh(file);
-            inside = 0;
-            pthread_mutex_unlock(&file->report_lock);
-            if (failed) break;
+            if (!refresh(file)) break;
             continue;
         }
         uint64_t size = __atomic_load_n(file->size, __ATOMIC_ACQUIRE);

@@ -226,7 +226,22 @@ public final class DirectLeases: @unchecked Sendable {
         public var bytesWritten: UInt64 = 0
     }
 
-    public func statistics() -> Statistics {
+    public func statistics() -> Statistics { DirectLeases.statistics(area) }
+
+    /// What the area in a pool's `directory` counts, while a mount keeps
+    /// one there (for `poolfs info`); nil if none does.
+    public static func statistics(in directory: String) -> Statistics? {
+        let fd = open("\(directory)/\(UnsafeDirectArea.fileName)", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        // Read-only: mapped for reading alone.
+        guard let area = UnsafeDirectArea.mapExisting(descriptor: fd, writable: false) else { return nil }
+        defer { area.unmap() }
+        guard area.header(UnsafeDirectArea.Header.retired).load(ordering: .acquiring) == 0 else { return nil }
+        return statistics(area)
+    }
+
+    private static func statistics(_ area: UnsafeDirectArea) -> Statistics {
         var total = Statistics()
         typealias C = UnsafeDirectArea.Client
         for client in 0..<area.clientCount {

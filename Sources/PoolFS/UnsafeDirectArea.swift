@@ -71,8 +71,8 @@ public struct UnsafeDirectArea: @unchecked Sendable {
     let layoutCount: Int
 
     /// Maps `length` bytes of `descriptor` (a file already that long).
-    init?(descriptor: Int32, length: Int) {
-        guard let base = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0),
+    init?(descriptor: Int32, length: Int, writable: Bool = true) {
+        guard let base = mmap(nil, length, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, descriptor, 0),
               base != MAP_FAILED else { return nil }
         self.base = base
         clientCount = UnsafeDirectArea.clientCapacity
@@ -81,10 +81,10 @@ public struct UnsafeDirectArea: @unchecked Sendable {
 
     /// An area found on disk, checked for the format before any word of it
     /// is trusted; nil if it is not one.
-    static func mapExisting(descriptor: Int32) -> UnsafeDirectArea? {
+    static func mapExisting(descriptor: Int32, writable: Bool = true) -> UnsafeDirectArea? {
         var info = stat()
         guard fstat(descriptor, &info) == 0, info.st_size == length,
-              let area = UnsafeDirectArea(descriptor: descriptor, length: length) else { return nil }
+              let area = UnsafeDirectArea(descriptor: descriptor, length: length, writable: writable) else { return nil }
         guard area.header(Header.magic).load(ordering: .acquiring) == magic,
               area.header(Header.version).load(ordering: .relaxed) == version else {
             area.unmap()

@@ -26,11 +26,33 @@ struct InfoCommand: ParsableCommand {
                 opened.close()
             }
             info.processes.removeAll { $0 == getpid() }
+            // A mount's direct access (libpoolfs-direct.so), counted in its area.
+            let direct = DirectLeases.statistics(in: info.path)
             if json {
-                print(JSONText.encode(info))
+                print(InfoCommand.json(info, direct))
             } else {
                 print(info.report, terminator: "")
+                if let direct {
+                    print("direct: \(direct.processes) process\(direct.processes == 1 ? "" : "es"); "
+                        + "read \(ByteSize.format(direct.bytesRead)) in \(direct.reads), "
+                        + "wrote \(ByteSize.format(direct.bytesWritten)) in \(direct.writes)")
+                }
             }
         }
+    }
+
+    /// The pool's info, and what direct access served, as one object.
+    static func json(_ info: PoolInfo, _ direct: DirectLeases.Statistics?) -> String {
+        let text = JSONText.encode(info)
+        guard let direct, var object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else {
+            return text
+        }
+        object["directProcesses"] = direct.processes
+        object["directReads"] = direct.reads
+        object["directBytesRead"] = direct.bytesRead
+        object["directWrites"] = direct.writes
+        object["directBytesWritten"] = direct.bytesWritten
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) else { return text }
+        return String(decoding: data, as: UTF8.self)
     }
 }

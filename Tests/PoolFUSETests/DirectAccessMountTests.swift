@@ -76,6 +76,9 @@ struct DirectAccessMountTests {
         #expect(contents(mounted.path("f")) == content, "f differs")
         #expect(DirectAccessMountTests.served(mounted).writes == after.writes)
         #expect(client.ask("close \(fd)") == "ok")
+        // poolfs info reads the same counters from the pool's area.
+        let info = try mounted.poolfs("info", mounted.name)
+        #expect(info.output.contains("direct: 1 process; ") && info.output.contains(", wrote 3B in 1"), "\(info.output)")
         #expect(client.ask("quit") == "<no answer>")
         client.wait()
         try mounted.remount()

@@ -48,8 +48,8 @@ struct pd_file {
     int readable;
     int writable;                      // opened for writing, without O_APPEND
     pthread_mutex_t offset_lock;       // read(2)/write(2): position and copy as one step
-    pthread_mutex_t report_lock;       // the written range below
-    uint64_t written_start, written_end;
+    pthread_mutex_t refresh_lock;      // one thread reads a moved layout at a time
+    uint64_t written_start, written_end; // written since the last report (atomic; empty: MAX, 0)
     uint64_t reported_at;              // CLOCK_MONOTONIC_COARSE, ns
     uint64_t users;                    // copies under way; a close waits for them
     int descriptors;                   // descriptors that serve it (dup); the table's mutex
