@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/close_range.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -64,6 +65,8 @@ static int (*real_fcntl)(int, int, ...);
 static void *(*real_mmap)(void *, size_t, int, int, int, off_t);
 static int (*real_munmap)(void *, size_t);
 static int (*real_msync)(void *, size_t, int);
+static int (*real_close_range)(unsigned, unsigned, int);
+static void (*real_closefrom)(int);
 
 static int reporter_started;
 
@@ -98,6 +101,8 @@ static void resolve(void) {
     real_mmap = dlsym(RTLD_NEXT, "mmap");
     real_munmap = dlsym(RTLD_NEXT, "munmap");
     real_msync = dlsym(RTLD_NEXT, "msync");
+    real_close_range = dlsym(RTLD_NEXT, "close_range");
+    real_closefrom = dlsym(RTLD_NEXT, "closefrom");
     __atomic_store_n(&resolved, 1, __ATOMIC_RELEASE);
 }
 
@@ -385,6 +390,23 @@ int fcntl64(int fd, int command, ...) __attribute__((alias("fcntl")));
 int close(int fd) {
     if (!inside) forget(fd);
     return REAL(close)(fd);
+}
+
+// Descriptors closed in bulk (a daemon's start, a child before exec): a
+// number the kernel hands out again must not find this state.
+static void forget_range(unsigned first, unsigned last) {
+    for (unsigned fd = first; fd <= last && fd < MAX_FILES; fd++) forget((int)fd);
+}
+
+int close_range(unsigned first, unsigned last, int flags) {
+    // First, while the descriptors can still carry the writes' report.
+    if (!(flags & CLOSE_RANGE_CLOEXEC)) forget_range(first, last);
+    return REAL(close_range)(first, last, flags);
+}
+
+void closefrom(int first) {
+    if (first >= 0) forget_range((unsigned)first, MAX_FILES - 1);
+    REAL(closefrom)(first);
 }
 
 int dup2(int old, int new) {

@@ -127,7 +127,7 @@ public final class Pool: @unchecked Sendable {
         guard let parent = try PoolHome.open(home, creating: false), let directory = try parent.directory(name) else {
             throw PoolError.poolNotFound(name: name, path: Pool.directory(name, home))
         }
-        guard directory.list().allSatisfy(isShelfFileName) else {
+        guard directory.list().allSatisfy({ isShelfFileName($0) || $0 == directAreaFileName }) else {
             throw PoolError.damaged(path: directory.path, reason: "holds files that are not shelves; not removing it")
         }
         let shelf0 = OpenPool.shelfName(0)
@@ -143,6 +143,10 @@ public final class Pool: @unchecked Sendable {
         removePoolFiles(name, in: parent)
     }
 
+    /// What a mount keeps beside the shelves, and a killed one leaves:
+    /// direct access's area (PoolFS's UnsafeDirectArea).
+    public static let directAreaFileName = "direct"
+
     /// `shelf-N`, and what a shelf keeps beside it: `.tmp` while made, a
     /// remote shelf's `.remote` and `.cache` (and their `.tmp`).
     static func isShelfFileName(_ file: String) -> Bool {
@@ -156,7 +160,7 @@ public final class Pool: @unchecked Sendable {
     /// Removes directory `name` of `parent` with the shelf files in it.
     private static func removePoolFiles(_ name: String, in parent: PoolDirectory) {
         if let directory = try? parent.directory(name) {
-            for file in directory.list() where isShelfFileName(file) { directory.remove(file) }
+            for file in directory.list() where isShelfFileName(file) || file == directAreaFileName { directory.remove(file) }
         }
         try? parent.removeDirectory(name)
     }

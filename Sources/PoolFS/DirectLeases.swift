@@ -237,7 +237,9 @@ public final class DirectLeases: @unchecked Sendable {
         // Read-only: mapped for reading alone.
         guard let area = UnsafeDirectArea.mapExisting(descriptor: fd, writable: false) else { return nil }
         defer { area.unmap() }
-        guard area.header(UnsafeDirectArea.Header.retired).load(ordering: .acquiring) == 0 else { return nil }
+        let mount = pid_t(truncatingIfNeeded: area.header(UnsafeDirectArea.Header.mount).load(ordering: .relaxed))
+        guard area.header(UnsafeDirectArea.Header.retired).load(ordering: .acquiring) == 0,
+              kill(mount, 0) == 0 || errno != ESRCH else { return nil }
         return statistics(area)
     }
 

@@ -1,4 +1,5 @@
 import Atomics
+import PoolCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,7 +21,7 @@ import Glibc
 ///   file: a generation (odd while rewritten), the inode, its size, flags,
 ///   and its runs (file offset, length, global address, flags).
 public struct UnsafeDirectArea: @unchecked Sendable {
-    public static let fileName = "direct"
+    public static let fileName = Pool.directAreaFileName
     static let magic: UInt64 = 0x5443_4552_4944_5350   // "PSDIRECT"
     static let version: UInt64 = 2
 
@@ -29,6 +30,8 @@ public struct UnsafeDirectArea: @unchecked Sendable {
         public static let retired = 6
         /// Random at each mount: a client finds whether the file it mapped is this mount's.
         public static let identity = 7
+        /// The mount's process: `poolfs info` shows an area only while it lives.
+        public static let mount = 8
         static let bytes = 4096
     }
 
@@ -97,6 +100,7 @@ public struct UnsafeDirectArea: @unchecked Sendable {
 
     func formatHeader() {
         header(Header.identity).store(UInt64.random(in: 1...UInt64.max), ordering: .relaxed)
+        header(Header.mount).store(UInt64(getpid()), ordering: .relaxed)
         header(Header.version).store(UnsafeDirectArea.version, ordering: .relaxed)
         header(Header.clients).store(UInt64(clientCount), ordering: .relaxed)
         header(Header.layouts).store(UInt64(layoutCount), ordering: .relaxed)

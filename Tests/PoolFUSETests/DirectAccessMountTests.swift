@@ -322,6 +322,12 @@ struct DirectAccessMountTests {
         mounted.unmount()
         let check = try run(builtExecutable("poolfs"), ["check", mounted.name, "--path", mounted.scratch.path])
         #expect(check.status == 0 && check.output.hasSuffix("clean"), "\(check.output)")
+        // A killed mount leaves its area beside the shelves: destroy takes it too.
+        try mounted.remount()
+        mounted.killDaemon()
+        #expect(access(mounted.scratch.path + "/" + mounted.name + "/direct", F_OK) == 0)
+        let destroy = try mounted.poolfs("destroy", mounted.name)
+        #expect(destroy.status == 0, "\(destroy.output)")
     }
 
     /// A Python process with direct access that maps files: map PATH
