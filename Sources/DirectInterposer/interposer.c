@@ -464,6 +464,13 @@ static inline int covered(const struct pd_layout *layout, int64_t index, uint64_
     return 0;
 }
 
+// Adds to a counter of what was served: a plain add, not a locked one
+// (two of those cost 4% of a 4 KiB read). Threads of one process copying
+// at the same instant may lose an add: the counts are statistics.
+static inline void tally(uint64_t *counter, uint64_t amount) {
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + amount, __ATOMIC_RELAXED);
+}
+
 // Reads the moved layout again; false where it cannot be read (the lease
 // ended, or another thread is reading it: the call goes to the mount).
 // No lock is waited for here: read(2) and write(2) must not block in a
@@ -543,8 +550,8 @@ static ssize_t copy(struct pd_file *file, const struct iovec *vector, int count,
             }
         }
         leave(area, parity);
-        __atomic_fetch_add(&area->client[writing ? 4 : 3], done, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&area->client[writing ? 6 : 5], 1, __ATOMIC_RELAXED);
+        tally(&area->client[writing ? 4 : 3], done);
+        tally(&area->client[writing ? 6 : 5], 1);
         if (writing) {
             // A forked child has no reporter until it starts one.
             if (!__atomic_load_n(&reporter_started, __ATOMIC_RELAXED)) start_reporter();

@@ -119,12 +119,15 @@ struct DirectAccessMountTests {
         #expect(served.writes >= 50 && served.reads >= 51, "\(served)")
     }
 
-    /// A truncate under a direct read, with a new file taking the freed
+    /// A change under a direct read, with a new file taking the freed
     /// pages at once: the reader never copies a byte of another file (0xff
-    /// here). Each copy pauses 20 ms after its check of the layout, so the
-    /// truncate and the new file's write come while it is under way (the
-    /// mount waits for it before it frees the pages).
-    @Test func truncateUnderADirectReadNeverShowsAnotherFilesBytes() throws {
+    /// here). The change cuts the file's second half (truncate), punches it
+    /// (fallocate), or renames a new file over it; each copy pauses 20 ms
+    /// after its check of the layout, so the change and the new file's
+    /// write come while it is under way (the mount waits for it before it
+    /// frees the pages; a file renamed over keeps its pages while open).
+    @Test(arguments: ["truncate", "punch", "rename"])
+    func changesUnderADirectReadNeverShowAnotherFilesBytes(change: String) throws {
         let mounted = try MountedPool(size: 64 << 20)
         let half = 1 << 20
         #expect(store([UInt8](repeating: 1, count: 2 * half), mounted.path("a")))
@@ -136,24 +139,39 @@ struct DirectAccessMountTests {
                 data = os.pread(fd, 65536, \(half) + random.randrange(0, \(half - 65536), 4096))
                 print('read', len(data), int(b'\\xff' in data), flush=True)
             """, mounted.path("a")], environment: ["POOLFS_DIRECT_COPY_DELAY_US": "20000"])
-        let a = open(mounted.path("a"), O_RDWR)
-        defer { close(a) }
         let foreign = [UInt8](repeating: 0xff, count: half)
         var raced = 0
         for round in 0..<30 {
             reader.send("go")
             #expect(reader.readLine() == "reading")
-            #expect(ftruncate(a, off_t(half)) == 0)
-            #expect(store(foreign, mounted.path("b\(round)")))
-            #expect(pwrite(a, [UInt8](repeating: UInt8(round + 2), count: half), half, off_t(half)) == half)
+            let own = [UInt8](repeating: UInt8(round + 2), count: half)
+            switch change {
+            case "truncate":
+                let a = open(mounted.path("a"), O_RDWR)
+                #expect(ftruncate(a, off_t(half)) == 0)
+                #expect(store(foreign, mounted.path("b\(round)")))
+                #expect(pwrite(a, own, half, off_t(half)) == half)
+                close(a)
+            case "punch":
+                let punch = try run("fallocate", ["--punch-hole", "--offset", "\(half)", "--length", "\(half)", mounted.path("a")])
+                #expect(punch.status == 0, "\(punch.output)")
+                #expect(store(foreign, mounted.path("b\(round)")))
+                let a = open(mounted.path("a"), O_RDWR)
+                #expect(pwrite(a, own, half, off_t(half)) == half)
+                close(a)
+            default:
+                #expect(store([UInt8](repeating: UInt8(round + 2), count: 2 * half), mounted.path("new")))
+                #expect(rename(mounted.path("new"), mounted.path("a")) == 0)
+                #expect(store(foreign, mounted.path("b\(round)")))
+            }
             if round > 0 { unlink(mounted.path("b\(round - 1)")) }
             let words = (reader.readLine() ?? "").split(separator: " ")
             #expect(words.count == 3 && words[2] == "0", "round \(round): \(words)")
             if words.count == 3, words[1] != "0" { raced += 1 }
         }
         reader.send("stop")
-        // Most reads checked the layout before the truncate reached the mount.
-        #expect(raced >= 10, "\(raced) of 30 reads copied while the file was cut")
+        // Most reads checked the layout before the change reached the mount.
+        #expect(raced >= 10, "\(raced) of 30 reads copied while the file changed")
         #expect(DirectAccessMountTests.served(mounted).reads >= raced)
     }
 
