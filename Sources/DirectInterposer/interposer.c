@@ -54,6 +54,8 @@ static ssize_t (*real_readv)(int, const struct iovec *, int);
 static ssize_t (*real_preadv)(int, const struct iovec *, int, off_t);
 static ssize_t (*real_writev)(int, const struct iovec *, int);
 static ssize_t (*real_pwritev)(int, const struct iovec *, int, off_t);
+static ssize_t (*real_preadv2)(int, const struct iovec *, int, off_t, int);
+static ssize_t (*real_pwritev2)(int, const struct iovec *, int, off_t, int);
 static int (*real_fsync)(int);
 static int (*real_fdatasync)(int);
 static int (*real_dup2)(int, int);
@@ -90,6 +92,8 @@ static void resolve(void) {
     real_preadv = dlsym(RTLD_NEXT, "preadv");
     real_writev = dlsym(RTLD_NEXT, "writev");
     real_pwritev = dlsym(RTLD_NEXT, "pwritev");
+    real_preadv2 = dlsym(RTLD_NEXT, "preadv2");
+    real_pwritev2 = dlsym(RTLD_NEXT, "pwritev2");
     real_fsync = dlsym(RTLD_NEXT, "fsync");
     real_fdatasync = dlsym(RTLD_NEXT, "fdatasync");
     real_dup2 = dlsym(RTLD_NEXT, "dup2");
@@ -513,18 +517,17 @@ static ssize_t copy(struct pd_file *file, const struct iovec *vector, int count,
             continue;
         }
         uint64_t size = __atomic_load_n(file->size, __ATOMIC_ACQUIRE);
-        if (offset >= size || total == 0) {
+        if (total == 0) {
             leave(area, parity);
-            // A write past the end grows the file: the mount's to do.
-            return writing && total > 0 ? FALLBACK : 0;
+            return 0;
         }
+        // Only inside the size: the end of the file (a read that reaches
+        // it, or a write that grows the file) is the mount's to answer, so
+        // a size this process has not seen yet can never cut a read short.
         size_t length = total;
-        if (length > size - offset) {
-            if (writing) {
-                leave(area, parity);
-                return FALLBACK;
-            }
-            length = (size_t)(size - offset);
+        if (offset >= size || length > size - offset) {
+            leave(area, parity);
+            return FALLBACK;
         }
         int64_t index = run_at(layout, offset);
         if (!covered(layout, index, offset, offset + length, writing)) {
@@ -698,6 +701,40 @@ ssize_t pwritev(int fd, const struct iovec *vector, int count, off_t offset) {
 
 ssize_t pwritev64(int fd, const struct iovec *vector, int count, off_t offset) __attribute__((alias("pwritev")));
 
+// preadv2 and pwritev2 without flags (fsx's way): as preadv and pwritev,
+// or at the position for an offset of -1. Any flag is the mount's to answer.
+ssize_t preadv2(int fd, const struct iovec *vector, int count, off_t offset, int flags) {
+    struct pd_file *file = flags == 0 ? served(fd, 0) : NULL;
+    if (file != NULL) {
+        ssize_t done = FALLBACK;
+        if (count >= 0 && offset >= -1) {
+            done = offset == -1 ? at_position(fd, file, vector, count, 0)
+                                : copy(file, vector, count, vector_total(vector, count), (uint64_t)offset, 0);
+        }
+        let_go(file);
+        if (done != FALLBACK) return done;
+    }
+    return REAL(preadv2)(fd, vector, count, offset, flags);
+}
+
+ssize_t preadv64v2(int fd, const struct iovec *vector, int count, off_t offset, int flags) __attribute__((alias("preadv2")));
+
+ssize_t pwritev2(int fd, const struct iovec *vector, int count, off_t offset, int flags) {
+    struct pd_file *file = flags == 0 ? served(fd, 1) : NULL;
+    if (file != NULL) {
+        ssize_t done = FALLBACK;
+        if (count >= 0 && offset >= -1) {
+            done = offset == -1 ? at_position(fd, file, vector, count, 1)
+                                : copy(file, vector, count, vector_total(vector, count), (uint64_t)offset, 1);
+        }
+        let_go(file);
+        if (done != FALLBACK) return done;
+    }
+    return REAL(pwritev2)(fd, vector, count, offset, flags);
+}
+
+ssize_t pwritev64v2(int fd, const struct iovec *vector, int count, off_t offset, int flags) __attribute__((alias("pwritev2")));
+
 // MARK: Reports
 
 static void report(int fd) {
@@ -841,6 +878,9 @@ static void *map_in_place(int fd, struct pd_file *file, size_t length, int prot,
         for (uint64_t i = (uint64_t)index; i < layout->count && layout->runs[i].start < end; i++) {
             const struct pd_run *run = &layout->runs[i];
             if (((run->start | run->end | run->shelf_offset) & ((uint64_t)page - 1)) != 0) whole = 0;
+            // A last page past the size that others share holds their
+            // bytes there, not the zeros the mount keeps in its own.
+            if (end > size && run->end >= end && !run->writable) whole = 0;
         }
         if (!whole) break;
         unsigned char *reserved = REAL(mmap)(NULL, end - start, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

@@ -51,6 +51,7 @@ extension FileSystem {
     /// area's room are left out: their bytes go through the mount.
     func publishLayout(_ inode: Inode) {
         guard inode.lease >= 0, let leases = directLeases else { return }
+        zeroPastTheEnd(inode)
         let remote = pool.hasRemoteShelves ? Set(pool.remoteShelves().map(\.shelf)) : []
         var runs: [DirectLeases.PublishedRun] = []
         for extent in inode.extents.extents where !remote.contains(extent.address.shelf) {
@@ -83,7 +84,32 @@ extension FileSystem {
     /// new runs if it took any.
     func publishWrite(_ inode: Inode, tookRuns: Bool) {
         guard inode.lease >= 0, let leases = directLeases else { return }
-        if tookRuns { publishLayout(inode) } else { leases.publishSize(inode.lease, inode.record.size) }
+        if tookRuns { return publishLayout(inode) }
+        zeroPastTheEnd(inode)
+        leases.publishSize(inode.lease, inode.record.size)
+    }
+
+    /// A leased file's last page reads zeros past its size, as the
+    /// kernel's page cache shows it: a program may map the page in place
+    /// (and pages past a write's end, or taken ahead, hold what their last
+    /// owner left). Not a page others share: past this file's end it holds
+    /// their bytes (the library maps such a page through the mount). The
+    /// inode's lock held.
+    private func zeroPastTheEnd(_ inode: Inode) {
+        let size = inode.record.size, tail = size & (pageSize - 1)
+        guard tail != 0 else { return }
+        let page = size >> pageShift
+        let index = inode.extents.firstEnding(after: page)
+        guard index < inode.extents.extents.count else { return }
+        let extent = inode.extents.extents[index]
+        guard !extent.isFragment, extent.page <= page, !pool.hasRemoteShelves || !isRemote(extent) else { return }
+        let last = extent.address.advanced(by: (page - extent.page) << pageShift)
+        guard pool.sharedPages(at: last, count: 1).isEmpty else { return }
+        try? pages.zero(last, at: tail, count: Int(pageSize - tail))
+    }
+
+    private func isRemote(_ extent: Extent) -> Bool {
+        pool.remoteShelves().contains { $0.shelf == extent.address.shelf }
     }
 
     /// At a leased file's last close: no client holds it open any more.

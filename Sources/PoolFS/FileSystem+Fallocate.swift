@@ -49,6 +49,7 @@ extension FileSystem {
             if mode == 0, end > inode.record.size { try zeroGrowing(inode, from: inode.record.size, to: end) }
             let fresh = try allocate(inode, pages: (offset >> pageShift)..<((end - 1) >> pageShift + 1), keeping: 0..<0)
             try logRuns(fresh, of: inode, growingTo: mode == 0 && end > inode.record.size ? end : nil, time: .now())
+            publishWrite(inode, tookRuns: true)
         case punchHole | keepSize:
             let first = (offset + pageSize - 1) >> pageShift, last = end >> pageShift
             // The partial pages at the ends are zeroed in place: copied
