@@ -36,10 +36,13 @@ let package = Package(
         .systemLibrary(name: "CUCX", pkgConfig: "ucx",
                        providers: [.apt(["libucx-dev", "libibverbs-dev"])]),
 
+        // The format of direct access's area and requests: no dependency,
+        // so libpoolfs-direct.so links no more than it needs.
+        .target(name: "DirectFormat"),
         .target(
             name: "PoolCore",
             dependencies: [
-                "CPmem", "CNuma", "CLinux",
+                "CPmem", "CNuma", "CLinux", "DirectFormat",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -53,14 +56,14 @@ let package = Package(
         .target(name: "DirectInterposer"),
         .target(
             name: "PoolDirect",
-            dependencies: ["DirectInterposer", "PoolFS", .product(name: "Atomics", package: "swift-atomics")]),
+            dependencies: ["DirectInterposer", "DirectFormat", .product(name: "Atomics", package: "swift-atomics")]),
         .target(
             name: "PoolCoreC",
             dependencies: ["PoolCore"]),
         // The file system model over PoolCore: no FUSE in it.
         .target(
             name: "PoolFS",
-            dependencies: ["PoolCore", .product(name: "Atomics", package: "swift-atomics")]),
+            dependencies: ["PoolCore", "DirectFormat", .product(name: "Atomics", package: "swift-atomics")]),
         // How FUSE requests arrive and replies leave: /dev/fuse through
         // libfuse, and rings per CPU. Knows no file system: it calls the
         // adapter through FUSETransportHandler.
@@ -70,7 +73,7 @@ let package = Package(
         // The libfuse3 low-level adapter: requests in, PoolFS calls, replies out.
         .target(
             name: "PoolFUSE",
-            dependencies: ["PoolFS", "FUSETransport", "PoolThreads", "CFuse"]),
+            dependencies: ["PoolFS", "DirectFormat", "FUSETransport", "PoolThreads", "CFuse"]),
         // Memory nodes and RemotePool over UCX: a pool other machines use.
         .target(
             name: "PoolNet",

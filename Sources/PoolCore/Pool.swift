@@ -1,3 +1,4 @@
+import DirectFormat
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -145,7 +146,7 @@ public final class Pool: @unchecked Sendable {
 
     /// What a mount keeps beside the shelves, and a killed one leaves:
     /// direct access's area (PoolFS's UnsafeDirectArea).
-    public static let directAreaFileName = "direct"
+    public static let directAreaFileName = DirectAreaFormat.fileName
 
     /// `shelf-N`, and what a shelf keeps beside it: `.tmp` while made, a
     /// remote shelf's `.remote` and `.cache` (and their `.tmp`).

@@ -1,6 +1,6 @@
 import Atomics
 import DirectInterposer
-import PoolFS
+import DirectFormat
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -25,14 +25,14 @@ enum DirectFiles {
             reply.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: index * 8, as: UInt64.self)) }
         }
         guard words[0] == DirectRequest.leaseMagic, words[4] <= UInt64(reply.count - DirectRequest.pathOffset),
-              words[1] < UInt64(UnsafeDirectArea.layoutCapacity) else { return nil }
+              words[1] < UInt64(DirectAreaFormat.layoutCapacity) else { return nil }
         let directory = String(decoding: reply[DirectRequest.pathOffset..<(DirectRequest.pathOffset + Int(words[4]))],
                                as: UTF8.self)
         guard let pool = mappedPool(directory, identity: words[3]), let file = pd_file_new() else { return nil }
         let slot = Int(words[1])
-        file.pointee.generation = pool.layoutWord(slot, UnsafeDirectArea.Layout.generation)
-        file.pointee.size = pool.layoutWord(slot, UnsafeDirectArea.Layout.size)
-        file.pointee.flags = pool.layoutWord(slot, UnsafeDirectArea.Layout.flags)
+        file.pointee.generation = pool.layoutWord(slot, DirectAreaFormat.Layout.generation)
+        file.pointee.size = pool.layoutWord(slot, DirectAreaFormat.Layout.size)
+        file.pointee.flags = pool.layoutWord(slot, DirectAreaFormat.Layout.flags)
         file.pointee.area = pool.state
         file.pointee.slot = UInt64(slot)
         file.pointee.inode = words[2]
@@ -65,8 +65,8 @@ enum DirectFiles {
     static func refresh(_ file: UnsafeMutablePointer<pd_file>) -> Int32 {
         let pool = Unmanaged<MappedPool>.fromOpaque(file.pointee.pool).takeUnretainedValue()
         let slot = Int(file.pointee.slot)
-        typealias L = UnsafeDirectArea.Layout
-        typealias R = UnsafeDirectArea.Run
+        typealias L = DirectAreaFormat.Layout
+        typealias R = DirectAreaFormat.Run
         for attempt in 0..<10_000 {
             if pool.isRetired { return 1 }
             let generation = pool.layoutAtomic(slot, L.generation).load(ordering: .acquiring)
@@ -75,7 +75,7 @@ enum DirectFiles {
                 continue
             }
             guard pool.layoutAtomic(slot, L.inode).load(ordering: .relaxed) == file.pointee.inode else { return 1 }
-            let count = min(pool.layoutAtomic(slot, L.runCount).load(ordering: .relaxed), UInt64(UnsafeDirectArea.maximumRuns))
+            let count = min(pool.layoutAtomic(slot, L.runCount).load(ordering: .relaxed), UInt64(DirectAreaFormat.maximumRuns))
             var runs: [(start: UInt64, length: UInt64, address: UInt64, flags: UInt64)] = []
             runs.reserveCapacity(Int(count))
             for index in 0..<Int(count) {

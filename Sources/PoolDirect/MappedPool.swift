@@ -1,6 +1,6 @@
 import Atomics
 import DirectInterposer
-import PoolFS
+import DirectFormat
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -29,11 +29,11 @@ final class MappedPool: @unchecked Sendable {
     /// Maps `directory`'s area if it is the one with `identity` (the
     /// mount's of now) and takes a client slot in it; nil otherwise.
     init?(directory: String, identity: UInt64) {
-        let fd = pd_real_open("\(directory)/\(UnsafeDirectArea.fileName)", O_RDWR | O_CLOEXEC, 0)
+        let fd = pd_real_open("\(directory)/\(DirectAreaFormat.fileName)", O_RDWR | O_CLOEXEC, 0)
         guard fd >= 0 else { return nil }
         defer { _ = pd_real_close(fd) }
         var info = stat()
-        guard fstat(fd, &info) == 0, info.st_size >= UnsafeDirectArea.layoutOffset(UnsafeDirectArea.layoutCapacity),
+        guard fstat(fd, &info) == 0, info.st_size >= DirectAreaFormat.layoutOffset(DirectAreaFormat.layoutCapacity),
               let base = mmap(nil, Int(info.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), base != MAP_FAILED else {
             return nil
         }
@@ -41,10 +41,10 @@ final class MappedPool: @unchecked Sendable {
         self.identity = identity
         area = base
         state = .allocate(capacity: 1)
-        state.initialize(to: pd_area(epoch: MappedPool.words(base, UnsafeDirectArea.Header.epoch), client: nil, pins: nil,
+        state.initialize(to: pd_area(epoch: MappedPool.words(base, DirectAreaFormat.Header.epoch), client: nil, pins: nil,
                                      pin_count: 0))
-        guard word(UnsafeDirectArea.Header.magic).load(ordering: .acquiring) == 0x5443_4552_4944_5350,
-              word(UnsafeDirectArea.Header.identity).load(ordering: .relaxed) == identity,
+        guard word(DirectAreaFormat.Header.magic).load(ordering: .acquiring) == 0x5443_4552_4944_5350,
+              word(DirectAreaFormat.Header.identity).load(ordering: .relaxed) == identity,
               claimClient() else {
             munmap(base, Int(info.st_size))
             return nil
@@ -60,27 +60,27 @@ final class MappedPool: @unchecked Sendable {
             .assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
     }
 
-    var isRetired: Bool { word(UnsafeDirectArea.Header.retired).load(ordering: .acquiring) != 0 }
+    var isRetired: Bool { word(DirectAreaFormat.Header.retired).load(ordering: .acquiring) != 0 }
 
     /// A client slot of this process: a free one, or one whose process died.
     /// Its counters of what was served stay, adding up for `.pool/info`.
     func claimClient() -> Bool {
         let me = UInt64(getpid())
-        for client in 0..<UnsafeDirectArea.clientCapacity {
-            let base = UnsafeDirectArea.clientOffset(client) / 8
-            let pid = word(base + UnsafeDirectArea.Client.pid)
+        for client in 0..<DirectAreaFormat.clientCapacity {
+            let base = DirectAreaFormat.clientOffset(client) / 8
+            let pid = word(base + DirectAreaFormat.Client.pid)
             var current = pid.load(ordering: .acquiring)
             if current != 0, kill(pid_t(truncatingIfNeeded: current), 0) == 0 || errno != ESRCH { continue }
             guard pid.compareExchange(expected: current, desired: me, ordering: .sequentiallyConsistent).exchanged else {
                 continue
             }
             current = me
-            for parity in 0..<2 { word(base + UnsafeDirectArea.Client.readers + parity).store(0, ordering: .releasing) }
-            for pin in 0..<(2 * UnsafeDirectArea.Client.pinCount) {
-                word(base + UnsafeDirectArea.Client.pins + pin).store(0, ordering: .releasing)
+            for parity in 0..<2 { word(base + DirectAreaFormat.Client.readers + parity).store(0, ordering: .releasing) }
+            for pin in 0..<(2 * DirectAreaFormat.Client.pinCount) {
+                word(base + DirectAreaFormat.Client.pins + pin).store(0, ordering: .releasing)
             }
-            state.pointee.pins = MappedPool.words(area, base + UnsafeDirectArea.Client.pins)
-            state.pointee.pin_count = UInt64(UnsafeDirectArea.Client.pinCount)
+            state.pointee.pins = MappedPool.words(area, base + DirectAreaFormat.Client.pins)
+            state.pointee.pin_count = UInt64(DirectAreaFormat.Client.pinCount)
             state.pointee.client = MappedPool.words(area, base)
             return true
         }
@@ -89,11 +89,11 @@ final class MappedPool: @unchecked Sendable {
 
     /// The words of a layout slot, for the C copy's checks.
     func layoutWord(_ slot: Int, _ field: Int) -> UnsafeMutablePointer<UInt64> {
-        MappedPool.words(area, UnsafeDirectArea.layoutOffset(slot) / 8 + field)
+        MappedPool.words(area, DirectAreaFormat.layoutOffset(slot) / 8 + field)
     }
 
     func layoutAtomic(_ slot: Int, _ field: Int) -> UnsafeAtomic<UInt64> {
-        word(UnsafeDirectArea.layoutOffset(slot) / 8 + field)
+        word(DirectAreaFormat.layoutOffset(slot) / 8 + field)
     }
 
     /// Where `length` bytes at `offset` of shelf `index` are mapped here,

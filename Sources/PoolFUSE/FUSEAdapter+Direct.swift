@@ -1,4 +1,5 @@
 import CFuse
+import DirectFormat
 import PoolFS
 #if canImport(Glibc)
 import Glibc
