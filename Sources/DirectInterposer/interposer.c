@@ -585,118 +585,67 @@ static ssize_t at_position(int fd, struct pd_file *file, const struct iovec *vec
     return done;
 }
 
+// Every read and write call of a served file comes here: at the position
+// (offset -1: read, write, readv, writev) or at `offset`; FALLBACK where the
+// mount must answer (the caller then makes the real call).
+static ssize_t vectored(int fd, const struct iovec *vector, int count, off_t offset, int writing) {
+    if (count < 0 || offset < -1) return FALLBACK;
+    struct pd_file *file = served(fd, writing);
+    if (file == NULL) return FALLBACK;
+    ssize_t done = offset == -1 ? at_position(fd, file, vector, count, writing)
+                                : copy(file, vector, count, vector_total(vector, count), (uint64_t)offset, writing);
+    let_go(file);
+    return done;
+}
+
 ssize_t pread(int fd, void *buffer, size_t count, off_t offset) {
-    struct pd_file *file = served(fd, 0);
-    if (file != NULL) {
-        ssize_t done = FALLBACK;
-        if (offset >= 0) {
-            struct iovec one = {buffer, count};
-            done = copy(file, &one, 1, count, (uint64_t)offset, 0);
-        }
-        let_go(file);
-        if (done != FALLBACK) return done;
-    }
-    return REAL(pread)(fd, buffer, count, offset);
+    struct iovec one = {buffer, count};
+    ssize_t done = offset >= 0 ? vectored(fd, &one, 1, offset, 0) : FALLBACK;
+    return done != FALLBACK ? done : REAL(pread)(fd, buffer, count, offset);
 }
 
 ssize_t pread64(int fd, void *buffer, size_t count, off_t offset) __attribute__((alias("pread")));
 
 ssize_t pwrite(int fd, const void *buffer, size_t count, off_t offset) {
-    struct pd_file *file = served(fd, 1);
-    if (file != NULL) {
-        ssize_t done = FALLBACK;
-        if (offset >= 0) {
-            struct iovec one = {(void *)buffer, count};
-            done = copy(file, &one, 1, count, (uint64_t)offset, 1);
-        }
-        let_go(file);
-        if (done != FALLBACK) return done;
-    }
-    return REAL(pwrite)(fd, buffer, count, offset);
+    struct iovec one = {(void *)buffer, count};
+    ssize_t done = offset >= 0 ? vectored(fd, &one, 1, offset, 1) : FALLBACK;
+    return done != FALLBACK ? done : REAL(pwrite)(fd, buffer, count, offset);
 }
 
 ssize_t pwrite64(int fd, const void *buffer, size_t count, off_t offset) __attribute__((alias("pwrite")));
 
 ssize_t read(int fd, void *buffer, size_t count) {
-    struct pd_file *file = served(fd, 0);
-    if (file != NULL) {
-        ssize_t done = FALLBACK;
-        if (1) {
-            struct iovec one = {buffer, count};
-            done = at_position(fd, file, &one, 1, 0);
-        }
-        let_go(file);
-        if (done != FALLBACK) return done;
-    }
-    return REAL(read)(fd, buffer, count);
+    struct iovec one = {buffer, count};
+    ssize_t done = vectored(fd, &one, 1, -1, 0);
+    return done != FALLBACK ? done : REAL(read)(fd, buffer, count);
 }
 
 ssize_t write(int fd, const void *buffer, size_t count) {
-    struct pd_file *file = served(fd, 1);
-    if (file != NULL) {
-        ssize_t done = FALLBACK;
-        if (1) {
-            struct iovec one = {(void *)buffer, count};
-            done = at_position(fd, file, &one, 1, 1);
-        }
-        let_go(file);
-        if (done != FALLBACK) return done;
-    }
-    return REAL(write)(fd, buffer, count);
+    struct iovec one = {(void *)buffer, count};
+    ssize_t done = vectored(fd, &one, 1, -1, 1);
+    return done != FALLBACK ? done : REAL(write)(fd, buffer, count);
 }
 
 ssize_t readv(int fd, const struct iovec *vector, int count) {
-    struct pd_file *file = served(fd, 0);
-    if (file != NULL) {
-        ssize_t done = FALLBACK;
-        if (count >= 0) {
-            done = at_position(fd, file, vector, count, 0);
-        }
-        let_go(file);
-        if (done != FALLBACK) return done;
-    }
-    return REAL(readv)(fd, vector, count);
+    ssize_t done = vectored(fd, vector, count, -1, 0);
+    return done != FALLBACK ? done : REAL(readv)(fd, vector, count);
 }
 
 ssize_t writev(int fd, const struct iovec *vector, int count) {
-    struct pd_file *file = served(fd, 1);
-    if (file != NULL) {
-        ssize_t done = FALLBACK;
-        if (count >= 0) {
-            done = at_position(fd, file, vector, count, 1);
-        }
-        let_go(file);
-        if (done != FALLBACK) return done;
-    }
-    return REAL(writev)(fd, vector, count);
+    ssize_t done = vectored(fd, vector, count, -1, 1);
+    return done != FALLBACK ? done : REAL(writev)(fd, vector, count);
 }
 
 ssize_t preadv(int fd, const struct iovec *vector, int count, off_t offset) {
-    struct pd_file *file = served(fd, 0);
-    if (file != NULL) {
-        ssize_t done = FALLBACK;
-        if (count >= 0 && offset >= 0) {
-            done = copy(file, vector, count, vector_total(vector, count), (uint64_t)offset, 0);
-        }
-        let_go(file);
-        if (done != FALLBACK) return done;
-    }
-    return REAL(preadv)(fd, vector, count, offset);
+    ssize_t done = offset >= 0 ? vectored(fd, vector, count, offset, 0) : FALLBACK;
+    return done != FALLBACK ? done : REAL(preadv)(fd, vector, count, offset);
 }
 
 ssize_t preadv64(int fd, const struct iovec *vector, int count, off_t offset) __attribute__((alias("preadv")));
 
 ssize_t pwritev(int fd, const struct iovec *vector, int count, off_t offset) {
-    struct pd_file *file = served(fd, 1);
-    if (file != NULL) {
-        ssize_t done = FALLBACK;
-        if (count >= 0 && offset >= 0) {
-            done = copy(file, vector, count, vector_total(vector, count), (uint64_t)offset, 1);
-        }
-        let_go(file);
-        if (done != FALLBACK) return done;
-    }
-    return REAL(pwritev)(fd, vector, count, offset);
+    ssize_t done = offset >= 0 ? vectored(fd, vector, count, offset, 1) : FALLBACK;
+    return done != FALLBACK ? done : REAL(pwritev)(fd, vector, count, offset);
 }
 
 ssize_t pwritev64(int fd, const struct iovec *vector, int count, off_t offset) __attribute__((alias("pwritev")));
@@ -704,33 +653,15 @@ ssize_t pwritev64(int fd, const struct iovec *vector, int count, off_t offset) _
 // preadv2 and pwritev2 without flags (fsx's way): as preadv and pwritev,
 // or at the position for an offset of -1. Any flag is the mount's to answer.
 ssize_t preadv2(int fd, const struct iovec *vector, int count, off_t offset, int flags) {
-    struct pd_file *file = flags == 0 ? served(fd, 0) : NULL;
-    if (file != NULL) {
-        ssize_t done = FALLBACK;
-        if (count >= 0 && offset >= -1) {
-            done = offset == -1 ? at_position(fd, file, vector, count, 0)
-                                : copy(file, vector, count, vector_total(vector, count), (uint64_t)offset, 0);
-        }
-        let_go(file);
-        if (done != FALLBACK) return done;
-    }
-    return REAL(preadv2)(fd, vector, count, offset, flags);
+    ssize_t done = flags == 0 ? vectored(fd, vector, count, offset, 0) : FALLBACK;
+    return done != FALLBACK ? done : REAL(preadv2)(fd, vector, count, offset, flags);
 }
 
 ssize_t preadv64v2(int fd, const struct iovec *vector, int count, off_t offset, int flags) __attribute__((alias("preadv2")));
 
 ssize_t pwritev2(int fd, const struct iovec *vector, int count, off_t offset, int flags) {
-    struct pd_file *file = flags == 0 ? served(fd, 1) : NULL;
-    if (file != NULL) {
-        ssize_t done = FALLBACK;
-        if (count >= 0 && offset >= -1) {
-            done = offset == -1 ? at_position(fd, file, vector, count, 1)
-                                : copy(file, vector, count, vector_total(vector, count), (uint64_t)offset, 1);
-        }
-        let_go(file);
-        if (done != FALLBACK) return done;
-    }
-    return REAL(pwritev2)(fd, vector, count, offset, flags);
+    ssize_t done = flags == 0 ? vectored(fd, vector, count, offset, 1) : FALLBACK;
+    return done != FALLBACK ? done : REAL(pwritev2)(fd, vector, count, offset, flags);
 }
 
 ssize_t pwritev64v2(int fd, const struct iovec *vector, int count, off_t offset, int flags) __attribute__((alias("pwritev2")));

@@ -43,7 +43,8 @@ final class MappedPool: @unchecked Sendable {
         state = .allocate(capacity: 1)
         state.initialize(to: pd_area(epoch: MappedPool.words(base, DirectAreaFormat.Header.epoch), client: nil, pins: nil,
                                      pin_count: 0))
-        guard word(DirectAreaFormat.Header.magic).load(ordering: .acquiring) == 0x5443_4552_4944_5350,
+        guard word(DirectAreaFormat.Header.magic).load(ordering: .acquiring) == DirectAreaFormat.magic,
+              word(DirectAreaFormat.Header.version).load(ordering: .relaxed) == DirectAreaFormat.version,
               word(DirectAreaFormat.Header.identity).load(ordering: .relaxed) == identity,
               claimClient() else {
             munmap(base, Int(info.st_size))

@@ -177,7 +177,7 @@ public final class DirectLeases: @unchecked Sendable {
     /// slot is cleared for another.
     private static func isGone(_ area: UnsafeDirectArea, _ client: Int) -> Bool {
         let pid = area.client(client, UnsafeDirectArea.Client.pid).load(ordering: .acquiring)
-        guard pid != 0, kill(pid_t(truncatingIfNeeded: pid), 0) != 0, errno == ESRCH else { return false }
+        guard pid != 0, !isAlive(pid) else { return false }
         for field in [UnsafeDirectArea.Client.readers, UnsafeDirectArea.Client.readers + 1] {
             area.client(client, field).store(0, ordering: .relaxed)
         }
@@ -197,12 +197,17 @@ public final class DirectLeases: @unchecked Sendable {
             guard pid != 0 else { continue }
             for pin in 0..<C.pinCount where area.client(client, C.pins + 2 * pin).load(ordering: .sequentiallyConsistent) == UInt64(slot) + 1 {
                 let count = area.client(client, C.pins + 2 * pin + 1).load(ordering: .sequentiallyConsistent)
-                guard count != 0, kill(pid_t(truncatingIfNeeded: pid), 0) == 0 || errno != ESRCH else { continue }
+                guard count != 0, DirectLeases.isAlive(pid) else { continue }
                 mapped = true
                 if count >= C.writablePin { writable = true }
             }
         }
         return (mapped, writable)
+    }
+
+    /// Whether the process a slot names lives (one we may not signal does).
+    private static func isAlive(_ pid: UInt64) -> Bool {
+        kill(pid_t(truncatingIfNeeded: pid), 0) == 0 || errno != ESRCH
     }
 
     private var hasClients: Bool {
@@ -237,9 +242,8 @@ public final class DirectLeases: @unchecked Sendable {
         // Read-only: mapped for reading alone.
         guard let area = UnsafeDirectArea.mapExisting(descriptor: fd, writable: false) else { return nil }
         defer { area.unmap() }
-        let mount = pid_t(truncatingIfNeeded: area.header(UnsafeDirectArea.Header.mount).load(ordering: .relaxed))
         guard area.header(UnsafeDirectArea.Header.retired).load(ordering: .acquiring) == 0,
-              kill(mount, 0) == 0 || errno != ESRCH else { return nil }
+              isAlive(area.header(UnsafeDirectArea.Header.mount).load(ordering: .relaxed)) else { return nil }
         return statistics(area)
     }
 
@@ -248,7 +252,7 @@ public final class DirectLeases: @unchecked Sendable {
         typealias C = UnsafeDirectArea.Client
         for client in 0..<area.clientCount {
             let pid = area.client(client, C.pid).load(ordering: .relaxed)
-            if pid != 0, kill(pid_t(truncatingIfNeeded: pid), 0) == 0 || errno != ESRCH { total.processes += 1 }
+            if pid != 0, isAlive(pid) { total.processes += 1 }
             total.reads &+= area.client(client, C.reads).load(ordering: .relaxed)
             total.writes &+= area.client(client, C.writes).load(ordering: .relaxed)
             total.bytesRead &+= area.client(client, C.bytesRead).load(ordering: .relaxed)

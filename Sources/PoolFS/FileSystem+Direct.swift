@@ -52,7 +52,7 @@ extension FileSystem {
     func publishLayout(_ inode: Inode) {
         guard inode.lease >= 0, let leases = directLeases else { return }
         zeroPastTheEnd(inode)
-        let remote = pool.hasRemoteShelves ? Set(pool.remoteShelves().map(\.shelf)) : []
+        let remote = remoteShelves()
         var runs: [DirectLeases.PublishedRun] = []
         for extent in inode.extents.extents where !remote.contains(extent.address.shelf) {
             let start = extent.page << pageShift
@@ -102,14 +102,15 @@ extension FileSystem {
         let index = inode.extents.firstEnding(after: page)
         guard index < inode.extents.extents.count else { return }
         let extent = inode.extents.extents[index]
-        guard !extent.isFragment, extent.page <= page, !pool.hasRemoteShelves || !isRemote(extent) else { return }
+        guard !extent.isFragment, extent.page <= page, !remoteShelves().contains(extent.address.shelf) else { return }
         let last = extent.address.advanced(by: (page - extent.page) << pageShift)
         guard pool.sharedPages(at: last, count: 1).isEmpty else { return }
         try? pages.zero(last, at: tail, count: Int(pageSize - tail))
     }
 
-    private func isRemote(_ extent: Extent) -> Bool {
-        pool.remoteShelves().contains { $0.shelf == extent.address.shelf }
+    /// Shelves whose bytes live on a node: no direct access to them.
+    private func remoteShelves() -> Set<Int> {
+        pool.hasRemoteShelves ? Set(pool.remoteShelves().map(\.shelf)) : []
     }
 
     /// At a leased file's last close: no client holds it open any more.

@@ -226,8 +226,9 @@ public final class FileSystem: @unchecked Sendable {
     func commit(_ change: Change) throws {
         try commitLogOnly(change)
         let released = apply(change, replaying: false)
-        // Direct readers first learn where the file's bytes are now.
-        let laidOut = change.fileLaidOut.flatMap { inodes[$0] }
+        // Direct readers first learn where the file's bytes are now (a
+        // mount without an area, or the model, looks nothing up).
+        let laidOut = directLeases == nil ? nil : change.fileLaidOut.flatMap { inodes[$0] }
         if let laidOut { publishLayout(laidOut) }
         if case .snapshot = change { publishAllLayouts() }
         if !released.isEmpty { freeAfterReaders(released, slot: laidOut?.lease ?? -1) }

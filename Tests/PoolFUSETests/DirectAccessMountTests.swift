@@ -86,13 +86,20 @@ struct DirectAccessMountTests {
         #expect(contents(mounted.path("f")) == content, "f differs")
     }
 
+    /// The same reads with POOLFS_DIRECT=0 and without: only the second
+    /// are served directly.
     @Test func offTurnsItOff() throws {
         let mounted = try MountedPool(size: 32 << 20)
         #expect(store(pattern(1 << 20, seed: 2), mounted.path("f")))
-        let client = try DirectAccessMountTests.directClient(environment: ["POOLFS_DIRECT": "0"])
-        let fd = client.ask("open \(mounted.path("f")) \(O_RDONLY)")
-        #expect(client.ask("pread \(fd) 0 4") == DirectAccessMountTests.hex(pattern(1 << 20, seed: 2)[0..<4]))
-        #expect(DirectAccessMountTests.served(mounted).reads == 0)
+        for (setting, counted) in [("0", 0), ("1", 3)] {
+            let before = DirectAccessMountTests.served(mounted).reads
+            let client = try DirectAccessMountTests.directClient(environment: ["POOLFS_DIRECT": setting])
+            let fd = client.ask("open \(mounted.path("f")) \(O_RDONLY)")
+            for offset in [0, 4096, 500_000] {
+                #expect(client.ask("pread \(fd) \(offset) 4") == DirectAccessMountTests.hex(pattern(1 << 20, seed: 2)[offset..<offset + 4]))
+            }
+            #expect(DirectAccessMountTests.served(mounted).reads - before == counted, "POOLFS_DIRECT=\(setting)")
+        }
     }
 
     /// A direct writer and a reader through the mount, then the other way.
