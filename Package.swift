@@ -42,7 +42,7 @@ let package = Package(
         .target(
             name: "PoolCore",
             dependencies: [
-                "CPmem", "CNuma", "CLinux", "DirectFormat",
+                "CPmem", "CNuma", "CLinux", "DirectFormat", "PoolThreads",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],

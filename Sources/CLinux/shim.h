@@ -64,4 +64,80 @@ static inline int CLinux_is_on_tmpfs(int fd) {
     return syscall(SYS_fstatfs, fd, system) == 0 && system[0] == TMPFS_MAGIC;
 }
 
+// userfaultfd(2) in write-protect mode, for freezes (OpenPool+Freeze): a
+// process write-protects its own shelf mappings, and its helper thread is
+// told of each write to them before it happens. Shared memory (tmpfs)
+// only: the kernel protects no other file's mappings this way.
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <linux/futex.h>
+#include <linux/userfaultfd.h>
+
+// A userfaultfd able to write-protect shared memory, or -1 (errno set).
+// Without the privilege to see the kernel's own faults (root, or
+// vm.unprivileged_userfaultfd), it sees user-mode faults only.
+static inline int CLinux_uffd_open(void) {
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0 && errno == EPERM) fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+    if (fd < 0) return -1;
+    struct uffdio_api api = { .api = UFFD_API,
+                              .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM };
+    if (ioctl(fd, UFFDIO_API, &api) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+static inline int CLinux_uffd_register(int fd, void *start, size_t length) {
+    struct uffdio_register r = { .range = { (uintptr_t)start, length }, .mode = UFFDIO_REGISTER_MODE_WP };
+    return ioctl(fd, UFFDIO_REGISTER, &r);
+}
+
+static inline int CLinux_uffd_unregister(int fd, void *start, size_t length) {
+    struct uffdio_range r = { (uintptr_t)start, length };
+    return ioctl(fd, UFFDIO_UNREGISTER, &r);
+}
+
+// Protects (or lets go, waking the threads that wait on) the range.
+static inline int CLinux_uffd_protect(int fd, void *start, size_t length, int protect) {
+    struct uffdio_writeprotect w = { .range = { (uintptr_t)start, length },
+                                     .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0 };
+    return ioctl(fd, UFFDIO_WRITEPROTECT, &w);
+}
+
+// The next write-protect fault's address: 1 when one was read, 0 when
+// none waits (or the event was another kind), -1 on error.
+static inline int CLinux_uffd_next_fault(int fd, uint64_t *address) {
+    struct uffd_msg message;
+    ssize_t n = read(fd, &message, sizeof message);
+    if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    if (n != sizeof message || message.event != UFFD_EVENT_PAGEFAULT
+        || !(message.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)) return 0;
+    *address = message.arg.pagefault.address;
+    return 1;
+}
+
+// Waits until `fd` or `other` is readable, at most `milliseconds`: 1 when
+// one is, 0 on time out or a signal.
+static inline int CLinux_wait_readable(int fd, int other, int milliseconds) {
+    struct pollfd fds[2] = { { fd, POLLIN, 0 }, { other, POLLIN, 0 } };
+    return poll(fds, 2, milliseconds) > 0;
+}
+
+// futex(2) on a word of shared memory (a mapped file), so processes wait
+// for each other: waits while *word == expected, at most `milliseconds`.
+static inline void CLinux_futex_wait(uint32_t *word, uint32_t expected, int milliseconds) {
+    struct timespec t = { milliseconds / 1000, (long)(milliseconds % 1000) * 1000000L };
+    syscall(SYS_futex, word, FUTEX_WAIT, expected, &t, NULL, 0);
+}
+
+static inline void CLinux_futex_wake(uint32_t *word) {
+    syscall(SYS_futex, word, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+}
+
 #endif

@@ -59,6 +59,11 @@ enum Layout {
         /// The client's root address (Pool.rootAddress): where the file
         /// system's metadata log starts.
         static let rootAddress = offset + 40
+        /// A freeze's state (OpenPool+Freeze), a futex word: its generation
+        /// times four plus its phase.
+        static let freeze = offset + 64
+        /// The pid of the process freezing the pool (its lock byte says if it lives).
+        static let freezer = offset + 72
     }
 
     // Participant slots, shelf 0: one per process that has the pool open.
@@ -76,6 +81,9 @@ enum Layout {
         static let logOperation = 0, logDestination = 8, logAddress = 16, logCount = 24
         /// Epoch words, one per lane: 0 outside an epoch, else epoch + 1.
         static let epochsOffset = logsOffset + lanes * logSize
+        /// The last freeze generation the process protected its shelves for
+        /// (a futex word, the freezer waits on it), and why it could not.
+        static let frozen = 1536, freezeError = 1540
         static func slot(_ index: Int) -> Int { offset + index * slotSize }
         static func log(_ slot: Int, _ lane: Int) -> Int {
             Participants.slot(slot) + logsOffset + lane * logSize
@@ -124,6 +132,8 @@ enum Layout {
         static let global = base + 1
         /// Held by the one process that holds the pool exclusively (the mount).
         static let exclusive = base + 2
+        /// Held by the process freezing the pool, while it does.
+        static let freezer = base + 3
         static func participant(_ slot: Int) -> UInt64 { base + 1024 + UInt64(slot) }
     }
 

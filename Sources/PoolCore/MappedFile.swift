@@ -145,6 +145,55 @@ final class MappedFile: @unchecked Sendable {
         return try body(UnsafeMutableRawBufferPointer(start: base + offset, count: count))
     }
 
+    /// A 32-bit word, for the few that processes wait on (futexes).
+    @inline(__always)
+    func atomic32(at offset: Int) -> UnsafeAtomic<UInt32> {
+        precondition(offset >= 0 && offset + 4 <= length && offset & 3 == 0)
+        return UnsafeAtomic(at: (base + offset).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
+    }
+
+    /// Waits, at most `milliseconds`, while the word at `offset` holds
+    /// `expected`: any process that maps the file can wake it.
+    func wait(at offset: Int, whileEqualTo expected: UInt32, milliseconds: Int32) {
+        precondition(offset >= 0 && offset + 4 <= length && offset & 3 == 0)
+        CLinux_futex_wait((base + offset).assumingMemoryBound(to: UInt32.self), expected, milliseconds)
+    }
+
+    func wake(at offset: Int) {
+        precondition(offset >= 0 && offset + 4 <= length && offset & 3 == 0)
+        CLinux_futex_wake((base + offset).assumingMemoryBound(to: UInt32.self))
+    }
+
+    // MARK: Write protection (freezes)
+
+    /// Registers `[offset, offset+count)` with userfaultfd `uffd` and
+    /// write-protects it: a write there waits until `uffd`'s reader lets it
+    /// go. Returns errno, 0 when done.
+    func writeProtect(_ uffd: Int32, offset: Int, count: Int) -> Int32 {
+        precondition(offset >= 0 && count >= 0 && offset + count <= length)
+        if CLinux_uffd_register(uffd, base + offset, count) != 0 { return errno }
+        if CLinux_uffd_protect(uffd, base + offset, count, 1) != 0 {
+            let failed = errno
+            _ = CLinux_uffd_unregister(uffd, base + offset, count)
+            return failed
+        }
+        return 0
+    }
+
+    /// Lets writes to the range go again, waking those waiting; with
+    /// `unregister`, the range leaves `uffd` too.
+    func allowWrites(_ uffd: Int32, offset: Int, count: Int, unregister: Bool) {
+        precondition(offset >= 0 && count >= 0 && offset + count <= length)
+        _ = CLinux_uffd_protect(uffd, base + offset, count, 0)
+        if unregister { _ = CLinux_uffd_unregister(uffd, base + offset, count) }
+    }
+
+    /// The offset in this mapping of a process address, or nil.
+    func offset(ofAddress address: UInt64) -> Int? {
+        let start = UInt64(UInt(bitPattern: base))
+        return address >= start && address - start < UInt64(length) ? Int(address - start) : nil
+    }
+
     /// Copies `copy` made with pwrite rather than through the mapping.
     let copiesThroughFile = ManagedAtomic<Int>(0)
 

@@ -70,13 +70,21 @@ extension OpenPool {
     }
 
     /// The pids of the processes that have the pool open now.
-    func livePids() -> [Int32] {
-        (0..<Layout.Participants.capacity).compactMap { index in
-            guard slotState(index) != 0 else { return nil }
-            let pid = Int32(truncatingIfNeeded: metadata.load(UInt64.self, at: Layout.Participants.slot(index) + Layout.Participants.pid))
-            if index == slot { return pid }
-            return FileLock.isHeld(metadata.descriptor, byte: Layout.LockByte.participant(index)) ? pid : nil
+    func livePids() -> [Int32] { liveSlots().map(participantPid) }
+
+    /// The slots of the processes that have the pool open now.
+    func liveSlots() -> [Int] {
+        (0..<Layout.Participants.capacity).filter { index in
+            slotState(index) != 0 && isLiveSlot(index)
         }
+    }
+
+    func isLiveSlot(_ index: Int) -> Bool {
+        index == slot || FileLock.isHeld(metadata.descriptor, byte: Layout.LockByte.participant(index))
+    }
+
+    func participantPid(_ index: Int) -> Int32 {
+        Int32(truncatingIfNeeded: metadata.load(UInt64.self, at: Layout.Participants.slot(index) + Layout.Participants.pid))
     }
 
     /// Slots that say "in use" though nobody holds their lock.

@@ -40,6 +40,10 @@ final class OpenPool: @unchecked Sendable {
     let sharedEpochMutex = ThreadMutex()
     /// Placements `poolfs exec` set for this process only, by heap.
     let placementOverrides = Locked<[Int: Placement]>([:])
+    /// The freeze this process made and has not ended (OpenPool+Freeze).
+    let freezing = Locked<FreezeArea?>(nil)
+    /// This process's part in every process's freezes.
+    private(set) var freezeHelper: FreezeHelper?
     /// Their heap lanes; sharedLaneMutex.
     var sharedLanes: [Int: UnsafeHeapLane] = [:]
     @exclusivity(unchecked) private(set) var cacheKey = pthread_key_t()
@@ -131,6 +135,12 @@ final class OpenPool: @unchecked Sendable {
             throw PoolError.system(call: "pthread_key_create", path: directory, errno: created)
         }
         hasCacheKey = true
+        // Before the slot: what this process writes once it has one is
+        // protected by a freeze under way.
+        let helper = FreezeHelper(pool: self)
+        for shelf in shelves.all { shelf.freeze = helper }
+        helper.start()
+        freezeHelper = helper
         let fd = metadata.descriptor
         // Shared by all users; `check --repair` and `destroy` take it exclusive.
         FileLock.lock(fd, byte: Layout.LockByte.openers, .shared)
@@ -158,6 +168,11 @@ final class OpenPool: @unchecked Sendable {
             return caches
         }
         guard let orphaned = closing else { return }
+        // Last: what closing writes is still seen by a freeze under way.
+        defer {
+            thaw()
+            freezeHelper?.stop()
+        }
         if hasCacheKey { pthread_key_delete(cacheKey) }
         hasCacheKey = false
         guard slot >= 0 else { return }
@@ -202,6 +217,7 @@ final class OpenPool: @unchecked Sendable {
         // to another pool, whose threads would lose their caches.
         if hasCacheKey { pthread_key_delete(cacheKey) }
         hasCacheKey = false
+        freezeHelper?.stop()
         FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.participant(slot))
         FileLock.unlock(metadata.descriptor, byte: Layout.LockByte.openers)
     }
@@ -289,7 +305,9 @@ final class OpenPool: @unchecked Sendable {
             let index = shelves.count
             let record = try ShelfTable.record(metadata, index: index, uuid: superblock.uuid)
             let file = try OpenPool.openShelfFile(home, index, record)
-            shelves.append(try OpenPool.shelf(index, file, record, superblock: superblock, home: home, budget: remoteBudget))
+            let shelf = try OpenPool.shelf(index, file, record, superblock: superblock, home: home, budget: remoteBudget)
+            shelves.append(shelf)
+            freezeHelper?.didMap(shelf)
         }
     }
 

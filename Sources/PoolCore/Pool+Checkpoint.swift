@@ -28,45 +28,44 @@ public struct CheckpointShelf: Sendable {
 }
 
 extension Pool {
-    /// Every shelf's metadata and allocated runs, at one instant (under the
-    /// global lock, which every change of a run's extent takes). A pool
-    /// with remote shelves is refused: their bytes are on their nodes.
-    public func checkpointShelves() throws -> [CheckpointShelf] {
-        try core.withGlobalLock {
-            try core.shelves.all.map { shelf in
-                if let remote = shelf.remote {
-                    throw PoolError.remoteShelf(shelf.index, node: remote.place.node,
-                                                reason: "its bytes are on the node; a checkpoint holds local shelves only")
-                }
-                let metadata = Array(UnsafeRawBufferPointer(start: shelf.file.pointer(at: 0, count: Int(shelf.geometry.dataOffset)),
-                                                            count: Int(shelf.geometry.dataOffset)))
-                var runs: [Range<UInt64>] = []
-                shelf.forEachHead { page, entry in
-                    guard entry.kind == .allocated else { return }
-                    let start = shelf.geometry.offset(ofPage: page)
-                    runs.append(start..<(start + UInt64(entry.length) * shelf.geometry.pageSize))
-                }
-                return CheckpointShelf(index: shelf.index, size: shelf.geometry.size, medium: shelf.file.medium,
-                                       metadata: metadata, runs: runs)
+    /// Every shelf's metadata and allocated runs, at one instant. The pool
+    /// is frozen (OpenPool+Freeze) until `thaw()`, so `readShelf` gives the
+    /// runs' bytes of that instant while programs write on; where it cannot
+    /// be, `unfrozen` says why, and the runs are read as they are then. A
+    /// pool with remote shelves is refused: their bytes are on their nodes.
+    public func checkpointShelves() throws -> (shelves: [CheckpointShelf], unfrozen: String?) {
+        for shelf in core.shelves.all {
+            if let remote = shelf.remote {
+                throw PoolError.remoteShelf(shelf.index, node: remote.place.node,
+                                            reason: "its bytes are on the node; a checkpoint holds local shelves only")
             }
+        }
+        do {
+            return (try core.freeze(atInstant: collectShelves).1, nil)
+        } catch let PoolError.cannotFreeze(_, reason) {
+            return (try core.withGlobalLock(collectShelves), reason)
+        }
+    }
+
+    /// Ends the freeze `checkpointShelves` began.
+    public func thaw() { core.thaw() }
+
+    /// Global lock held: no run's extent changes meanwhile.
+    private func collectShelves() throws -> [CheckpointShelf] {
+        core.shelves.all.map { shelf in
+            let metadata = Array(UnsafeRawBufferPointer(start: shelf.file.pointer(at: 0, count: Int(shelf.geometry.dataOffset)),
+                                                        count: Int(shelf.geometry.dataOffset)))
+            return CheckpointShelf(index: shelf.index, size: shelf.geometry.size, medium: shelf.file.medium,
+                                   metadata: metadata, runs: shelf.allocatedRuns())
         }
     }
 
     /// Reads `buffer.count` bytes at `offset` of shelf `index`'s file into
     /// `buffer`: by the file, not this process's mapping, which would take
-    /// a page fault per page not touched here before.
+    /// a page fault per page not touched here before. While this process
+    /// freezes the pool, the bytes are those of the freeze's instant.
     public func readShelf(_ index: Int, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
-        guard let shelf = core.shelves[index], shelf.remote == nil, offset <= UInt64(shelf.file.length),
-              buffer.count <= shelf.file.length - Int(offset), let base = buffer.baseAddress else {
-            throw PoolError.invalidAddress(GlobalAddress(shelf: index, offset: offset), reason: "\(buffer.count) bytes past its shelf")
-        }
-        var done = 0
-        while done < buffer.count {
-            let n = pread(shelf.file.descriptor, base + done, buffer.count - done, off_t(offset) + off_t(done))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw PoolError.system(call: "pread", path: shelf.file.path, errno: n < 0 ? errno : EIO) }
-            done += n
-        }
+        try core.readShelf(index, offset: offset, into: buffer)
     }
 
     /// Makes pool `name` from a checkpoint: a pool of `pageSize` pages and

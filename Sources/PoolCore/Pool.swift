@@ -305,23 +305,46 @@ public final class Pool: @unchecked Sendable {
     }
 
     /// A new region `newName` with `name`'s size, owner, mode and bytes as
-    /// they are now. Copied, not shared: a region's pages are plain memory
-    /// that any process writes through its mapping, unseen by the pool, so
-    /// no write could be caught to copy a shared page first. A process
-    /// writing `name` meanwhile may leave a mix of before and after.
+    /// they were at one instant, whatever processes write meanwhile: the
+    /// pool is frozen (OpenPool+Freeze) while the bytes are copied, and a
+    /// writer pauses only on its first write to each page. Copied, not
+    /// shared: programs write regions through mappings the pool does not
+    /// manage page by page. A pool with a shelf that is not shared memory
+    /// (pmem) cannot be frozen: there the bytes are copied as they are, and
+    /// a process writing `name` meanwhile may leave a mix of before and after.
     @discardableResult
     public func cloneRegion(name: String, as newName: String, placement: Placement? = nil) throws -> Region {
         let source = try openRegion(name: name)
         let copy = try createRegion(name: newName, size: source.size, placement: placement, access: source.access)
         do {
-            try source.withUnsafeMutableBytes { from in
-                try copy.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(from)) }
+            if core.isFreezable {
+                _ = try core.freeze {}
+                defer { core.thaw() }
+                try copyFrozen(UInt64(source.pages) * core.pageSize, from: source.address, to: copy.address)
+            } else {
+                try source.withUnsafeMutableBytes { from in
+                    try copy.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(from)) }
+                }
             }
         } catch {
             try? destroyRegion(name: newName)
             throw error
         }
         return copy
+    }
+
+    /// Copies `count` bytes as they were at this process's freeze.
+    private func copyFrozen(_ count: UInt64, from source: GlobalAddress, to target: GlobalAddress) throws {
+        let chunk = 4 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { buffer.deallocate() }
+        var done: UInt64 = 0
+        while done < count {
+            let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(UInt64(chunk), count - done))])
+            try core.readShelf(source.shelf, offset: source.offset + done, into: piece)
+            try core.writeShelf(target.shelf, offset: target.offset + done, from: UnsafeRawBufferPointer(piece))
+            done += UInt64(piece.count)
+        }
     }
 
     public func regions() -> [RegionInfo] { core.regions() }

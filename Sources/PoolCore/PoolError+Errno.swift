@@ -15,7 +15,7 @@ extension PoolError {
         case .notEnoughSpace, .poolFull, .tooManyShelves, .tooManyRegions, .tooManyProcesses, .tooManyHeaps: ENOSPC
         case .damaged, .remoteShelf: EIO
         case .newerVersion: ENOTSUP
-        case .inUse, .heapInUse, .heldExclusively: EBUSY
+        case .inUse, .heapInUse, .heldExclusively, .cannotFreeze: EBUSY
         case .tooManyShares: EMLINK
         case .closed: EBADF
         case .refusedDirectory: EACCES

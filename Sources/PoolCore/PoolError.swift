@@ -32,6 +32,7 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
     case system(call: String, path: String, errno: Int32)
     /// A remote shelf's node did not answer, or refused (PoolNet's message).
     case remoteShelf(Int, node: String, reason: String)
+    case cannotFreeze(name: String, reason: String)
 
     public var description: String {
         switch self {
@@ -99,6 +100,8 @@ public enum PoolError: Error, Equatable, CustomStringConvertible, Sendable {
             return "\(path): \(call) failed: \(SystemCall.message(errno))"
         case let .remoteShelf(shelf, node, reason):
             return "remote shelf \(shelf) (node \(node)): \(reason)"
+        case let .cannotFreeze(name, reason):
+            return "pool '\(name)' cannot be frozen: \(reason)"
         }
     }
 }

@@ -18,6 +18,8 @@ final class Shelf: @unchecked Sendable {
     private let bitmap: UnsafeMutablePointer<UInt64>
     /// Where the next search for free pages starts; global lock.
     private var searchHint = 0
+    /// Told of pages about to be freed, which a freeze may still need.
+    weak var freeze: FreezeHelper?
 
     init(index: Int, file: MappedFile, geometry: ShelfGeometry, remote: RemoteShelfCache? = nil) {
         self.index = index
@@ -73,6 +75,7 @@ final class Shelf: @unchecked Sendable {
         // A run a kill left half cut is freed whole too: every entry is rewritten.
         internalCheck(isWholeRun(page, length) || isHalfCarvedRun(page, length),
                       "releasing pages \(page)..<\(page + length) of shelf \(index), not one run")
+        freeze?.willFree(self, pages: page..<page + length)
         setEntry(page, .free)
         for i in 1..<max(length, 1) { setEntry(page + i, .free) }
         setBits(page, length, used: false)
@@ -87,12 +90,14 @@ final class Shelf: @unchecked Sendable {
     /// piece, or goes, so a crash leaves the pages between as uncovered
     /// tails, which count as free.
     func carveRun(at page: Int, length: Int, keeping pieces: [Range<Int>], head: (Int) -> PageEntry) {
+        let gaps = zip([0] + pieces.map(\.upperBound), pieces.map(\.lowerBound) + [length]).filter { $0.0 < $0.1 }
+        for gap in gaps { freeze?.willFree(self, pages: page + gap.0..<page + gap.1) }
         for (index, piece) in pieces.enumerated().reversed() where piece.lowerBound > 0 {
             for i in 1..<piece.count { setEntry(page + piece.lowerBound + i, .tail(distance: i)) }
             setEntry(page + piece.lowerBound, head(index))
         }
         if let first = pieces.first, first.lowerBound == 0 { setEntry(page, head(0)) } else { setEntry(page, .free) }
-        for gap in zip([0] + pieces.map(\.upperBound), pieces.map(\.lowerBound) + [length]) where gap.0 < gap.1 {
+        for gap in gaps {
             for i in gap.0..<gap.1 where i > 0 { setEntry(page + i, .free) }
             setBits(page + gap.0, gap.1 - gap.0, used: false)
             if page + gap.0 < searchHint { searchHint = page + gap.0 }
@@ -202,6 +207,17 @@ final class Shelf: @unchecked Sendable {
                 page += 1
             }
         }
+    }
+
+    /// The allocated runs, as byte ranges of the shelf file.
+    func allocatedRuns() -> [Range<UInt64>] {
+        var runs: [Range<UInt64>] = []
+        forEachHead { page, entry in
+            guard entry.kind == .allocated else { return }
+            let start = geometry.offset(ofPage: page)
+            runs.append(start..<(start + UInt64(entry.length) * geometry.pageSize))
+        }
+        return runs
     }
 
     // MARK: Reserved file blocks (global lock)

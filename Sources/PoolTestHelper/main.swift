@@ -1,7 +1,9 @@
 // Child processes for the multi-process, crash and grow tests. Each command
 // prints one line per step so that the test can wait on its output instead
 // of sleeping.
+import Atomics
 import PoolCore
+import PoolThreads
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -230,6 +232,12 @@ func hold() {
                 say("ok")
             case "shelves":
                 say("\(pool.info().shelves.count)")
+            case "freeze":
+                let unfrozen = try pool.checkpointShelves().unfrozen
+                say(unfrozen.map { "unfrozen: \($0)" } ?? "frozen")
+            case "thaw":
+                pool.thaw()
+                say("ok")
             case "quit":
                 pool.close()
                 say("bye")
@@ -281,7 +289,44 @@ func fileWriter(directory: String) -> Never {
     }
 }
 
+/// Writes a counter into region `region` until told "stop": each round
+/// stores it into the first page, then the last, so at every instant the
+/// first holds at least the last. Says "writing" once it has begun, and
+/// "stopped N" with the last value written.
+func regionWriter(region name: String) -> Never {
+    let pool = openPool()
+    do {
+        let region = try pool.openRegion(name: name)
+        let last = region.address.advanced(by: UInt64(region.pages - 1) * UInt64(pool.pageSize))
+        let stop = UnsafeAtomic<Bool>.create(false)
+        let written = UnsafeAtomic<UInt64>.create(0)
+        nonisolated(unsafe) let first = pool.unsafePointer(to: region.address)!
+        nonisolated(unsafe) let end = pool.unsafePointer(to: last)!
+        let thread = JoinableThread {
+            var value: UInt64 = 0
+            while !stop.load(ordering: .relaxed) {
+                value += 1
+                first.storeBytes(of: value, as: UInt64.self)
+                end.storeBytes(of: value, as: UInt64.self)
+                written.store(value, ordering: .releasing)
+            }
+        }
+        while written.load(ordering: .acquiring) == 0 {}
+        say("writing")
+        while let line = readLine(), line != "stop" {}
+        stop.store(true, ordering: .relaxed)
+        thread?.join()
+        say("stopped \(written.load(ordering: .acquiring))")
+    } catch {
+        fail("\(error)")
+    }
+    pool.close()
+    exit(0)
+}
+
 switch arguments[1] {
+case "region-writer":
+    regionWriter(region: arguments[4])
 case "file-writer":
     fileWriter(directory: arguments[2])
 case "storm":

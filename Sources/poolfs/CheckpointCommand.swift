@@ -13,9 +13,12 @@ struct CheckpointCommand: ParsableCommand {
             file system, compressed with zstd, each chunk with a checksum. On a mounted pool, \
             the file system is frozen first by a snapshot (a pause of milliseconds, said in \
             the output) and the image holds it as it was then, whatever is written \
-            meanwhile. Heaps and regions are copied as they are while the image is written: \
-            a program that writes them meanwhile may leave a mix in it. `poolfs restore` \
-            makes a new pool from the image.
+            meanwhile. Then the whole pool is frozen: every process that has it open \
+            write-protects its shelves, and the image holds heaps and regions as they were at \
+            that instant; a program pauses only on its first write to each page while the \
+            image is written. Shelves that are not shared memory (pmem) cannot be frozen: \
+            the output says so, and their heaps and regions are copied as they are. \
+            `poolfs restore` makes a new pool from the image.
             """)
 
     @OptionGroup var pool: PoolLocation
@@ -46,7 +49,14 @@ struct CheckpointCommand: ParsableCommand {
                 print("froze the file system at \(mounted) in \(String(format: "%.1f", Date().timeIntervalSince(paused) * 1000)) ms")
             }
             defer { if let mountpoint { rmdir("\(mountpoint)/.pool/snapshots/\(snapshot)") } }
-            let shelves = try opened.checkpointShelves()
+            let frozenAt = Date()
+            let (shelves, unfrozen) = try opened.checkpointShelves()
+            defer { opened.thaw() }
+            if let unfrozen {
+                print("heaps and regions are copied as they are: \(unfrozen)")
+            } else {
+                print("froze heaps and regions in \(String(format: "%.1f", Date().timeIntervalSince(frozenAt) * 1000)) ms")
+            }
             let writer = try CheckpointFileWriter(path: file, header: CheckpointImage.Header(
                 pageSize: UInt64(opened.pageSize), shelves: shelves.map { ($0.size, $0.medium) },
                 snapshot: snapshot, takenAt: UInt64(start.timeIntervalSince1970), baseID: base?.reader.header.id ?? 0,

@@ -83,7 +83,7 @@ struct CheckpointMountTests {
         let image = mounted.scratch.path + "/image"
         // Not mounted: the checkpoint holds the pool alone, no snapshot.
         let checkpoint = try mounted.poolfs("checkpoint", mounted.name, image)
-        #expect(checkpoint.status == 0 && !checkpoint.output.contains("froze"), "\(checkpoint.output)")
+        #expect(checkpoint.status == 0 && !checkpoint.output.contains("froze the file system"), "\(checkpoint.output)")
         let bytes = try #require(contents(image))
 
         var damaged = bytes
