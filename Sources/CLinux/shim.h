@@ -76,11 +76,11 @@ static inline int CLinux_is_on_tmpfs(int fd) {
 #include <linux/userfaultfd.h>
 
 // A userfaultfd able to write-protect shared memory, or -1 (errno set).
-// Without the privilege to see the kernel's own faults (root, or
-// vm.unprivileged_userfaultfd), it sees user-mode faults only.
+// Not one that sees user-mode faults only (all an unprivileged process
+// gets while vm.unprivileged_userfaultfd is 0): with it, a system call
+// writing into a protected page (read(2) into a region) fails with EFAULT.
 static inline int CLinux_uffd_open(void) {
     int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0 && errno == EPERM) fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
     if (fd < 0) return -1;
     struct uffdio_api api = { .api = UFFD_API,
                               .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM };

@@ -90,7 +90,9 @@ extension OpenPool {
                 let pid = participantPid(index)
                 if seen == generation | FreezeHelper.failed {
                     let error = Int32(bitPattern: metadata.load(UInt32.self, at: Layout.Participants.slot(index) + Layout.Participants.freezeError))
-                    throw PoolError.cannotFreeze(name: name, reason: "process \(pid) cannot write-protect its shelves: \(SystemCall.message(error))")
+                    let cause = error == EPERM ? "userfaultfd is not permitted (it needs root, or sysctl vm.unprivileged_userfaultfd=1)"
+                        : SystemCall.message(error)
+                    throw PoolError.cannotFreeze(name: name, reason: "process \(pid) cannot write-protect its shelves: \(cause)")
                 }
                 guard isLiveSlot(index) else { break }
                 let now = SystemCall.monotonicNanoseconds()

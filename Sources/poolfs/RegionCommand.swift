@@ -45,7 +45,12 @@ struct RegionCommand: ParsableCommand {
     struct Clone: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Make region NEWREGION a copy of REGION: its size, owner, mode and bytes.",
-            discussion: "The bytes are copied, not shared: programs write a region's pages through their mappings, which the pool cannot see.")
+            discussion: """
+                The bytes are those of one instant: the pool is frozen while they are copied, and a program \
+                writing REGION meanwhile pauses on its first write to each page. They are copied, not shared: \
+                programs write a region's pages through their own mappings. A pool with pmem shelves cannot be \
+                frozen; there the bytes are copied as they are.
+                """)
         @OptionGroup var pool: PoolLocation
         @Argument(help: "The region to copy.") var region: String
         @Argument(help: "The new region's name.") var newRegion: String

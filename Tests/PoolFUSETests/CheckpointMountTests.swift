@@ -24,6 +24,12 @@ struct CheckpointMountTests {
         let heap = try pool.openHeap(name: "objects", create: true)
         let object = try heap.allocate(size: 64)
         try pool.store(UInt64(0x1234_5678_9abc_def0), at: object)
+        // A program beside the mount writes a counter into a region's first
+        // page, then its last (PoolTestHelper region-writer): at any
+        // instant the first holds at least the last.
+        try pool.createRegion(name: "counter", size: 8 << 20)
+        let counter = try Child(builtExecutable("PoolTestHelper"), ["region-writer", mounted.scratch.path, mounted.name, "counter"])
+        #expect(counter.waitFor("writing").last == "writing")
 
         // A writer fills "f" with one byte value per 1 MiB write, over and
         // over, from a page-aligned buffer: one request each (an unaligned
@@ -55,7 +61,11 @@ struct CheckpointMountTests {
         let checkpoint = try mounted.poolfs("checkpoint", mounted.name, image)
         writer.stop.store(true, ordering: .relaxed)
         group.wait()
-        #expect(checkpoint.status == 0 && checkpoint.output.contains("froze the file system at"), "\(checkpoint.output)")
+        counter.send("stop")
+        #expect(counter.waitFor("stopped").last?.hasPrefix("stopped") == true)
+        #expect(counter.wait() == 0)
+        #expect(checkpoint.status == 0 && checkpoint.output.contains("froze the file system at")
+                && checkpoint.output.contains("froze heaps and regions in"), "\(checkpoint.output)")
         #expect(mounted.list(".pool/snapshots").isEmpty, "the checkpoint's snapshot went when it was done")
         pool.close()
 
@@ -73,6 +83,10 @@ struct CheckpointMountTests {
         let restored = try Pool.open(name: "copy", at: mounted.scratch.path)
         #expect(try restored.load(at: object) == UInt64(0x1234_5678_9abc_def0))
         try restored.openHeap(name: "objects").free(object)
+        let region = try restored.openRegion(name: "counter")
+        let first: UInt64 = try restored.load(at: region.address)
+        let last: UInt64 = try restored.load(at: region.address.advanced(by: UInt64(region.pages - 1) * UInt64(restored.pageSize)))
+        #expect(last > 0 && first >= last, "the region is torn: first page \(first), last \(last)")
         restored.close()
     }
 
