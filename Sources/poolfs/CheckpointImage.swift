@@ -15,9 +15,13 @@ import Glibc
 ///              CRC-32C of all before u32
 ///     chunk    "CHNK" u32, shelf u32, offset u64, raw bytes u32, zstd
 ///              bytes u32 (`sameAsBase`: none, the base image has these
-///              bytes in a chunk at the same place), CRC-32C of the raw
-///              bytes u32, CRC-32C of the chunk header before it u32; then
-///              the zstd frame
+///              bytes in a chunk at the same place; with `patch` set, the
+///              frame holds a patch of the base's chunk there), CRC-32C of
+///              the raw bytes u32, CRC-32C of the chunk header before it
+///              u32; then the zstd frame
+///     patch    (a frame's content) a bitmap of the chunk's 4 KiB pages,
+///              `patchMapBytes` long, then the pages it marks, in order:
+///              the pages that differ from the base's
 ///     end      "POOLEND\0", chunks u64, raw bytes u64, CRC-32C of the
 ///              chunk headers' CRCs in order u32, CRC-32C of the end before it u32
 ///
@@ -27,11 +31,22 @@ enum CheckpointImage {
     static let magic = Array("POOLCKPT".utf8)
     static let endMagic = Array("POOLEND\0".utf8)
     static let chunkMagic: UInt32 = 0x4b4e_4843   // "CHNK"
-    static let version: UInt32 = 1
+    /// 2 added patches; a version 1 image is read as before.
+    static let version: UInt32 = 2
     static let chunkBytes = 4 << 20
     static let chunkHeaderBytes = 32
     static let endBytes = 32
     static let sameAsBase = UInt32.max
+    static let patch: UInt32 = 1 << 31
+    static let patchPageBytes = 4096
+    static let patchMapBytes = chunkBytes / patchPageBytes / 8
+
+    /// The byte range of page `page` of a chunk of `count` bytes.
+    static func patchPage(_ page: Int, of count: Int) -> Range<Int> {
+        page * patchPageBytes..<min((page + 1) * patchPageBytes, count)
+    }
+
+    static func patchPages(_ count: Int) -> Int { (count + patchPageBytes - 1) / patchPageBytes }
 
     struct Header {
         var pageSize: UInt64
@@ -95,6 +110,7 @@ final class CheckpointFileWriter {
     private(set) var rawBytes: UInt64 = 0
     private(set) var writtenBytes: UInt64 = 0
     private var compressed: [UInt8]
+    private var patch = [UInt8](repeating: 0, count: CheckpointImage.chunkBytes + CheckpointImage.patchMapBytes)
 
     init(path: String, header: CheckpointImage.Header, level: Int32) throws {
         self.path = path
@@ -134,15 +150,24 @@ final class CheckpointFileWriter {
 
     /// Writes `raw` (bytes at `offset` of shelf `shelf`, which no one
     /// changes meanwhile: what is compressed is what is checksummed) as
-    /// chunks; those the base image holds the same are named, not written.
+    /// chunks; those the base image holds the same are named, not written,
+    /// and of those it holds with some pages changed, only those pages.
     func add(shelf: Int, offset: UInt64, _ raw: UnsafeRawBufferPointer, checksum: UInt32? = nil) throws {
         var done = 0
         while done < raw.count {
             let count = min(CheckpointImage.chunkBytes, raw.count - done)
             let piece = UnsafeRawBufferPointer(rebasing: raw[done..<(done + count)])
-            let same = try base?.holds(shelf: shelf, offset: offset + UInt64(done), piece) == true
-            let size = same ? 0 : compressed.withUnsafeMutableBytes {
-                ZSTD_compress2(context, $0.baseAddress, $0.count, piece.baseAddress, count)
+            let changed = try base?.changedPages(shelf: shelf, offset: offset + UInt64(done), piece)
+            let same = changed?.isEmpty == true
+            let patched = changed.map { !$0.isEmpty && $0.count < CheckpointImage.patchPages(count) } ?? false
+            let size = same ? 0 : compressed.withUnsafeMutableBytes { out in
+                guard patched, let changed else {
+                    return ZSTD_compress2(context, out.baseAddress, out.count, piece.baseAddress, count)
+                }
+                return patch.withUnsafeMutableBytes { patch in
+                    let length = CheckpointFileWriter.makePatch(piece, changed: changed, into: patch)
+                    return ZSTD_compress2(context, out.baseAddress, out.count, patch.baseAddress, length)
+                }
             }
             let crc = count == raw.count ? checksum ?? CRC32C.checksum(piece) : CRC32C.checksum(piece)
             guard ZSTD_isError(size) == 0 else {
@@ -153,7 +178,7 @@ final class CheckpointFileWriter {
             header.u32(UInt32(shelf))
             header.u64(offset + UInt64(done))
             header.u32(UInt32(count))
-            header.u32(same ? CheckpointImage.sameAsBase : UInt32(size))
+            header.u32(same ? CheckpointImage.sameAsBase : UInt32(size) | (patched ? CheckpointImage.patch : 0))
             header.u32(crc)
             header.crc()
             headerCRCs.bytes += header.bytes.suffix(4)
@@ -161,12 +186,31 @@ final class CheckpointFileWriter {
             if same {
                 unchangedBytes += UInt64(count)
             } else {
+                if patched, let changed {
+                    unchangedBytes += UInt64(count - changed.reduce(0) { $0 + CheckpointImage.patchPage($1, of: count).count })
+                }
                 try compressed.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[..<size])) }
             }
             chunks += 1
             rawBytes += UInt64(count)
             done += count
         }
+    }
+
+    /// The patch of `piece` whose pages `changed` differ from the base's:
+    /// its map, then those pages; its length.
+    private static func makePatch(_ piece: UnsafeRawBufferPointer, changed: [Int], into patch: UnsafeMutableRawBufferPointer) -> Int {
+        let map = CheckpointImage.patchMapBytes
+        patch.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0, count: map)
+        var length = map
+        for page in changed {
+            patch[page / 8] |= UInt8(1 << (page % 8))
+            let bytes = CheckpointImage.patchPage(page, of: piece.count)
+            UnsafeMutableRawBufferPointer(rebasing: patch[length..<length + bytes.count])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: piece[bytes]))
+            length += bytes.count
+        }
+        return length
     }
 
     /// The end marker, then the image made durable and given its name.
@@ -250,7 +294,7 @@ final class CheckpointFileReader {
         let version = fields.u32(), shelves = Int(fields.u32()), pageSize = fields.u64(), takenAt = fields.u64()
         let id = fields.u64(), baseID = fields.u64()
         let nameLength = Int(fields.u32()), baseLength = Int(fields.u32())
-        guard version == CheckpointImage.version else {
+        guard version == 1 || version == CheckpointImage.version else {
             throw ImageRefusal(description: "\(path) is a checkpoint of version \(version); this poolfs reads version \(CheckpointImage.version)")
         }
         guard shelves >= 1, shelves <= 64, nameLength <= 255, baseLength <= 4096 else { throw refuse("damaged: its header is") }
@@ -275,6 +319,7 @@ final class CheckpointFileReader {
     /// The image this one names for its unchanged chunks (incremental).
     var base: BaseImage?
     private var raw = [UInt8](repeating: 0, count: CheckpointImage.chunkBytes)
+    private var patch = [UInt8](repeating: 0, count: CheckpointImage.chunkBytes + CheckpointImage.patchMapBytes)
     private var headerCRCs = ImageBytes()
     private var chunks: UInt64 = 0
     private var rawBytes: UInt64 = 0
@@ -311,22 +356,28 @@ final class CheckpointFileReader {
         var fields = ImageFields(head)
         let magic = fields.u32(), shelf = Int(fields.u32()), offset = fields.u64()
         let rawCount = Int(fields.u32()), size = fields.u32(), rawCRC = fields.u32()
+        let patched = size != CheckpointImage.sameAsBase && size & CheckpointImage.patch != 0
+        let frameBytes = Int(patched ? size & ~CheckpointImage.patch : size)
         guard magic == CheckpointImage.chunkMagic, fields.crcMatches(), rawCount <= CheckpointImage.chunkBytes,
-              size == CheckpointImage.sameAsBase || Int(size) <= ZSTD_compressBound(CheckpointImage.chunkBytes) else {
+              size == CheckpointImage.sameAsBase || frameBytes <= ZSTD_compressBound(CheckpointImage.chunkBytes) else {
             throw refuse("damaged: chunk \(chunks)'s header does not match its checksum")
         }
         let place = "chunk \(chunks) (shelf \(shelf), offset 0x\(String(offset, radix: 16)))"
-        if size == CheckpointImage.sameAsBase {
+        if size == CheckpointImage.sameAsBase || patched {
             guard let base else { throw refuse("incremental, but no base image was read for it") }
             guard try base.copy(shelf: shelf, offset: offset, count: rawCount, into: &raw) else {
                 throw ImageRefusal(description: "\(path) names \(place) of its base \(base.path), which has no such chunk; nothing was restored")
             }
-        } else {
-            guard let frame = try read(Int(size)), frame.count == Int(size) else { throw refuse("truncated inside chunk \(chunks)") }
-            let got = raw.withUnsafeMutableBytes { out in
-                frame.withUnsafeBytes { ZSTD_decompressDCtx(context, out.baseAddress, out.count, $0.baseAddress, Int(size)) }
+        }
+        if size != CheckpointImage.sameAsBase {
+            guard let frame = try read(frameBytes), frame.count == frameBytes else { throw refuse("truncated inside chunk \(chunks)") }
+            let decompress = { (out: UnsafeMutableRawBufferPointer) in
+                frame.withUnsafeBytes { ZSTD_decompressDCtx(self.context, out.baseAddress, out.count, $0.baseAddress, frameBytes) }
             }
-            guard ZSTD_isError(got) == 0, got == rawCount else { throw refuse("damaged: \(place) does not match its checksum") }
+            let got = patched ? patch.withUnsafeMutableBytes(decompress) : raw.withUnsafeMutableBytes(decompress)
+            guard ZSTD_isError(got) == 0, patched ? applyPatch(length: got, count: rawCount) : got == rawCount else {
+                throw refuse("damaged: \(place) does not match its checksum")
+            }
         }
         guard raw.withUnsafeBytes({ CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[..<rawCount])) }) == rawCRC else {
             throw refuse("damaged: \(place) does not match its checksum")
@@ -335,6 +386,21 @@ final class CheckpointFileReader {
         chunks += 1
         rawBytes += UInt64(rawCount)
         return (shelf, offset, rawCount)
+    }
+
+    /// Lays the pages of the patch just read (`length` bytes) over the
+    /// base's chunk in `raw`; false when the patch is not one for `count` bytes.
+    private func applyPatch(length: Int, count: Int) -> Bool {
+        let map = CheckpointImage.patchMapBytes
+        guard length >= map else { return false }
+        var at = map
+        for page in 0..<CheckpointImage.patchPages(count) where patch[page / 8] & UInt8(1 << (page % 8)) != 0 {
+            let bytes = CheckpointImage.patchPage(page, of: count)
+            guard at + bytes.count <= length else { return false }
+            raw.replaceSubrange(bytes, with: patch[at..<at + bytes.count])
+            at += bytes.count
+        }
+        return at == length
     }
 
     /// The last chunk's bytes.
@@ -377,10 +443,16 @@ final class BaseImage {
         return at.shelf == shelf && at.offset == offset && at.count == count
     }
 
-    /// Whether the base holds exactly `bytes` at that place.
-    func holds(shelf: Int, offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws -> Bool {
-        guard try seek(shelf, offset, bytes.count) else { return false }
-        return reader.withChunk(count: bytes.count) { memcmp($0.baseAddress!, bytes.baseAddress!, bytes.count) == 0 }
+    /// The 4 KiB pages of `bytes` that differ from the base's chunk at
+    /// that place (none: the same bytes); nil when it has no chunk there.
+    func changedPages(shelf: Int, offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws -> [Int]? {
+        guard try seek(shelf, offset, bytes.count) else { return nil }
+        return reader.withChunk(count: bytes.count) { old in
+            (0..<CheckpointImage.patchPages(bytes.count)).filter { page in
+                let range = CheckpointImage.patchPage(page, of: bytes.count)
+                return memcmp(old.baseAddress! + range.lowerBound, bytes.baseAddress! + range.lowerBound, range.count) != 0
+            }
+        }
     }
 
     /// The base's bytes at that place into `raw`; false when it has none.
