@@ -5,9 +5,10 @@ import Glibc
 
 /// What a freeze keeps of the pool's data pages as they were at its
 /// instant (OpenPool+Freeze): the file `freeze` in the pool's directory,
-/// with, for each shelf of that instant, one state word per memory page
-/// and room for that page's bytes, written only for pages written since
-/// (the file is sparse).
+/// with the ranges the freeze needs (every process write-protects those
+/// alone), and for each shelf of that instant one state word per memory
+/// page and room for that page's bytes, written only for pages written
+/// since (the file is sparse).
 ///
 /// A page's state only moves forward, by compare-and-swap, so the three
 /// kinds of users agree without a lock: the process about to write a page
@@ -32,7 +33,9 @@ final class FreezeArea: @unchecked Sendable {
     }
 
     private enum Header {
-        static let magic = 0, generation = 8, shelves = 16
+        static let magic = 0, generation = 8, shelves = 16, ranges = 24
+        /// Then from `bytes` on, `ranges` times: shelf, start, end (u64).
+        static let rangeBytes = 24
         static let value: UInt64 = 0x315A_4545_5246_4F50  // "POFREEZ1"
         static func shelf(_ index: Int) -> Int { 64 + index * 24 }
         static let bytes = 4096
@@ -42,6 +45,8 @@ final class FreezeArea: @unchecked Sendable {
     let generation: UInt32
     /// The shelves it covers: those of the freeze's instant.
     let shelfCount: Int
+    /// The byte ranges of each shelf the freeze needs as they were.
+    let needed: [[Range<Int>]]
     private let states: [Int]
     private let saves: [Int]
     private let lengths: [Int]
@@ -59,12 +64,40 @@ final class FreezeArea: @unchecked Sendable {
         lengths = (0..<shelfCount).map { Int(file.load(UInt64.self, at: Header.shelf($0))) }
         states = (0..<shelfCount).map { Int(file.load(UInt64.self, at: Header.shelf($0) + 8)) }
         saves = (0..<shelfCount).map { Int(file.load(UInt64.self, at: Header.shelf($0) + 16)) }
+        var needed = [[Range<Int>]](repeating: [], count: shelfCount)
+        let count = Int(file.load(UInt64.self, at: Header.ranges))
+        guard count <= ((states.first ?? Header.bytes) - Header.bytes) / Header.rangeBytes else {
+            throw PoolError.damaged(path: file.path, reason: "\(count) ranges")
+        }
+        for index in 0..<count {
+            let at = Header.bytes + index * Header.rangeBytes
+            let shelf = Int(file.load(UInt64.self, at: at))
+            let start = Int(file.load(UInt64.self, at: at + 8)), end = Int(file.load(UInt64.self, at: at + 16))
+            guard shelf < shelfCount, start <= end, end <= lengths[shelf] else {
+                throw PoolError.damaged(path: file.path, reason: "range \(index) lies outside its shelf")
+            }
+            needed[shelf].append(start..<end)
+        }
+        self.needed = needed
     }
 
-    /// A new area for shelves of these lengths (a stale one, left by a
-    /// freezer that died, goes first).
-    static func create(in home: PoolDirectory, generation: UInt32, shelfLengths: [Int]) throws -> FreezeArea {
-        var size = Header.bytes
+    /// A new area for shelves of these lengths, needing these byte ranges
+    /// of each as they are now (a stale area, left by a freezer that died,
+    /// goes first).
+    static func create(in home: PoolDirectory, generation: UInt32, shelfLengths: [Int],
+                       needing needed: [[Range<UInt64>]]) throws -> FreezeArea {
+        // Runs side by side are one range: fewer for every process to protect.
+        var ranges: [(shelf: Int, range: Range<UInt64>)] = []
+        for (shelf, runs) in needed.enumerated() {
+            for run in runs.sorted(by: { $0.lowerBound < $1.lowerBound }) {
+                if let last = ranges.last, last.shelf == shelf, last.range.upperBound == run.lowerBound {
+                    ranges[ranges.count - 1].range = last.range.lowerBound..<run.upperBound
+                } else {
+                    ranges.append((shelf, run))
+                }
+            }
+        }
+        var size = Header.bytes + (ranges.count * Header.rangeBytes + pageBytes - 1) / pageBytes * pageBytes
         var layout: [(states: Int, saves: Int)] = []
         for length in shelfLengths {
             let states = size
@@ -81,8 +114,17 @@ final class FreezeArea: @unchecked Sendable {
             file.store(UInt64(place.states), at: Header.shelf(index) + 8)
             file.store(UInt64(place.saves), at: Header.shelf(index) + 16)
         }
+        file.store(UInt64(ranges.count), at: Header.ranges)
+        for (index, (shelf, range)) in ranges.enumerated() {
+            let at = Header.bytes + index * Header.rangeBytes
+            file.store(UInt64(shelf), at: at)
+            file.store(range.lowerBound, at: at + 8)
+            file.store(range.upperBound, at: at + 16)
+        }
         file.store(Header.value, at: Header.magic)
-        return try FreezeArea(file: file)
+        let area = try FreezeArea(file: file)
+        for (shelf, range) in ranges { area.markNeeded(shelf: shelf, offset: Int(range.lowerBound), count: range.count) }
+        return area
     }
 
     /// The area of freeze `generation`, or nil when there is none (the
@@ -105,9 +147,8 @@ final class FreezeArea: @unchecked Sendable {
         return (file.atomic32(at: at), at)
     }
 
-    /// Marks bytes `[offset, offset+count)` of `shelf` as needed as they
-    /// are now (the freezer, at the instant).
-    func markNeeded(shelf: Int, offset: Int, count: Int) {
+    /// Marks bytes `[offset, offset+count)` of `shelf` as needed as they are now.
+    private func markNeeded(shelf: Int, offset: Int, count: Int) {
         var page = offset / FreezeArea.pageBytes
         while page * FreezeArea.pageBytes < offset + count {
             state(shelf, page).0.store(State.asItWas, ordering: .relaxed)

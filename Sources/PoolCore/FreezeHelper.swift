@@ -7,7 +7,7 @@ import Glibc
 
 /// This process's part in freezes (OpenPool+Freeze). Its thread sleeps on
 /// the pool's freeze word; when a freeze begins it write-protects this
-/// process's mappings of every shelf's data pages (userfaultfd) and says
+/// process's mappings of the runs the freeze needs (userfaultfd) and says
 /// so in the process's participant slot. Then each write here to a page
 /// waits while the thread saves the page as it was, if the freeze still
 /// needs it, and lets the write go. Other threads of the process tell it
@@ -130,13 +130,19 @@ final class FreezeHelper: @unchecked Sendable {
         answer(generation, error: error)
     }
 
-    /// Protects a shelf's data pages here. mutex held.
+    /// Protects here the ranges of a shelf the freeze needs. mutex held.
     private func protect(_ shelf: Shelf) -> Int32 {
-        guard shelf.remote == nil else { return 0 }
+        guard shelf.remote == nil, let needed = area?.needed[shelf.index], !needed.isEmpty else { return 0 }
         guard shelf.file.medium == .dram else { return EOPNOTSUPP }
+        // Registered whole, protected by range: registering ranges would
+        // split the mapping in the kernel once each.
         let start = Int(shelf.geometry.dataOffset)
-        let error = shelf.file.writeProtect(uffd, offset: start, count: shelf.file.length - start)
-        if error == 0 { protected.append(shelf) }
+        var error = shelf.file.register(uffd, offset: start, count: shelf.file.length - start)
+        guard error == 0 else { return error }
+        protected.append(shelf)
+        for range in needed where error == 0 {
+            error = shelf.file.writeProtect(uffd, offset: range.lowerBound, count: range.count)
+        }
         return error
     }
 

@@ -166,18 +166,19 @@ final class MappedFile: @unchecked Sendable {
 
     // MARK: Write protection (freezes)
 
-    /// Registers `[offset, offset+count)` with userfaultfd `uffd` and
-    /// write-protects it: a write there waits until `uffd`'s reader lets it
-    /// go. Returns errno, 0 when done.
+    /// Registers `[offset, offset+count)` with userfaultfd `uffd`, for
+    /// `writeProtect` in it (which alone touches page tables). Returns
+    /// errno, 0 when done.
+    func register(_ uffd: Int32, offset: Int, count: Int) -> Int32 {
+        precondition(offset >= 0 && count >= 0 && offset + count <= length)
+        return CLinux_uffd_register(uffd, base + offset, count) == 0 ? 0 : errno
+    }
+
+    /// Write-protects a registered range: a write there waits until
+    /// `uffd`'s reader lets it go. Returns errno, 0 when done.
     func writeProtect(_ uffd: Int32, offset: Int, count: Int) -> Int32 {
         precondition(offset >= 0 && count >= 0 && offset + count <= length)
-        if CLinux_uffd_register(uffd, base + offset, count) != 0 { return errno }
-        if CLinux_uffd_protect(uffd, base + offset, count, 1) != 0 {
-            let failed = errno
-            _ = CLinux_uffd_unregister(uffd, base + offset, count)
-            return failed
-        }
-        return 0
+        return CLinux_uffd_protect(uffd, base + offset, count, 1) == 0 ? 0 : errno
     }
 
     /// Lets writes to the range go again, waking those waiting; with

@@ -5,22 +5,25 @@ import Glibc
 
 /// Freezes: Mome's instant of a whole pool, for checkpoints and region
 /// clones that programs keep writing. Under the global lock, the freezer
-/// asks every process that has the pool open to write-protect its
-/// mappings of the data pages (FreezeHelper) and waits until all have;
-/// a write meanwhile waits too. That moment is the instant. From then
-/// on, a page allocated at the instant is saved into the freeze's area
-/// before anything writes or frees it, and the freezer reads each page as
-/// it was: from its shelf if nobody saved it, from the area if someone
-/// did. Programs pause only on their first write to each page.
+/// lists the runs it needs (a checkpoint: all but the file system's,
+/// which its snapshot freezes; a clone: the region's), asks every process
+/// that has the pool open to write-protect its mappings of them
+/// (FreezeHelper) and waits until all have; a write meanwhile waits too.
+/// That moment is the instant. From then on, a page of those runs is
+/// saved into the freeze's area before anything writes or frees it, and
+/// the freezer reads each page as it was: from its shelf if nobody saved
+/// it, from the area if someone did. Programs pause only on their first
+/// write to each such page.
 extension OpenPool {
 
     /// How long the freezer waits for every process to protect its shelves.
     static let freezeDeadline: UInt64 = 2_000_000_000
 
-    /// Freezes the pool, runs `atInstant` at the instant (global lock
-    /// held, every process's writes held), and returns the freeze's area.
-    /// End it with `thaw()`, whatever happens.
-    func freeze<R>(atInstant body: () throws -> R) throws -> (FreezeArea, R) {
+    /// Freezes the allocated runs whose tags `including` accepts (all
+    /// others are written on unseen), runs `atInstant` at the instant
+    /// (global lock held, every process's writes to them held), and
+    /// returns the freeze's area. End it with `thaw()`, whatever happens.
+    func freeze<R>(including: (PageEntry.Tag?) -> Bool, atInstant body: () throws -> R) throws -> (FreezeArea, R) {
         let fd = metadata.descriptor
         guard FileLock.tryLock(fd, byte: Layout.LockByte.freezer, .exclusive) else {
             let pid = metadata.load(UInt64.self, at: Layout.Control.freezer)
@@ -35,12 +38,8 @@ extension OpenPool {
                 let control = metadata.atomic32(at: Layout.Control.freeze)
                 var generation = (FreezeHelper.generation(control.load(ordering: .acquiring)) &+ 1) & (1 << 30 - 1)
                 if generation == 0 { generation = 1 }
-                let area = try FreezeArea.create(in: home, generation: generation, shelfLengths: shelves.all.map(\.file.length))
-                for shelf in shelves.all where shelf.remote == nil {
-                    for run in shelf.allocatedRuns() {
-                        area.markNeeded(shelf: shelf.index, offset: Int(run.lowerBound), count: Int(run.count))
-                    }
-                }
+                let area = try FreezeArea.create(in: home, generation: generation, shelfLengths: shelves.all.map(\.file.length),
+                                                 needing: shelves.all.map { $0.remote == nil ? $0.allocatedRuns(including: including) : [] })
                 metadata.store(UInt64(getpid()), at: Layout.Control.freezer)
                 control.store(FreezeHelper.word(generation: generation, .protecting), ordering: .releasing)
                 metadata.wake(at: Layout.Control.freeze)

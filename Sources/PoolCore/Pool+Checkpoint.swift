@@ -41,7 +41,13 @@ extension Pool {
             }
         }
         do {
-            return (try core.freeze(atInstant: collectShelves).1, nil)
+            // The file system's runs (tracked) are frozen by its snapshot,
+            // or unwritten (the command holds an unmounted pool).
+            let notTracked = { (tag: PageEntry.Tag?) -> Bool in
+                if case .tracked = tag { return false }
+                return true
+            }
+            return (try core.freeze(including: notTracked, atInstant: collectShelves).1, nil)
         } catch let PoolError.cannotFreeze(_, reason) {
             return (try core.withGlobalLock(collectShelves), reason)
         }

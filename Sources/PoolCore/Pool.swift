@@ -317,8 +317,8 @@ public final class Pool: @unchecked Sendable {
         let source = try openRegion(name: name)
         let copy = try createRegion(name: newName, size: source.size, placement: placement, access: source.access)
         do {
-            if core.isFreezable {
-                _ = try core.freeze {}
+            if core.isFreezable, let index = core.liveRegionIndex(name) {
+                _ = try core.freeze(including: { $0 == .region(index) }) {}
                 defer { core.thaw() }
                 try copyFrozen(UInt64(source.pages) * core.pageSize, from: source.address, to: copy.address)
             } else {

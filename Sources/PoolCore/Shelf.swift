@@ -209,11 +209,12 @@ final class Shelf: @unchecked Sendable {
         }
     }
 
-    /// The allocated runs, as byte ranges of the shelf file.
-    func allocatedRuns() -> [Range<UInt64>] {
+    /// The allocated runs (those whose tag `including` accepts), as byte
+    /// ranges of the shelf file.
+    func allocatedRuns(including: (PageEntry.Tag?) -> Bool = { _ in true }) -> [Range<UInt64>] {
         var runs: [Range<UInt64>] = []
         forEachHead { page, entry in
-            guard entry.kind == .allocated else { return }
+            guard entry.kind == .allocated, including(entry.tag) else { return }
             let start = geometry.offset(ofPage: page)
             runs.append(start..<(start + UInt64(entry.length) * geometry.pageSize))
         }
