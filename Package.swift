@@ -10,8 +10,10 @@ let package = Package(
         .executable(name: "poolfs-bench", targets: ["PoolBench"]),
         // libpoolcore.so, the C API of include/poolcore.h.
         .library(name: "poolcore", type: .dynamic, targets: ["PoolCoreC"]),
-        // libpoolfs-direct.so: LD_PRELOAD it (or poolfs exec --direct) for direct access.
-        .library(name: "poolfs-direct", type: .dynamic, targets: ["PoolDirect"]),
+        // Direct access's Swift part, loaded by libpoolfs-direct.so (the C
+        // layer a program preloads, built by scripts/deps's
+        // poolfs_build_direct) at its first read of a poolfs file.
+        .library(name: "poolfs-direct-swift", type: .dynamic, targets: ["PoolDirect"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -53,10 +55,15 @@ let package = Package(
             dependencies: ["CLinux"]),
         // Direct access: the interposed libc calls and the copy in C, the
         // rest (leases, mappings, reports) in Swift.
+        // Built here to check it compiles; its library is made by the C
+        // compiler alone (scripts/deps): any library SwiftPM links needs
+        // the Swift runtime (its start-up object calls it), and a
+        // preloaded one would load it into every process (4 ms a start).
         .target(name: "DirectInterposer"),
+        .systemLibrary(name: "CDirect"),
         .target(
             name: "PoolDirect",
-            dependencies: ["DirectInterposer", "DirectFormat", .product(name: "Atomics", package: "swift-atomics")]),
+            dependencies: ["CDirect", "DirectFormat", .product(name: "Atomics", package: "swift-atomics")]),
         .target(
             name: "PoolCoreC",
             dependencies: ["PoolCore"]),

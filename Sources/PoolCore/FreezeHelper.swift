@@ -28,9 +28,11 @@ final class FreezeHelper: @unchecked Sendable {
     static let failed: UInt32 = 1 << 31
 
     private unowned let pool: OpenPool
-    private let stopEvent: Int32
+    private var stopEvent: Int32
     private let stopping = ManagedAtomic<Bool>(false)
     private var thread: JoinableThread?
+    /// The process the thread runs in: a child forked since has none.
+    private var owner: pid_t = 0
     private var started = sem_t()
     private var finished = sem_t()
 
@@ -62,12 +64,18 @@ final class FreezeHelper: @unchecked Sendable {
     /// Starts the thread and waits until it has joined a freeze under way,
     /// so nothing this process writes after opening escapes it.
     func start() {
+        owner = getpid()
         thread = JoinableThread { [self] in run() }
         if thread != nil { while sem_wait(&started) != 0 && errno == EINTR {} }
     }
 
     func stop() {
         guard let thread else { return }
+        guard owner == getpid() else {
+            // Forked: the thread stayed in the parent.
+            self.thread = nil
+            return
+        }
         stopping.store(true, ordering: .releasing)
         var one: UInt64 = 1
         _ = write(stopEvent, &one, 8)
@@ -83,6 +91,28 @@ final class FreezeHelper: @unchecked Sendable {
         thread.join()
         self.thread = nil
         leave()
+    }
+
+    /// In a child forked with the pool open: a thread of its own (the
+    /// parent's stayed behind), with a userfaultfd of its own (the
+    /// inherited one is the parent's, whose protections the child lost).
+    func restartAfterFork() {
+        guard thread != nil, owner != getpid() else { return }
+        thread = nil
+        mutex.withLock {
+            if uffd >= 0 { SystemCall.close(uffd) }
+            uffd = -1
+            protected.removeAll()
+            area = nil
+            joined = 0
+        }
+        SystemCall.close(stopEvent)
+        stopEvent = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        sem_destroy(&started)
+        sem_init(&started, 0, 0)
+        sem_destroy(&finished)
+        sem_init(&finished, 0, 0)
+        start()
     }
 
     private func run() {

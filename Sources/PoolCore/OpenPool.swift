@@ -206,6 +206,16 @@ final class OpenPool: @unchecked Sendable {
         for shelf in shelves.all { shelf.remote?.close() }
     }
 
+    /// In a child that forked with the pool open and goes on with it (a
+    /// mount going to the background): its own freeze helper, and its pid
+    /// in the slot it took over.
+    func didFork() {
+        freezeHelper?.restartAfterFork()
+        guard slot >= 0 else { return }
+        metadata.store(UInt64(getpid()), at: Layout.Participants.slot(slot) + Layout.Participants.pid)
+        metadata.persist(offset: Layout.Participants.slot(slot), count: 64)
+    }
+
     /// For tests of recovery: leaves the pool as a process killed now would,
     /// with its slot, thread caches and logs as they are, but its locks gone.
     func abandon() {

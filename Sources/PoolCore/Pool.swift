@@ -304,6 +304,12 @@ public final class Pool: @unchecked Sendable {
         try core.destroyRegion(name: name)
     }
 
+    /// Call in a child that forked with the pool open and goes on using it
+    /// (a daemon going to the background): it takes the parent's place in
+    /// the pool, with a thread of its own for freezes, which the parent's
+    /// threads did not follow it into.
+    public func didFork() { core.didFork() }
+
     /// A new region `newName` with `name`'s size, owner, mode and bytes as
     /// they were at one instant, whatever processes write meanwhile: the
     /// pool is frozen (OpenPool+Freeze) while the bytes are copied, and a

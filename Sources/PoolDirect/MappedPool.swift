@@ -1,5 +1,5 @@
 import Atomics
-import DirectInterposer
+import CDirect
 import DirectFormat
 import Synchronization
 #if canImport(Glibc)

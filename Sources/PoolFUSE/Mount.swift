@@ -161,6 +161,7 @@ public enum Mount {
         _ = transport.install(on: se, rings: rings)
         defer { fuse_session_unmount(se) }
         fuse_daemonize(foreground ? 1 : 0)
+        if !foreground { pool.didFork() }
         pool.recordExclusiveHolder()
         ready()
         let config = fuse_loop_cfg_create()

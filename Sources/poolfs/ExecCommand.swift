@@ -72,7 +72,7 @@ struct ExecCommand: ParsableCommand {
             .split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         let library = "\(directory)/libpoolfs-direct.so"
         guard access(library, R_OK) == 0 else {
-            throw ValidationError("\(library) is missing: `swift build` builds it beside poolfs")
+            throw ValidationError("\(library) is missing: scripts/run (or scripts/test) builds it beside poolfs")
         }
         let preload = getenv("LD_PRELOAD").map { String(cString: $0) } ?? ""
         setenv("LD_PRELOAD", preload.isEmpty ? library : "\(library) \(preload)", 1)

@@ -102,6 +102,27 @@ struct DirectAccessMountTests {
         }
     }
 
+    /// The preloaded library is C alone: a program that reads no poolfs
+    /// file never maps the Swift runtime; one that does maps the Swift
+    /// part at its first read.
+    @Test func theSwiftPartLoadsAtTheFirstPoolfsRead() throws {
+        let mounted = try MountedPool(size: 32 << 20)
+        #expect(store(pattern(65536, seed: 4), mounted.path("f")))
+        let preload = "LD_PRELOAD=" + builtExecutable("libpoolfs-direct.so")
+        let other = try run("env", [preload, "cat", "/proc/self/maps"])
+        #expect(other.status == 0 && other.output.contains("libpoolfs-direct.so")
+                && !other.output.contains("libswiftCore"), "\(other.output)")
+        let reader = try run("env", [preload, DirectAccessMountTests.python, "-c", """
+            import os, sys
+            fd = os.open(sys.argv[1], os.O_RDONLY)
+            before = open("/proc/self/maps").read()
+            os.pread(fd, 4, 0)
+            after = open("/proc/self/maps").read()
+            print("swift" in before, "libpoolfs-direct-swift.so" in after)
+            """, mounted.path("f")])
+        #expect(reader.status == 0 && reader.output == "False True", "\(reader.output)")
+    }
+
     /// A direct writer and a reader through the mount, then the other way.
     @Test func aDirectWriterAndAMountReaderSeeEachOtherAtOnce() throws {
         let mounted = try MountedPool(size: 32 << 20)

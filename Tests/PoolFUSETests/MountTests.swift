@@ -166,7 +166,17 @@ import TestSupport
         defer { _ = try? run("fusermount3", ["-u", "-z", mountpoint]) }
         let info = try String(contentsOfFile: mountpoint + "/.pool/info", encoding: .utf8)
         #expect(info.hasPrefix("pool       fstab\n"))
+        // The daemon (forked by the mount) takes part in freezes with a
+        // thread of its own, and its slot names it.
+        let pool = try Pool.open(name: "fstab", at: scratch.path)
+        let daemon = pool.info().processes.first { $0 != getpid() } ?? 0
+        #expect(daemon > 0 && kill(daemon, 0) == 0)
+        try pool.createRegion(name: "r", size: 1 << 20)
+        #expect(throws: Never.self) { try pool.cloneRegion(name: "r", as: "copy") }
+        pool.close()
         #expect(try run("umount", [mountpoint]).status == 0)
+        // And it ends when unmounted, its thread stopped.
+        #expect(eventually(within: 10) { kill(daemon, 0) != 0 || processState(daemon) == "Z" }, "the daemon \(daemon) lingers")
     }
 
     @Test func sigtermUnmounts() throws {
@@ -176,4 +186,11 @@ import TestSupport
         let mounts = try String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)
         #expect(!mounts.contains(mounted.mountpoint))
     }
+}
+
+/// A process's state letter from /proc (Z: a zombie, gone but not reaped).
+func processState(_ pid: Int32) -> String {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return "" }
+    return String(stat[stat.index(close, offsetBy: 2)])
 }

@@ -1,8 +1,9 @@
 // The interposition layer of libpoolfs-direct.so: the libc calls it takes
 // over, the table of descriptors it serves, and the copy that skips the
 // FUSE round trip. Everything that is not a copy (leasing a layout,
-// mapping shelves, reporting writes) is Swift (Sources/PoolDirect), called
-// through the pd_swift_* functions below, which it defines with @_cdecl.
+// mapping shelves, reporting writes) is Swift (Sources/PoolDirect, built as
+// libpoolfs-direct-swift.so), called through the pd_swift_* functions
+// below, which it defines with @_cdecl; it calls the pd_* ones back.
 #ifndef POOLFS_DIRECT_H
 #define POOLFS_DIRECT_H
 
@@ -66,7 +67,8 @@ void pd_layout_set(struct pd_layout *layout, uint64_t index, uint64_t start, uin
 void pd_file_publish(struct pd_file *file, struct pd_layout *layout);
 struct pd_file *pd_file_new(void);
 
-// Defined in Swift.
+// Defined in Swift, in libpoolfs-direct-swift.so, which the C side loads
+// at its first lease and calls through pointers.
 // After open: a file of a poolfs mount gets its state, anything else NULL.
 struct pd_file *pd_swift_attach(int fd, int flags);
 // The layout's generation moved: copy it again; 0 on success.
