@@ -121,22 +121,22 @@ enum DirectFiles {
 }
 
 @_cdecl("pd_swift_attach")
-func pd_swift_attach(_ fd: Int32, _ flags: Int32) -> UnsafeMutablePointer<pd_file>? {
+public func pd_swift_attach(_ fd: Int32, _ flags: Int32) -> UnsafeMutablePointer<pd_file>? {
     DirectFiles.attach(fd, flags: flags)
 }
 
 @_cdecl("pd_swift_refresh")
-func pd_swift_refresh(_ file: UnsafeMutablePointer<pd_file>?) -> Int32 {
+public func pd_swift_refresh(_ file: UnsafeMutablePointer<pd_file>?) -> Int32 {
     guard let file else { return 1 }
     return DirectFiles.refresh(file)
 }
 
 @_cdecl("pd_swift_report")
-func pd_swift_report(_ fd: Int32, _ start: UInt64, _ end: UInt64) {
+public func pd_swift_report(_ fd: Int32, _ start: UInt64, _ end: UInt64) {
     DirectFiles.report(fd, start: start, end: end)
 }
 
 @_cdecl("pd_swift_forked")
-func pd_swift_forked() {
+public func pd_swift_forked() {
     DirectFiles.forked()
 }
