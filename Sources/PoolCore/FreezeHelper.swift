@@ -260,9 +260,11 @@ final class FreezeHelper: @unchecked Sendable {
     /// Runs about to be freed (global lock held): pages the freeze still
     /// needs are saved first.
     func willFree(_ shelf: Shelf, pages: Range<Int>) {
+        // Nearly always no freeze: one load, not the mutex.
+        let word = control.load(ordering: .acquiring)
+        guard FreezeHelper.phase(word) == .frozen else { return }
         mutex.withLock {
-            guard let area, FreezeHelper.phase(control.load(ordering: .acquiring)) == .frozen,
-                  FreezeHelper.generation(control.load(ordering: .acquiring)) == area.generation else { return }
+            guard let area, FreezeHelper.generation(word) == area.generation else { return }
             let start = Int(shelf.geometry.offset(ofPage: pages.lowerBound))
             let end = Int(shelf.geometry.offset(ofPage: pages.upperBound - 1)) + Int(shelf.geometry.pageSize)
             for offset in stride(from: start, to: end, by: FreezeArea.pageBytes) {

@@ -213,13 +213,31 @@ final class MappedFile: @unchecked Sendable {
         precondition(offset >= 0 && offset + source.count <= length)
         guard let from = source.baseAddress, source.count > 0 else { return }
         if medium == .dram, MappedFile.mayWriteAnywhere, source.count >= MappedFile.coldCopyMinimum, !isResident(offset) {
-            try SystemCall.calling("pwrite", path, descriptor) {
-                _ = try $0.writeAll(toAbsoluteOffset: Int64(offset), UnsafeRawBufferPointer(start: from, count: source.count))
-            }
+            try writeByFile(at: offset, source)
             copiesThroughFile.wrappingIncrement(ordering: .relaxed)
             return
         }
         (base + offset).copyMemory(from: from, byteCount: source.count)
+    }
+
+    /// Writes `bytes` at `offset` with pwrite, not through the mapping.
+    func writeByFile(at offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
+        precondition(offset >= 0 && offset + bytes.count <= length)
+        try SystemCall.calling("pwrite", path, descriptor) { _ = try $0.writeAll(toAbsoluteOffset: Int64(offset), bytes) }
+    }
+
+    /// Reads `buffer.count` bytes at `offset` with pread: no page fault for
+    /// each page this process has not touched through the mapping.
+    func readByFile(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws {
+        precondition(offset >= 0 && offset + buffer.count <= length)
+        guard let start = buffer.baseAddress else { return }
+        var done = 0
+        while done < buffer.count {
+            let n = pread(descriptor, start + done, buffer.count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw PoolError.system(call: "pread", path: path, errno: n < 0 ? errno : EIO) }
+            done += n
+        }
     }
 
     /// Whether no file size limit (RLIMIT_FSIZE) applies: pwrite past one

@@ -114,29 +114,22 @@ extension OpenPool {
     /// (not this process's mapping, which would fault each page in), as
     /// they were at the instant while this process freezes the pool.
     func readShelf(_ index: Int, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
-        guard let shelf = shelves[index], shelf.remote == nil, offset <= UInt64(shelf.file.length),
-              buffer.count <= shelf.file.length - Int(offset), let base = buffer.baseAddress else {
-            throw PoolError.invalidAddress(GlobalAddress(shelf: index, offset: offset), reason: "\(buffer.count) bytes past its shelf")
-        }
-        var done = 0
-        while done < buffer.count {
-            let n = pread(shelf.file.descriptor, base + done, buffer.count - done, off_t(offset) + off_t(done))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw PoolError.system(call: "pread", path: shelf.file.path, errno: n < 0 ? errno : EIO) }
-            done += n
-        }
+        try localFile(index, offset: offset, count: buffer.count).readByFile(at: Int(offset), into: buffer)
         freezing.withLock { $0 }?.takeAsTheyWere(shelf: index, offset: Int(offset), into: buffer)
     }
 
     /// Writes `bytes` into shelf `index` at `offset` by its file: no write
     /// fault where this process's mapping is protected by its own freeze.
     func writeShelf(_ index: Int, offset: UInt64, from bytes: UnsafeRawBufferPointer) throws {
+        try localFile(index, offset: offset, count: bytes.count).writeByFile(at: Int(offset), bytes)
+    }
+
+    /// The file of local shelf `index`, which `count` bytes at `offset` lie in.
+    private func localFile(_ index: Int, offset: UInt64, count: Int) throws -> MappedFile {
         guard let shelf = shelves[index], shelf.remote == nil, offset <= UInt64(shelf.file.length),
-              bytes.count <= shelf.file.length - Int(offset) else {
-            throw PoolError.invalidAddress(GlobalAddress(shelf: index, offset: offset), reason: "\(bytes.count) bytes past its shelf")
+              count <= shelf.file.length - Int(offset) else {
+            throw PoolError.invalidAddress(GlobalAddress(shelf: index, offset: offset), reason: "\(count) bytes past its shelf")
         }
-        try SystemCall.calling("pwrite", shelf.file.path, shelf.file.descriptor) {
-            _ = try $0.writeAll(toAbsoluteOffset: Int64(offset), bytes)
-        }
+        return shelf.file
     }
 }
