@@ -32,9 +32,9 @@
 // Set while this thread runs the library's own code (Swift's slow path):
 // its opens and closes go straight to libc.
 static __thread int inside __attribute__((tls_model("initial-exec")));
+// Stored and cleared atomically, never under a lock: close and dup must
+// not wait in a signal handler for a lock the thread it interrupted holds.
 static struct pd_file *files[MAX_FILES];
-// Closes and the reporter thread: a file is freed only under it.
-static pthread_mutex_t files_mutex = PTHREAD_MUTEX_INITIALIZER;
 static int disabled;
 // POOLFS_DIRECT_COPY_DELAY_US: a pause between the generation's check and
 // the copy, for tests that change a file under a copy in progress.
@@ -77,7 +77,6 @@ static int reporter_started;
 // never loads the Swift runtime (4 ms at each start, measured).
 static struct pd_file *(*swift_attach)(int, int);
 static int (*swift_refresh)(struct pd_file *);
-static void (*swift_report)(int, uint64_t, uint64_t);
 static void (*swift_forked)(void);
 static pthread_once_t swift_once = PTHREAD_ONCE_INIT;
 
@@ -91,16 +90,14 @@ static void load_swift(void) {
     void *library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     void *attach = library ? dlsym(library, "pd_swift_attach") : NULL;
     void *refresh = library ? dlsym(library, "pd_swift_refresh") : NULL;
-    void *report = library ? dlsym(library, "pd_swift_report") : NULL;
     void *forked = library ? dlsym(library, "pd_swift_forked") : NULL;
-    if (!attach || !refresh || !report || !forked) {
+    if (!attach || !refresh || !forked) {
         const char *why = dlerror();
         fprintf(stderr, "libpoolfs-direct: cannot load %s (%s): poolfs files go through the mount\n", path,
                 why ? why : "its functions are missing");
         return;
     }
     swift_refresh = (int (*)(struct pd_file *))refresh;
-    swift_report = (void (*)(int, uint64_t, uint64_t))report;
     swift_forked = (void (*)(void))forked;
     __atomic_store_n(&swift_attach, (struct pd_file *(*)(int, int))attach, __ATOMIC_RELEASE);
 }
@@ -165,6 +162,7 @@ __attribute__((constructor)) static void load(void) {
 int pd_real_open(const char *path, int flags, unsigned mode) { return REAL(open)(path, flags, mode); }
 int pd_real_close(int fd) { return REAL(close)(fd); }
 int pd_real_ioctl(int fd, unsigned long request, void *argument) { return REAL(ioctl)(fd, request, argument); }
+unsigned long pd_wrote_request(void) { return _IOC(_IOC_WRITE, 'p', 2, 32); }
 
 // MARK: Layouts
 
@@ -184,27 +182,6 @@ void pd_layout_set(struct pd_layout *layout, uint64_t index, uint64_t start, uin
 void pd_file_publish(struct pd_file *file, struct pd_layout *layout) {
     layout->older = __atomic_load_n(&file->layout, __ATOMIC_ACQUIRE);
     __atomic_store_n(&file->layout, layout, __ATOMIC_RELEASE);
-}
-
-struct pd_file *pd_file_new(void) {
-    struct pd_file *file = calloc(1, sizeof(struct pd_file));
-    if (file == NULL) return NULL;
-    pthread_mutex_init(&file->offset_lock, NULL);
-    pthread_mutex_init(&file->refresh_lock, NULL);
-    file->written_start = UINT64_MAX;
-    return file;
-}
-
-static void file_free(struct pd_file *file) {
-    struct pd_layout *layout = file->layout;
-    while (layout != NULL) {
-        struct pd_layout *older = layout->older;
-        free(layout);
-        layout = older;
-    }
-    pthread_mutex_destroy(&file->offset_lock);
-    pthread_mutex_destroy(&file->refresh_lock);
-    free(file);
 }
 
 // The file served for `fd`, held (`let_go` after): a close meanwhile
@@ -263,10 +240,13 @@ static void read_mounts(void) {
 
 static int on_poolfs(dev_t device) {
     int found = 0, known = 0;
-    pthread_mutex_lock(&devices_mutex);
+    // A signal handler's open sees only the devices known already: it
+    // neither waits for the lock nor parses mountinfo.
+    int in_handler = pd_in_signal_handler();
+    if (in_handler ? pthread_mutex_trylock(&devices_mutex) != 0 : pthread_mutex_lock(&devices_mutex) != 0) return 0;
     for (int i = 0; i < poolfs_count && !known; i++) if (poolfs_devices[i] == device) found = known = 1;
     for (int i = 0; i < other_count && !known; i++) if (other_devices[i] == device) known = 1;
-    if (!known) {
+    if (!known && !in_handler) {
         read_mounts();
         for (int i = 0; i < poolfs_count; i++) if (poolfs_devices[i] == device) found = 1;
         if (!found) {
@@ -291,8 +271,10 @@ static void start_reporter(void);
 
 // A candidate's first read or write: its layout leased now. A write to an
 // empty file (a create's first write) leaves it a candidate: it grows the
-// file, which only the mount does.
+// file, which only the mount does; so does a call in a signal handler.
 static struct pd_file *lease(int fd, int writing) {
+    if (pd_in_signal_handler()) return NULL;
+    pd_files_reclaim();
     if (writing) {
         struct stat info;
         if (fstat(fd, &info) != 0 || info.st_size == 0) return NULL;
@@ -305,9 +287,11 @@ static struct pd_file *lease(int fd, int writing) {
     inside = 0;
     if (file == NULL) return NULL;
     file->descriptors = 1;
-    pthread_mutex_lock(&files_mutex);
-    __atomic_store_n(&files[fd], file, __ATOMIC_SEQ_CST);
-    pthread_mutex_unlock(&files_mutex);
+    struct pd_file *none = NULL;
+    if (!__atomic_compare_exchange_n(&files[fd], &none, file, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+        pd_file_release(file);
+        return NULL;
+    }
     if (file->writable) start_reporter();
     return hold(fd);
 }
@@ -327,6 +311,13 @@ static uint64_t coarse_now(void) {
     return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
 }
 
+// Tells the mount that bytes [start, end) were written directly: an
+// ioctl, safe in a signal handler.
+static void report_range(int fd, uint64_t start, uint64_t end) {
+    uint64_t request[4] = {start, end, 0, 0};
+    REAL(ioctl)(fd, pd_wrote_request(), request);
+}
+
 // Tells the mount what was written since the last report.
 static void report_written(int fd, struct pd_file *file) {
     uint64_t end = __atomic_exchange_n(&file->written_end, 0, __ATOMIC_ACQ_REL);
@@ -335,10 +326,7 @@ static void report_written(int fd, struct pd_file *file) {
     // A write between the two exchanges: the range reported is wider, never narrower.
     if (start >= end) start = 0;
     __atomic_store_n(&file->reported_at, coarse_now(), __ATOMIC_RELAXED);
-    int was_inside = inside;
-    inside = 1;
-    swift_report(fd, start, end);
-    inside = was_inside;
+    report_range(fd, start, end);
 }
 
 // The descriptor is going (close, dup2 over it, fclose): its writes are
@@ -347,18 +335,17 @@ static void forget(int fd) {
     if (fd < 0 || fd >= MAX_FILES) return;
     __atomic_store_n(&candidates[fd], 0, __ATOMIC_RELEASE);
     if (__atomic_load_n(&files[fd], __ATOMIC_ACQUIRE) == NULL) return;
-    pthread_mutex_lock(&files_mutex);
-    struct pd_file *file = files[fd];
-    __atomic_store_n(&files[fd], NULL, __ATOMIC_SEQ_CST);
-    int last = file != NULL && --file->descriptors == 0;
-    pthread_mutex_unlock(&files_mutex);
-    // Another descriptor (dup) still serves it.
-    if (!last) return;
-    // A thread still copying through it (a close racing a read is the
-    // program's race, but must not fault) finishes first.
-    while (__atomic_load_n(&file->users, __ATOMIC_SEQ_CST) != 0) sched_yield();
+    struct pd_file *file = __atomic_exchange_n(&files[fd], NULL, __ATOMIC_SEQ_CST);
+    if (file == NULL) return;
+    int in_handler = pd_in_signal_handler();
+    if (__atomic_sub_fetch(&file->descriptors, 1, __ATOMIC_ACQ_REL) != 0) {
+        // Another descriptor (dup) still serves it; the reporter, which
+        // may be reporting through this one, finishes before it closes.
+        while (!in_handler && __atomic_load_n(&file->users, __ATOMIC_SEQ_CST) != 0) sched_yield();
+        return;
+    }
     report_written(fd, file);
-    file_free(file);
+    pd_file_close(file, in_handler);
 }
 
 static int open_mode(int flags, va_list arguments) {
@@ -401,15 +388,22 @@ int creat64(const char *path, mode_t mode) __attribute__((alias("creat")));
 // does with its input, or a shell's redirection).
 static void duplicated(int old, int new) {
     if (new < 0 || new >= MAX_FILES || old == new) return;
-    pthread_mutex_lock(&files_mutex);
-    struct pd_file *file = old >= 0 && old < MAX_FILES ? files[old] : NULL;
-    if (file != NULL && files[new] == NULL) {
-        file->descriptors++;
-        __atomic_store_n(&files[new], file, __ATOMIC_SEQ_CST);
-    } else if (old >= 0 && old < MAX_FILES && candidates[old]) {
-        __atomic_store_n(&candidates[new], 1, __ATOMIC_RELEASE);
+    struct pd_file *file = hold(old);
+    if (file == NULL) {
+        if (old >= 0 && old < MAX_FILES && __atomic_load_n(&candidates[old], __ATOMIC_ACQUIRE)) {
+            __atomic_store_n(&candidates[new], 1, __ATOMIC_RELEASE);
+        }
+        return;
     }
-    pthread_mutex_unlock(&files_mutex);
+    // Counted only while some descriptor still serves it (a close of
+    // `old` in another thread may have just let it go).
+    int count = __atomic_load_n(&file->descriptors, __ATOMIC_ACQUIRE);
+    while (count > 0 && !__atomic_compare_exchange_n(&file->descriptors, &count, count + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {}
+    struct pd_file *none = NULL;
+    if (count > 0 && !__atomic_compare_exchange_n(&files[new], &none, file, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+        __atomic_sub_fetch(&file->descriptors, 1, __ATOMIC_ACQ_REL);
+    }
+    let_go(file);
 }
 
 int dup(int old) {
@@ -519,7 +513,7 @@ static inline void tally(uint64_t *counter, uint64_t amount) {
 // No lock is waited for here: read(2) and write(2) must not block in a
 // signal handler on a lock the interrupted thread holds.
 static int refresh(struct pd_file *file) {
-    if (pthread_mutex_trylock(&file->refresh_lock) != 0) return 0;
+    if (pd_in_signal_handler() || pthread_mutex_trylock(&file->refresh_lock) != 0) return 0;
     int was_inside = inside;
     inside = 1;
     int failed = swift_refresh(file);
@@ -596,7 +590,7 @@ static ssize_t copy(struct pd_file *file, const struct iovec *vector, int count,
         tally(&area->client[writing ? 6 : 5], 1);
         if (writing) {
             // A forked child has no reporter until it starts one.
-            if (!__atomic_load_n(&reporter_started, __ATOMIC_RELAXED)) start_reporter();
+            if (!__atomic_load_n(&reporter_started, __ATOMIC_RELAXED) && !pd_in_signal_handler()) start_reporter();
             note_written(file, offset, offset + done);
         }
         return (ssize_t)done;
@@ -733,13 +727,17 @@ static void *reporter(void *unused) {
     for (;;) {
         sleep(1);
         uint64_t now = coarse_now();
-        pthread_mutex_lock(&files_mutex);
         for (int fd = 0; fd < MAX_FILES; fd++) {
-            struct pd_file *file = files[fd];
-            if (file == NULL || __atomic_load_n(&file->written_end, __ATOMIC_ACQUIRE) == 0) continue;
-            if (now - __atomic_load_n(&file->reported_at, __ATOMIC_RELAXED) >= 900000000u) report_written(fd, file);
+            if (__atomic_load_n(&files[fd], __ATOMIC_RELAXED) == NULL) continue;
+            struct pd_file *file = hold(fd);
+            if (file == NULL) continue;
+            if (__atomic_load_n(&file->written_end, __ATOMIC_ACQUIRE) != 0
+                && now - __atomic_load_n(&file->reported_at, __ATOMIC_RELAXED) >= 900000000u) {
+                report_written(fd, file);
+            }
+            let_go(file);
         }
-        pthread_mutex_unlock(&files_mutex);
+        pd_files_reclaim();
     }
     return NULL;
 }
@@ -912,10 +910,7 @@ static int mapping_at(const void *address, size_t length) {
 // move, and its next fsync makes the range durable.
 static void report_mapping(const struct mapping *m, const unsigned char *low, size_t length) {
     uint64_t start = m->offset + (uint64_t)(low - m->base);
-    int was_inside = inside;
-    inside = 1;
-    swift_report(m->descriptor, start, start + length);
-    inside = was_inside;
+    report_range(m->descriptor, start, start + length);
 }
 
 int msync(void *address, size_t length, int flags) {

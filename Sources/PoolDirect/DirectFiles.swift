@@ -8,14 +8,17 @@ import Glibc
 
 /// The Swift side of libpoolfs-direct.so (the C side is
 /// Sources/DirectInterposer): leasing an open file's layout from the
-/// mount, copying it out of the pool's area as it changes, and telling the
-/// mount what was written. Called with the C side's guard set, so the
-/// files it opens here go straight to libc.
+/// mount and copying it out of the pool's area as it changes. Called with
+/// the C side's guard set, so the files it opens here go straight to libc,
+/// and never in a signal handler (the C side leaves those calls to the
+/// mount), so it may allocate.
 enum DirectFiles {
     /// Pools by directory; a new mount of one replaces it.
     static let pools = Mutex<[String: MappedPool]>([:])
 
     static func attach(_ fd: Int32, flags: Int32) -> UnsafeMutablePointer<pd_file>? {
+        // The C side reports writes with its own copy of the request.
+        guard pd_wrote_request() == UInt(DirectRequest.wrote) else { return nil }
         var reply = [UInt8](repeating: 0, count: DirectRequest.leaseBytes)
         let answered = reply.withUnsafeMutableBytes {
             pd_real_ioctl(fd, UInt(DirectRequest.lease), $0.baseAddress) == 0
@@ -42,7 +45,7 @@ enum DirectFiles {
         file.pointee.writable = access != O_RDONLY && flags & O_APPEND == 0 ? 1 : 0
         guard refresh(file) == 0 else {
             // Its first layout could not be read: the mount serves it.
-            free(file)
+            pd_file_release(file)
             return nil
         }
         return file
@@ -104,11 +107,6 @@ enum DirectFiles {
         return 1
     }
 
-    static func report(_ fd: Int32, start: UInt64, end: UInt64) {
-        var request = [start.littleEndian, end.littleEndian, 0, 0]
-        _ = request.withUnsafeMutableBytes { pd_real_ioctl(fd, UInt(DirectRequest.wrote), $0.baseAddress) }
-    }
-
     /// A forked child counts its copies in slots of its own.
     static func forked() {
         // A lock another thread held at the fork stays held in the child:
@@ -129,11 +127,6 @@ public func pd_swift_attach(_ fd: Int32, _ flags: Int32) -> UnsafeMutablePointer
 public func pd_swift_refresh(_ file: UnsafeMutablePointer<pd_file>?) -> Int32 {
     guard let file else { return 1 }
     return DirectFiles.refresh(file)
-}
-
-@_cdecl("pd_swift_report")
-public func pd_swift_report(_ fd: Int32, _ start: UInt64, _ end: UInt64) {
-    DirectFiles.report(fd, start: start, end: end)
 }
 
 @_cdecl("pd_swift_forked")

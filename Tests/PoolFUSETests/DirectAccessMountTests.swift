@@ -123,6 +123,73 @@ struct DirectAccessMountTests {
         #expect(reader.status == 0 && reader.output == "False True", "\(reader.output)")
     }
 
+    /// A signal handler may read and close any time (POSIX's read and close
+    /// are async-signal-safe): there the library never leases, reads a moved
+    /// layout or frees, since the thread it interrupted may hold malloc's
+    /// lock. Such calls go to the mount; the fast path serves them as usual.
+    @Test func callsInSignalHandlersTakeNoSlowPath() throws {
+        let mounted = try MountedPool(size: 32 << 20)
+        let content = pattern(1 << 20, seed: 9)
+        #expect(store(content, mounted.path("f")))
+        #expect(store(content, mounted.path("g")))
+        let reader = try Child(try DirectAccessMountTests.signalReader(mounted), [],
+                               environment: ["LD_PRELOAD": builtExecutable("libpoolfs-direct.so")])
+        defer {
+            reader.kill9()
+            reader.wait()
+        }
+        func bytes(_ offset: Int) -> String { DirectAccessMountTests.hex(content[offset..<offset + 4]) }
+        func reads() -> Int { DirectAccessMountTests.served(mounted).reads }
+        let fd = reader.ask("open \(mounted.path("f"))")
+        let start = reads()
+        // A file's first read, in a handler: the mount answers, nothing is loaded.
+        #expect(reader.ask("handler-pread \(fd) 0 4") == bytes(0))
+        #expect(reader.ask("swift") == "0" && reads() == start)
+        // The same file outside a handler: leased, then served directly.
+        #expect(reader.ask("pread \(fd) 4096 4") == bytes(4096))
+        #expect(reader.ask("swift") == "1" && reads() == start + 1)
+        // A leased file whose layout has not moved: the fast path serves the handler too.
+        #expect(reader.ask("handler-pread \(fd) 8192 4") == bytes(8192) && reads() == start + 2)
+        // Its layout moves: the handler's read goes to the mount, the next one outside reads the layout again.
+        #expect(truncate(mounted.path("f"), 1 << 19) == 0)
+        #expect(reader.ask("handler-pread \(fd) 12288 4") == bytes(12288) && reads() == start + 2)
+        #expect(reader.ask("pread \(fd) 16384 4") == bytes(16384) && reads() == start + 3)
+        // A handler left by siglongjmp no longer counts: the next file is leased.
+        #expect(reader.ask("jump") == "jumped")
+        let other = reader.ask("open \(mounted.path("g"))")
+        #expect(reader.ask("pread \(other) 0 4") == bytes(0) && reads() == start + 4)
+        // Programs see their own handlers.
+        #expect(reader.ask("old-handler") == "same")
+        // A close in a handler: the number's next file reads its own bytes.
+        #expect(reader.ask("handler-close \(fd)") == "ok")
+        #expect(store(Array(content.reversed()), mounted.path("h")))
+        #expect(reader.ask("open \(mounted.path("h"))") == fd)
+        #expect(reader.ask("pread \(fd) 0 4") == DirectAccessMountTests.hex(content.reversed().prefix(4))
+                && reads() == start + 5)
+    }
+
+    /// Tests/CExample/signal_reader.c, compiled into the pool's scratch directory.
+    static func signalReader(_ mounted: MountedPool) throws -> String {
+        let program = mounted.scratch.path + "/signal_reader"
+        let compiled = try run("cc", ["-std=c11", "-Wall", "-Wextra", "-Werror",
+                                      repositoryRoot + "/Tests/CExample/signal_reader.c", "-o", program])
+        #expect(compiled.status == 0, "\(compiled.output)")
+        return program
+    }
+
+    /// A handler that opens, reads and closes a file every 200 µs while the
+    /// program it interrupts allocates without pause: each read right, and
+    /// malloc's state intact (taking the slow path there aborted the
+    /// program in malloc within a second, 3 runs of 3).
+    @Test func aHandlerInterruptingMallocReadsSafely() throws {
+        let mounted = try MountedPool(size: 32 << 20)
+        #expect(store(pattern(1 << 20, seed: 10), mounted.path("f")))
+        let storm = try run("env", ["LD_PRELOAD=" + builtExecutable("libpoolfs-direct.so"),
+                                    try DirectAccessMountTests.signalReader(mounted), "storm", mounted.path("f"), "1"])
+        let counts = storm.output.split(separator: " ").compactMap { Int($0) }
+        #expect(storm.status == 0 && counts.count == 2 && counts[0] > 100 && counts[0] == counts[1], "\(storm.output)")
+    }
+
     /// A direct writer and a reader through the mount, then the other way.
     @Test func aDirectWriterAndAMountReaderSeeEachOtherAtOnce() throws {
         let mounted = try MountedPool(size: 32 << 20)

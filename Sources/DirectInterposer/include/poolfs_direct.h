@@ -1,7 +1,7 @@
 // The interposition layer of libpoolfs-direct.so: the libc calls it takes
 // over, the table of descriptors it serves, and the copy that skips the
 // FUSE round trip. Everything that is not a copy (leasing a layout,
-// mapping shelves, reporting writes) is Swift (Sources/PoolDirect, built as
+// mapping shelves) is Swift (Sources/PoolDirect, built as
 // libpoolfs-direct-swift.so), called through the pd_swift_* functions
 // below, which it defines with @_cdecl; it calls the pd_* ones back.
 #ifndef POOLFS_DIRECT_H
@@ -53,11 +53,29 @@ struct pd_file {
     uint64_t written_start, written_end; // written since the last report (atomic; empty: MAX, 0)
     uint64_t reported_at;              // CLOCK_MONOTONIC_COARSE, ns
     uint64_t users;                    // copies under way; a close waits for them
-    int descriptors;                   // descriptors that serve it (dup); the table's mutex
+    int descriptors;                   // descriptors that serve it (dup), atomic
     uint64_t slot;                     // the layout's slot in the area, and the file it must name
     uint64_t inode;
     void *pool;                        // Swift's MappedPool, unretained
 };
+
+// A file's state, from a fixed table (file_slots.c); NULL when all are
+// taken (the mount then serves the file).
+struct pd_file *pd_file_new(void);
+// Frees its layouts and its slot; no copy may use it.
+void pd_file_release(struct pd_file *file);
+// Its last descriptor went: released once no copy uses it (later, by
+// pd_files_reclaim, when that is a signal handler).
+void pd_file_close(struct pd_file *file, int in_handler);
+void pd_files_reclaim(void);
+
+// Whether this thread runs a signal handler the program installed
+// (signals.c): the slow paths, which allocate and lock, are not taken there.
+int pd_in_signal_handler(void);
+
+// The ioctl that tells the mount which bytes were written directly
+// (DirectRequest.wrote: _IOW('p', 2, 32 bytes)).
+unsigned long pd_wrote_request(void);
 
 // Makes a layout of `count` runs (runs filled by the caller).
 struct pd_layout *pd_layout_new(uint64_t generation, uint64_t count);
@@ -65,7 +83,6 @@ void pd_layout_set(struct pd_layout *layout, uint64_t index, uint64_t start, uin
                    unsigned char *base, int writable, int shelf, uint64_t shelf_offset);
 // Publishes `layout` as the file's newest.
 void pd_file_publish(struct pd_file *file, struct pd_layout *layout);
-struct pd_file *pd_file_new(void);
 
 // Defined in Swift, in libpoolfs-direct-swift.so, which the C side loads
 // at its first lease and calls through pointers.
@@ -73,8 +90,6 @@ struct pd_file *pd_file_new(void);
 struct pd_file *pd_swift_attach(int fd, int flags);
 // The layout's generation moved: copy it again; 0 on success.
 int pd_swift_refresh(struct pd_file *file);
-// Bytes [start, end) were written directly; tells the mount.
-void pd_swift_report(int fd, uint64_t start, uint64_t end);
 // In the child after fork: its own client slots.
 void pd_swift_forked(void);
 // Pins again, in the child's own client slots, what the parent's mappings pinned.
