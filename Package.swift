@@ -80,7 +80,7 @@ let package = Package(
         // The libfuse3 low-level adapter: requests in, PoolFS calls, replies out.
         .target(
             name: "PoolFUSE",
-            dependencies: ["PoolFS", "DirectFormat", "FUSETransport", "PoolThreads", "CFuse"]),
+            dependencies: ["PoolFS", "DirectFormat", "FUSETransport", "PoolThreads", "CFuse", "CLinux"]),
         // Memory nodes and RemotePool over UCX: a pool other machines use.
         .target(
             name: "PoolNet",

@@ -35,8 +35,10 @@ extension FUSEAdapter {
                 let end = UInt64(littleEndian: input.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
                 guard start <= end else { throw FileSystemError.invalid }
                 try fs.noteDirectWrite(inode, range: start..<end)
-                // The kernel's copy of the times is stale now.
+                // The kernel's copy of the times is stale now, and of the
+                // bytes, where a mapping through the mount holds them.
                 if let session { _ = fuse_lowlevel_notify_inval_inode(session, inode, -1, 0) }
+                pageCacheInvalidator?.add(inode, start..<end)
                 fuse_reply_ioctl(req, 0, nil, 0)
             default:
                 throw FileSystemError.noIoctl

@@ -39,6 +39,8 @@ public final class FUSEAdapter: @unchecked Sendable {
 
     /// libfuse's session, set before it runs, for the notifications.
     var session: OpaquePointer?
+    /// Set while the session runs (after the mount went to the background).
+    var pageCacheInvalidator: PageCacheInvalidator?
     /// Whether listing a directory moves its atime (not with nodiratime).
     var noteDirectoryAccess = true
 

@@ -168,12 +168,18 @@ public enum Mount {
         defer { fuse_loop_cfg_destroy(config) }
         fuse_loop_cfg_set_max_threads(config, 16)
         let returner = FreeMemoryReturner.start(pool: pool)
+        let invalidator = PageCacheInvalidator { inode, range in
+            _ = fuse_lowlevel_notify_inval_inode(se, fuse_ino_t(inode), off_t(range.lowerBound),
+                                                 off_t(range.count))
+        }
+        adapter.pageCacheInvalidator = invalidator
         // The transport's threads reach the adapter unowned: it lives
         // until they have stopped.
         withExtendedLifetime(adapter) {
             _ = fuse_session_loop_mt(se, config)
             returner.stop()
             transport.stop()
+            invalidator.stop()
         }
         fs.unmount()
         leases?.retire()

@@ -543,6 +543,27 @@ struct DirectAccessMountTests {
         #expect(mapper.ask("get 4095 2") == "0300")
     }
 
+    /// A program that maps a file through the mount (it does not load the
+    /// library) sees direct writes once they are reported (fsync here): the
+    /// mount drops the kernel's cached pages of the range.
+    @Test func mountMappingsSeeDirectWritesOnceReported() throws {
+        let mounted = try MountedPool(size: 32 << 20)
+        let content = pattern(1 << 20, seed: 15)
+        #expect(store(content, mounted.path("f")))
+        let mapper = try Child(DirectAccessMountTests.python, ["-c", DirectAccessMountTests.mapperScript])
+        #expect(mapper.ask("map \(mounted.path("f")) \(1 << 20) 0") == "mount")
+        #expect(mapper.ask("get 300000 3") == DirectAccessMountTests.hex(content[300_000..<300_003]))
+        let client = try DirectAccessMountTests.directClient()
+        let fd = client.ask("open \(mounted.path("f")) \(O_RDWR)")
+        let before = DirectAccessMountTests.served(mounted).writes
+        #expect(client.ask("pwrite \(fd) 300000 abcdef") == "3")
+        #expect(DirectAccessMountTests.served(mounted).writes == before + 1)
+        #expect(client.ask("fsync \(fd)") == "ok")
+        #expect(eventually(within: 5) { mapper.ask("get 300000 3") == "abcdef" })
+        // Bytes next to the range were not written, and still read right.
+        #expect(mapper.ask("get 299998 2") == DirectAccessMountTests.hex(content[299_998..<300_000]))
+    }
+
     /// A truncate under a mapping, and a new file taking pages at once: the
     /// mapping never shows the new file's bytes (0xff), since the mapped
     /// pages wait until it is gone; then they are freed. A mapped file's
