@@ -83,7 +83,8 @@ static inline int CLinux_uffd_open(void) {
     int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return -1;
     struct uffdio_api api = { .api = UFFD_API,
-                              .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM };
+                              .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM
+                                          | UFFD_FEATURE_MISSING_SHMEM };
     if (ioctl(fd, UFFDIO_API, &api) != 0) {
         int saved = errno;
         close(fd);
@@ -98,6 +99,29 @@ static inline int CLinux_uffd_register(int fd, void *start, size_t length) {
     return ioctl(fd, UFFDIO_REGISTER, &r);
 }
 
+// Also for pages missing from the file (holes): a region clone's pages
+// not filled yet.
+static inline int CLinux_uffd_register_missing(int fd, void *start, size_t length) {
+    struct uffdio_register r = { .range = { (uintptr_t)start, length },
+                                 .mode = UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MISSING };
+    return ioctl(fd, UFFDIO_REGISTER, &r);
+}
+
+// Puts `length` bytes from `source` into the hole at `start` (a missing
+// page, registered), waking the threads waiting on it: 0, or -1 with
+// errno (EEXIST: a page is there already, and the waiters are woken).
+static inline int CLinux_uffd_fill(int fd, void *start, const void *source, size_t length) {
+    struct uffdio_copy c = { .dst = (uintptr_t)start, .src = (uintptr_t)source, .len = length, .mode = 0 };
+    if (ioctl(fd, UFFDIO_COPY, &c) == 0) return 0;
+    int saved = errno;
+    if (saved == EEXIST) {
+        struct uffdio_range r = { (uintptr_t)start, length };
+        (void)ioctl(fd, UFFDIO_WAKE, &r);
+    }
+    errno = saved;
+    return -1;
+}
+
 static inline int CLinux_uffd_unregister(int fd, void *start, size_t length) {
     struct uffdio_range r = { (uintptr_t)start, length };
     return ioctl(fd, UFFDIO_UNREGISTER, &r);
@@ -110,15 +134,16 @@ static inline int CLinux_uffd_protect(int fd, void *start, size_t length, int pr
     return ioctl(fd, UFFDIO_WRITEPROTECT, &w);
 }
 
-// The next write-protect fault's address: 1 when one was read, 0 when
-// none waits (or the event was another kind), -1 on error.
-static inline int CLinux_uffd_next_fault(int fd, uint64_t *address) {
+// The next fault's address, and whether it is a write to a protected
+// page (else a page missing): 1 when one was read, 0 when none waits (or
+// the event was another kind), -1 on error.
+static inline int CLinux_uffd_next_fault(int fd, uint64_t *address, int *protected_write) {
     struct uffd_msg message;
     ssize_t n = read(fd, &message, sizeof message);
     if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
-    if (n != sizeof message || message.event != UFFD_EVENT_PAGEFAULT
-        || !(message.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)) return 0;
+    if (n != sizeof message || message.event != UFFD_EVENT_PAGEFAULT) return 0;
     *address = message.arg.pagefault.address;
+    *protected_write = (message.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) != 0;
     return 1;
 }
 

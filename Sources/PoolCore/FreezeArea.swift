@@ -190,9 +190,9 @@ final class FreezeArea: @unchecked Sendable {
     private func save(_ shelf: Int, _ page: Int, _ word: UnsafeAtomic<UInt32>, _ at: Int, from source: MappedFile) {
         let offset = page * FreezeArea.pageBytes
         let count = min(FreezeArea.pageBytes, lengths[shelf] - offset)
-        source.withBytes(at: offset, count: count) { bytes in
-            file.withBytes(at: saves[shelf] + offset, count: count) { $0.copyMemory(from: UnsafeRawBufferPointer(bytes)) }
-        }
+        // By pread, not the mapping: a hole of a lazy clone's run would
+        // fault to the helper thread that may be the one saving.
+        file.withBytes(at: saves[shelf] + offset, count: count) { try? source.readByFile(at: offset, into: $0) }
         word.store(State.saved, ordering: .releasing)
         file.wake(at: at)
     }

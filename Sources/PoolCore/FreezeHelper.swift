@@ -5,18 +5,20 @@ import PoolThreads
 import Glibc
 #endif
 
-/// This process's part in freezes (OpenPool+Freeze). Its thread sleeps on
-/// the pool's freeze word; when a freeze begins it write-protects this
-/// process's mappings of the runs the freeze needs (userfaultfd) and says
-/// so in the process's participant slot. Then each write here to a page
-/// waits while the thread saves the page as it was, if the freeze still
-/// needs it, and lets the write go. Other threads of the process tell it
-/// of runs they free, whose pages may be handed out and written by means
-/// no protection sees (pwrite, a hole punched, another program's mapping).
+/// This process's part in freezes (OpenPool+Freeze) and lazy region
+/// clones (FreezeHelper+LazyClones). Its thread sleeps on the pool's
+/// freeze word; when a freeze begins it write-protects this process's
+/// mappings of the runs the freeze needs (userfaultfd) and says so in the
+/// process's participant slot. Then each write here to a page waits while
+/// a second thread, which answers the userfaultfd, saves the page as it
+/// was, if the freeze still needs it, and lets the write go. Other threads
+/// of the process tell it of runs they free, whose pages may be handed out
+/// and written by means no protection sees (pwrite, a hole punched,
+/// another program's mapping).
 ///
-/// The thread touches no pool page itself, takes no lock another thread
-/// holds while it writes a pool page, and allocates nothing while it
-/// serves: a thread waiting on its write may hold anything.
+/// The threads touch no pool page themselves (they read by pread), take no
+/// lock another thread holds while it writes a pool page, and allocate
+/// nothing while they serve: a thread waiting on its write may hold anything.
 final class FreezeHelper: @unchecked Sendable {
     enum Phase: UInt32 { case none = 0, protecting = 1, frozen = 2 }
 
@@ -27,23 +29,32 @@ final class FreezeHelper: @unchecked Sendable {
     /// Set in a participant's answer when it could not protect its shelves.
     static let failed: UInt32 = 1 << 31
 
-    private unowned let pool: OpenPool
+    unowned let pool: OpenPool
     private var stopEvent: Int32
-    private let stopping = ManagedAtomic<Bool>(false)
+    let stopping = ManagedAtomic<Bool>(false)
     private var thread: JoinableThread?
+    /// Answers faults, from the userfaultfd's opening on.
+    private var faultThread: JoinableThread?
     /// The process the thread runs in: a child forked since has none.
     private var owner: pid_t = 0
     private var started = sem_t()
     private var finished = sem_t()
 
-    /// All below: mutex (the thread, a thread mapping a new shelf, a
+    /// All below: mutex (the threads, a thread mapping a new shelf, a
     /// thread freeing pages).
-    private let mutex = ThreadMutex()
-    private var uffd: Int32 = -1
-    private var protected: [Shelf] = []
+    let mutex = ThreadMutex()
+    var uffd: Int32 = -1
+    /// Shelves whose data range is registered with the userfaultfd.
+    var registered: [Shelf] = []
     private var area: FreezeArea?
     /// The last generation this process joined (or tried to).
     private var joined: UInt32 = 0
+    /// The lazy clones this process keeps (their clone registered for
+    /// missing pages, their source protected).
+    var lazy: [LazyClone] = []
+    /// Source pages on their way into clones: nothing is allocated there.
+    let fillBuffer = UnsafeMutableRawPointer.allocate(byteCount: FreezeHelper.fillBytes, alignment: FreezeArea.pageBytes)
+    static let fillBytes = 64 << 10
 
     init(pool: OpenPool) {
         self.pool = pool
@@ -53,6 +64,7 @@ final class FreezeHelper: @unchecked Sendable {
     }
 
     deinit {
+        fillBuffer.deallocate()
         if uffd >= 0 { SystemCall.close(uffd) }
         if stopEvent >= 0 { SystemCall.close(stopEvent) }
         sem_destroy(&started)
@@ -90,7 +102,15 @@ final class FreezeHelper: @unchecked Sendable {
         } while sem_timedwait(&finished, &soon) != 0
         thread.join()
         self.thread = nil
+        faultThread?.join()
+        faultThread = nil
         leave()
+        // Nobody answers faults now: a load of a clone's hole after the
+        // close reads zeros rather than waiting for ever.
+        mutex.withLock {
+            lazy.removeAll()
+            unprotectAll()
+        }
     }
 
     /// In a child forked with the pool open: a thread of its own (the
@@ -99,12 +119,14 @@ final class FreezeHelper: @unchecked Sendable {
     func restartAfterFork() {
         guard thread != nil, owner != getpid() else { return }
         thread = nil
+        faultThread = nil
         mutex.withLock {
             if uffd >= 0 { SystemCall.close(uffd) }
             uffd = -1
-            protected.removeAll()
+            registered.removeAll()
             area = nil
             joined = 0
+            lazy.removeAll()
         }
         SystemCall.close(stopEvent)
         stopEvent = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
@@ -113,6 +135,9 @@ final class FreezeHelper: @unchecked Sendable {
         sem_destroy(&finished)
         sem_init(&finished, 0, 0)
         start()
+        // The inherited mappings lost their registrations: the clones'
+        // holes would read as zeros.
+        try? followLazyClones()
     }
 
     private func run() {
@@ -123,7 +148,7 @@ final class FreezeHelper: @unchecked Sendable {
             if FreezeHelper.phase(word) != .none, generation != mutex.withLock({ joined }) {
                 join(generation)
                 if first { first = false; sem_post(&started) }
-                serve(generation)
+                awaitEnd(generation)
                 leave()
                 continue
             }
@@ -137,14 +162,14 @@ final class FreezeHelper: @unchecked Sendable {
     // MARK: Joining and leaving
 
     private func join(_ generation: UInt32) {
-        let error: Int32 = mutex.withLock {
+        // A freeze is how a new lazy clone is announced.
+        let failed = followLazyClonesReturningErrno()
+        let error: Int32 = failed != 0 ? failed : mutex.withLock {
             joined = generation
             // None: the freeze ended before this process saw it.
             guard let area = FreezeArea.open(in: pool.home, generation: generation) else { return -1 }
-            if uffd < 0 {
-                uffd = CLinux_uffd_open()
-                if uffd < 0 { return errno }
-            }
+            let error = openUffd()
+            if error != 0 { return error }
             self.area = area
             for shelf in pool.shelves.all.prefix(area.shelfCount) {
                 let error = protect(shelf)
@@ -160,28 +185,56 @@ final class FreezeHelper: @unchecked Sendable {
         answer(generation, error: error)
     }
 
+    /// The userfaultfd, opened once (with its thread); errno, 0 when open. mutex held.
+    func openUffd() -> Int32 {
+        guard uffd < 0 else { return 0 }
+        uffd = CLinux_uffd_open()
+        guard uffd >= 0 else { return errno }
+        faultThread = JoinableThread { [self] in serveFaults() }
+        return 0
+    }
+
+    /// Registers a shelf's data range whole (write protection is then set
+    /// by range: registering ranges would split the mapping in the kernel
+    /// once each). errno, 0 when done. mutex held.
+    func register(_ shelf: Shelf) -> Int32 {
+        guard !registered.contains(where: { $0 === shelf }) else { return 0 }
+        guard shelf.remote == nil, shelf.file.medium == .dram else { return EOPNOTSUPP }
+        let start = Int(shelf.geometry.dataOffset)
+        let error = shelf.file.register(uffd, offset: start, count: shelf.file.length - start)
+        if error == 0 { registered.append(shelf) }
+        return error
+    }
+
     /// Protects here the ranges of a shelf the freeze needs. mutex held.
     private func protect(_ shelf: Shelf) -> Int32 {
         guard shelf.remote == nil, let needed = area?.needed[shelf.index], !needed.isEmpty else { return 0 }
-        guard shelf.file.medium == .dram else { return EOPNOTSUPP }
-        // Registered whole, protected by range: registering ranges would
-        // split the mapping in the kernel once each.
-        let start = Int(shelf.geometry.dataOffset)
-        var error = shelf.file.register(uffd, offset: start, count: shelf.file.length - start)
-        guard error == 0 else { return error }
-        protected.append(shelf)
+        var error = register(shelf)
         for range in needed where error == 0 {
             error = shelf.file.writeProtect(uffd, offset: range.lowerBound, count: range.count)
         }
         return error
     }
 
+    /// Lets writes go where the freeze protected, but to the sources of
+    /// lazy clones (those stay protected); with no lazy clone here, the
+    /// shelves leave the userfaultfd. mutex held.
     private func unprotectAll() {
-        for shelf in protected {
+        guard lazy.isEmpty else {
+            for shelf in registered {
+                for range in area?.needed[safe: shelf.index] ?? [] {
+                    for piece in range.subtracting(lazy.compactMap { $0.sourceRange(in: shelf.index) }) {
+                        shelf.file.allowWrites(uffd, offset: piece.lowerBound, count: piece.count, unregister: false)
+                    }
+                }
+            }
+            return
+        }
+        for shelf in registered {
             let start = Int(shelf.geometry.dataOffset)
             shelf.file.allowWrites(uffd, offset: start, count: shelf.file.length - start, unregister: true)
         }
-        protected.removeAll()
+        registered.removeAll()
     }
 
     /// Says in this process's slot that it joined freeze `generation`
@@ -215,18 +268,30 @@ final class FreezeHelper: @unchecked Sendable {
 
     // MARK: Serving
 
-    /// Answers writes to protected pages until freeze `generation` ends,
-    /// or its freezer dies.
-    private func serve(_ generation: UInt32) {
-        guard mutex.withLock({ area != nil }) else { return }
-        var address: UInt64 = 0
+    /// Until freeze `generation` ends, or its freezer dies.
+    private func awaitEnd(_ generation: UInt32) {
         while !stopping.load(ordering: .acquiring) {
             let word = control.load(ordering: .acquiring)
             guard FreezeHelper.generation(word) == generation, FreezeHelper.phase(word) != .none, freezerLives() else { return }
-            guard CLinux_wait_readable(uffd, stopEvent, 50) != 0 else { continue }
-            while CLinux_uffd_next_fault(uffd, &address) == 1 {
-                if !waitUntilFrozen(generation) { return }
-                mutex.withLock { letWrite(at: address) }
+            pool.metadata.wait(at: Layout.Control.freeze, whileEqualTo: word, milliseconds: 50)
+        }
+    }
+
+    /// The fault thread: answers writes to protected pages and pages a
+    /// lazy clone has not filled yet, until the helper stops.
+    private func serveFaults() {
+        var address: UInt64 = 0
+        var protectedWrite: Int32 = 0
+        while !stopping.load(ordering: .acquiring) {
+            guard CLinux_wait_readable(uffd, stopEvent, 1000) != 0 else { continue }
+            while CLinux_uffd_next_fault(uffd, &address, &protectedWrite) == 1 {
+                if protectedWrite != 0 {
+                    // A freeze still protecting other processes holds it: the instant is when all are.
+                    if let generation = mutex.withLock({ area?.generation }) { _ = waitUntilFrozen(generation) }
+                    mutex.withLock { letWrite(at: address) }
+                } else {
+                    mutex.withLock { fillMissing(at: address) }
+                }
             }
         }
     }
@@ -246,12 +311,14 @@ final class FreezeHelper: @unchecked Sendable {
         return false
     }
 
-    /// Saves the page a write waits on, if needed, and lets it go. mutex held.
+    /// Saves the page a write waits on where the freeze needs it, fills
+    /// the pages of lazy clones it is the source of, and lets it go. mutex held.
     private func letWrite(at address: UInt64) {
         let page = UInt64(FreezeArea.pageBytes)
-        for shelf in protected {
+        for shelf in registered {
             guard let offset = shelf.file.offset(ofAddress: address & ~(page - 1)) else { continue }
             area?.preserve(shelf: shelf.index, offset: offset, from: shelf.file, tag: pool.slot, isAlive: isAlive)
+            fillClones(ofSource: shelf, page: offset)
             shelf.file.allowWrites(uffd, offset: offset, count: FreezeArea.pageBytes, unregister: false)
             return
         }
@@ -260,6 +327,7 @@ final class FreezeHelper: @unchecked Sendable {
     /// Runs about to be freed (global lock held): pages the freeze still
     /// needs are saved first.
     func willFree(_ shelf: Shelf, pages: Range<Int>) {
+        dropLazyClones(in: shelf, pages: pages)
         // Nearly always no freeze: one load, not the mutex.
         let word = control.load(ordering: .acquiring)
         guard FreezeHelper.phase(word) == .frozen else { return }
@@ -273,7 +341,7 @@ final class FreezeHelper: @unchecked Sendable {
         }
     }
 
-    private func isAlive(_ slot: Int) -> Bool { pool.isLiveSlot(slot) }
+    func isAlive(_ slot: Int) -> Bool { pool.isLiveSlot(slot) }
 
     private func freezerLives() -> Bool {
         let pid = Int32(truncatingIfNeeded: pool.metadata.load(UInt64.self, at: Layout.Control.freezer))

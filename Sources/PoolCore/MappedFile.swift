@@ -174,6 +174,36 @@ final class MappedFile: @unchecked Sendable {
         return CLinux_uffd_register(uffd, base + offset, count) == 0 ? 0 : errno
     }
 
+    /// How many bytes of `[offset, offset+count)` the file holds (not
+    /// holes), by SEEK_DATA and SEEK_HOLE: a lazy clone's filled pages.
+    func heldBytes(offset: Int, count: Int) -> Int {
+        var held = 0, at = offset
+        let end = offset + count
+        while at < end {
+            let data = lseek(descriptor, off_t(at), SEEK_DATA)
+            guard data >= 0, Int(data) < end else { break }
+            let hole = min(end, Int(max(lseek(descriptor, data, SEEK_HOLE), data)))
+            held += hole - Int(data)
+            at = max(hole, Int(data) + 1)
+        }
+        return held
+    }
+
+    /// Registers `[offset, offset+count)` for missing pages too (holes):
+    /// a load or store there waits until `uffd`'s reader fills the page.
+    func registerMissing(_ uffd: Int32, offset: Int, count: Int) -> Int32 {
+        precondition(offset >= 0 && count >= 0 && offset + count <= length)
+        return CLinux_uffd_register_missing(uffd, base + offset, count) == 0 ? 0 : errno
+    }
+
+    /// Puts `count` bytes from `source` into the holes of a range
+    /// registered for missing pages, page by page, waking whoever waits:
+    /// 0, or errno (EEXIST where a page was there, which stops it).
+    func fill(_ uffd: Int32, offset: Int, from source: UnsafeRawPointer, count: Int) -> Int32 {
+        precondition(offset >= 0 && count >= 0 && offset + count <= length)
+        return CLinux_uffd_fill(uffd, base + offset, source, count) == 0 ? 0 : errno
+    }
+
     /// Write-protects a registered range: a write there waits until
     /// `uffd`'s reader lets it go. Returns errno, 0 when done.
     func writeProtect(_ uffd: Int32, offset: Int, count: Int) -> Int32 {
@@ -209,10 +239,10 @@ final class MappedFile: @unchecked Sendable {
     /// write in BENCHMARKS.md); a resident page takes memcpy, faster there.
     /// A pwrite that fails (no block for the page) throws: a store there
     /// would raise SIGBUS.
-    func copy(to offset: Int, from source: UnsafeRawBufferPointer) throws {
+    func copy(to offset: Int, from source: UnsafeRawBufferPointer, byFile: Bool = true) throws {
         precondition(offset >= 0 && offset + source.count <= length)
         guard let from = source.baseAddress, source.count > 0 else { return }
-        if medium == .dram, MappedFile.mayWriteAnywhere, source.count >= MappedFile.coldCopyMinimum, !isResident(offset) {
+        if byFile, medium == .dram, MappedFile.mayWriteAnywhere, source.count >= MappedFile.coldCopyMinimum, !isResident(offset) {
             try writeByFile(at: offset, source)
             copiesThroughFile.wrappingIncrement(ordering: .relaxed)
             return

@@ -38,8 +38,10 @@ extension OpenPool {
                 let control = metadata.atomic32(at: Layout.Control.freeze)
                 var generation = (FreezeHelper.generation(control.load(ordering: .acquiring)) &+ 1) & (1 << 30 - 1)
                 if generation == 0 { generation = 1 }
+                let needed = shelves.all.map { $0.remote == nil ? $0.allocatedRuns(including: including) : [] }
+                materializeLazyClones(overlapping: needed)
                 let area = try FreezeArea.create(in: home, generation: generation, shelfLengths: shelves.all.map(\.file.length),
-                                                 needing: shelves.all.map { $0.remote == nil ? $0.allocatedRuns(including: including) : [] })
+                                                 needing: needed)
                 metadata.store(UInt64(getpid()), at: Layout.Control.freezer)
                 control.store(FreezeHelper.word(generation: generation, .protecting), ordering: .releasing)
                 metadata.wake(at: Layout.Control.freeze)
@@ -53,6 +55,19 @@ extension OpenPool {
         } catch {
             endFreeze()
             throw error
+        }
+    }
+
+    /// Lazy clones whose own pages a freeze needs are filled first and
+    /// dropped: a freeze reads and saves runs by their files, where a
+    /// clone's hole reads as zeros. Global lock held.
+    private func materializeLazyClones(overlapping needed: [[Range<UInt64>]]) {
+        guard let lazyClones, !lazyClones.isEmpty, let freezeHelper else { return }
+        for entry in lazyClones.entries() {
+            let clone = entry.clone.offset..<entry.clone.offset + entry.bytes
+            guard needed[safe: entry.clone.shelf]?.contains(where: { $0.overlaps(clone) }) == true else { continue }
+            freezeHelper.materialize(entry)
+            lazyClones.remove(entry)
         }
     }
 

@@ -76,7 +76,10 @@ extension OpenPool {
         metadata.persist(offset: Layout.Regions.entry(index), count: Layout.Regions.entrySize)
     }
 
-    func createRegion(name: String, size: UInt64, placement: Placement?, access: RegionAccess) throws -> RegionInfo {
+    /// `holes`: the region's pages are left as holes instead of zeros
+    /// (a lazy clone's, which fills them from its source).
+    func createRegion(name: String, size: UInt64, placement: Placement?, access: RegionAccess,
+                      holes: Bool = false) throws -> RegionInfo {
         try Names.check(name, what: "region")
         guard size > 0 else { throw PoolError.invalidSize("0", reason: "a region needs at least one byte") }
         if let placement, !placement.isNUMA {
@@ -105,6 +108,10 @@ extension OpenPool {
             guard try shelf.reserveBlocks(forPage: page, length: pages) else {
                 throw PoolError.poolFull(name: self.name, pages: pages)
             }
+            if holes {
+                try SystemCall.punchHole(shelf.file.descriptor, offset: shelf.geometry.offset(ofPage: page),
+                                         length: UInt64(pages) * pageSize, path: shelf.file.path)
+            }
             let row = Layout.Regions.entry(index)
             metadata.withBytes(at: row, count: Layout.Regions.entrySize) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
             metadata.storeText(name, at: row + Layout.Regions.name, capacity: Layout.Regions.nameCapacity)
@@ -120,11 +127,13 @@ extension OpenPool {
                 try? NodePlacement.apply(placement, to: shelf.table.pointer(toPage: page),
                                          bytes: pages * Int(pageSize), migrate: true)
             }
-            // New regions read as zeros, like a new file (and this first touch places them).
-            shelf.file.withBytes(at: Int(address.offset), count: pages * Int(pageSize)) {
-                $0.initializeMemory(as: UInt8.self, repeating: 0)
+            if !holes {
+                // New regions read as zeros, like a new file (and this first touch places them).
+                shelf.file.withBytes(at: Int(address.offset), count: pages * Int(pageSize)) {
+                    $0.initializeMemory(as: UInt8.self, repeating: 0)
+                }
+                shelf.file.persist(offset: Int(address.offset), count: pages * Int(pageSize))
             }
-            shelf.file.persist(offset: Int(address.offset), count: pages * Int(pageSize))
             setRowState(index, .live)
             return regionInfo(index)
         }
@@ -160,7 +169,12 @@ extension OpenPool {
     /// from the page tables, settle half-done region rows.
     func recoverTornState() {
         for shelf in shelves.all { shelf.rebuildBitmap() }
+        // Without a helper (a check, alone with the pool), a source half
+        // destroyed fills its clones here, before its run goes; with one,
+        // the helper does as the run is freed.
+        if freezeHelper == nil { _ = repairLazyClones() }
         for index in unsettledRows() { settleRow(index) }
+        lazyClones?.recount()
         rebuildAbandonedStacks()
     }
 }

@@ -1,3 +1,4 @@
+import Atomics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -44,6 +45,9 @@ final class OpenPool: @unchecked Sendable {
     let freezing = Locked<FreezeArea?>(nil)
     /// This process's part in every process's freezes.
     private(set) var freezeHelper: FreezeHelper?
+    /// Region clones that still share pages, once the pool has had one.
+    private let lazyCloneTable = ManagedAtomicLazyReference<LazyCloneTable>()
+    var lazyClones: LazyCloneTable? { lazyCloneTable.load() }
     /// Their heap lanes; sharedLaneMutex.
     var sharedLanes: [Int: UnsafeHeapLane] = [:]
     @exclusivity(unchecked) private(set) var cacheKey = pthread_key_t()
@@ -137,6 +141,7 @@ final class OpenPool: @unchecked Sendable {
         hasCacheKey = true
         // Before the slot: what this process writes once it has one is
         // protected by a freeze under way.
+        _ = try? openLazyClones(creating: false)
         let helper = FreezeHelper(pool: self)
         for shelf in shelves.all { shelf.freeze = helper }
         helper.start()
@@ -148,6 +153,10 @@ final class OpenPool: @unchecked Sendable {
             try withGlobalLock {
                 slot = try claimSlotLocked()
                 reclaimDeadParticipantsLocked()
+                // Clones made later are announced by their freeze, which
+                // waits for this slot.
+                try? refreshShelvesLocked()
+                try helper.followLazyClones()
             }
         } catch {
             if slot >= 0 { releaseSlot() }
@@ -204,6 +213,14 @@ final class OpenPool: @unchecked Sendable {
             shelf.file.persistAll()
         }
         for shelf in shelves.all { shelf.remote?.close() }
+    }
+
+    /// The table of lazy region clones: made by the first clone, opened by
+    /// every process once it exists.
+    func openLazyClones(creating: Bool) throws -> LazyCloneTable? {
+        if let table = lazyCloneTable.load() { return table }
+        guard creating || home.exists(LazyCloneTable.fileName) else { return nil }
+        return lazyCloneTable.storeIfNilThenLoad(try LazyCloneTable.openOrCreate(in: home))
     }
 
     /// In a child that forked with the pool open and goes on with it (a

@@ -128,7 +128,7 @@ public final class Pool: @unchecked Sendable {
         guard let parent = try PoolHome.open(home, creating: false), let directory = try parent.directory(name) else {
             throw PoolError.poolNotFound(name: name, path: Pool.directory(name, home))
         }
-        guard directory.list().allSatisfy({ isShelfFileName($0) || $0 == directAreaFileName }) else {
+        guard directory.list().allSatisfy({ isShelfFileName($0) || keptBeside.contains($0) }) else {
             throw PoolError.damaged(path: directory.path, reason: "holds files that are not shelves; not removing it")
         }
         let shelf0 = OpenPool.shelfName(0)
@@ -147,6 +147,9 @@ public final class Pool: @unchecked Sendable {
     /// What a mount keeps beside the shelves, and a killed one leaves:
     /// direct access's area (PoolFS's UnsafeDirectArea).
     public static let directAreaFileName = DirectAreaFormat.fileName
+    /// Files a pool keeps beside its shelves: that area, and the table of
+    /// region clones that share pages.
+    static let keptBeside: Set<String> = [directAreaFileName, LazyCloneTable.fileName]
 
     /// `shelf-N`, and what a shelf keeps beside it: `.tmp` while made, a
     /// remote shelf's `.remote` and `.cache` (and their `.tmp`).
@@ -161,7 +164,7 @@ public final class Pool: @unchecked Sendable {
     /// Removes directory `name` of `parent` with the shelf files in it.
     private static func removePoolFiles(_ name: String, in parent: PoolDirectory) {
         if let directory = try? parent.directory(name) {
-            for file in directory.list() where isShelfFileName(file) || file == directAreaFileName { directory.remove(file) }
+            for file in directory.list() where isShelfFileName(file) || keptBeside.contains(file) { directory.remove(file) }
         }
         try? parent.removeDirectory(name)
     }
@@ -321,9 +324,14 @@ public final class Pool: @unchecked Sendable {
     @discardableResult
     public func cloneRegion(name: String, as newName: String, placement: Placement? = nil) throws -> Region {
         let source = try openRegion(name: name)
-        let copy = try createRegion(name: newName, size: source.size, placement: placement, access: source.access)
+        let freezable = core.isFreezable
+        // Shared pages start as holes, filled from the source as either side is touched.
+        let info = try core.createRegion(name: newName, size: source.size, placement: placement ?? defaultPlacement,
+                                         access: source.access, holes: freezable)
+        let copy = Region(pool: self, info: info)
         do {
-            if core.isFreezable, let index = core.liveRegionIndex(name) {
+            if freezable, let index = core.liveRegionIndex(name) {
+                if try core.shareRegion(core.regionInfo(index), index: index, into: info) { return copy }
                 _ = try core.freeze(including: { $0 == .region(index) }) {}
                 defer { core.thaw() }
                 try copyFrozen(UInt64(source.pages) * core.pageSize, from: source.address, to: copy.address)

@@ -201,6 +201,9 @@ struct PoolChecker {
         for index in 0..<Layout.Regions.capacity where core.rowState(index) == nil {
             report.problems.append("region row \(index) is damaged")
         }
+        for entry in (try? core.openLazyClones(creating: false))?.entries() ?? [] {
+            if let problem = core.lazyCloneProblem(entry) { report.problems.append(problem) }
+        }
         if report.deadOwnedSpans > 0 {
             report.recoverable.append("\(report.deadOwnedSpans) heap spans belong to threads of dead processes")
         }
@@ -215,6 +218,8 @@ struct PoolChecker {
     func repair() throws -> [String] {
         var done: [String] = []
         try core.withGlobalLock {
+            // First, while the runs they name are still allocated.
+            done += core.repairLazyClones()
             // withGlobalLock has already rebuilt torn state if the lock was dirty.
             for slot in 0..<Layout.Participants.capacity where slotInUse(slot) {
                 let pages = core.reclaim(slot)

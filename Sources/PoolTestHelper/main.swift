@@ -222,6 +222,13 @@ func hold() {
                     $0.reduce(0) { $0 + Int($1) }
                 }
                 say("\(sum)")
+            case "region-get":
+                let offset = Int(words[2])!
+                say("\(try pool.openRegion(name: words[1]).withUnsafeMutableBytes { $0[offset] })")
+            case "region-set":
+                let (offset, byte) = (Int(words[2])!, UInt8(words[3])!)
+                try pool.openRegion(name: words[1]).withUnsafeMutableBytes { $0[offset] = byte }
+                say("ok")
             case "epoch-enter":
                 // Holds an epoch of the heap open on a thread of its own until epoch-exit.
                 let heap = try pool.openHeap(name: words[1])
@@ -324,7 +331,27 @@ func regionWriter(region name: String) -> Never {
     exit(0)
 }
 
+/// Clones region `name` as c0, c1, … without end; after clone i it sets
+/// the source's byte at i × 4096 to 1, destroys clone i − 2 (its source
+/// still shared with later ones) and says "cloned i", for kills at any instant.
+func cloneStorm(region name: String) -> Never {
+    let pool = openPool()
+    do {
+        for index in 0... {
+            _ = try pool.cloneRegion(name: name, as: "c\(index)")
+            try pool.openRegion(name: name).withUnsafeMutableBytes { $0[index * 4096 % $0.count] = 1 }
+            if index >= 2 { try pool.destroyRegion(name: "c\(index - 2)") }
+            say("cloned \(index)")
+        }
+    } catch {
+        fail("\(error)")
+    }
+    exit(0)
+}
+
 switch arguments[1] {
+case "clone-storm":
+    cloneStorm(region: arguments[4])
 case "region-writer":
     regionWriter(region: arguments[4])
 case "file-writer":

@@ -44,12 +44,12 @@ struct RegionCommand: ParsableCommand {
 
     struct Clone: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Make region NEWREGION a copy of REGION: its size, owner, mode and bytes.",
+            abstract: "Make region NEWREGION a clone of REGION: its size, owner, mode and bytes.",
             discussion: """
-                The bytes are those of one instant: the pool is frozen while they are copied, and a program \
-                writing REGION meanwhile pauses on its first write to each page. They are copied, not shared: \
-                programs write a region's pages through their own mappings. A pool with pmem shelves cannot be \
-                frozen; there the bytes are copied as they are.
+                The bytes are those of one instant (the pool is frozen for it, a few milliseconds), and the \
+                clone shares REGION's pages: each page is copied when either region first writes it (or the \
+                clone first reads it), in whichever process. A pool with pmem shelves cannot be frozen; there \
+                the bytes are copied as they are.
                 """)
         @OptionGroup var pool: PoolLocation
         @Argument(help: "The region to copy.") var region: String
