@@ -56,15 +56,8 @@ extension OpenPool {
         let punched = try? withGlobalLock { () -> UInt64 in
             // Taken since the snapshot: left for the next pass.
             guard pages.allSatisfy({ !shelf.bitIsSet($0) }) else { return 0 }
-            let header = shelf.file
-            let from = header.load(UInt64.self, at: Layout.ShelfHeader.givenBackFrom)
-            // Recorded before the punch: a claim after it always looks for holes.
-            if from == 0 || start < from {
-                header.store(start, at: Layout.ShelfHeader.givenBackFrom)
-                header.persist(offset: Layout.ShelfHeader.givenBackFrom, count: 8)
-            }
             let before = SystemCall.allocatedBytes(fd)
-            try SystemCall.punchHole(fd, offset: start, length: end - start, path: header.path)
+            try shelf.punch(pages)
             return before - min(before, SystemCall.allocatedBytes(fd))
         }
         return punched ?? 0

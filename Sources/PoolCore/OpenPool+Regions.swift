@@ -105,12 +105,13 @@ extension OpenPool {
                 found = find()
             }
             guard let (shelf, page) = found else { throw PoolError.poolFull(name: self.name, pages: pages) }
-            guard try shelf.reserveBlocks(forPage: page, length: pages) else {
-                throw PoolError.poolFull(name: self.name, pages: pages)
-            }
             if holes {
-                try SystemCall.punchHole(shelf.file.descriptor, offset: shelf.geometry.offset(ofPage: page),
-                                         length: UInt64(pages) * pageSize, path: shelf.file.path)
+                // Blocks are taken as pages are filled.
+                try shelf.punch(page..<page + pages)
+            } else {
+                guard try shelf.reserveBlocks(forPage: page, length: pages) else {
+                    throw PoolError.poolFull(name: self.name, pages: pages)
+                }
             }
             let row = Layout.Regions.entry(index)
             metadata.withBytes(at: row, count: Layout.Regions.entrySize) { $0.initializeMemory(as: UInt8.self, repeating: 0) }

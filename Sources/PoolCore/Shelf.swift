@@ -225,6 +225,18 @@ final class Shelf: @unchecked Sendable {
 
     /// Makes sure the file's blocks under a run exist, so a store cannot
     /// SIGBUS on a full tmpfs. Reserves ahead in 2 MiB steps.
+    /// Makes holes of `pages` (their memory goes back), noting it first: a
+    /// claim after it always looks for holes to reserve. Global lock held.
+    func punch(_ pages: Range<Int>) throws {
+        let start = geometry.offset(ofPage: pages.lowerBound), end = geometry.offset(ofPage: pages.upperBound)
+        let from = file.load(UInt64.self, at: Layout.ShelfHeader.givenBackFrom)
+        if from == 0 || start < from {
+            file.store(start, at: Layout.ShelfHeader.givenBackFrom)
+            file.persist(offset: Layout.ShelfHeader.givenBackFrom, count: 8)
+        }
+        try SystemCall.punchHole(file.descriptor, offset: start, length: end - start, path: file.path)
+    }
+
     func reserveBlocks(forPage page: Int, length: Int) throws -> Bool {
         // A remote shelf's file holds only what its cache holds.
         if remote != nil { return true }
