@@ -111,7 +111,11 @@ extension FreezeHelper {
             // until their clone pages are there, so what was read is what
             // they held at the instant wherever the fill finds a hole.
             guard (try? source.file.readByFile(at: from, into: UnsafeMutableRawBufferPointer(start: fillBuffer, count: count))) != nil else {
-                return
+                // The source's file cannot be read (it never fails on
+                // tmpfs): the load waits, tried again in a moment.
+                if stopping.load(ordering: .acquiring) { return }
+                usleep(10_000)
+                continue
             }
             var done = 0
             while done < count {
