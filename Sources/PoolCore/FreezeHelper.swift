@@ -37,6 +37,8 @@ final class FreezeHelper: @unchecked Sendable {
     private var faultThread: JoinableThread?
     /// The process the thread runs in: a child forked since has none.
     private var owner: pid_t = 0
+    /// Forked: no freeze thread here until restartAfterFork.
+    private var forkedWithoutFreezes = false
     private var started = sem_t()
     private var finished = sem_t()
 
@@ -64,6 +66,7 @@ final class FreezeHelper: @unchecked Sendable {
     }
 
     deinit {
+        FreezeHelper.leaveForks(self)
         fillBuffer.deallocate()
         if uffd >= 0 { SystemCall.close(uffd) }
         if stopEvent >= 0 { SystemCall.close(stopEvent) }
@@ -77,20 +80,28 @@ final class FreezeHelper: @unchecked Sendable {
     /// so nothing this process writes after opening escapes it.
     func start() {
         owner = getpid()
+        FreezeHelper.enrolForForks(self)
         thread = JoinableThread { [self] in run() }
         if thread != nil { while sem_wait(&started) != 0 && errno == EINTR {} }
     }
 
     func stop() {
-        guard let thread else { return }
-        guard owner == getpid() else {
-            // Forked: the thread stayed in the parent.
-            self.thread = nil
-            return
-        }
+        FreezeHelper.leaveForks(self)
         stopping.store(true, ordering: .releasing)
         var one: UInt64 = 1
         _ = write(stopEvent, &one, 8)
+        defer {
+            faultThread?.join()
+            faultThread = nil
+            // Nobody answers faults now: a load of a clone's hole after the
+            // close reads zeros rather than waiting for ever.
+            mutex.withLock {
+                lazy.removeAll()
+                unprotectAll()
+            }
+        }
+        // Forked without didFork: no freeze thread of its own.
+        guard let thread else { return }
         // A wake can come between the thread's look at `stopping` and its
         // wait on the pool's word (which does not change): wake until it ends.
         var soon = timespec()
@@ -102,42 +113,42 @@ final class FreezeHelper: @unchecked Sendable {
         } while sem_timedwait(&finished, &soon) != 0
         thread.join()
         self.thread = nil
-        faultThread?.join()
-        faultThread = nil
         leave()
-        // Nobody answers faults now: a load of a clone's hole after the
-        // close reads zeros rather than waiting for ever.
-        mutex.withLock {
-            lazy.removeAll()
-            unprotectAll()
-        }
     }
 
-    /// In a child forked with the pool open: a thread of its own (the
-    /// parent's stayed behind), with a userfaultfd of its own (the
-    /// inherited one is the parent's, whose protections the child lost).
-    func restartAfterFork() {
-        guard thread != nil, owner != getpid() else { return }
+    /// In every child forked with the pool open, before fork returns there
+    /// (FreezeHelper+Fork): the parent's threads and userfaultfd stayed
+    /// behind, and the inherited mappings lost their registrations, so the
+    /// child follows the lazy clones again with a userfaultfd and fault
+    /// thread of its own. It takes part in freezes once it calls didFork.
+    func forkedChild() {
+        guard owner != getpid() else { return }
+        owner = getpid()
         thread = nil
         faultThread = nil
-        mutex.withLock {
-            if uffd >= 0 { SystemCall.close(uffd) }
-            uffd = -1
-            registered.removeAll()
-            area = nil
-            joined = 0
-            lazy.removeAll()
-        }
+        forkedWithoutFreezes = true
+        if uffd >= 0 { SystemCall.close(uffd) }
+        uffd = -1
+        registered.removeAll()
+        area = nil
+        joined = 0
+        lazy.removeAll()
         SystemCall.close(stopEvent)
         stopEvent = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
         sem_destroy(&started)
         sem_init(&started, 0, 0)
         sem_destroy(&finished)
         sem_init(&finished, 0, 0)
+        FreezeHelper.enrolForForks(self)
+        _ = followLazyClonesReturningErrno()
+    }
+
+    /// In a child forked with the pool open that goes on as the parent's
+    /// successor (a mount going to the background): a freeze thread of its own.
+    func restartAfterFork() {
+        guard forkedWithoutFreezes else { return }
+        forkedWithoutFreezes = false
         start()
-        // The inherited mappings lost their registrations: the clones'
-        // holes would read as zeros.
-        try? followLazyClones()
     }
 
     private func run() {

@@ -349,7 +349,35 @@ func cloneStorm(region name: String) -> Never {
     exit(0)
 }
 
+/// Opens the pool and forks; the child (which does not call didFork)
+/// reads byte `at` of region `clone` and stores 0xEE into byte `store`
+/// of region `source`; then the parent reads byte `store` of both.
+func forkUse(clone: String, source: String, at: Int, store: Int) -> Never {
+    let pool = openPool()
+    do {
+        let cloneRegion = try pool.openRegion(name: clone), sourceRegion = try pool.openRegion(name: source)
+        let child = fork()
+        if child == 0 {
+            let seen = try cloneRegion.withUnsafeMutableBytes { $0[at] }
+            try sourceRegion.withUnsafeMutableBytes { $0[store] = 0xEE }
+            say("child read \(seen)")
+            _exit(0)
+        }
+        var status: Int32 = 0
+        waitpid(child, &status, 0)
+        let kept = try cloneRegion.withUnsafeMutableBytes { $0[store] }
+        let written = try sourceRegion.withUnsafeMutableBytes { $0[store] }
+        say("parent clone \(kept) source \(written)")
+    } catch {
+        fail("\(error)")
+    }
+    pool.close()
+    exit(0)
+}
+
 switch arguments[1] {
+case "fork-use":
+    forkUse(clone: arguments[4], source: arguments[5], at: Int(arguments[6])!, store: Int(arguments[7])!)
 case "clone-storm":
     cloneStorm(region: arguments[4])
 case "region-writer":

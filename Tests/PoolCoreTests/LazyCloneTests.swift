@@ -169,3 +169,19 @@ extension LazyCloneTests {
         #expect(report.isClean, "\(report.problems) \(report.recoverable)")
     }
 }
+
+extension LazyCloneTests {
+    /// A child forked with the pool open, which never calls didFork, still
+    /// reads the clone's holes as the source's bytes, and its store into
+    /// the source does not reach the clone.
+    @Test func aForkedChildFollowsTheClones() throws {
+        let scratch = Scratch()
+        let (pool, content) = try makePool(scratch)
+        _ = try pool.cloneRegion(name: "source", as: "clone")
+        pool.close()
+        let (at, store) = (3 * LazyCloneTests.page + 5, 40 * LazyCloneTests.page + 9)
+        let result = try run(builtExecutable("PoolTestHelper"), ["fork-use", scratch.path, "lz", "clone", "source", "\(at)", "\(store)"])
+        #expect(result.output == "child read \(content[at])\nparent clone \(content[store]) source 238", "\(result.output)")
+        #expect(try Pool.check(name: "lz", at: scratch.path).isClean)
+    }
+}
