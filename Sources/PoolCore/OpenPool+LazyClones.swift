@@ -87,3 +87,27 @@ extension OpenPool {
         }
     }
 }
+
+/// A region clone that still shares pages with its source.
+public struct RegionSharing: Sendable, Equatable {
+    /// The source region's name.
+    public var source: String
+    /// Of the clone's bytes, those it holds itself (filled since the clone).
+    public var heldBytes: UInt64
+}
+
+extension OpenPool {
+    /// The clones that still share pages, by the clone region's name.
+    func regionSharing() -> [String: RegionSharing] {
+        guard let table = try? openLazyClones(creating: false) else { return [:] }
+        var sharing: [String: RegionSharing] = [:]
+        for entry in table.entries() {
+            guard let clone = regionRow(at: entry.clone, bytes: entry.bytes),
+                  let source = regionRow(at: entry.source, bytes: entry.bytes),
+                  let shelf = shelf(entry.clone.shelf) else { continue }
+            let held = shelf.file.heldBytes(offset: Int(entry.clone.offset), count: Int(entry.bytes))
+            sharing[regionInfo(clone).name] = RegionSharing(source: regionInfo(source).name, heldBytes: UInt64(held))
+        }
+        return sharing
+    }
+}

@@ -363,6 +363,9 @@ public final class Pool: @unchecked Sendable {
 
     public func regions() -> [RegionInfo] { core.regions() }
 
+    /// Region clones that still share pages with their sources, by name.
+    public func regionSharing() -> [String: RegionSharing] { core.regionSharing() }
+
     /// Regions with their table rows: numbers that stay while they live.
     public func regionList() -> [(id: Int, info: RegionInfo)] { core.regionRows() }
 

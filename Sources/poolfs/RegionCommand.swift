@@ -33,10 +33,15 @@ struct RegionCommand: ParsableCommand {
 
         func run() throws {
             try pool.withPool { opened in
+                let sharing = opened.regionSharing()
                 for region in opened.regions() {
                     let access = region.access
+                    // A clone still sharing pages: how much of it is its own.
+                    let shared = sharing[region.name].map {
+                        "\tshares pages with '\($0.source)', holds \(ByteSize.format($0.heldBytes)) itself"
+                    } ?? ""
                     print("\(region.name)\t\(ByteSize.format(region.size))\t\(region.address)\t"
-                        + "\(String(access.mode, radix: 8)) \(access.uid):\(access.gid)")
+                        + "\(String(access.mode, radix: 8)) \(access.uid):\(access.gid)\(shared)")
                 }
             }
         }

@@ -23,6 +23,8 @@ import TestSupport
         #expect(result.output.hasPrefix("weights\t1M\t0:0x"))
         result = try poolfs("region", "clone", "cli", "weights", "weights-copy", in: scratch)
         #expect(result.status == 0 && result.output.hasPrefix("cloned region 'weights' as 'weights-copy' (1M)"), "\(result.output)")
+        result = try poolfs("region", "list", "cli", in: scratch)
+        #expect(result.output.contains("\tshares pages with 'weights', holds 0B itself"), "\(result.output)")
         result = try poolfs("region", "destroy", "cli", "weights-copy", in: scratch)
         #expect(result.status == 0, "\(result.output)")
 
