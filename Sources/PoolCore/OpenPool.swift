@@ -162,6 +162,8 @@ final class OpenPool: @unchecked Sendable {
             if slot >= 0 { releaseSlot() }
             slot = -1
             FileLock.unlock(fd, byte: Layout.LockByte.openers)
+            // Its threads reach this pool unowned: they end with the open.
+            helper.stop()
             throw error
         }
     }
