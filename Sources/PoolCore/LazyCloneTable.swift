@@ -54,7 +54,7 @@ final class LazyCloneTable: @unchecked Sendable {
            file.load(UInt64.self, at: Format.magic) == Format.value {
             return try LazyCloneTable(file: file)
         }
-        // Made aside and renamed in: another opener never maps half of one.
+        // Made aside and linked in whole: another opener never maps half of one.
         let scratch = "\(fileName).\(getpid())"
         home.remove(scratch)
         let file = try MappedFile.create(in: home, name: scratch, size: UInt64(Format.bytes), reserve: UInt64(Format.bytes),

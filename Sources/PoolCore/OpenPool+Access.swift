@@ -99,10 +99,12 @@ extension OpenPool {
             return try remote.withBytes(offset: offset, count: source.count, writing: true) { $0.copyMemory(from: source) }
         }
         // While a freeze or a lazy clone protects pages, a pwrite (which
-        // no protection sees) would change them unsaved: stores only.
-        let protected = FreezeHelper.phase(metadata.atomic32(at: Layout.Control.freeze).load(ordering: .acquiring)) != .none
-            || lazyClones?.isEmpty == false
-        try shelf.file.copy(to: offset, from: source, byFile: !protected)
+        // no protection sees) would change them unsaved: stores only. Asked
+        // only of copies large enough to take that path.
+        let byFile = source.count >= MappedFile.coldCopyMinimum
+            && FreezeHelper.phase(metadata.atomic32(at: Layout.Control.freeze).load(ordering: .acquiring)) == .none
+            && lazyClones?.isEmpty != false
+        try shelf.file.copy(to: offset, from: source, byFile: byFile)
     }
 
     /// Durable where the shelf keeps its bytes: flushed on pmem; on a

@@ -34,9 +34,7 @@ extension OpenPool {
         (0..<Layout.Regions.capacity).first { index in
             guard let state = rowState(index), state != .free else { return false }
             let info = regionInfo(index)
-            guard info.address == address, UInt64(info.pages) * pageSize == bytes,
-                  let shelf = shelves[address.shelf], let page = shelf.page(at: address.offset) else { return false }
-            return shelf.entry(page) == .allocated(length: info.pages, tag: .region(index))
+            return info.address == address && UInt64(info.pages) * pageSize == bytes && ownRun(ofRow: index) != nil
         }
     }
 

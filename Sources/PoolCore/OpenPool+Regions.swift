@@ -148,15 +148,19 @@ extension OpenPool {
         }
     }
 
+    /// Row `index`'s run, where the page table gives it to that row: its
+    /// shelf and first page.
+    func ownRun(ofRow index: Int) -> (Shelf, Int)? {
+        let info = regionInfo(index)
+        guard let shelf = shelves[info.address.shelf], let page = shelf.page(at: info.address.offset),
+              shelf.entry(page) == .allocated(length: info.pages, tag: .region(index)) else { return nil }
+        return (shelf, page)
+    }
+
     /// Releases a creating or destroying row's run (if it holds it) and
     /// clears the row. Global lock held.
     func settleRow(_ index: Int) {
-        let info = regionInfo(index)
-        if let shelf = shelves[info.address.shelf], let page = shelf.page(at: info.address.offset),
-           shelf.entry(page) == .allocated(length: info.pages, tag: .region(index))
-        {
-            shelf.releaseRun(at: page, length: info.pages)
-        }
+        if let (shelf, page) = ownRun(ofRow: index) { shelf.releaseRun(at: page, length: regionInfo(index).pages) }
         metadata.withBytes(at: Layout.Regions.entry(index), count: Layout.Regions.entrySize) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
         metadata.persist(offset: Layout.Regions.entry(index), count: Layout.Regions.entrySize)
     }

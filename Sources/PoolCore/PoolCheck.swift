@@ -191,11 +191,8 @@ struct PoolChecker {
         progress?(total, total)
         for index in 0..<Layout.Regions.capacity where core.rowState(index) == .live {
             let info = core.regionInfo(index)
-            guard let shelf = core.shelves[info.address.shelf], let page = shelf.page(at: info.address.offset),
-                  shelf.entry(page) == .allocated(length: info.pages, tag: .region(index))
-            else {
+            if core.ownRun(ofRow: index) == nil {
                 report.problems.append("region '\(info.name)' points at \(info.address), which is not its run")
-                continue
             }
         }
         for index in 0..<Layout.Regions.capacity where core.rowState(index) == nil {
@@ -234,11 +231,9 @@ struct PoolChecker {
                     core.settleRow(index)
                     done.append("cleared damaged region row \(index)")
                 case .live?:
-                    let info = core.regionInfo(index)
-                    if let shelf = core.shelves[info.address.shelf], let page = shelf.page(at: info.address.offset),
-                       shelf.entry(page) == .allocated(length: info.pages, tag: .region(index)) { continue }
+                    if core.ownRun(ofRow: index) != nil { continue }
                     core.settleRow(index)
-                    done.append("removed region '\(info.name)', whose pages were not its own")
+                    done.append("removed region '\(core.regionInfo(index).name)', whose pages were not its own")
                 case .free?: continue
                 }
             }
