@@ -156,6 +156,18 @@ final class FreezeArea: @unchecked Sendable {
         }
     }
 
+    /// Whether a memory page of `[offset, offset+count)` of `shelf` may
+    /// still need saving before it is written.
+    func needsSaving(shelf: Int, offset: Int, count: Int) -> Bool {
+        var at = offset / FreezeArea.pageBytes * FreezeArea.pageBytes
+        while at < offset + count, covers(shelf: shelf, offset: at) {
+            let seen = state(shelf, at / FreezeArea.pageBytes).0.load(ordering: .acquiring)
+            if seen != State.notNeeded && seen != State.saved { return true }
+            at += FreezeArea.pageBytes
+        }
+        return false
+    }
+
     /// Saves the memory page at `offset` of `shelf` (its file `source`)
     /// unless it is saved or not needed: called before anything writes it.
     /// `tag` is the caller's participant slot; `isAlive(slot)` tells

@@ -48,7 +48,7 @@ final class FreezeHelper: @unchecked Sendable {
     var uffd: Int32 = -1
     /// Shelves whose data range is registered with the userfaultfd.
     var registered: [Shelf] = []
-    private var area: FreezeArea?
+    private(set) var area: FreezeArea?
     /// The last generation this process joined (or tried to).
     private var joined: UInt32 = 0
     /// The lazy clones this process keeps (their clone registered for
@@ -74,7 +74,7 @@ final class FreezeHelper: @unchecked Sendable {
         sem_destroy(&finished)
     }
 
-    private var control: UnsafeAtomic<UInt32> { pool.metadata.atomic32(at: Layout.Control.freeze) }
+    var control: UnsafeAtomic<UInt32> { pool.metadata.atomic32(at: Layout.Control.freeze) }
 
     /// Starts the thread and waits until it has joined a freeze under way,
     /// so nothing this process writes after opening escapes it.
@@ -193,6 +193,9 @@ final class FreezeHelper: @unchecked Sendable {
             return 0
         }
         guard error >= 0 else { return }
+        // Writes into remote shelves under way when the area came end
+        // before the answer; later ones see it (FreezeHelper+RemoteShelves).
+        if error == 0 { for shelf in pool.shelves.all { shelf.remote?.waitForWritesUnderWay() } }
         answer(generation, error: error)
     }
 
@@ -309,7 +312,7 @@ final class FreezeHelper: @unchecked Sendable {
 
     /// Holds writes while the freeze is still protecting other processes:
     /// the instant is when all are. False when it ended instead.
-    private func waitUntilFrozen(_ generation: UInt32) -> Bool {
+    func waitUntilFrozen(_ generation: UInt32) -> Bool {
         while !stopping.load(ordering: .acquiring) {
             let word = control.load(ordering: .acquiring)
             guard FreezeHelper.generation(word) == generation, freezerLives() else { return false }
@@ -339,6 +342,9 @@ final class FreezeHelper: @unchecked Sendable {
     /// needs are saved first.
     func willFree(_ shelf: Shelf, pages: Range<Int>) {
         dropLazyClones(in: shelf, pages: pages)
+        // A remote shelf's freed pages keep their bytes until written,
+        // and its writes save them first.
+        guard shelf.remote == nil else { return }
         // Nearly always no freeze: one load, not the mutex.
         let word = control.load(ordering: .acquiring)
         guard FreezeHelper.phase(word) == .frozen else { return }

@@ -38,7 +38,7 @@ extension OpenPool {
                 let control = metadata.atomic32(at: Layout.Control.freeze)
                 var generation = (FreezeHelper.generation(control.load(ordering: .acquiring)) &+ 1) & (1 << 30 - 1)
                 if generation == 0 { generation = 1 }
-                let needed = shelves.all.map { $0.remote == nil ? $0.allocatedRuns(including: including) : [] }
+                let needed = shelves.all.map { $0.allocatedRuns(including: including) }
                 materializeLazyClones(overlapping: needed)
                 let area = try FreezeArea.create(in: home, generation: generation, shelfLengths: shelves.all.map(\.file.length),
                                                  needing: needed)
@@ -128,8 +128,14 @@ extension OpenPool {
     /// Reads `buffer.count` bytes of shelf `index` at `offset` by its file
     /// (not this process's mapping, which would fault each page in), as
     /// they were at the instant while this process freezes the pool.
+    /// A remote shelf's data pages come from its node and its cache.
     func readShelf(_ index: Int, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
-        try localFile(index, offset: offset, count: buffer.count).readByFile(at: Int(offset), into: buffer)
+        if let remote = shelves[index]?.remote {
+            let (_, start) = try resolve(GlobalAddress(shelf: index, offset: offset), count: buffer.count)
+            try remote.readForCheckpoint(offset: start, into: buffer)
+        } else {
+            try localFile(index, offset: offset, count: buffer.count).readByFile(at: Int(offset), into: buffer)
+        }
         freezing.withLock { $0 }?.takeAsTheyWere(shelf: index, offset: Int(offset), into: buffer)
     }
 

@@ -29,10 +29,15 @@ extension OpenPool {
                 }
             }
             guard heapIsLive(heap) else { throw PoolError.heapNotFound("#\(heap)") }
-            metadata.storeText(placement?.description ?? "", at: Layout.Heaps.row(heap) + Layout.Heaps.policy, capacity: Layout.Heaps.policyCapacity)
-            metadata.persist(offset: Layout.Heaps.row(heap) + Layout.Heaps.policy, count: Layout.Heaps.policyCapacity)
+            storePlacement(placement, ofHeap: heap)
         }
         if migrate, let effective = placement ?? superblock.placement, effective.isNUMA { try move(heap: heap, to: effective) }
+    }
+
+    /// nil: the heap follows the pool's placement. Global lock held, or no other opener.
+    func storePlacement(_ placement: Placement?, ofHeap heap: Int) {
+        metadata.storeText(placement?.description ?? "", at: Layout.Heaps.row(heap) + Layout.Heaps.policy, capacity: Layout.Heaps.policyCapacity)
+        metadata.persist(offset: Layout.Heaps.row(heap) + Layout.Heaps.policy, count: Layout.Heaps.policyCapacity)
     }
 
     /// This process only, as `poolfs exec` asks (hmctl's way).

@@ -32,14 +32,9 @@ extension Pool {
     /// is frozen (OpenPool+Freeze) until `thaw()`, so `readShelf` gives the
     /// runs' bytes of that instant while programs write on; where it cannot
     /// be, `unfrozen` says why, and the runs are read as they are then. A
-    /// pool with remote shelves is refused: their bytes are on their nodes.
+    /// remote shelf's runs are read from its node, but for the pages its
+    /// cache holds newer, and are frozen the same way.
     public func checkpointShelves() throws -> (shelves: [CheckpointShelf], unfrozen: String?) {
-        for shelf in core.shelves.all {
-            if let remote = shelf.remote {
-                throw PoolError.remoteShelf(shelf.index, node: remote.place.node,
-                                            reason: "its bytes are on the node; a checkpoint holds local shelves only")
-            }
-        }
         do {
             // The file system's runs (tracked) are frozen by its snapshot,
             // or unwritten (the command holds an unmounted pool).
@@ -77,13 +72,16 @@ extension Pool {
     /// Makes pool `name` from a checkpoint: a pool of `pageSize` pages and
     /// these shelves is created, `fill` writes the image's bytes through the
     /// writer it is given, and the pool takes the name `name` (the image's
-    /// superblock carries the old one). On any failure the new pool goes.
+    /// superblock carries the old one). A remote shelf comes back as a
+    /// dram shelf holding its bytes, and heaps placed on remote shelves
+    /// go back to the pool's placement. On any failure the new pool goes.
     public static func restore(name: String, at home: String? = nil, pageSize: UInt64, shelves: [(size: UInt64, medium: Medium)],
                                _ fill: (CheckpointWriter) throws -> Void) throws {
         guard let first = shelves.first else { throw PoolError.invalidSize("0 shelves", reason: "an image has shelf 0") }
-        let pool = try Pool.create(name: name, size: first.size, pageSize: pageSize, medium: first.medium, at: home)
+        let local = { (medium: Medium) in medium == .remote ? Medium.dram : medium }
+        let pool = try Pool.create(name: name, size: first.size, pageSize: pageSize, medium: local(first.medium), at: home)
         do {
-            for shelf in shelves.dropFirst() { _ = try pool.grow(by: shelf.size, medium: shelf.medium) }
+            for shelf in shelves.dropFirst() { _ = try pool.grow(by: shelf.size, medium: local(shelf.medium)) }
             pool.close()
             try withNoOtherOpener(name: name, at: home) { core in
                 let files = core.shelves.all.map(\.file)
@@ -93,11 +91,13 @@ extension Pool {
                 // What the new files hold of their blocks, not what the old ones did.
                 let reserved = files.map { ($0.load(UInt64.self, at: Layout.ShelfHeader.reservedBytes),
                                             $0.load(UInt64.self, at: Layout.ShelfHeader.givenBackFrom)) }
+                let media = files.map { ShelfHeader.medium($0) ?? .dram }
                 try fill(CheckpointWriter(files: files))
                 for (file, (bytes, givenBack)) in zip(files, reserved) {
                     file.store(bytes, at: Layout.ShelfHeader.reservedBytes)
                     file.store(givenBack, at: Layout.ShelfHeader.givenBackFrom)
                 }
+                try makeRemoteShelvesLocal(core, files: files, media: media)
                 let base = Layout.Superblock.offset
                 files[0].storeText(name, at: base + Layout.Superblock.name, capacity: Layout.Superblock.nameCapacity)
                 files[0].store(Checksum.of(files[0], offset: base, count: Layout.Superblock.checksummed),
@@ -111,6 +111,22 @@ extension Pool {
             pool.close()
             try? Pool.destroy(name: name, at: home)
             throw error
+        }
+    }
+}
+
+extension Pool {
+    /// The image's shelves that were remote (its headers and shelf table
+    /// say so) become the new files' medium; heaps placed on them, the
+    /// pool's placement.
+    private static func makeRemoteShelvesLocal(_ core: OpenPool, files: [MappedFile], media: [Medium]) throws {
+        let uuid = try Superblock.read(files[0]).uuid
+        for (index, (file, medium)) in zip(files, media).enumerated() where ShelfHeader.medium(file) == .remote {
+            ShelfHeader.setMedium(file, medium)
+            ShelfTable.publish(files[0], index: index, record: ShelfRecord(size: file.load(UInt64.self, at: Layout.ShelfHeader.size), medium: medium), uuid: uuid)
+        }
+        for heap in 0..<Layout.Heaps.capacity where core.heapIsLive(heap) {
+            if case .remote? = core.storedPlacement(ofHeap: heap) { core.storePlacement(nil, ofHeap: heap) }
         }
     }
 }

@@ -40,6 +40,13 @@ final class RemoteShelfCache: @unchecked Sendable {
     static let readAheadBytes = 8 << 20
     /// Whether this process keeps the cache (another may, with the pool open too).
     private var isHeldHere: Bool
+    /// This process's part in freezes: writes wait for a freeze's instant
+    /// and save what it needs first (FreezeHelper+RemoteShelves).
+    weak var freeze: FreezeHelper?
+    /// A checkpoint's own link to the node, where another process keeps
+    /// the cache, and the memory it registers (nothing goes through it).
+    private var readerLink: RemoteShelfLink?
+    private var readerWindow: UnsafeMutableRawBufferPointer?
 
     /// Pages in one transfer at most (bytes in flight stay bounded).
     private static let transferBytes = 1 << 20
@@ -99,7 +106,11 @@ final class RemoteShelfCache: @unchecked Sendable {
         budget.residentPages.wrappingIncrement(by: resident, ordering: .relaxed)
     }
 
-    deinit { link?.close() }
+    deinit {
+        link?.close()
+        readerLink?.close()
+        readerWindow?.deallocate()
+    }
 
     private var pageSize: Int { Int(geometry.pageSize) }
 
@@ -122,7 +133,7 @@ final class RemoteShelfCache: @unchecked Sendable {
     /// its bytes are in (a page covered whole holds nothing before: marked
     /// dirty earlier, a write that then failed would send that to the node).
     func prepare(offset: Int, count: Int, writing: Bool) throws -> UnsafeMutableRawPointer {
-        try mutex.withLock { try prepareLocked(offset: offset, count: count, writing: writing) }
+        try locked(writing: writing) { saving in try prepareLocked(offset: offset, count: count, writing: writing, saving: saving) }
         return file.pointer(at: offset, count: count)
     }
 
@@ -135,15 +146,40 @@ final class RemoteShelfCache: @unchecked Sendable {
     /// The bytes lent to `body` with the cache's lock held, for callers
     /// that keep no lock of their own against eviction (the library).
     func withBytes<R>(offset: Int, count: Int, writing: Bool, _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
-        try mutex.withLock {
-            try prepareLocked(offset: offset, count: count, writing: writing)
+        try locked(writing: writing) { saving in
+            try prepareLocked(offset: offset, count: count, writing: writing, saving: saving)
             let result = try body(UnsafeMutableRawBufferPointer(start: file.pointer(at: offset, count: count), count: count))
             if writing { markDirtyLocked(pages(offset, count)) }
             return result
         }
     }
 
-    private func prepareLocked(offset: Int, count: Int, writing: Bool) throws {
+    /// `body` under the lock, told the freeze whose pages a write must save
+    /// first; a write that comes while a freeze is still protecting waits
+    /// for its instant, without the lock.
+    private func locked<R>(writing: Bool, _ body: (FreezeArea?) throws -> R) throws -> R {
+        while true {
+            var instant: UInt32 = 0
+            let outcome: Result<R, Error>? = mutex.withLock {
+                var saving: FreezeArea?
+                if writing, let freeze {
+                    switch freeze.beforeRemoteWrite(shelf: shelf) {
+                    case .go: break
+                    case .waitForInstant(let generation): instant = generation; return nil
+                    case .save(let area): saving = area
+                    }
+                }
+                return Result { try body(saving) }
+            }
+            if let outcome { return try outcome.get() }
+            _ = freeze?.waitUntilFrozen(instant)
+        }
+    }
+
+    /// Returns once no thread writes through `withBytes` or readies a write.
+    func waitForWritesUnderWay() { mutex.withLock {} }
+
+    private func prepareLocked(offset: Int, count: Int, writing: Bool, saving area: FreezeArea? = nil) throws {
         guard count > 0 else { return }
         try refuseUnlessHeldHere()
         let range = pages(offset, count)
@@ -156,7 +192,8 @@ final class RemoteShelfCache: @unchecked Sendable {
             }
             let start = Int(geometry.offset(ofPage: page))
             let whole = offset <= start && offset + count >= start + pageSize
-            if writing && whole { continue }
+            // A page the freeze needs is read in, to be saved as it was.
+            if writing && whole && area?.needsSaving(shelf: shelf, offset: start, count: pageSize) != true { continue }
             if !writing { counters.misses += 1 }
             missing.append(page)
         }
@@ -178,6 +215,10 @@ final class RemoteShelfCache: @unchecked Sendable {
             }
             for page in missing { state[page] = State.clean.rawValue }
             budget.residentPages.wrappingIncrement(by: missing.count, ordering: .relaxed)
+        }
+        if let area, let freeze {
+            let first = Int(geometry.offset(ofPage: range.lowerBound))
+            freeze.saveRemote(area, shelf: shelf, file: file, bytes: first..<first + range.count * pageSize)
         }
     }
 
@@ -262,6 +303,60 @@ final class RemoteShelfCache: @unchecked Sendable {
         }
     }
 
+    // MARK: Checkpoints
+
+    /// Reads `[offset, offset+buffer.count)` of the shelf file for a
+    /// checkpoint without filling the cache: the node's bytes, but for the
+    /// pages the window holds newer (dirty). Where another process keeps
+    /// the cache (the mount), those are read from its window, which this
+    /// process maps too, by the state file both share: a page dirty before
+    /// or after the node's read comes from the window, and from the node
+    /// again if it was written back meanwhile (its window page may be gone).
+    /// What the keeper writes after a freeze's instant it saves first.
+    func readForCheckpoint(offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws {
+        guard !buffer.isEmpty else { return }
+        try mutex.withLock {
+            let range = pages(offset, buffer.count)
+            let isDirty = { (page: Int) in self.state[page] == State.dirty.rawValue }
+            if isHeldHere {
+                // Nobody else changes the cache: resident pages are the newest.
+                try readFromNode(range.filter { state[$0] == State.absent.rawValue }, offset: offset, into: buffer, byReaderLink: false)
+                for page in range where state[page] != State.absent.rawValue { try readWindow(page, offset: offset, into: buffer) }
+                return
+            }
+            let dirtyBefore = Set(range.filter(isDirty))
+            try readFromNode(Array(range), offset: offset, into: buffer, byReaderLink: true)
+            for page in range where dirtyBefore.contains(page) || isDirty(page) {
+                try readWindow(page, offset: offset, into: buffer)
+                if !isDirty(page) { try readFromNode([page], offset: offset, into: buffer, byReaderLink: true) }
+            }
+        }
+    }
+
+    /// The bytes of `page` that `buffer` (the shelf's bytes from `offset`) holds.
+    private func part(of page: Int, offset: Int, count: Int) -> Range<Int> {
+        let start = Int(geometry.offset(ofPage: page))
+        return max(start, offset) - offset..<min(start + pageSize, offset + count) - offset
+    }
+
+    /// By pread: a hole of the window (a page being evicted) is not filled.
+    private func readWindow(_ page: Int, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws {
+        let part = part(of: page, offset: offset, count: buffer.count)
+        try file.readByFile(at: offset + part.lowerBound, into: UnsafeMutableRawBufferPointer(rebasing: buffer[part]))
+    }
+
+    private func readFromNode(_ pages: [Int], offset: Int, into buffer: UnsafeMutableRawBufferPointer, byReaderLink: Bool) throws {
+        guard !pages.isEmpty else { return }
+        try transfer(pages, "reading for a checkpoint", byReaderLink: byReaderLink) { link, pieces in
+            try link.read(pieces.map { piece in
+                let first = part(of: piece.lowerBound, offset: offset, count: buffer.count)
+                let bytes = first.lowerBound..<part(of: piece.upperBound - 1, offset: offset, count: buffer.count).upperBound
+                return (UInt64(offset + bytes.lowerBound) - geometry.dataOffset, UnsafeMutableRawBufferPointer(rebasing: buffer[bytes]))
+            })
+            counters.bytesRead += UInt64(pages.count * pageSize)
+        }
+    }
+
     private func punch(_ pages: Range<Int>) throws {
         guard !pages.isEmpty else { return }
         try SystemCall.punchHole(file.descriptor, offset: geometry.offset(ofPage: pages.lowerBound),
@@ -280,31 +375,48 @@ final class RemoteShelfCache: @unchecked Sendable {
 
     /// Runs `body` with the link and `pages` cut into contiguous pieces of
     /// at most `transferBytes`; a failure is EIO naming the node and why.
-    private func transfer(_ pages: [Int], _ what: String,
+    private func transfer(_ pages: [Int], _ what: String, byReaderLink: Bool = false,
                           _ body: (RemoteShelfLink, [Range<Int>]) throws -> Void) throws {
         let pieces = RemoteShelfCache.contiguous(pages, limit: max(1, RemoteShelfCache.transferBytes / pageSize))
-        try refuseUnlessHeldHere()
+        if !byReaderLink { try refuseUnlessHeldHere() }
         let now = SystemCall.monotonicNanoseconds()
         if unreachableSince != nil, now - lastAttempt < RemoteShelfCache.retryNanoseconds {
             throw failure("\(what) failed: unreachable since \(SystemCall.utc(unreachableSince!)) (\(lastFailure))")
         }
         lastAttempt = now
         do {
-            if link == nil {
-                guard let connect = RemoteShelves.connect else {
-                    throw PoolError.remoteShelf(shelf, node: place.node, reason: "this program cannot reach memory nodes (no PoolNet)")
-                }
-                let window = UnsafeMutableRawBufferPointer(start: file.pointer(at: Int(geometry.dataOffset), count: Int(geometry.dataBytes)),
-                                                           count: Int(geometry.dataBytes))
-                link = try connect(place, budget.settings.timeoutSeconds, window)
-            }
-            try body(link!, pieces)
+            try body(try byReaderLink ? connectedReaderLink() : connectedLink(), pieces)
             unreachableSince = nil
         } catch {
             if unreachableSince == nil { unreachableSince = Int64(time(nil)) }
             lastFailure = "\(error)"
             throw failure("\(what) \(pages.count) page\(pages.count == 1 ? "" : "s") failed: \(error)")
         }
+    }
+
+    private func connectedLink() throws -> RemoteShelfLink {
+        if let link { return link }
+        let window = UnsafeMutableRawBufferPointer(start: file.pointer(at: Int(geometry.dataOffset), count: Int(geometry.dataBytes)),
+                                                   count: Int(geometry.dataBytes))
+        link = try connect(window)
+        return link!
+    }
+
+    /// Registers one page only: the window is the keeper's, and reads go
+    /// into the checkpoint's buffers.
+    private func connectedReaderLink() throws -> RemoteShelfLink {
+        if let readerLink { return readerLink }
+        let window = readerWindow ?? UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: pageSize)
+        readerWindow = window
+        readerLink = try connect(window)
+        return readerLink!
+    }
+
+    private func connect(_ window: UnsafeMutableRawBufferPointer) throws -> RemoteShelfLink {
+        guard let connect = RemoteShelves.connect else {
+            throw PoolError.remoteShelf(shelf, node: place.node, reason: "this program cannot reach memory nodes (no PoolNet)")
+        }
+        return try connect(place, budget.settings.timeoutSeconds, window)
     }
 
     private func refuseUnlessHeldHere() throws {
@@ -354,6 +466,8 @@ final class RemoteShelfCache: @unchecked Sendable {
         mutex.withLock {
             link?.close()
             link = nil
+            readerLink?.close()
+            readerLink = nil
             if isHeldHere { FileLock.unlock(states.descriptor, byte: Layout.LockByte.base) }
             isHeldHere = false
         }

@@ -19,7 +19,9 @@ final class Shelf: @unchecked Sendable {
     /// Where the next search for free pages starts; global lock.
     private var searchHint = 0
     /// Told of pages about to be freed, which a freeze may still need.
-    weak var freeze: FreezeHelper?
+    weak var freeze: FreezeHelper? {
+        didSet { remote?.freeze = freeze }
+    }
 
     init(index: Int, file: MappedFile, geometry: ShelfGeometry, remote: RemoteShelfCache? = nil) {
         self.index = index

@@ -134,6 +134,12 @@ enum ShelfHeader {
     }
 
     static func medium(_ file: MappedFile) -> Medium? { Medium(code: file.load(UInt32.self, at: Layout.ShelfHeader.medium)) }
+
+    /// A restored remote shelf's header made local's.
+    static func setMedium(_ file: MappedFile, _ medium: Medium) {
+        file.store(medium.code, at: Layout.ShelfHeader.medium)
+        file.store(Checksum.of(file, offset: 0, count: Layout.ShelfHeader.checksummed), at: Layout.ShelfHeader.checksum)
+    }
 }
 
 /// The shelf table in shelf 0. A row is written whole, then made visible by

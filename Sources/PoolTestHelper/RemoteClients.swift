@@ -1,5 +1,7 @@
+import Atomics
 import PoolCore
 import PoolNet
+import PoolThreads
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -82,6 +84,57 @@ enum RemoteClients {
             } catch {
                 say("error: \(error)")
             }
+        }
+        exit(0)
+    }
+
+    /// Opens pool NAME at HOME (keeping its remote shelves' caches), takes
+    /// `pages` pages of heap `heap` (placed remote), prints "writing
+    /// ADDRESS", then writes a counter into the run's first page, then its
+    /// last, over and over, half the time sending them to the node at
+    /// once: at any instant the first holds at least the last. The run's
+    /// second page holds `unsentStamp`, kept in the cache only. On "stop":
+    /// "stopped COUNT".
+    static let unsentStamp: UInt64 = 0xD1E7_0000_5EAD_BEEF
+
+    static func heapWriter(home: String, name: String, heap: String, pages: Int) -> Never {
+        RemoteShelves.install()
+        do {
+            let pool = try Pool.open(name: name, at: home)
+            let run = try pool.openHeap(name: heap).allocatePages(count: pages)
+            let last = run.advanced(by: UInt64(pages - 1) * UInt64(pool.pageSize))
+            nonisolated(unsafe) var value: UInt64 = 0
+            let round = {
+                value += 1
+                for address in [run, last] {
+                    if value & 1 == 0 {
+                        try withUnsafeBytes(of: value) { try pool.write(at: address, from: $0) }
+                    } else {
+                        try pool.withUnsafeMutableBytes(at: address, count: 8) { $0.storeBytes(of: value, as: UInt64.self) }
+                    }
+                }
+            }
+            // Only in the cache, never sent: newer than the node's page.
+            try pool.withUnsafeMutableBytes(at: run.advanced(by: UInt64(pool.pageSize)), count: 8) {
+                $0.storeBytes(of: RemoteClients.unsentStamp, as: UInt64.self)
+            }
+            try round()
+            let stop = UnsafeAtomic<Bool>.create(false)
+            let thread = JoinableThread {
+                do {
+                    while !stop.load(ordering: .relaxed) { try round() }
+                } catch {
+                    fail("\(error)")
+                }
+            }
+            say("writing \(run)")
+            while let line = readLine(), line != "stop" {}
+            stop.store(true, ordering: .relaxed)
+            thread?.join()
+            say("stopped \(value)")
+            pool.close()
+        } catch {
+            fail("\(error)")
         }
         exit(0)
     }

@@ -405,6 +405,11 @@ case "remote-writer":
         fail("usage: remote-writer NODE KEYFILE REGION PAGES")
     }
     RemoteClients.writer(RemoteClients.connect(arguments[2], arguments[3]), region: region, pages: pages)
+case "remote-heap-writer":
+    guard arguments.count == 6, let pages = Int(arguments[5]), pages > 1 else {
+        fail("usage: remote-heap-writer HOME NAME HEAP PAGES")
+    }
+    RemoteClients.heapWriter(home: home, name: name, heap: arguments[4], pages: pages)
 case "remote-console":
     guard arguments.count == 6, let slots = Int(arguments[5]) else {
         fail("usage: remote-console NODE KEYFILE TABLE|- SLOTS")

@@ -13,7 +13,8 @@ struct CheckpointCommand: ParsableCommand {
             file system, compressed with zstd, each chunk with a checksum. On a mounted pool, \
             the file system is frozen first by a snapshot (a pause of milliseconds, said in \
             the output) and the image holds it as it was then, whatever is written \
-            meanwhile. Then the whole pool is frozen: every process that has it open \
+            meanwhile. Remote shelves' pages are read from their nodes (and the mount's \
+            cache, for pages newer there). Then the whole pool is frozen: every process that has it open \
             write-protects its shelves, and the image holds heaps and regions as they were at \
             that instant; a program pauses only on its first write to each page while the \
             image is written. Shelves that are not shared memory (pmem) cannot be frozen: \
@@ -102,7 +103,8 @@ struct RestoreCommand: ParsableCommand {
         commandName: "restore",
         abstract: "Make pool NAME from a checkpoint image; a damaged or cut image is refused.",
         discussion: """
-            The new pool has the image's page size and shelves, the same global addresses, and \
+            The new pool has the image's page size and shelves (a remote shelf comes back as \
+            this machine's memory), the same global addresses, and \
             its heaps, regions and file system as the checkpoint took them (the file system as \
             it was at the checkpoint's start). Every checksum is checked as the image is read; \
             on any failure no pool is left.
@@ -140,6 +142,9 @@ struct RestoreCommand: ParsableCommand {
             } catch {
                 try? Pool.destroy(name: pool.name, at: pool.path)
                 throw error
+            }
+            for (index, shelf) in header.shelves.enumerated() where shelf.medium == .remote {
+                print("shelf \(index) was on a memory node: it is a dram shelf of this machine now")
             }
             print("restored pool '\(pool.name)' from \(file)")
         }

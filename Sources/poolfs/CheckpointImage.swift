@@ -60,7 +60,9 @@ enum CheckpointImage {
         var basePath = ""
     }
 
-    static func mediumCode(_ medium: Medium) -> UInt32 { medium == .pmem ? 1 : 0 }
+    /// 0 dram, 1 pmem, 2 remote (a restore makes it a dram shelf).
+    static let media: [Medium] = [.dram, .pmem, .remote]
+    static func mediumCode(_ medium: Medium) -> UInt32 { UInt32(media.firstIndex(of: medium) ?? 0) }
 }
 
 /// Little-endian fields into bytes.
@@ -307,8 +309,8 @@ final class CheckpointFileReader {
         var list: [(size: UInt64, medium: Medium)] = []
         for _ in 0..<shelves {
             let size = all.u64(), code = all.u32()
-            guard code <= 1 else { throw refuse("damaged: a shelf's medium is unknown") }
-            list.append((size, code == 1 ? .pmem : .dram))
+            guard code < CheckpointImage.media.count else { throw refuse("damaged: a shelf's medium is unknown") }
+            list.append((size, CheckpointImage.media[Int(code)]))
         }
         let name = String(decoding: rest[(shelves * 12)..<(shelves * 12 + nameLength)], as: UTF8.self)
         let base = String(decoding: rest[(shelves * 12 + nameLength)..<(shelves * 12 + nameLength + baseLength)], as: UTF8.self)

@@ -126,13 +126,56 @@ struct RemoteShelfMountTests {
         #expect(checked.status == 0, "\(checked.output)")
         #expect(checked.output.contains("remote shelf 1: region"), "\(checked.output)")
         #expect(checked.output.contains("reserved on \(remote.served.address)"), "\(checked.output)")
-        // A checkpoint holds local shelves only: refused in one line, no image left.
+        // Unmounted, the checkpoint keeps the cache itself; the copy is
+        // local and needs no node.
         let image = remote.mounted.scratch.path + "/image"
         let checkpoint = try remote.mounted.poolfs("checkpoint", "near", image)
-        #expect(checkpoint.status == 1 && checkpoint.output.contains("a checkpoint holds local shelves only")
-                && !checkpoint.output.contains("\n"), "\(checkpoint.output)")
-        #expect(status(image) == nil && status(image + ".part") == nil)
+        #expect(checkpoint.status == 0, "\(checkpoint.output)")
+        try expectRestoredLocally(remote, image: image) { copy in
+            check(files, under: copy.path("far/tree"))
+            expectFile(copy.path("far/late"), holds: pattern(70_000, seed: 99))
+        }
         try remote.mounted.remount()
+    }
+
+    /// Checkpointed while mounted: the mount keeps the cache, and a file
+    /// still open holds pages there that the node has not had yet.
+    @Test func aMountedRemoteShelfIsCheckpointedWithThePagesOnlyItsCacheHolds() throws {
+        let remote = try RemoteMount()
+        let source = remote.mounted.scratch.path + "/source"
+        let files = makeTree(source)
+        #expect(try run("cp", ["-a", source, remote.far + "/tree"]).status == 0)
+        try remote.remountCold()
+        let open = remote.far + "/open"
+        let fd = Glibc.open(open, O_RDWR | O_CREAT, 0o644)
+        defer { close(fd) }
+        let before = pattern(300_000, seed: 41)
+        #expect(before.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == before.count)
+        #expect(remote.number("dirty") > 0, "\(remote.shelf())")
+        let image = remote.mounted.scratch.path + "/image"
+        let checkpoint = try remote.mounted.poolfs("checkpoint", "near", image)
+        #expect(checkpoint.status == 0 && checkpoint.output.contains("froze the file system at"), "\(checkpoint.output)")
+        // Written after: not in the image.
+        #expect(pwrite(fd, [UInt8](repeating: 9, count: 5000), 5000, 0) == 5000)
+        try expectRestoredLocally(remote, image: image) { copy in
+            check(files, under: copy.path("far/tree"))
+            expectFile(copy.path("far/open"), holds: before)
+        }
+    }
+
+    /// Restores `image` as pool "copy", with the node stopped, and mounts it.
+    private func expectRestoredLocally(_ remote: RemoteMount, image: String, _ body: (MountedPool) throws -> Void) throws {
+        let restore = try remote.mounted.poolfs("restore", image, "copy")
+        #expect(restore.status == 0 && restore.output.contains("shelf 1 was on a memory node"), "\(restore.output)")
+        remote.served.stop()
+        defer { try? remote.served.restart() }
+        let copy = try MountedPool(existing: "copy", scratch: remote.mounted.scratch, mountpoint: "copy-mount")
+        try body(copy)
+        #expect(copy.text(".pool/shelves/1")?.contains("remote") == false, "\(copy.text(".pool/shelves/1") ?? "")")
+        copy.unmount()
+        let checked = try remote.mounted.poolfs("check", "copy")
+        #expect(checked.status == 0 && checked.output.hasSuffix("clean"), "\(checked.output)")
+        #expect(try remote.mounted.poolfs("destroy", "copy").status == 0)
     }
 
     /// kill -9 of the mount while files are written to the remote shelf:

@@ -68,9 +68,12 @@ public final class ServedPool {
     /// The port the node listens on.
     public var port: String { String(address.split(separator: ":").last ?? "") }
 
+    /// Kills the node (its pool stays).
+    public func stop() { node = nil }
+
     /// Starts it again on the same port after it was killed.
     public func restart() throws {
-        node = nil
+        stop()
         try start(listen: (namespace == nil ? "127.0.0.1:" : "0.0.0.0:") + port)
     }
 
