@@ -347,7 +347,7 @@ final class RemoteShelfCache: @unchecked Sendable {
 
     private func readFromNode(_ pages: [Int], offset: Int, into buffer: UnsafeMutableRawBufferPointer, byReaderLink: Bool) throws {
         guard !pages.isEmpty else { return }
-        try transfer(pages, "reading for a checkpoint", byReaderLink: byReaderLink) { link, pieces in
+        try transfer(pages, "reading", byReaderLink: byReaderLink) { link, pieces in
             try link.read(pieces.map { piece in
                 let first = part(of: piece.lowerBound, offset: offset, count: buffer.count)
                 let bytes = first.lowerBound..<part(of: piece.upperBound - 1, offset: offset, count: buffer.count).upperBound

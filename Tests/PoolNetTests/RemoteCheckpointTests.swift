@@ -67,4 +67,25 @@ struct RemoteCheckpointTests {
         #expect(try copy.load(at: more) == 7)
         try heap.freePages(at: more, count: 4)
     }
+
+    @Test func aCheckpointWhoseNodeIsDownFailsInOneLineLeavingNoImage() throws {
+        let served = try ServedPool(size: "128M", pageSize: "4K")
+        let scratch = Scratch()
+        try nearPool(scratch, served)
+        let pool = try Pool.open(name: "near", at: scratch.path)
+        let run = try pool.openHeap(name: "cold").allocatePages(count: 4)
+        try withUnsafeBytes(of: UInt64(42)) { try pool.write(at: run, from: $0) }
+        pool.close()
+        // Nothing cached here: the run's bytes are on the node alone.
+        unlink(scratch.path + "/near/shelf-1.cache")
+        served.stop()
+        let image = scratch.path + "/image"
+        let checkpoint = try TestSupport.run(builtExecutable("poolfs"), ["checkpoint", "near", image, "--path", scratch.path],
+                                             environment: ServedPool.environment)
+        let errors = checkpoint.output.split(separator: "\n").filter { $0.hasPrefix("poolfs:") }
+        #expect(checkpoint.status == 1 && errors.count == 1
+                && errors[0].hasPrefix("poolfs: remote shelf 1 (node \(served.address)): reading 4 pages failed")
+                && errors[0].contains("unreachable"), "\(checkpoint.output)")
+        #expect(status(image) == nil && status(image + ".part") == nil)
+    }
 }
