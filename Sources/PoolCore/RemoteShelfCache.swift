@@ -321,36 +321,38 @@ final class RemoteShelfCache: @unchecked Sendable {
             if isHeldHere {
                 // Nobody else changes the cache: resident pages are the newest.
                 try readFromNode(range.filter { state[$0] == State.absent.rawValue }, offset: offset, into: buffer, byReaderLink: false)
-                for page in range where state[page] != State.absent.rawValue { try readWindow(page, offset: offset, into: buffer) }
+                try readWindow(range.filter { state[$0] != State.absent.rawValue }, offset: offset, into: buffer)
                 return
             }
-            let dirtyBefore = Set(range.filter(isDirty))
+            let dirtyBefore = range.filter(isDirty)
             try readFromNode(Array(range), offset: offset, into: buffer, byReaderLink: true)
-            for page in range where dirtyBefore.contains(page) || isDirty(page) {
-                try readWindow(page, offset: offset, into: buffer)
-                if !isDirty(page) { try readFromNode([page], offset: offset, into: buffer, byReaderLink: true) }
-            }
+            let fromWindow = range.filter { isDirty($0) || dirtyBefore.contains($0) }
+            try readWindow(fromWindow, offset: offset, into: buffer)
+            try readFromNode(fromWindow.filter { !isDirty($0) }, offset: offset, into: buffer, byReaderLink: true)
         }
     }
 
-    /// The bytes of `page` that `buffer` (the shelf's bytes from `offset`) holds.
-    private func part(of page: Int, offset: Int, count: Int) -> Range<Int> {
-        let start = Int(geometry.offset(ofPage: page))
-        return max(start, offset) - offset..<min(start + pageSize, offset + count) - offset
+    /// The bytes of `pages` that a buffer of the shelf's `count` bytes
+    /// from `offset` holds, as offsets in that buffer.
+    private func part(of pages: Range<Int>, offset: Int, count: Int) -> Range<Int> {
+        let start = Int(geometry.offset(ofPage: pages.lowerBound)), end = Int(geometry.offset(ofPage: pages.upperBound))
+        return max(start, offset) - offset..<min(end, offset + count) - offset
     }
 
-    /// By pread: a hole of the window (a page being evicted) is not filled.
-    private func readWindow(_ page: Int, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws {
-        let part = part(of: page, offset: offset, count: buffer.count)
-        try file.readByFile(at: offset + part.lowerBound, into: UnsafeMutableRawBufferPointer(rebasing: buffer[part]))
+    /// Sorted `pages`, by pread, a run of them at a time: a hole of the
+    /// window (a page being evicted) is not filled.
+    private func readWindow(_ pages: [Int], offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws {
+        for piece in RemoteShelfCache.contiguous(pages, limit: .max) {
+            let bytes = part(of: piece, offset: offset, count: buffer.count)
+            try file.readByFile(at: offset + bytes.lowerBound, into: UnsafeMutableRawBufferPointer(rebasing: buffer[bytes]))
+        }
     }
 
     private func readFromNode(_ pages: [Int], offset: Int, into buffer: UnsafeMutableRawBufferPointer, byReaderLink: Bool) throws {
         guard !pages.isEmpty else { return }
         try transfer(pages, "reading", byReaderLink: byReaderLink) { link, pieces in
             try link.read(pieces.map { piece in
-                let first = part(of: piece.lowerBound, offset: offset, count: buffer.count)
-                let bytes = first.lowerBound..<part(of: piece.upperBound - 1, offset: offset, count: buffer.count).upperBound
+                let bytes = part(of: piece, offset: offset, count: buffer.count)
                 return (UInt64(offset + bytes.lowerBound) - geometry.dataOffset, UnsafeMutableRawBufferPointer(rebasing: buffer[bytes]))
             })
             counters.bytesRead += UInt64(pages.count * pageSize)

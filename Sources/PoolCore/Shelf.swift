@@ -225,8 +225,6 @@ final class Shelf: @unchecked Sendable {
 
     // MARK: Reserved file blocks (global lock)
 
-    /// Makes sure the file's blocks under a run exist, so a store cannot
-    /// SIGBUS on a full tmpfs. Reserves ahead in 2 MiB steps.
     /// Makes holes of `pages` (their memory goes back), noting it first: a
     /// claim after it always looks for holes to reserve. Global lock held.
     func punch(_ pages: Range<Int>) throws {
@@ -239,6 +237,8 @@ final class Shelf: @unchecked Sendable {
         try SystemCall.punchHole(file.descriptor, offset: start, length: end - start, path: file.path)
     }
 
+    /// Makes sure the file's blocks under a run exist, so a store cannot
+    /// SIGBUS on a full tmpfs. Reserves ahead in 2 MiB steps.
     func reserveBlocks(forPage page: Int, length: Int) throws -> Bool {
         // A remote shelf's file holds only what its cache holds.
         if remote != nil { return true }
